@@ -1,0 +1,296 @@
+//! Host benchmark: latency and throughput of a hello component at 1 and 16 connections,
+//! per-request instantiation time, and cold start (process start to first response).
+//!
+//! A bare hyper server answering the same bytes natively, measured in the same run with the
+//! same client, is the baseline each figure is compared against.
+//!
+//! Usage: `mp3conv-bench <mp3conv binary> <probe.wasm>` (`make bench` passes both).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::rt::TokioIo;
+
+const REQUESTS_ONE: usize = 5_000;
+const REQUESTS_MANY: usize = 20_000;
+const COLD_STARTS: usize = 10;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let (Some(binary), Some(probe)) = (args.next(), args.next()) else {
+        bail!("usage: mp3conv-bench <mp3conv binary> <probe.wasm>");
+    };
+    let binary = PathBuf::from(binary);
+    let probe = std::fs::canonicalize(probe).context("probe.wasm")?;
+    let work = tempfile::tempdir()?;
+    let manifest = work.path().join("spin.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "spin_manifest_version = 2\n[application]\nname = \"bench\"\n\
+             [[trigger.http]]\nroute = \"/probe/...\"\ncomponent = \"probe\"\n\
+             [component.probe]\nsource = \"{}\"\n",
+            probe.display()
+        ),
+    )?;
+    let cache = work.path().join("cache");
+
+    println!("machine: {} cores, {}", cores(), cpu_model());
+    println!("command: make bench");
+    println!();
+
+    let baseline = spawn_baseline().await?;
+    let host = Host::start(&binary, &manifest, &cache, work.path())?;
+    let hello = "/probe/hello";
+
+    println!("| figure | mp3conv host | native hyper baseline | ratio |");
+    println!("|---|---|---|---|");
+    for connections in [1usize, 16] {
+        let requests = if connections == 1 {
+            REQUESTS_ONE
+        } else {
+            REQUESTS_MANY
+        };
+        // Warm both sides first (connection setup, pool slots, caches).
+        load(host.addr, hello, connections, 500).await?;
+        load(baseline, hello, connections, 500).await?;
+        let wasm = load(host.addr, hello, connections, requests).await?;
+        let native = load(baseline, hello, connections, requests).await?;
+        println!(
+            "| p50 latency, {connections} conn | {:.3} ms | {:.3} ms | {:.2} |",
+            ms(wasm.p50),
+            ms(native.p50),
+            ms(wasm.p50) / ms(native.p50)
+        );
+        println!(
+            "| p99 latency, {connections} conn | {:.3} ms | {:.3} ms | {:.2} |",
+            ms(wasm.p99),
+            ms(native.p99),
+            ms(wasm.p99) / ms(native.p99)
+        );
+        println!(
+            "| req/s, {connections} conn | {:.0} | {:.0} | {:.2} |",
+            wasm.rps,
+            native.rps,
+            wasm.rps / native.rps
+        );
+    }
+    let instantiate = host.instantiation_median_us()?;
+    println!("| instantiation (median over all requests) | {instantiate:.1} us | - | - |");
+    host.stop();
+
+    // Cold start: spawn, wait for the address, first response. The first run fills the cache.
+    let mut warm = Vec::new();
+    let mut cold = Vec::new();
+    for i in 0..COLD_STARTS {
+        let fresh_cache = work.path().join(format!("fresh-cache-{i}"));
+        cold.push(cold_start(&binary, &manifest, &fresh_cache, work.path(), hello).await?);
+        warm.push(cold_start(&binary, &manifest, &cache, work.path(), hello).await?);
+    }
+    println!(
+        "| cold start to first response, cache warm (median of {COLD_STARTS}) | {:.1} ms | - | - |",
+        ms(median(&mut warm))
+    );
+    println!(
+        "| cold start to first response, no cache (median of {COLD_STARTS}) | {:.1} ms | - | - |",
+        ms(median(&mut cold))
+    );
+    Ok(())
+}
+
+struct Load {
+    p50: Duration,
+    p99: Duration,
+    rps: f64,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn median(values: &mut [Duration]) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+/// `requests` GETs spread over `connections` keep-alive connections.
+async fn load(
+    addr: SocketAddr,
+    path: &'static str,
+    connections: usize,
+    requests: usize,
+) -> anyhow::Result<Load> {
+    let per_connection = requests / connections;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(connection);
+            let mut latencies = Vec::with_capacity(per_connection);
+            for _ in 0..per_connection {
+                let request = http::Request::get(path)
+                    .header("host", addr.to_string())
+                    .body(Empty::<Bytes>::new())?;
+                let sent = Instant::now();
+                let response = sender.send_request(request).await?;
+                let status = response.status();
+                response.into_body().collect().await?;
+                latencies.push(sent.elapsed());
+                anyhow::ensure!(status == 200, "status {status}");
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut all = Vec::with_capacity(requests);
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    let elapsed = started.elapsed();
+    all.sort();
+    Ok(Load {
+        p50: all[all.len() / 2],
+        p99: all[all.len() * 99 / 100],
+        rps: all.len() as f64 / elapsed.as_secs_f64(),
+    })
+}
+
+/// A native hyper server answering `hello` on its own runtime thread.
+async fn spawn_baseline() -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().expect("baseline runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("baseline listener");
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|_request| async {
+                        let mut response =
+                            http::Response::new(Full::new(Bytes::from_static(b"hello")));
+                        response
+                            .headers_mut()
+                            .insert("content-type", http::HeaderValue::from_static("text/plain"));
+                        Ok::<_, std::convert::Infallible>(response)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    });
+    Ok(addr)
+}
+
+struct Host {
+    child: Child,
+    addr: SocketAddr,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Host {
+    fn start(binary: &Path, manifest: &Path, cache: &Path, work: &Path) -> anyhow::Result<Host> {
+        let mut child = Command::new(binary)
+            .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+            .arg("--manifest")
+            .arg(manifest)
+            .arg("--cache-dir")
+            .arg(cache)
+            .arg("--data-dir")
+            .arg(work.join("data"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawning mp3conv")?;
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = log.clone();
+        let stderr = child.stderr.take().context("stderr")?;
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().expect("log lock");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = read_address(&mut child)?;
+        Ok(Host { child, addr, log })
+    }
+
+    /// The median of `instantiate_us` over every request line the host logged.
+    fn instantiation_median_us(&self) -> anyhow::Result<f64> {
+        let log = self.log.lock().expect("log lock");
+        let mut values: Vec<f64> = log
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|line| line["message"] == "request")
+            .filter_map(|line| line["instantiate_us"].as_f64())
+            .collect();
+        anyhow::ensure!(!values.is_empty(), "no request lines in the host's log");
+        values.sort_by(f64::total_cmp);
+        Ok(values[values.len() / 2])
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_address(child: &mut Child) -> anyhow::Result<SocketAddr> {
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = lines.next().context("mp3conv exited before serving")??;
+    std::thread::spawn(move || for _ in lines {});
+    line.strip_prefix("Serving http://")
+        .with_context(|| format!("unexpected first line: {line}"))?
+        .parse()
+        .context("address")
+}
+
+async fn cold_start(
+    binary: &Path,
+    manifest: &Path,
+    cache: &Path,
+    work: &Path,
+    path: &'static str,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let host = Host::start(binary, manifest, cache, work)?;
+    load(host.addr, path, 1, 1).await?;
+    let elapsed = started.elapsed();
+    host.stop();
+    Ok(elapsed)
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("model name"))
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}

@@ -1,0 +1,128 @@
+//! mp3conv's function host: runs the Spin WASI HTTP components described by a `spin.toml`
+//! (manifest version 2) on wasmtime, as `spin up` would, with the Spin host interfaces the
+//! project's functions use (variables, SQLite, MySQL, outbound HTTP).
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let config = mp3conv_host::HostConfig::new("spin.toml".into());
+//! let host = mp3conv_host::Host::build(config).await?;
+//! println!("Serving http://{}", host.local_addr());
+//! host.run_until_stopped(mp3conv_host::shutdown_signal()).await
+//! # }
+//! ```
+
+pub mod config;
+pub mod error;
+pub mod manifest;
+pub mod outbound;
+pub mod routes;
+pub mod runtime;
+pub mod server;
+pub mod spin;
+pub mod state;
+pub mod telemetry;
+pub mod variables;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+pub use config::{HostConfig, Limits};
+pub use error::StartupError;
+
+/// A host with its application loaded and its port bound, not yet serving.
+pub struct Host {
+    runtime: Arc<runtime::Runtime>,
+    listener: TcpListener,
+    config: HostConfig,
+}
+
+impl Host {
+    /// Loads and validates the manifest, compiles its components and binds the listener.
+    /// Variables come from `SPIN_VARIABLE_*` in the environment.
+    pub async fn build(config: HostConfig) -> Result<Host, StartupError> {
+        let app = manifest::App::load(&config.manifest, &|name| std::env::var(name).ok())?;
+        for (name, limits) in &config.component_limits {
+            if !app.components.contains_key(name) {
+                return Err(StartupError::Component {
+                    component: name.clone(),
+                    message: "has limits configured but is not in the manifest".into(),
+                });
+            }
+            if limits.memory == 0 {
+                return Err(StartupError::Component {
+                    component: name.clone(),
+                    message: "memory limit must be above zero".into(),
+                });
+            }
+        }
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("cannot create data directory {}", config.data_dir.display())
+        })?;
+        let runtime = {
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || runtime::Runtime::build(app, &config))
+                .await
+                .context("component loading panicked")??
+        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        Ok(Host {
+            runtime: Arc::new(runtime),
+            listener,
+            config,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The routes served, as `(route, component)`, for the start-up banner.
+    pub fn routes(&self) -> Vec<(String, String)> {
+        self.runtime.router.describe()
+    }
+
+    /// Serves until `shutdown` resolves, then drains requests in flight.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        server::serve(
+            self.runtime,
+            self.listener,
+            self.config.max_concurrent_requests,
+            self.config.shutdown_grace,
+            shutdown,
+        )
+        .await
+    }
+}
+
+/// Resolves on SIGTERM (what Kubernetes and Knative send) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for Ctrl-C: {err}");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!("cannot listen for SIGTERM: {err}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received SIGINT"),
+        () = terminate => tracing::info!("received SIGTERM"),
+    }
+}

@@ -1,0 +1,257 @@
+//! `allowed_outbound_hosts`: which network destinations a component may reach, with the
+//! syntax and defaults Spin uses (`scheme://host[:port]`, `*` wildcards, `*.domain`
+//! subdomains, port ranges `a..b`, default ports per scheme).
+
+/// A component's parsed allow-list.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AllowedHosts {
+    entries: Vec<Entry>,
+    allow_all: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Entry {
+    scheme: Option<String>,
+    host: HostPattern,
+    ports: PortPattern,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum HostPattern {
+    Any,
+    /// `*.example.com`: any subdomain, not the domain itself.
+    Subdomain(String),
+    Exact(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum PortPattern {
+    Any,
+    Range(u16, u16),
+}
+
+/// The port a scheme uses when none is written.
+pub fn default_port(scheme: &str) -> Option<u16> {
+    Some(match scheme {
+        "http" => 80,
+        "https" => 443,
+        "mysql" => 3306,
+        "postgres" => 5432,
+        "redis" => 6379,
+        "mqtt" => 1883,
+        _ => return None,
+    })
+}
+
+impl AllowedHosts {
+    pub fn parse(entries: &[String]) -> Result<AllowedHosts, String> {
+        let mut allowed = AllowedHosts::default();
+        for entry in entries {
+            if entry == "insecure:allow-all" {
+                allowed.allow_all = true;
+                continue;
+            }
+            allowed.entries.push(parse_entry(entry)?);
+        }
+        Ok(allowed)
+    }
+
+    /// Whether a request to `scheme://host:port` is allowed.
+    pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
+        if self.allow_all {
+            return true;
+        }
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        self.entries.iter().any(|entry| {
+            entry.scheme.as_deref().is_none_or(|s| s == scheme)
+                && match &entry.host {
+                    HostPattern::Any => true,
+                    HostPattern::Exact(exact) => *exact == host,
+                    HostPattern::Subdomain(domain) => host
+                        .strip_suffix(domain.as_str())
+                        .is_some_and(|prefix| !prefix.is_empty()),
+                }
+                && match entry.ports {
+                    PortPattern::Any => true,
+                    PortPattern::Range(low, high) => (low..=high).contains(&port),
+                }
+        })
+    }
+
+    /// Whether a URL (`scheme://host[:port]...`) is allowed.
+    pub fn allows_url(&self, url: &url::Url) -> bool {
+        let Some(host) = url.host_str() else {
+            return false;
+        };
+        let Some(port) = url.port().or_else(|| default_port(url.scheme())) else {
+            return false;
+        };
+        self.allows(url.scheme(), host, port)
+    }
+}
+
+fn parse_entry(entry: &str) -> Result<Entry, String> {
+    let (scheme, rest) = entry
+        .split_once("://")
+        .ok_or_else(|| format!("`{entry}` must be `scheme://host[:port]`"))?;
+    if scheme.is_empty() || !(scheme == "*" || scheme.bytes().all(|b| b.is_ascii_lowercase())) {
+        return Err(format!("`{entry}`: `{scheme}` is not a scheme"));
+    }
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains('/') {
+        return Err(format!("`{entry}`: a path is not allowed here"));
+    }
+    let (host, port) = split_host_port(rest).ok_or_else(|| format!("`{entry}`: bad host"))?;
+    if host == "self" || host == "self.alt" || host.ends_with(".spin.internal") {
+        return Err(format!(
+            "`{entry}`: service chaining is not supported by this host"
+        ));
+    }
+    let host_pattern = if host == "*" {
+        HostPattern::Any
+    } else if let Some(domain) = host.strip_prefix("*.") {
+        if domain.is_empty() || domain.contains('*') {
+            return Err(format!("`{entry}`: bad wildcard host"));
+        }
+        HostPattern::Subdomain(format!(".{}", domain.to_ascii_lowercase()))
+    } else if host.is_empty() || host.contains('*') {
+        return Err(format!("`{entry}`: bad host"));
+    } else {
+        HostPattern::Exact(host.to_ascii_lowercase())
+    };
+    let ports = match port {
+        Some("*") => PortPattern::Any,
+        Some(text) => match text.split_once("..") {
+            Some((low, high)) => {
+                let low = parse_port(entry, low)?;
+                let high = parse_port(entry, high)?;
+                if low > high {
+                    return Err(format!("`{entry}`: empty port range"));
+                }
+                PortPattern::Range(low, high)
+            }
+            None => {
+                let port = parse_port(entry, text)?;
+                PortPattern::Range(port, port)
+            }
+        },
+        None => {
+            let port = default_port(scheme)
+                .ok_or_else(|| format!("`{entry}`: give a port, `{scheme}` has no default"))?;
+            PortPattern::Range(port, port)
+        }
+    };
+    Ok(Entry {
+        scheme: (scheme != "*").then(|| scheme.to_owned()),
+        host: host_pattern,
+        ports,
+    })
+}
+
+/// Splits `host[:port]`, with `[v6]` brackets kept out of the host.
+fn split_host_port(text: &str) -> Option<(&str, Option<&str>)> {
+    if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        return match after {
+            "" => Some((host, None)),
+            _ => Some((host, Some(after.strip_prefix(':')?))),
+        };
+    }
+    match text.rsplit_once(':') {
+        Some((host, port)) => Some((host, Some(port))),
+        None => Some((text, None)),
+    }
+}
+
+fn parse_port(entry: &str, text: &str) -> Result<u16, String> {
+    text.parse()
+        .map_err(|_| format!("`{entry}`: `{text}` is not a port"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts(entries: &[&str]) -> AllowedHosts {
+        AllowedHosts::parse(&entries.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn matching() {
+        let allowed = hosts(&[
+            "https://example.com",
+            "http://127.0.0.1:8080",
+            "*://localhost:*",
+            "https://*.svc.test",
+            "mysql://db.local",
+            "http://[::1]:9000..9010",
+        ]);
+        let cases = [
+            ("https", "example.com", 443, true),
+            ("https", "EXAMPLE.com", 443, true),
+            ("https", "example.com", 8443, false),
+            ("http", "example.com", 80, false),
+            ("http", "127.0.0.1", 8080, true),
+            ("http", "127.0.0.1", 8081, false),
+            ("redis", "localhost", 1, true),
+            ("https", "a.svc.test", 443, true),
+            ("https", "a.b.svc.test", 443, true),
+            ("https", "svc.test", 443, false),
+            ("https", "evilsvc.test", 443, false),
+            ("mysql", "db.local", 3306, true),
+            ("mysql", "db.local", 3307, false),
+            ("http", "[::1]", 9005, true),
+            ("http", "::1", 9011, false),
+        ];
+        for (scheme, host, port, expected) in cases {
+            assert_eq!(
+                allowed.allows(scheme, host, port),
+                expected,
+                "{scheme}://{host}:{port}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_denies_and_allow_all_allows() {
+        assert!(!hosts(&[]).allows("https", "example.com", 443));
+        assert!(hosts(&["insecure:allow-all"]).allows("ftp", "x", 21));
+    }
+
+    #[test]
+    fn urls() {
+        let allowed = hosts(&["http://127.0.0.1:3000", "https://example.com"]);
+        for (url, expected) in [
+            ("http://127.0.0.1:3000/x?y", true),
+            ("https://example.com/a", true),
+            ("http://127.0.0.1/", false),
+            ("http://example.com:443/", false),
+        ] {
+            assert_eq!(
+                allowed.allows_url(&url::Url::parse(url).unwrap()),
+                expected,
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_entries() {
+        for bad in [
+            "example.com",
+            "https://",
+            "https://a/b",
+            "foo://host",
+            "*://host",
+            "https://host:99999",
+            "https://host:9..1",
+            "https://a*b.com",
+            "http://self",
+        ] {
+            assert!(AllowedHosts::parse(&[bad.to_owned()]).is_err(), "{bad}");
+        }
+    }
+}

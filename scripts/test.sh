@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs every test: installs and starts what the tests need, builds the functions and the test
+# components for wasm32-wasip2, then runs the whole workspace's tests against real services.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/toolchain.sh
+eval "$(scripts/services.sh env)"
+
+echo "test: building the components (wasm32-wasip2)" >&2
+cargo build --release --target wasm32-wasip2 -p gateway -p probe
+
+echo "test: running the tests" >&2
+cargo test --release --workspace --exclude probe --no-fail-fast

@@ -1,0 +1,180 @@
+//! Command-line options, mapped onto the host's typed settings once at start-up.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use mp3conv_host::telemetry::LogFormat;
+use mp3conv_host::{Host, HostConfig, Limits};
+
+#[derive(Debug, Parser)]
+#[command(name = "mp3conv", version, about = "Turns videos into MP3s.")]
+pub struct Cli {
+    /// Log line format; RUST_LOG sets the level.
+    #[arg(
+        long,
+        global = true,
+        env = "MP3CONV_LOG_FORMAT",
+        default_value = "pretty"
+    )]
+    pub log_format: LogFormatArg,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    Pretty,
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(arg: LogFormatArg) -> LogFormat {
+        match arg {
+            LogFormatArg::Pretty => LogFormat::Pretty,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole system locally on embedded defaults.
+    Up(HostArgs),
+    /// Run only the function host for a spin.toml, as `spin up` would.
+    Serve(HostArgs),
+}
+
+#[derive(Debug, Args)]
+struct HostArgs {
+    /// The application manifest.
+    #[arg(long, env = "MP3CONV_MANIFEST", default_value = "spin.toml")]
+    manifest: PathBuf,
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "MP3CONV_LISTEN", default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    /// Where databases and the compiled-component cache live.
+    #[arg(long, env = "MP3CONV_DATA_DIR", default_value = ".mp3conv")]
+    data_dir: PathBuf,
+    /// Where compiled components are cached [default: DATA_DIR/cache/components].
+    #[arg(long, env = "MP3CONV_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Requests handled at once; more are answered 503.
+    #[arg(long, env = "MP3CONV_MAX_CONCURRENT_REQUESTS", default_value_t = 128,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    max_concurrent_requests: u32,
+    /// Memory cap of each component instance (e.g. 128MiB).
+    #[arg(long, env = "MP3CONV_MEMORY_LIMIT", default_value = "128MiB", value_parser = parse_size)]
+    memory_limit: usize,
+    /// Time limit of each request (e.g. 60s).
+    #[arg(long, env = "MP3CONV_REQUEST_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    request_timeout: Duration,
+    /// Per-component limits: NAME:memory=64MiB,timeout=10s (repeatable).
+    #[arg(long = "component-limit", value_name = "NAME:LIMITS")]
+    component_limits: Vec<String>,
+    /// How long shutdown waits for requests in flight.
+    #[arg(long, env = "MP3CONV_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
+}
+
+fn parse_size(text: &str) -> Result<usize, String> {
+    let size: bytesize::ByteSize = text.parse().map_err(|err| format!("`{text}`: {err}"))?;
+    usize::try_from(size.as_u64()).map_err(|_| format!("`{text}` is too large"))
+}
+
+impl HostArgs {
+    fn into_config(self) -> anyhow::Result<HostConfig> {
+        if self.memory_limit == 0 {
+            anyhow::bail!("--memory-limit must be above zero");
+        }
+        let limits = Limits {
+            memory: self.memory_limit,
+            timeout: self.request_timeout,
+        };
+        let mut component_limits = BTreeMap::new();
+        for text in &self.component_limits {
+            let (name, overrides) = parse_component_limit(text, limits)
+                .with_context(|| format!("--component-limit `{text}`"))?;
+            component_limits.insert(name, overrides);
+        }
+        Ok(HostConfig {
+            manifest: self.manifest,
+            listen: self.listen,
+            data_dir: self.data_dir,
+            cache_dir: self.cache_dir,
+            max_concurrent_requests: self.max_concurrent_requests as usize,
+            limits,
+            component_limits,
+            shutdown_grace: self.shutdown_grace,
+        })
+    }
+}
+
+/// `NAME:memory=64MiB,timeout=10s`; unset limits keep the defaults.
+fn parse_component_limit(text: &str, defaults: Limits) -> anyhow::Result<(String, Limits)> {
+    let (name, settings) = text
+        .split_once(':')
+        .context("expected NAME:memory=SIZE,timeout=DURATION")?;
+    let mut limits = defaults;
+    for setting in settings.split(',') {
+        match setting.split_once('=') {
+            Some(("memory", value)) => {
+                limits.memory = parse_size(value).map_err(anyhow::Error::msg)?;
+                anyhow::ensure!(limits.memory > 0, "memory must be above zero");
+            }
+            Some(("timeout", value)) => limits.timeout = humantime::parse_duration(value)?,
+            _ => anyhow::bail!("unknown setting `{setting}`: use memory=SIZE or timeout=DURATION"),
+        }
+    }
+    Ok((name.to_owned(), limits))
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Up(args) | Command::Serve(args) => serve(args.into_config()?).await,
+    }
+}
+
+async fn serve(config: HostConfig) -> anyhow::Result<()> {
+    let host = Host::build(config).await?;
+    // Tests and scripts read the address from this line.
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "Serving http://{}", host.local_addr())?;
+    writeln!(out, "Available Routes:")?;
+    for (route, component) in host.routes() {
+        writeln!(out, "  {component}: http://{}{route}", host.local_addr())?;
+    }
+    out.flush()?;
+    drop(out);
+    host.run_until_stopped(mp3conv_host::shutdown_signal())
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn component_limits() {
+        let defaults = Limits::default();
+        let (name, limits) =
+            parse_component_limit("gateway:memory=64MiB,timeout=5s", defaults).unwrap();
+        assert_eq!(name, "gateway");
+        assert_eq!(limits.memory, 64 << 20);
+        assert_eq!(limits.timeout, Duration::from_secs(5));
+        let (_, limits) = parse_component_limit("auth:timeout=1s", defaults).unwrap();
+        assert_eq!(limits.memory, defaults.memory);
+        for bad in [
+            "gateway",
+            "gateway:memory=lots",
+            "gateway:cpu=2",
+            "g:memory=0",
+        ] {
+            assert!(parse_component_limit(bad, defaults).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Helpers shared by the integration tests: spawn `mp3conv serve` as a real process on port 0,
+//! read the bound address from its output, and talk to it over HTTP like any client.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The directory cargo builds into (works with CARGO_TARGET_DIR too).
+pub fn target_dir() -> PathBuf {
+    let exe = Path::new(env!("CARGO_BIN_EXE_mp3conv"));
+    // .../target/<profile>/mp3conv
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("binary lives in target/<profile>/")
+        .to_path_buf()
+}
+
+/// A component built by the test command (`make test` builds them before the tests run).
+pub fn component(name: &str) -> PathBuf {
+    let path = target_dir()
+        .join("wasm32-wasip2")
+        .join("release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --release --target wasm32-wasip2 -p {name}` \
+         (`make test` does this)",
+        path.display()
+    );
+    path
+}
+
+/// Compiled components are shared by every test so each is compiled once per run.
+pub fn shared_cache_dir() -> PathBuf {
+    target_dir().join("test-component-cache")
+}
+
+/// A running `mp3conv` process.
+pub struct HostProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    log: Arc<Mutex<String>>,
+}
+
+/// How to start a host.
+pub struct HostOptions {
+    pub manifest: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Reuse this data directory (to check what survives a restart).
+    pub dir: Option<tempfile::TempDir>,
+    /// A compiled-component cache other than the shared one.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl HostOptions {
+    pub fn new(manifest: impl Into<String>) -> HostOptions {
+        HostOptions {
+            manifest: manifest.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            dir: None,
+            cache_dir: None,
+        }
+    }
+
+    pub fn arg(mut self, arg: impl Into<String>) -> HostOptions {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> HostOptions {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+}
+
+/// The outcome of a host that was expected not to start.
+pub struct FailedStart {
+    pub code: Option<i32>,
+    pub stderr: String,
+}
+
+fn command(options: &HostOptions, dir: &Path) -> Command {
+    let manifest = dir.join("spin.toml");
+    std::fs::write(&manifest, &options.manifest).expect("writing the manifest");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mp3conv"));
+    command
+        .arg("serve")
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--cache-dir")
+        .arg(options.cache_dir.clone().unwrap_or_else(shared_cache_dir))
+        .args(&options.args)
+        .env_remove("RUST_LOG")
+        .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+impl HostProcess {
+    /// Starts a host and waits until it prints the address it serves on.
+    pub fn start(mut options: HostOptions) -> HostProcess {
+        let dir = match options.dir.take() {
+            Some(dir) => dir,
+            None => tempfile::tempdir().expect("temp dir"),
+        };
+        let mut child = command(&options, dir.path())
+            .spawn()
+            .expect("spawning mp3conv");
+
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+
+        // The first stdout line is the readiness signal; it comes after components are compiled.
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let first = lines.next().and_then(Result::ok);
+            let _ = sender.send(first);
+            // Keep draining so the host never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = match receiver.recv_timeout(Duration::from_secs(120)) {
+            Ok(Some(line)) => line,
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "mp3conv did not report an address ({other:?}); its log:\n{}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        let addr = line
+            .strip_prefix("Serving http://")
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+            .parse()
+            .expect("a socket address");
+        HostProcess {
+            child,
+            addr,
+            dir,
+            log,
+        }
+    }
+
+    /// Runs a host that must refuse to start, returning its exit code and stderr.
+    pub fn start_failing(options: HostOptions) -> FailedStart {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let output = command(&options, dir.path())
+            .output()
+            .expect("running mp3conv");
+        assert!(
+            output.stdout.is_empty(),
+            "a host that fails to start must not print an address: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        FailedStart {
+            code: output.status.code(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the host logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits");
+        // SAFETY: sending a signal to a child process we own.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill(SIGTERM) failed");
+    }
+
+    /// Waits for the process to exit (bounded) and returns its exit code.
+    pub fn wait(mut self) -> Option<i32> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mp3conv did not exit; its log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The data directory the host used.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Stops the host and hands back its directory, for a restart on the same data.
+    pub fn stop_keeping_dir(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::mem::replace(&mut self.dir, dir)
+    }
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Resident and peak resident memory of a process, in bytes (Linux).
+pub fn rss(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches(" kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map(|kb| kb * 1024)
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("http client")
+}
