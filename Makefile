@@ -1,6 +1,6 @@
 # The two commands the README opens with: `make up` runs the system, `make test` runs every test.
 CARGO ?= cargo
-FUNCTIONS := -p gateway
+FUNCTIONS := -p auth -p gateway
 TEST_COMPONENTS := -p probe
 
 .PHONY: up test build functions native bench fmt lint

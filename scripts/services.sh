@@ -166,5 +166,5 @@ log "all services ready"
 if [[ ${1:-} == env ]]; then
   echo "export MP3CONV_TEST_MYSQL_URL=mysql://root@127.0.0.1:3306"
   echo "export MP3CONV_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f"
-  echo "export MP3CONV_TEST_MONGO_URL=mongodb://127.0.0.1:$MONGO_PORT"
+  echo "export MP3CONV_TEST_MONGO_URL=mongodb://127.0.0.1:$MONGO_PORT/?directConnection=true"
 fi

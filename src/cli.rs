@@ -43,10 +43,37 @@ impl From<LogFormatArg> for LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the whole system locally on embedded defaults.
+    /// Run the whole system locally on embedded defaults: generates development signing keys
+    /// on first run and migrates the users database.
     Up(HostArgs),
     /// Run only the function host for a spin.toml, as `spin up` would.
     Serve(HostArgs),
+    /// Apply the users database migrations.
+    Migrate(MigrateArgs),
+    /// Manage token signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct MigrateArgs {
+    /// A MySQL/MariaDB URL, e.g. mysql://user:pass@host:3306/mp3conv (created if missing).
+    #[arg(long, env = "MP3CONV_MIGRATE_MYSQL_URL")]
+    mysql: Option<String>,
+    /// A SQLite database file (created if missing).
+    #[arg(long)]
+    sqlite: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Generate an Ed25519 signing key (`jwt-signing.pem`, mode 0600) and its `jwks.json`.
+    Generate {
+        /// Directory to write into; the key file must not exist yet.
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -63,9 +90,10 @@ struct HostArgs {
     /// Where compiled components are cached [default: DATA_DIR/cache/components].
     #[arg(long, env = "MP3CONV_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
-    /// Requests handled at once; more are answered 503.
+    /// Requests handled at once; more are answered 503. Each slot reserves address space
+    /// (not memory) for an instance, hence the upper bound.
     #[arg(long, env = "MP3CONV_MAX_CONCURRENT_REQUESTS", default_value_t = 128,
-          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
     max_concurrent_requests: u32,
     /// Memory cap of each component instance (e.g. 128MiB).
     #[arg(long, env = "MP3CONV_MEMORY_LIMIT", default_value = "128MiB", value_parser = parse_size)]
@@ -110,6 +138,7 @@ impl HostArgs {
             limits,
             component_limits,
             shutdown_grace: self.shutdown_grace,
+            variables: BTreeMap::new(),
         })
     }
 }
@@ -135,8 +164,50 @@ fn parse_component_limit(text: &str, defaults: Limits) -> anyhow::Result<(String
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Up(args) | Command::Serve(args) => serve(args.into_config()?).await,
+        Command::Up(args) => up(args.into_config()?).await,
+        Command::Serve(args) => serve(args.into_config()?).await,
+        Command::Migrate(MigrateArgs {
+            mysql: Some(url), ..
+        }) => crate::migrate::mysql(&url).await,
+        Command::Migrate(MigrateArgs {
+            sqlite: Some(path), ..
+        }) => crate::migrate::sqlite(&path).await,
+        Command::Migrate(_) => unreachable!("clap requires --mysql or --sqlite"),
+        Command::Keys(KeysCommand::Generate { dir }) => {
+            let pair = crate::keys::generate()?;
+            crate::keys::write(&dir, &pair)?;
+            println!("{}", pair.kid());
+            Ok(())
+        }
     }
+}
+
+/// The whole system on embedded defaults: development keys from the data directory (unless
+/// `SPIN_VARIABLE_JWT_*` supply real ones), the users database migrated, then the host.
+async fn up(mut config: HostConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let keys = crate::keys::load_or_generate(&config.data_dir.join("keys"))?;
+    config
+        .variables
+        .insert("jwt_signing_key".into(), keys.signing_pem.clone());
+    config
+        .variables
+        .insert("jwt_public_keys".into(), keys.jwks_json());
+    let variables = mp3conv_host::app_variables(&config)?;
+    match variables.get("auth_database").map(String::as_str) {
+        Some("mysql") => {
+            let url = variables
+                .get("mysql_url")
+                .context("auth_database is mysql but mysql_url is not set")?;
+            crate::migrate::mysql(url).await?;
+        }
+        _ => {
+            let path = mp3conv_host::spin::sqlite::database_file(&config.data_dir, "default");
+            crate::migrate::sqlite(&path).await?;
+        }
+    }
+    serve(config).await
 }
 
 async fn serve(config: HostConfig) -> anyhow::Result<()> {

@@ -1,6 +1,8 @@
 //! `mp3conv`: runs the system (`mp3conv up`) or just the function host (`mp3conv serve`).
 
 mod cli;
+mod keys;
+mod migrate;
 
 use clap::Parser;
 

@@ -43,6 +43,9 @@ pub struct HostConfig {
     pub component_limits: BTreeMap<String, Limits>,
     /// How long a shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
+    /// Variable values supplied by the program (e.g. generated development keys), by variable
+    /// name. `SPIN_VARIABLE_*` in the environment still wins over these.
+    pub variables: BTreeMap<String, String>,
 }
 
 impl HostConfig {
@@ -56,6 +59,7 @@ impl HostConfig {
             limits: Limits::default(),
             component_limits: BTreeMap::new(),
             shutdown_grace: Duration::from_secs(30),
+            variables: BTreeMap::new(),
         }
     }
 

@@ -43,7 +43,7 @@ impl Host {
     /// Loads and validates the manifest, compiles its components and binds the listener.
     /// Variables come from `SPIN_VARIABLE_*` in the environment.
     pub async fn build(config: HostConfig) -> Result<Host, StartupError> {
-        let app = manifest::App::load(&config.manifest, &|name| std::env::var(name).ok())?;
+        let app = load_app(&config)?;
         for (name, limits) in &config.component_limits {
             if !app.components.contains_key(name) {
                 return Err(StartupError::Component {
@@ -100,6 +100,32 @@ impl Host {
         )
         .await
     }
+}
+
+/// Loads the manifest with variables from `SPIN_VARIABLE_*`, then those the program supplied.
+fn load_app(config: &HostConfig) -> Result<manifest::App, StartupError> {
+    let supplied: std::collections::BTreeMap<String, String> = config
+        .variables
+        .iter()
+        .map(|(name, value)| (variables::env_name(name), value.clone()))
+        .collect();
+    let lookup = |env_name: &str| {
+        std::env::var(env_name)
+            .ok()
+            .or_else(|| supplied.get(env_name).cloned())
+    };
+    manifest::App::load(&config.manifest, &lookup)
+}
+
+/// The application variables' resolved values, as components would see them through templates.
+pub fn app_variables(
+    config: &HostConfig,
+) -> Result<std::collections::BTreeMap<String, String>, StartupError> {
+    Ok(load_app(config)?
+        .variables
+        .into_iter()
+        .map(|(name, variable)| (name, variable.value))
+        .collect())
 }
 
 /// Resolves on SIGTERM (what Kubernetes and Knative send) or SIGINT (Ctrl-C).

@@ -12,7 +12,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 use tracing::Instrument;
@@ -25,6 +25,7 @@ use crate::runtime::Runtime;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const WELL_KNOWN: &str = "/.well-known/spin/";
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `runtime` on `listener` until `shutdown` resolves, then drains for up to `grace`.
 pub async fn serve(
@@ -67,6 +68,9 @@ pub async fn serve(
         });
         let connection = http1::Builder::new()
             .keep_alive(true)
+            // A client that never finishes its headers must not hold a connection forever.
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

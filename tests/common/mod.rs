@@ -35,6 +35,37 @@ pub fn component(name: &str) -> PathBuf {
     path
 }
 
+/// The repository's own `spin.toml`, with component sources pointed at this build's target
+/// directory (the manifest names them relative to the repository).
+pub fn repo_manifest() -> String {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("spin.toml"))
+        .expect("reading spin.toml");
+    let components = target_dir().join("wasm32-wasip2").join("release");
+    let replaced = text.replace(
+        "\"target/wasm32-wasip2/release/",
+        &format!("\"{}/", components.display()),
+    );
+    for name in ["auth", "gateway"] {
+        component(name);
+    }
+    replaced
+}
+
+/// Runs an `mp3conv` subcommand to completion, panicking with its output when it fails.
+pub fn mp3conv(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_mp3conv"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running mp3conv");
+    assert!(
+        output.status.success(),
+        "mp3conv {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// Compiled components are shared by every test so each is compiled once per run.
 pub fn shared_cache_dir() -> PathBuf {
     target_dir().join("test-component-cache")

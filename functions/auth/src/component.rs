@@ -1,0 +1,273 @@
+//! The Spin entry point: turns Spin's request, variables and databases into what [`crate::api`]
+//! needs, and its [`Reply`](crate::api::Reply) back into a response. No decisions are made here.
+
+use std::cell::OnceCell;
+
+use futures::StreamExt as _;
+use spin_sdk::http::{Fields, IncomingRequest, OutgoingResponse, ResponseOutparam};
+use spin_sdk::http_component;
+use spin_sdk::{mysql, sqlite};
+
+use crate::api::{self, ApiError, Context, MAX_BODY_BYTES, Reply, Request};
+use crate::config::{Config, Database};
+use crate::store::{Db, DbError, Param, SqlStore, StoreError, User, UserStore, Value};
+use crate::tokens::Tokens;
+
+#[http_component]
+async fn handle(request: IncomingRequest, out: ResponseOutparam) {
+    let reply = match serve(request).await {
+        Ok(reply) => reply,
+        Err(err) => {
+            if let ApiError::Internal(cause) = &err {
+                eprintln!("auth: internal error: {cause}");
+            }
+            err.reply()
+        }
+    };
+    send(out, reply).await;
+}
+
+async fn serve(request: IncomingRequest) -> Result<Reply, ApiError> {
+    let method = request.method().to_string();
+    let path_with_query = request.path_with_query().unwrap_or_default();
+    let path = path_with_query
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .first()
+            .map(|value| String::from_utf8_lossy(value).into_owned())
+    };
+    let authorization = header("authorization");
+    let content_type = header("content-type");
+    let declared_length = header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
+    if declared_length.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        return Err(ApiError::BodyTooLarge);
+    }
+    let body = read_body(request).await?;
+
+    let config =
+        Config::load(|name| spin_sdk::variables::get(name).ok()).map_err(ApiError::Internal)?;
+    let tokens = Tokens::new(&config).map_err(ApiError::Internal)?;
+    let store = LazyStore {
+        database: &config.database,
+        opened: OnceCell::new(),
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let request = Request {
+        method: &method,
+        path: &path,
+        authorization: authorization.as_deref(),
+        content_type: content_type.as_deref(),
+        body: &body,
+    };
+    let context = Context {
+        config: &config,
+        tokens: &tokens,
+        store: &store,
+        now_ms,
+    };
+    api::handle(&request, &context)
+}
+
+/// Reads the body, refusing it as soon as it passes the limit.
+async fn read_body(request: IncomingRequest) -> Result<Vec<u8>, ApiError> {
+    let mut body = Vec::new();
+    let mut stream = request.into_body_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|err| {
+            ApiError::MalformedJson(format!("the body could not be read: {err:?}"))
+        })?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(ApiError::BodyTooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+async fn send(out: ResponseOutparam, reply: Reply) {
+    let headers: Vec<(String, Vec<u8>)> = reply
+        .headers
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), value.clone().into_bytes()))
+        .collect();
+    let response = OutgoingResponse::new(Fields::from_list(&headers).expect("valid header names"));
+    response
+        .set_status_code(reply.status)
+        .expect("a valid status code");
+    out.set_with_body(response, reply.body).await.ok();
+}
+
+/// Opens the database on first use: the JWKS and validate routes never touch it.
+struct LazyStore<'a> {
+    database: &'a Database,
+    opened: OnceCell<Result<Box<dyn UserStore>, StoreError>>,
+}
+
+impl LazyStore<'_> {
+    fn store(&self) -> Result<&dyn UserStore, StoreError> {
+        let opened = self.opened.get_or_init(|| match self.database {
+            Database::Sqlite => sqlite::Connection::open_default()
+                .map(|connection| {
+                    Box::new(SqlStore::new(SpinSqlite(connection))) as Box<dyn UserStore>
+                })
+                .map_err(|err| StoreError::Other(format!("opening SQLite: {err:?}"))),
+            Database::Mysql(address) => mysql::Connection::open(address)
+                .map(|connection| {
+                    Box::new(SqlStore::new(SpinMysql(connection))) as Box<dyn UserStore>
+                })
+                .map_err(|err| StoreError::Other(format!("opening MySQL: {err:?}"))),
+        });
+        opened.as_deref().map_err(Clone::clone)
+    }
+}
+
+impl UserStore for LazyStore<'_> {
+    fn find_by_email(&self, email_key: &str) -> Result<Option<User>, StoreError> {
+        self.store()?.find_by_email(email_key)
+    }
+    fn insert(&self, user: &User) -> Result<(), StoreError> {
+        self.store()?.insert(user)
+    }
+    fn failures_after(
+        &self,
+        email_key: &str,
+        after_ms: i64,
+    ) -> Result<(u32, Option<i64>), StoreError> {
+        self.store()?.failures_after(email_key, after_ms)
+    }
+    fn record_failure(
+        &self,
+        email_key: &str,
+        at_ms: i64,
+        forget_before_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.store()?
+            .record_failure(email_key, at_ms, forget_before_ms)
+    }
+    fn clear_failures(&self, email_key: &str) -> Result<(), StoreError> {
+        self.store()?.clear_failures(email_key)
+    }
+}
+
+struct SpinSqlite(sqlite::Connection);
+
+fn sqlite_params(params: &[Param]) -> Vec<sqlite::Value> {
+    params
+        .iter()
+        .map(|param| match param {
+            Param::Int(v) => sqlite::Value::Integer(*v),
+            Param::Text(v) => sqlite::Value::Text(v.clone()),
+        })
+        .collect()
+}
+
+fn sqlite_error(err: sqlite::Error) -> DbError {
+    let message = format!("{err:?}");
+    DbError {
+        unique_violation: message.contains("UNIQUE constraint failed"),
+        message,
+    }
+}
+
+impl Db for SpinSqlite {
+    fn execute(&self, sql: &str, params: &[Param]) -> Result<(), DbError> {
+        self.0
+            .execute(sql, &sqlite_params(params))
+            .map(|_| ())
+            .map_err(sqlite_error)
+    }
+
+    fn query(&self, sql: &str, params: &[Param]) -> Result<Vec<Vec<Value>>, DbError> {
+        let result = self
+            .0
+            .execute(sql, &sqlite_params(params))
+            .map_err(sqlite_error)?;
+        Ok(result
+            .rows
+            .into_iter()
+            .map(|row| {
+                row.values
+                    .into_iter()
+                    .map(|value| match value {
+                        sqlite::Value::Integer(v) => Value::Int(v),
+                        sqlite::Value::Text(v) => Value::Text(v),
+                        sqlite::Value::Null => Value::Null,
+                        sqlite::Value::Real(v) => Value::Text(v.to_string()),
+                        sqlite::Value::Blob(v) => {
+                            Value::Text(String::from_utf8_lossy(&v).into_owned())
+                        }
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+struct SpinMysql(mysql::Connection);
+
+fn mysql_params(params: &[Param]) -> Vec<mysql::ParameterValue> {
+    params
+        .iter()
+        .map(|param| match param {
+            Param::Int(v) => mysql::ParameterValue::Int64(*v),
+            Param::Text(v) => mysql::ParameterValue::Str(v.clone()),
+        })
+        .collect()
+}
+
+fn mysql_error(err: mysql::MysqlError) -> DbError {
+    let message = format!("{err:?}");
+    DbError {
+        unique_violation: message.contains("Duplicate entry"),
+        message,
+    }
+}
+
+impl Db for SpinMysql {
+    fn execute(&self, sql: &str, params: &[Param]) -> Result<(), DbError> {
+        self.0
+            .execute(sql, &mysql_params(params))
+            .map_err(mysql_error)
+    }
+
+    fn query(&self, sql: &str, params: &[Param]) -> Result<Vec<Vec<Value>>, DbError> {
+        let rows = self
+            .0
+            .query(sql, &mysql_params(params))
+            .map_err(mysql_error)?;
+        Ok(rows
+            .rows
+            .into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .map(|value| match value {
+                        mysql::DbValue::Int8(v) => Value::Int(v.into()),
+                        mysql::DbValue::Int16(v) => Value::Int(v.into()),
+                        mysql::DbValue::Int32(v) => Value::Int(v.into()),
+                        mysql::DbValue::Int64(v) => Value::Int(v),
+                        mysql::DbValue::Uint8(v) => Value::Int(v.into()),
+                        mysql::DbValue::Uint16(v) => Value::Int(v.into()),
+                        mysql::DbValue::Uint32(v) => Value::Int(v.into()),
+                        mysql::DbValue::Uint64(v) => {
+                            Value::Int(i64::try_from(v).unwrap_or(i64::MAX))
+                        }
+                        mysql::DbValue::Str(v) => Value::Text(v),
+                        mysql::DbValue::Binary(v) => {
+                            Value::Text(String::from_utf8_lossy(&v).into_owned())
+                        }
+                        mysql::DbValue::DbNull => Value::Null,
+                        other => Value::Text(format!("{other:?}")),
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}

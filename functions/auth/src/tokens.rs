@@ -1,0 +1,210 @@
+//! Access tokens: EdDSA (Ed25519) JWTs with `kid` in the header, verified only against the
+//! configured public keys, with audience, issuer and expiry checked.
+
+use std::collections::HashMap;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::keys::Jwks;
+
+/// The claims every token carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    pub email: String,
+    pub iat: u64,
+    pub exp: u64,
+    pub iss: String,
+    pub aud: String,
+    /// A unique token id.
+    pub jti: String,
+}
+
+/// Why a token was refused. Callers answer every variant the same way (401).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenError {
+    Malformed,
+    UnknownKey,
+    Invalid(String),
+}
+
+/// Issues and verifies tokens with the configured keys.
+pub struct Tokens {
+    encoding: EncodingKey,
+    kid: String,
+    decoding: HashMap<String, DecodingKey>,
+    validation: Validation,
+    issuer: String,
+    audience: String,
+    ttl_secs: u64,
+    jwks: Jwks,
+}
+
+impl Tokens {
+    pub fn new(config: &Config) -> Result<Tokens, String> {
+        let encoding = EncodingKey::from_ed_pem(config.signing_key.pem.as_bytes())
+            .map_err(|err| format!("signing key: {err}"))?;
+        let mut decoding = HashMap::new();
+        for key in &config.public_keys.keys {
+            let decoded = DecodingKey::from_ed_components(&key.x)
+                .map_err(|err| format!("public key `{}`: {err}", key.kid))?;
+            decoding.insert(key.kid.clone(), decoded);
+        }
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_audience(&[&config.audience]);
+        validation.set_issuer(&[&config.issuer]);
+        validation.set_required_spec_claims(&["exp", "iat", "sub", "aud", "iss"]);
+        validation.leeway = 0;
+        Ok(Tokens {
+            encoding,
+            kid: config.signing_key.kid.clone(),
+            decoding,
+            validation,
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            ttl_secs: config.token_ttl.as_secs(),
+            jwks: config.public_keys.clone(),
+        })
+    }
+
+    /// A new token for a user, and its lifetime in seconds.
+    pub fn issue(
+        &self,
+        user_id: &str,
+        email: &str,
+        now_secs: u64,
+    ) -> Result<(String, u64), String> {
+        let claims = Claims {
+            sub: user_id.to_owned(),
+            email: email.to_owned(),
+            iat: now_secs,
+            exp: now_secs + self.ttl_secs,
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            jti: uuid::Uuid::new_v4().to_string(),
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &self.encoding)
+            .map_err(|err| format!("signing failed: {err}"))?;
+        Ok((token, self.ttl_secs))
+    }
+
+    /// The claims of a valid token. Only EdDSA with a configured `kid` is accepted, so `none`
+    /// and HMAC-with-the-public-key tokens never verify.
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(TokenError::Invalid(format!(
+                "algorithm {:?} is not accepted",
+                header.alg
+            )));
+        }
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| self.decoding.get(kid))
+            .ok_or(TokenError::UnknownKey)?;
+        jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|err| TokenError::Invalid(err.to_string()))
+    }
+
+    /// The public keys, for `/auth/jwks.json`.
+    pub fn jwks(&self) -> &Jwks {
+        &self.jwks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::test_config;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    #[test]
+    fn issued_tokens_verify() {
+        let tokens = Tokens::new(&test_config()).unwrap();
+        let (token, ttl) = tokens.issue("u1", "a@b.c", now()).unwrap();
+        assert_eq!(ttl, 3600);
+        let claims = tokens.verify(&token).unwrap();
+        assert_eq!(
+            (claims.sub.as_str(), claims.email.as_str()),
+            ("u1", "a@b.c")
+        );
+        assert_eq!(claims.exp - claims.iat, 3600);
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(
+            header.kid.as_deref(),
+            Some(test_config().signing_key.kid.as_str())
+        );
+    }
+
+    #[test]
+    fn refuses_bad_tokens() {
+        let config = test_config();
+        let tokens = Tokens::new(&config).unwrap();
+        let (good, _) = tokens.issue("u1", "a@b.c", now()).unwrap();
+        let (expired, _) = tokens.issue("u1", "a@b.c", now() - 7200).unwrap();
+
+        let mut other_audience = config.clone();
+        other_audience.audience = "someone-else".into();
+        let (wrong_aud, _) = Tokens::new(&other_audience)
+            .unwrap()
+            .issue("u1", "a@b.c", now())
+            .unwrap();
+        let mut other_issuer = config.clone();
+        other_issuer.issuer = "evil".into();
+        let (wrong_iss, _) = Tokens::new(&other_issuer)
+            .unwrap()
+            .issue("u1", "a@b.c", now())
+            .unwrap();
+
+        let parts: Vec<&str> = good.split('.').collect();
+        let none = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
+            parts[1]
+        );
+        let mut sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+        sig[0] ^= 1;
+        let tampered = format!("{}.{}.{}", parts[0], parts[1], URL_SAFE_NO_PAD.encode(sig));
+        let claims_b64 = URL_SAFE_NO_PAD.encode(
+            serde_json::to_vec(&serde_json::json!({"sub":"admin","email":"a@b.c","iat":now(),"exp":now()+60,"iss":"mp3conv","aud":"mp3conv","jti":"x"})).unwrap(),
+        );
+        let swapped_claims = format!("{}.{}.{}", parts[0], claims_b64, parts[2]);
+        // HS256 signed with the public key bytes: the classic algorithm-confusion attack.
+        let x = &config.public_keys.keys[0].x;
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(config.signing_key.kid.clone());
+        let claims: Claims =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        let hs256 = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(x.as_bytes()))
+            .unwrap();
+
+        for (name, token) in [
+            ("expired", expired.as_str()),
+            ("wrong audience", &wrong_aud),
+            ("wrong issuer", &wrong_iss),
+            ("alg none", &none),
+            ("tampered signature", &tampered),
+            ("swapped claims", &swapped_claims),
+            ("hs256 confusion", &hs256),
+            ("garbage", "not.a.token"),
+            ("empty", ""),
+        ] {
+            assert!(tokens.verify(token).is_err(), "{name} must be refused");
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! The worker's settings: one typed struct, loaded once at start-up.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::Env;
+use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// Prefix of the environment variables read by [`Config::from_env`]; `__` separates nesting
+/// levels, e.g. `MP3CONV_WORKER__QUEUE__KIND=rabbitmq`, `MP3CONV_WORKER__QUEUE__URL=amqp://...`.
+pub const ENV_PREFIX: &str = "MP3CONV_WORKER__";
+
+/// All the worker's settings. Every field has a default suited to the embedded mode (local
+/// directory, SQLite, in-process queue) except `internal_token`, which must be set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the internal HTTP API listens on when no listener is injected.
+    pub listen: SocketAddr,
+    /// Shared secret the gateway presents as `Authorization: Bearer <token>`.
+    pub internal_token: Option<SecretString>,
+    /// Largest accepted video, in bytes (uploads and links).
+    pub max_video_bytes: u64,
+    /// How many conversions run at once; also the queue prefetch.
+    pub concurrency: usize,
+    /// How long in-flight conversions may run on after shutdown starts before they are abandoned
+    /// (their messages are then redelivered).
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Where videos and MP3s are kept.
+    pub storage: StorageConfig,
+    /// Where jobs are kept.
+    pub jobs: JobStoreConfig,
+    /// How jobs travel to the converter and results are announced.
+    pub queue: QueueConfig,
+    /// ffmpeg settings.
+    pub convert: ConvertConfig,
+    /// Link download settings.
+    pub fetch: FetchConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            internal_token: None,
+            max_video_bytes: 2 * 1024 * 1024 * 1024,
+            concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            shutdown_grace: Duration::from_secs(30),
+            storage: StorageConfig::default(),
+            jobs: JobStoreConfig::default(),
+            queue: QueueConfig::default(),
+            convert: ConvertConfig::default(),
+            fetch: FetchConfig::default(),
+        }
+    }
+}
+
+/// Blob storage backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StorageConfig {
+    /// Files in a local directory (embedded mode).
+    Local {
+        /// Root directory; `videos/` and `mp3s/` are created below it.
+        dir: PathBuf,
+    },
+    /// MongoDB GridFS buckets `videos` and `mp3s`.
+    Gridfs {
+        /// MongoDB connection string.
+        url: SecretString,
+        /// Database holding the buckets.
+        database: String,
+    },
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self::Local {
+            dir: PathBuf::from("mp3conv-data/blobs"),
+        }
+    }
+}
+
+/// Job store backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum JobStoreConfig {
+    /// A SQLite file (embedded mode).
+    Sqlite {
+        /// Path of the database file; created when missing.
+        path: PathBuf,
+    },
+    /// A `jobs` collection in MongoDB.
+    Mongo {
+        /// MongoDB connection string.
+        url: SecretString,
+        /// Database holding the collection.
+        database: String,
+    },
+}
+
+impl Default for JobStoreConfig {
+    fn default() -> Self {
+        Self::Sqlite {
+            path: PathBuf::from("mp3conv-data/jobs.sqlite"),
+        }
+    }
+}
+
+/// Queue backend and retry policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Which broker.
+    pub kind: QueueKind,
+    /// AMQP URL for `rabbitmq`.
+    pub url: SecretString,
+    /// Prefix of every queue name (`<prefix>video`, `<prefix>mp3`, ...), to share a broker.
+    pub prefix: String,
+    /// Attempts per job before it is dead-lettered (transient failures only).
+    pub max_attempts: u32,
+    /// Delay before the second attempt; each later attempt waits twice as long as the last.
+    #[serde(with = "humantime_serde")]
+    pub retry_delay: Duration,
+    /// When set, RabbitMQ deletes the worker's queues after this long without use (`x-expires`):
+    /// meant for test brokers, never for production.
+    #[serde(with = "humantime_serde")]
+    pub expires: Option<Duration>,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            kind: QueueKind::Memory,
+            url: SecretString::from("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            prefix: String::new(),
+            max_attempts: 3,
+            retry_delay: Duration::from_secs(5),
+            expires: None,
+        }
+    }
+}
+
+/// Queue implementation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueKind {
+    /// In-process queue (embedded mode): jobs do not survive a restart.
+    #[default]
+    Memory,
+    /// RabbitMQ.
+    Rabbitmq,
+}
+
+/// ffmpeg settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConvertConfig {
+    /// ffmpeg executable.
+    pub ffmpeg: PathBuf,
+    /// ffprobe executable.
+    pub ffprobe: PathBuf,
+    /// Directory for the seekable copy of each video and the MP3 being written.
+    pub temp_dir: Option<PathBuf>,
+    /// Fixed part of the conversion timeout.
+    #[serde(with = "humantime_serde")]
+    pub timeout_base: Duration,
+    /// Seconds of timeout allowed per second of media (at full read speed).
+    pub timeout_per_media_second: f64,
+    /// Read input at this multiple of real time (ffmpeg `-readrate`), to cap the CPU a
+    /// conversion takes; unset means as fast as possible.
+    pub read_rate: Option<f64>,
+}
+
+impl Default for ConvertConfig {
+    fn default() -> Self {
+        Self {
+            ffmpeg: PathBuf::from("ffmpeg"),
+            ffprobe: PathBuf::from("ffprobe"),
+            temp_dir: None,
+            timeout_base: Duration::from_secs(60),
+            timeout_per_media_second: 1.0,
+            read_rate: None,
+        }
+    }
+}
+
+/// Link download settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FetchConfig {
+    /// TCP connect timeout.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Longest pause between two reads of the response.
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+    /// Networks that links may reach even though they are loopback/private/link-local
+    /// (tests allow `127.0.0.1/32`). Empty in production.
+    pub allow: Vec<IpNet>,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+            allow: Vec::new(),
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The environment could not be parsed into [`Config`].
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults overridden by `MP3CONV_WORKER__...` environment variables, validated.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let config: Config = Figment::from(Env::prefixed(ENV_PREFIX).split("__"))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        match &self.internal_token {
+            Some(token) if token.expose_secret().len() >= 16 => {}
+            _ => return invalid("internal_token must be set, at least 16 characters"),
+        }
+        if self.concurrency == 0 || self.concurrency > u16::MAX as usize {
+            return invalid("concurrency must be between 1 and 65535");
+        }
+        if self.max_video_bytes == 0 {
+            return invalid("max_video_bytes must be positive");
+        }
+        if self.queue.max_attempts == 0 || self.queue.max_attempts > 10 {
+            return invalid("queue.max_attempts must be between 1 and 10");
+        }
+        if let Some(rate) = self.convert.read_rate
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            return invalid("convert.read_rate must be a positive number");
+        }
+        if !(self.convert.timeout_per_media_second.is_finite()
+            && self.convert.timeout_per_media_second > 0.0)
+        {
+            return invalid("convert.timeout_per_media_second must be positive");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_never_prints() {
+        let config = Config {
+            internal_token: Some(SecretString::from("a-very-secret-token-value")),
+            ..Config::default()
+        };
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("a-very-secret"), "{printed}");
+    }
+
+    #[test]
+    fn a_short_token_is_refused() {
+        let config = Config {
+            internal_token: Some(SecretString::from("short")),
+            ..Config::default()
+        };
+        assert!(config.validate().is_err());
+        assert!(Config::default().validate().is_err());
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
+    fn nested_environment_variables_are_read() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("MP3CONV_WORKER__INTERNAL_TOKEN", "0123456789abcdef0123");
+            jail.set_env("MP3CONV_WORKER__QUEUE__KIND", "rabbitmq");
+            jail.set_env("MP3CONV_WORKER__QUEUE__RETRY_DELAY", "250ms");
+            jail.set_env("MP3CONV_WORKER__STORAGE__KIND", "gridfs");
+            jail.set_env("MP3CONV_WORKER__STORAGE__URL", "mongodb://127.0.0.1:27217");
+            jail.set_env("MP3CONV_WORKER__STORAGE__DATABASE", "mp3conv");
+            jail.set_env("MP3CONV_WORKER__FETCH__ALLOW", "[127.0.0.1/32]");
+            let config = Config::from_env().expect("valid config");
+            assert_eq!(config.queue.kind, QueueKind::Rabbitmq);
+            assert_eq!(config.queue.retry_delay, Duration::from_millis(250));
+            assert!(
+                matches!(config.storage, StorageConfig::Gridfs { ref database, .. } if database == "mp3conv")
+            );
+            assert_eq!(
+                config.fetch.allow,
+                vec!["127.0.0.1/32".parse::<IpNet>().unwrap()]
+            );
+            Ok(())
+        });
+    }
+}

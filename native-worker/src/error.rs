@@ -1,0 +1,136 @@
+//! The worker's one error type, and the one place it becomes an HTTP response.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// A boxed cause, kept for the logs.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong in the worker.
+///
+/// Client mistakes map to documented 4xx codes with the body
+/// `{"error": {"code": "...", "message": "..."}}`; backend trouble maps to an opaque 503 or 500
+/// whose cause chain is logged, never sent.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// 401 `unauthorized`: the internal service token is missing or wrong.
+    #[error("missing or invalid internal service token")]
+    Unauthorized,
+    /// 400 with a stable `code`: the request is malformed.
+    #[error("{message}")]
+    BadRequest {
+        /// Stable machine-readable code.
+        code: &'static str,
+        /// Human-readable explanation.
+        message: String,
+    },
+    /// 404 `not_found`: no such job, or it belongs to another owner.
+    #[error("job not found")]
+    NotFound,
+    /// 409 `not_ready`: the job has no audio (yet).
+    #[error("the job has no audio: it is {0}")]
+    NotReady(&'static str),
+    /// 413 `too_large`: the upload or download passed the size limit.
+    #[error("the video exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The configured limit in bytes.
+        limit: u64,
+    },
+    /// 416 `range_not_satisfiable`.
+    #[error("the requested range is outside the {size}-byte file")]
+    RangeNotSatisfiable {
+        /// Size of the whole file.
+        size: u64,
+    },
+    /// 503: a backend (database, blob store, broker) is unreachable or failing.
+    #[error("{what} unavailable")]
+    Unavailable {
+        /// Which backend.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
+    /// 500: a bug or an unexpected state.
+    #[error("internal error: {0}")]
+    Internal(#[source] BoxError),
+}
+
+impl Error {
+    /// A 400 with the given code.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A backend failure.
+    pub fn unavailable(what: &'static str, source: impl Into<BoxError>) -> Self {
+        Self::Unavailable {
+            what,
+            source: source.into(),
+        }
+    }
+
+    /// An unexpected failure.
+    pub fn internal(source: impl Into<BoxError>) -> Self {
+        Self::Internal(source.into())
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            Self::NotReady(_) => (StatusCode::CONFLICT, "not_ready"),
+            Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Self::RangeNotSatisfiable { .. } => {
+                (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
+            }
+            Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let message = if status.is_server_error() {
+            tracing::error!(error = %error_chain(&self), "request failed");
+            match status {
+                StatusCode::SERVICE_UNAVAILABLE => "a backend is unavailable; try again later",
+                _ => "internal error",
+            }
+            .to_owned()
+        } else {
+            self.to_string()
+        };
+        let mut response = (
+            status,
+            Json(json!({"error": {"code": code, "message": message}})),
+        )
+            .into_response();
+        if let Self::RangeNotSatisfiable { size } = self
+            && let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}"))
+        {
+            response.headers_mut().insert(header::CONTENT_RANGE, value);
+        }
+        response
+    }
+}
+
+/// Formats an error with all its causes, for logs.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}

@@ -1,0 +1,142 @@
+//! Jobs in a SQLite file (the embedded default).
+
+use std::path::Path;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+
+use super::JobStore;
+use crate::error::Error;
+use crate::job::{Job, JobId};
+
+/// A `jobs` table: id and owner as columns for lookups, the job itself as JSON.
+#[derive(Debug, Clone)]
+pub struct SqliteJobs {
+    pool: SqlitePool,
+}
+
+fn db_error(e: sqlx::Error) -> Error {
+    Error::unavailable("sqlite", e)
+}
+
+impl SqliteJobs {
+    /// Opens (creating) the database file and its table.
+    pub async fn open(path: &Path) -> Result<Self, Error> {
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| Error::unavailable("sqlite", e))?;
+        }
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(db_error)?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let pool = SqlitePool::connect_with(options).await.map_err(db_error)?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS jobs (
+                id TEXT PRIMARY KEY NOT NULL,
+                owner TEXT NOT NULL,
+                body TEXT NOT NULL
+            )",
+        )
+        .execute(&pool)
+        .await
+        .map_err(db_error)?;
+        sqlx::query("CREATE INDEX IF NOT EXISTS jobs_owner_id ON jobs (owner, id DESC)")
+            .execute(&pool)
+            .await
+            .map_err(db_error)?;
+        Ok(Self { pool })
+    }
+}
+
+fn encode(job: &Job) -> Result<String, Error> {
+    serde_json::to_string(job).map_err(Error::internal)
+}
+
+fn decode(body: &str) -> Result<Job, Error> {
+    serde_json::from_str(body).map_err(Error::internal)
+}
+
+#[async_trait]
+impl JobStore for SqliteJobs {
+    async fn insert(&self, job: &Job) -> Result<(), Error> {
+        sqlx::query("INSERT INTO jobs (id, owner, body) VALUES (?, ?, ?)")
+            .bind(job.id.to_string())
+            .bind(&job.owner)
+            .bind(encode(job)?)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>, Error> {
+        let body: Option<String> = sqlx::query_scalar("SELECT body FROM jobs WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        body.as_deref().map(decode).transpose()
+    }
+
+    async fn list(
+        &self,
+        owner: &str,
+        before: Option<JobId>,
+        limit: u32,
+    ) -> Result<Vec<Job>, Error> {
+        let bodies: Vec<String> = sqlx::query_scalar(
+            "SELECT body FROM jobs WHERE owner = ? AND (? IS NULL OR id < ?)
+             ORDER BY id DESC LIMIT ?",
+        )
+        .bind(owner)
+        .bind(before.map(|id| id.to_string()))
+        .bind(before.map(|id| id.to_string()))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        bodies.iter().map(|b| decode(b)).collect()
+    }
+
+    async fn save(&self, job: &Job) -> Result<bool, Error> {
+        let result = sqlx::query("UPDATE jobs SET body = ? WHERE id = ?")
+            .bind(encode(job)?)
+            .bind(job.id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn set_progress(&self, id: JobId, progress: u8) -> Result<(), Error> {
+        sqlx::query("UPDATE jobs SET body = json_set(body, '$.progress', ?) WHERE id = ?")
+            .bind(progress)
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn delete(&self, id: JobId) -> Result<bool, Error> {
+        let result = sqlx::query("DELETE FROM jobs WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn check(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(db_error)
+    }
+}

@@ -1,0 +1,160 @@
+//! mp3conv's native worker: takes videos in (uploads and links), stores them, converts them to
+//! MP3 with ffmpeg and announces the results.
+//!
+//! The same code runs in two shapes: against MongoDB (GridFS + a `jobs` collection) and
+//! RabbitMQ in production, or embedded (a local directory, SQLite and an in-process queue) for
+//! `mp3conv up`. Build it with [`Worker::build`] and run it with [`Worker::run_until_stopped`].
+
+pub mod config;
+pub mod convert;
+pub mod error;
+pub mod fetch;
+pub mod job;
+pub mod jobs;
+pub mod metrics;
+mod processor;
+pub mod queue;
+mod routes;
+pub mod storage;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use error::Error;
+pub use routes::OWNER_HEADER;
+
+use config::{JobStoreConfig, QueueKind, StorageConfig};
+use fetch::Fetcher;
+use jobs::JobStore;
+use metrics::Metrics;
+use queue::JobQueue;
+use queue::memory::MemoryQueue;
+use storage::BlobStore;
+
+/// Everything a request handler or the converter needs.
+pub(crate) struct State {
+    config: Config,
+    jobs: Arc<dyn JobStore>,
+    videos: Arc<dyn BlobStore>,
+    mp3s: Arc<dyn BlobStore>,
+    queue: Arc<dyn JobQueue>,
+    metrics: Metrics,
+    fetcher: Fetcher,
+}
+
+/// The worker: the internal HTTP API plus the converter.
+pub struct Worker {
+    state: Arc<State>,
+    memory_queue: Option<MemoryQueue>,
+}
+
+/// Mongo clients are shared between the blob and job stores when they use the same URL.
+async fn mongo_client(
+    url: &secrecy::SecretString,
+    cached: &mut Option<(String, mongodb::Client)>,
+) -> Result<mongodb::Client, Error> {
+    if let Some((cached_url, client)) = cached
+        && cached_url == url.expose_secret()
+    {
+        return Ok(client.clone());
+    }
+    let client = mongodb::Client::with_uri_str(url.expose_secret())
+        .await
+        .map_err(|e| Error::unavailable("mongodb", e))?;
+    *cached = Some((url.expose_secret().to_owned(), client.clone()));
+    Ok(client)
+}
+
+impl Worker {
+    /// Validates `config` and connects to the configured backends, creating the directories,
+    /// tables, indexes and queues they need.
+    pub async fn build(config: Config) -> Result<Self, Error> {
+        config
+            .validate()
+            .map_err(|e| Error::bad_request("invalid_config", e.to_string()))?;
+        let mut mongo = None;
+        let (videos, mp3s): (Arc<dyn BlobStore>, Arc<dyn BlobStore>) = match &config.storage {
+            StorageConfig::Local { dir } => (
+                Arc::new(storage::local::LocalStore::open(dir.join("videos")).await?),
+                Arc::new(storage::local::LocalStore::open(dir.join("mp3s")).await?),
+            ),
+            StorageConfig::Gridfs { url, database } => {
+                let db = mongo_client(url, &mut mongo).await?.database(database);
+                (
+                    Arc::new(storage::gridfs::GridFsStore::open(db.clone(), "videos").await?),
+                    Arc::new(storage::gridfs::GridFsStore::open(db, "mp3s").await?),
+                )
+            }
+        };
+        let jobs: Arc<dyn JobStore> = match &config.jobs {
+            JobStoreConfig::Sqlite { path } => {
+                Arc::new(jobs::sqlite::SqliteJobs::open(path).await?)
+            }
+            JobStoreConfig::Mongo { url, database } => {
+                let db = mongo_client(url, &mut mongo).await?.database(database);
+                Arc::new(jobs::mongo::MongoJobs::open(db).await?)
+            }
+        };
+        let mut memory_queue = None;
+        let queue: Arc<dyn JobQueue> = match config.queue.kind {
+            QueueKind::Memory => {
+                let queue = MemoryQueue::new(config.queue.retry_delay);
+                memory_queue = Some(queue.clone());
+                Arc::new(queue)
+            }
+            QueueKind::Rabbitmq => {
+                Arc::new(queue::rabbitmq::RabbitQueue::connect(config.queue.clone()).await?)
+            }
+        };
+        let fetcher = Fetcher::new(&config.fetch)?;
+        Ok(Self {
+            state: Arc::new(State {
+                config,
+                jobs,
+                videos,
+                mp3s,
+                queue,
+                metrics: Metrics::default(),
+                fetcher,
+            }),
+            memory_queue,
+        })
+    }
+
+    /// The in-process queue, when the worker uses one (to read its announcements).
+    pub fn memory_queue(&self) -> Option<&MemoryQueue> {
+        self.memory_queue.as_ref()
+    }
+
+    /// Serves the API on `listener` and converts jobs until `shutdown` completes; then stops
+    /// taking requests and jobs, lets in-flight conversions finish within the configured grace
+    /// period and abandons the rest to redelivery.
+    pub async fn run_until_stopped(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let token = CancellationToken::new();
+        let trigger = token.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            trigger.cancel();
+        });
+        let converter = tokio::spawn(processor::run(Arc::clone(&self.state), token.clone()));
+        let served = axum::serve(listener, routes::router(Arc::clone(&self.state)))
+            .with_graceful_shutdown(token.clone().cancelled_owned())
+            .await;
+        token.cancel();
+        let converted = converter.await;
+        self.state.queue.close().await;
+        served.map_err(|e| Error::unavailable("http listener", e))?;
+        converted.map_err(Error::internal)?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,89 @@
+//! Prometheus metrics, served at `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label of a job state.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    /// `queued`, `done`, `failed`...
+    pub status: String,
+}
+
+/// The worker's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Jobs that entered each state.
+    pub jobs: Family<StatusLabel, Counter>,
+    /// Seconds ffmpeg took per conversion.
+    pub conversion_seconds: Histogram,
+    /// Video bytes received (uploads and links).
+    pub bytes_in: Counter,
+    /// MP3 bytes written.
+    pub bytes_out: Counter,
+    /// Attempts scheduled for a retry.
+    pub retries: Counter,
+    /// Messages sent to the dead-letter queue.
+    pub dead_lettered: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("mp3conv_worker");
+        let jobs = Family::<StatusLabel, Counter>::default();
+        let conversion_seconds = Histogram::new(exponential_buckets(0.25, 2.0, 14));
+        let bytes_in = Counter::default();
+        let bytes_out = Counter::default();
+        let retries = Counter::default();
+        let dead_lettered = Counter::default();
+        registry.register("jobs", "Jobs that entered each state", jobs.clone());
+        registry.register(
+            "conversion_seconds",
+            "Seconds ffmpeg took per conversion",
+            conversion_seconds.clone(),
+        );
+        registry.register("video_bytes", "Video bytes received", bytes_in.clone());
+        registry.register("mp3_bytes", "MP3 bytes written", bytes_out.clone());
+        registry.register(
+            "retries",
+            "Conversion attempts scheduled for retry",
+            retries.clone(),
+        );
+        registry.register(
+            "dead_lettered",
+            "Messages sent to the dead-letter queue",
+            dead_lettered.clone(),
+        );
+        Self {
+            registry,
+            jobs,
+            conversion_seconds,
+            bytes_in,
+            bytes_out,
+            retries,
+            dead_lettered,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a job entering `status`.
+    pub fn job(&self, status: crate::job::Status) {
+        self.jobs
+            .get_or_create(&StatusLabel {
+                status: status.as_str().to_owned(),
+            })
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
