@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
 const REQUESTS_ONE: usize = 5_000;
@@ -24,8 +24,8 @@ const COLD_STARTS: usize = 10;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let (Some(binary), Some(probe)) = (args.next(), args.next()) else {
-        bail!("usage: mp3conv-bench <mp3conv binary> <probe.wasm>");
+    let (Some(binary), Some(probe), Some(root)) = (args.next(), args.next(), args.next()) else {
+        bail!("usage: mp3conv-bench <mp3conv binary> <probe.wasm> <repository root>");
     };
     let binary = PathBuf::from(binary);
     let probe = std::fs::canonicalize(probe).context("probe.wasm")?;
@@ -50,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
     let host = Host::start(&binary, &manifest, &cache, work.path())?;
     let hello = "/probe/hello";
 
+    let mut hello_rps = Vec::new();
     println!("| figure | mp3conv host | native hyper baseline | ratio |");
     println!("|---|---|---|---|");
     for connections in [1usize, 16] {
@@ -62,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
         load(host.addr, hello, connections, 500).await?;
         load(baseline, hello, connections, 500).await?;
         let wasm = load(host.addr, hello, connections, requests).await?;
+        hello_rps.push(wasm.rps);
         let native = load(baseline, hello, connections, requests).await?;
         println!(
             "| p50 latency, {connections} conn | {:.3} ms | {:.3} ms | {:.2} |",
@@ -102,7 +104,132 @@ async fn main() -> anyhow::Result<()> {
         "| cold start to first response, no cache (median of {COLD_STARTS}) | {:.1} ms | - | - |",
         ms(median(&mut cold))
     );
+
+    auth(
+        &binary,
+        &std::fs::canonicalize(root)?,
+        work.path(),
+        &cache,
+        &hello_rps,
+    )
+    .await
+}
+
+/// Login latency (argon2id dominates) against the same verification done natively, and
+/// token validation throughput against the hello component's.
+async fn auth(
+    binary: &Path,
+    root: &Path,
+    work: &Path,
+    cache: &Path,
+    hello_rps: &[f64],
+) -> anyhow::Result<()> {
+    const LOGINS: usize = 40;
+    let keys = work.join("keys");
+    run(
+        binary,
+        &["keys", "generate", "--dir", keys.to_str().context("path")?],
+    )?;
+    let data = work.join("auth-data");
+    let db = data.join("sqlite_db.db");
+    run(
+        binary,
+        &["migrate", "--sqlite", db.to_str().context("path")?],
+    )?;
+    let manifest = work.join("auth-spin.toml");
+    let components = root.join("target").join("wasm32-wasip2").join("release");
+    std::fs::write(
+        &manifest,
+        std::fs::read_to_string(root.join("spin.toml"))?.replace(
+            "\"target/wasm32-wasip2/release/",
+            &format!("\"{}/", components.display()),
+        ),
+    )?;
+    let pem = std::fs::read_to_string(keys.join("jwt-signing.pem"))?;
+    let jwks = std::fs::read_to_string(keys.join("jwks.json"))?;
+    let host = Host::start_with(
+        binary,
+        &manifest,
+        cache,
+        &data,
+        &[
+            ("SPIN_VARIABLE_JWT_SIGNING_KEY", &pem),
+            ("SPIN_VARIABLE_JWT_PUBLIC_KEYS", &jwks),
+        ],
+    )?;
+
+    let json = |path: &str, body: &str| Spec {
+        method: http::Method::POST,
+        path: path.to_owned(),
+        headers: vec![("content-type", "application/json".to_owned())],
+        body: Bytes::from(body.to_owned()),
+    };
+    let credentials = r#"{"email":"bench@example.com","password":"benchmark password"}"#;
+    let response = send(host.addr, json("/auth/register", credentials)).await?;
+    anyhow::ensure!(response.0 == 201, "register: {}", response.0);
+    let login = load_spec(host.addr, json("/auth/login", credentials), 1, LOGINS).await?;
+    let (_, body) = send(host.addr, json("/auth/login", credentials)).await?;
+    let token = serde_json::from_slice::<serde_json::Value>(&body)?["access_token"]
+        .as_str()
+        .context("a token")?
+        .to_owned();
+
+    let hash = auth::password::hash("benchmark password").map_err(anyhow::Error::msg)?;
+    let mut native = Vec::new();
+    for _ in 0..LOGINS {
+        let started = Instant::now();
+        anyhow::ensure!(auth::password::verify("benchmark password", &hash));
+        native.push(started.elapsed());
+    }
+    let native = median(&mut native);
+    println!(
+        "| login p50 (argon2id 19 MiB, t=2), {LOGINS} sequential | {:.1} ms | {:.1} ms (argon2id verify, native) | {:.2} |",
+        ms(login.p50),
+        ms(native),
+        ms(login.p50) / ms(native)
+    );
+
+    let validate = Spec {
+        method: http::Method::POST,
+        path: "/auth/validate".into(),
+        headers: vec![("authorization", format!("Bearer {token}"))],
+        body: Bytes::new(),
+    };
+    for (index, connections) in [1usize, 16].into_iter().enumerate() {
+        let requests = if connections == 1 { 2_000 } else { 8_000 };
+        load_spec(host.addr, validate.clone(), connections, 200).await?;
+        let result = load_spec(host.addr, validate.clone(), connections, requests).await?;
+        let hello = hello_rps.get(index).copied().unwrap_or(f64::NAN);
+        println!(
+            "| validate req/s, {connections} conn (p50 {:.2} ms) | {:.0} | {:.0} (hello component) | {:.2} |",
+            ms(result.p50),
+            result.rps,
+            hello,
+            result.rps / hello
+        );
+    }
+    host.stop();
     Ok(())
+}
+
+fn run(binary: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let status = Command::new(binary)
+        .args(args)
+        .stdout(Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "mp3conv {args:?} failed");
+    Ok(())
+}
+
+/// One request; its status and body.
+async fn send(addr: SocketAddr, spec: Spec) -> anyhow::Result<(u16, Bytes)> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let response = sender.send_request(spec.build(addr)?).await?;
+    let status = response.status().as_u16();
+    Ok((status, response.into_body().collect().await?.to_bytes()))
 }
 
 struct Load {
@@ -120,10 +247,52 @@ fn median(values: &mut [Duration]) -> Duration {
     values[values.len() / 2]
 }
 
-/// `requests` GETs spread over `connections` keep-alive connections.
+/// One request to repeat.
+#[derive(Clone)]
+struct Spec {
+    method: http::Method,
+    path: String,
+    headers: Vec<(&'static str, String)>,
+    body: Bytes,
+}
+
+impl Spec {
+    fn get(path: &str) -> Spec {
+        Spec {
+            method: http::Method::GET,
+            path: path.to_owned(),
+            headers: Vec::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    fn build(&self, addr: SocketAddr) -> anyhow::Result<http::Request<Full<Bytes>>> {
+        let mut request = http::Request::builder()
+            .method(self.method.clone())
+            .uri(&self.path)
+            .header("host", addr.to_string());
+        for (name, value) in &self.headers {
+            request = request.header(*name, value);
+        }
+        Ok(request.body(Full::new(self.body.clone()))?)
+    }
+}
+
+/// `requests` GETs of `path` spread over `connections` keep-alive connections.
 async fn load(
     addr: SocketAddr,
     path: &'static str,
+    connections: usize,
+    requests: usize,
+) -> anyhow::Result<Load> {
+    load_spec(addr, Spec::get(path), connections, requests).await
+}
+
+/// `requests` copies of `spec` spread over `connections` keep-alive connections; every
+/// answer must be a 2xx.
+async fn load_spec(
+    addr: SocketAddr,
+    spec: Spec,
     connections: usize,
     requests: usize,
 ) -> anyhow::Result<Load> {
@@ -131,6 +300,7 @@ async fn load(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..connections {
+        let spec = spec.clone();
         tasks.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
@@ -139,15 +309,13 @@ async fn load(
             tokio::spawn(connection);
             let mut latencies = Vec::with_capacity(per_connection);
             for _ in 0..per_connection {
-                let request = http::Request::get(path)
-                    .header("host", addr.to_string())
-                    .body(Empty::<Bytes>::new())?;
+                let request = spec.build(addr)?;
                 let sent = Instant::now();
                 let response = sender.send_request(request).await?;
                 let status = response.status();
                 response.into_body().collect().await?;
                 latencies.push(sent.elapsed());
-                anyhow::ensure!(status == 200, "status {status}");
+                anyhow::ensure!(status.is_success(), "status {status}");
             }
             anyhow::Ok(latencies)
         }));
@@ -206,6 +374,16 @@ struct Host {
 
 impl Host {
     fn start(binary: &Path, manifest: &Path, cache: &Path, work: &Path) -> anyhow::Result<Host> {
+        Host::start_with(binary, manifest, cache, &work.join("data"), &[])
+    }
+
+    fn start_with(
+        binary: &Path,
+        manifest: &Path,
+        cache: &Path,
+        data: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Host> {
         let mut child = Command::new(binary)
             .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
             .arg("--manifest")
@@ -213,7 +391,8 @@ impl Host {
             .arg("--cache-dir")
             .arg(cache)
             .arg("--data-dir")
-            .arg(work.join("data"))
+            .arg(data)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
