@@ -189,6 +189,35 @@ async fn auth(
         ms(login.p50) / ms(native)
     );
 
+    // A wrong password and an unknown email must cost the same, or timing tells which emails
+    // have accounts. Each run stays under the throttle (5 failures per email).
+    let mut wrong = Vec::new();
+    let mut unknown = Vec::new();
+    for round in 0..8 {
+        let email = format!("timing{round}@example.com");
+        let password = r#""timing password""#;
+        let body = format!(r#"{{"email":"{email}","password":{password}}}"#);
+        anyhow::ensure!(send(host.addr, json("/auth/register", &body)).await?.0 == 201);
+        for _ in 0..4 {
+            let started = Instant::now();
+            let wrong_body = format!(r#"{{"email":"{email}","password":"not it at all"}}"#);
+            anyhow::ensure!(send(host.addr, json("/auth/login", &wrong_body)).await?.0 == 401);
+            wrong.push(started.elapsed());
+            let started = Instant::now();
+            let unknown_body =
+                format!(r#"{{"email":"nobody{round}@example.com","password":"not it at all"}}"#);
+            anyhow::ensure!(send(host.addr, json("/auth/login", &unknown_body)).await?.0 == 401);
+            unknown.push(started.elapsed());
+        }
+    }
+    let (wrong, unknown) = (median(&mut wrong), median(&mut unknown));
+    println!(
+        "| failed login p50, unknown email vs wrong password (32 each) | {:.1} ms | {:.1} ms (wrong password) | {:.2} |",
+        ms(unknown),
+        ms(wrong),
+        ms(unknown) / ms(wrong)
+    );
+
     let validate = Spec {
         method: http::Method::POST,
         path: "/auth/validate".into(),

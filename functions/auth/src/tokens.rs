@@ -152,6 +152,45 @@ mod tests {
     }
 
     #[test]
+    fn rotation_keeps_old_tokens_valid_while_their_key_is_listed() {
+        use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+        let old = test_config();
+        let new_key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+        let new_pem = new_key
+            .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+            .unwrap()
+            .to_string();
+        let new_jwk = crate::keys::PublicJwk::from_public_key(&new_key.verifying_key().to_bytes());
+        let mut rotated = old.clone();
+        rotated.signing_key = crate::config::SigningKey {
+            pem: new_pem,
+            kid: new_jwk.kid.clone(),
+        };
+        rotated.public_keys.keys.push(new_jwk);
+
+        let (old_token, _) = Tokens::new(&old)
+            .unwrap()
+            .issue("u1", "a@b.c", now())
+            .unwrap();
+        let rotated_tokens = Tokens::new(&rotated).unwrap();
+        let (new_token, _) = rotated_tokens.issue("u1", "a@b.c", now()).unwrap();
+        assert!(
+            rotated_tokens.verify(&old_token).is_ok(),
+            "the old key is still listed"
+        );
+        assert!(rotated_tokens.verify(&new_token).is_ok());
+
+        let mut retired = rotated.clone();
+        retired.public_keys.keys.remove(0);
+        let retired_tokens = Tokens::new(&retired).unwrap();
+        assert_eq!(
+            retired_tokens.verify(&old_token),
+            Err(TokenError::UnknownKey)
+        );
+        assert!(retired_tokens.verify(&new_token).is_ok());
+    }
+
+    #[test]
     fn refuses_bad_tokens() {
         let config = test_config();
         let tokens = Tokens::new(&config).unwrap();
