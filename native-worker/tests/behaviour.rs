@@ -468,15 +468,7 @@ async fn health_and_metrics_answer(backend: Backend) {
     assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
     let id = app.upload_ok("kim", "a.mp4", media("mp4")).await;
     app.settled("kim", &id).await;
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("mp3conv_worker_jobs_total{status=\"done\"} 1"),
         "{metrics}"

@@ -72,15 +72,7 @@ async fn a_job_that_keeps_failing_is_retried_then_dead_lettered_and_failed() {
     let announced = app.announcements(&job.id.to_string()).await;
     assert_eq!(announced.len(), 1);
     assert_eq!(announced[0]["status"], "failed");
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("mp3conv_worker_retries_total 2"),
         "{metrics}"

@@ -223,6 +223,13 @@ impl TestApp {
         }
     }
 
+    /// The Prometheus exposition text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let response = self.client.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    }
+
     /// Announcements (bodies) for `job_id` seen so far on the `mp3` queue.
     pub async fn announcements(&self, job_id: &str) -> Vec<Value> {
         match &self.memory {
