@@ -319,9 +319,16 @@ async fn attempt_conversion(state: &State, job: &mut Job, attempt: u32) -> Resul
     state.metrics.job(Status::Converting);
 
     let work = temp_dir(state).map_err(|e| Failure::transient("temp_unavailable", &e))?;
-    let input = work.path().join("video");
     let output = work.path().join("audio.mp3");
-    copy_video(state, &job.video_id, &input).await?;
+    // ffmpeg needs seekable input: a stored file is read in place, anything else is copied out.
+    let input = match state.videos.local_file(&job.video_id).await {
+        Ok(Some(path)) => path,
+        _ => {
+            let copy = work.path().join("video");
+            copy_video(state, &job.video_id, &copy).await?;
+            copy
+        }
+    };
 
     let title = job.source.title();
     let (progress, mut progress_rx) = watch::channel(0u8);

@@ -50,6 +50,14 @@ fn io_error(e: io::Error) -> Error {
 
 #[async_trait]
 impl BlobStore for LocalStore {
+    async fn local_file(&self, id: &str) -> Result<Option<PathBuf>, Error> {
+        let path = self.path(id)?;
+        Ok(tokio::fs::try_exists(&path)
+            .await
+            .unwrap_or(false)
+            .then_some(path))
+    }
+
     async fn put(
         &self,
         id: &str,

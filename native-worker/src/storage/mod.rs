@@ -28,6 +28,13 @@ pub trait BlobStore: Send + Sync + 'static {
         limit: u64,
     ) -> Result<u64, Error>;
 
+    /// A file holding the blob that a reader may open in place (seekable, complete), when the
+    /// store keeps blobs as files; `None` means: copy it out with [`BlobStore::get`].
+    async fn local_file(&self, id: &str) -> Result<Option<std::path::PathBuf>, Error> {
+        let _ = id;
+        Ok(None)
+    }
+
     /// Size of the blob, or `None` if there is none.
     async fn size(&self, id: &str) -> Result<Option<u64>, Error>;
 
