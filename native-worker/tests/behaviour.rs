@@ -167,24 +167,18 @@ async fn bad_requests_get_documented_4xx(backend: Backend) {
         let response = post().json(&json).send().await.unwrap();
         assert_eq!(error_code(response).await, (400, code.into()), "{json}");
     }
-    let list = app
-        .request(Method::GET, "/internal/jobs?limit=0", "carol")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(error_code(list).await, (400, "invalid_limit".into()));
-    let list = app
-        .request(Method::GET, "/internal/jobs?cursor=xyz", "carol")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(error_code(list).await, (400, "invalid_cursor".into()));
-    let list = app
-        .request(Method::GET, "/internal/jobs?owner=mallory", "carol")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(error_code(list).await, (400, "owner_mismatch".into()));
+    for (query, code) in [
+        ("limit=0", "invalid_limit"),
+        ("cursor=xyz", "invalid_cursor"),
+        ("owner=mallory", "owner_mismatch"),
+    ] {
+        let list = app
+            .request(Method::GET, &format!("/internal/jobs?{query}"), "carol")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(list).await, (400, code.into()), "{query}");
+    }
 
     // Nothing was left behind by the refused requests.
     let jobs: Value = app
