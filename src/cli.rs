@@ -43,9 +43,11 @@ impl From<LogFormatArg> for LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the whole system locally on embedded defaults: generates development signing keys
-    /// on first run and migrates the users database.
-    Up(HostArgs),
+    /// Run the whole system in one process: the functions, the native worker and the
+    /// eventing bridge, on embedded defaults (SQLite, a local blob directory, an in-process
+    /// queue) unless flags name real services. Generates development signing keys on first
+    /// run and migrates the users database.
+    Up(UpArgs),
     /// Run only the function host for a spin.toml, as `spin up` would.
     Serve(HostArgs),
     /// Apply the users database migrations.
@@ -74,6 +76,28 @@ enum KeysCommand {
         #[arg(long)]
         dir: PathBuf,
     },
+}
+
+#[derive(Debug, Args)]
+struct UpArgs {
+    #[command(flatten)]
+    host: HostArgs,
+    /// Keep users in MySQL/MariaDB at this URL instead of SQLite (e.g.
+    /// mysql://root@127.0.0.1:3306/mp3conv; the database is created and migrated).
+    #[arg(long, env = "MP3CONV_MYSQL_URL")]
+    mysql: Option<String>,
+    /// Keep videos, MP3s (GridFS) and jobs in MongoDB at this URL instead of local files.
+    #[arg(long, env = "MP3CONV_MONGODB_URL")]
+    mongodb: Option<String>,
+    /// MongoDB database for --mongodb.
+    #[arg(long, env = "MP3CONV_MONGODB_DATABASE", default_value = "mp3conv")]
+    mongodb_database: String,
+    /// Carry jobs through RabbitMQ at this AMQP URL instead of the in-process queue.
+    #[arg(long, env = "MP3CONV_RABBITMQ_URL")]
+    rabbitmq: Option<String>,
+    /// Where the worker's internal API listens (loopback only by default; port 0 picks one).
+    #[arg(long, env = "MP3CONV_WORKER_LISTEN", default_value = "127.0.0.1:0")]
+    worker_listen: SocketAddr,
 }
 
 #[derive(Debug, Args)]
@@ -164,7 +188,7 @@ fn parse_component_limit(text: &str, defaults: Limits) -> anyhow::Result<(String
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Up(args) => up(args.into_config()?).await,
+        Command::Up(args) => up(args).await,
         Command::Serve(args) => serve(args.into_config()?).await,
         Command::Migrate(MigrateArgs {
             mysql: Some(url), ..
@@ -184,7 +208,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// The whole system on embedded defaults: development keys from the data directory (unless
 /// `SPIN_VARIABLE_JWT_*` supply real ones), the users database migrated, then the host.
-async fn up(mut config: HostConfig) -> anyhow::Result<()> {
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let mut config = args.host.into_config()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let keys = crate::keys::load_or_generate(&config.data_dir.join("keys"))?;
@@ -194,6 +219,46 @@ async fn up(mut config: HostConfig) -> anyhow::Result<()> {
     config
         .variables
         .insert("jwt_public_keys".into(), keys.jwks_json());
+    if let Some(url) = &args.mysql {
+        let host = mysql_host(url)?;
+        config
+            .variables
+            .insert("auth_database".into(), "mysql".into());
+        config.variables.insert("mysql_url".into(), url.clone());
+        config.variables.insert("mysql_host".into(), host);
+    }
+
+    // The worker, in this process, behind a token made for this run.
+    let mut worker_config = native_worker::Config::from_env_unchecked()?;
+    worker_config.place_defaults_under(&config.data_dir);
+    let token = crate::keys::random_token()?;
+    worker_config.internal_token = Some(token.clone().into());
+    if let Some(url) = &args.mongodb {
+        worker_config.storage = native_worker::config::StorageConfig::Gridfs {
+            url: url.clone().into(),
+            database: args.mongodb_database.clone(),
+        };
+        worker_config.jobs = native_worker::config::JobStoreConfig::Mongo {
+            url: url.clone().into(),
+            database: args.mongodb_database.clone(),
+        };
+    }
+    if let Some(url) = &args.rabbitmq {
+        worker_config.queue.kind = native_worker::config::QueueKind::Rabbitmq;
+        worker_config.queue.url = url.clone().into();
+    }
+    let worker_listener = tokio::net::TcpListener::bind(args.worker_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.worker_listen))?;
+    let worker_addr = worker_listener.local_addr()?;
+    let worker = native_worker::Worker::build(worker_config)
+        .await
+        .context("starting the worker")?;
+    config
+        .variables
+        .insert("worker_url".into(), format!("http://{worker_addr}"));
+    config.variables.insert("worker_token".into(), token);
+
     let variables = mp3conv_host::app_variables(&config)?;
     match variables.get("auth_database").map(String::as_str) {
         Some("mysql") => {
@@ -207,20 +272,61 @@ async fn up(mut config: HostConfig) -> anyhow::Result<()> {
             crate::migrate::sqlite(&path).await?;
         }
     }
-    serve(config).await
+
+    let host = Host::build(config).await?;
+    announce(&host, Some(worker_addr))?;
+    // One signal stops both, each draining what it has in flight.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        mp3conv_host::shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let worker_stopped = until_stopped(stopped.clone());
+    tokio::try_join!(host.run_until_stopped(until_stopped(stopped)), async move {
+        worker
+            .run_until_stopped(worker_listener, worker_stopped)
+            .await
+            .context("the worker stopped")
+    },)?;
+    Ok(())
 }
 
-async fn serve(config: HostConfig) -> anyhow::Result<()> {
-    let host = Host::build(config).await?;
-    // Tests and scripts read the address from this line.
+/// `host:port` of a MySQL URL, for `allowed_outbound_hosts`.
+fn mysql_host(url: &str) -> anyhow::Result<String> {
+    let rest = url
+        .strip_prefix("mysql://")
+        .context("--mysql must be a mysql:// URL")?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    anyhow::ensure!(!host_port.is_empty(), "--mysql names no host");
+    Ok(if host_port.contains(':') {
+        host_port.to_owned()
+    } else {
+        format!("{host_port}:3306")
+    })
+}
+
+/// Prints where the system listens. Tests and scripts read the first line.
+fn announce(host: &Host, worker: Option<SocketAddr>) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "Serving http://{}", host.local_addr())?;
     writeln!(out, "Available Routes:")?;
     for (route, component) in host.routes() {
         writeln!(out, "  {component}: http://{}{route}", host.local_addr())?;
     }
+    if let Some(worker) = worker {
+        writeln!(out, "Worker internal API (not public): http://{worker}")?;
+    }
     out.flush()?;
-    drop(out);
+    Ok(())
+}
+
+async fn serve(config: HostConfig) -> anyhow::Result<()> {
+    let host = Host::build(config).await?;
+    announce(&host, None)?;
     host.run_until_stopped(mp3conv_host::shutdown_signal())
         .await
 }
@@ -228,6 +334,16 @@ async fn serve(config: HostConfig) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mysql_hosts() {
+        assert_eq!(mysql_host("mysql://root@db:3307/x").unwrap(), "db:3307");
+        assert_eq!(
+            mysql_host("mysql://u:p@127.0.0.1/x").unwrap(),
+            "127.0.0.1:3306"
+        );
+        assert!(mysql_host("postgres://x").is_err());
+    }
 
     #[test]
     fn component_limits() {

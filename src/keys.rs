@@ -49,6 +49,13 @@ fn jwks_for(signing: &ed25519_dalek::SigningKey) -> Jwks {
 }
 
 /// The signing key file inside a key directory.
+/// A fresh random secret (256 bits, hex), e.g. the worker's internal token for one run.
+pub fn random_token() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|err| anyhow::anyhow!("no randomness: {err}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 pub fn signing_key_path(dir: &Path) -> PathBuf {
     dir.join("jwt-signing.pem")
 }

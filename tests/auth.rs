@@ -51,7 +51,9 @@ impl Backend {
         let dir = tempfile::tempdir().unwrap();
         let mut options = HostOptions::new(repo_manifest())
             .env("SPIN_VARIABLE_JWT_SIGNING_KEY", &keys.pem)
-            .env("SPIN_VARIABLE_JWT_PUBLIC_KEYS", &keys.jwks);
+            .env("SPIN_VARIABLE_JWT_PUBLIC_KEYS", &keys.jwks)
+            // Required by the manifest; these tests never reach the worker.
+            .env("SPIN_VARIABLE_WORKER_TOKEN", "auth-tests-have-no-worker");
         match self {
             Backend::Sqlite => {
                 let db = dir.path().join("data").join("sqlite_db.db");

@@ -70,8 +70,11 @@ impl Host {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let runtime = Arc::new(runtime);
+        // Chained requests (`http://<component>.spin.internal`) run on this same runtime.
+        let _ = runtime.services.runtime.set(Arc::downgrade(&runtime));
         Ok(Host {
-            runtime: Arc::new(runtime),
+            runtime,
             listener,
             config,
         })

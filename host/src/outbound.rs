@@ -2,6 +2,12 @@
 //! syntax and defaults Spin uses (`scheme://host[:port]`, `*` wildcards, `*.domain`
 //! subdomains, port ranges `a..b`, default ports per scheme).
 
+/// The component a Spin service-chaining host (`<component>.spin.internal`) names.
+pub fn chained_component(host: &str) -> Option<&str> {
+    host.strip_suffix(".spin.internal")
+        .filter(|name| !name.is_empty() && !name.contains('.'))
+}
+
 /// A component's parsed allow-list.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AllowedHosts {
@@ -105,9 +111,9 @@ fn parse_entry(entry: &str) -> Result<Entry, String> {
         return Err(format!("`{entry}`: a path is not allowed here"));
     }
     let (host, port) = split_host_port(rest).ok_or_else(|| format!("`{entry}`: bad host"))?;
-    if host == "self" || host == "self.alt" || host.ends_with(".spin.internal") {
+    if host == "self" || host == "self.alt" {
         return Err(format!(
-            "`{entry}`: service chaining is not supported by this host"
+            "`{entry}`: chaining through `self` is not supported by this host; name the component: `http://<component>.spin.internal`"
         ));
     }
     let host_pattern = if host == "*" {
@@ -188,6 +194,7 @@ mod tests {
             "https://*.svc.test",
             "mysql://db.local",
             "http://[::1]:9000..9010",
+            "http://auth.spin.internal",
         ]);
         let cases = [
             ("https", "example.com", 443, true),
@@ -205,6 +212,8 @@ mod tests {
             ("mysql", "db.local", 3307, false),
             ("http", "[::1]", 9005, true),
             ("http", "::1", 9011, false),
+            ("http", "auth.spin.internal", 80, true),
+            ("http", "gateway.spin.internal", 80, false),
         ];
         for (scheme, host, port, expected) in cases {
             assert_eq!(

@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tracing::Instrument;
 use wasmtime_wasi_http::WasiHttpView as _;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -166,7 +166,6 @@ impl Handler {
         let (matched, component_name) = runtime.router.route(&path).ok_or(RequestError::NoRoute)?;
         outcome.route = Some(matched.route.pattern().to_owned());
         outcome.component = Some(component_name.to_owned());
-        let component = &runtime.components[component_name];
         let permit = self
             .permits
             .clone()
@@ -208,88 +207,32 @@ impl Handler {
             },
         )?;
 
-        let mut store = runtime.new_store(component);
-        let incoming = store
-            .data_mut()
-            .http()
-            .new_incoming_request(Scheme::Http, Request::from_parts(parts, body))
-            .map_err(|err| RequestError::BadRequest(format!("{err:#}")))?;
-        let (sender, receiver) = oneshot::channel();
-        let outparam = store
-            .data_mut()
-            .http()
-            .new_response_outparam(sender)
-            .map_err(|cause| component_error(component_name, cause.into()))?;
-
-        let pre = component.pre.clone();
-        let timeout = component.context.timeout;
-        let instantiate_us = Arc::new(AtomicU64::new(0));
-        let instantiate_record = instantiate_us.clone();
-        // The guest runs in its own task so it can keep streaming the body after the head.
-        let task = tokio::spawn(
+        let invoked = invoke(
+            runtime,
+            component_name,
+            Request::from_parts(parts, body),
+            Some(permit),
+        )
+        .await;
+        outcome.instantiate_us = Some(invoked.instantiate_us.load(Ordering::Relaxed));
+        let (response, task) = invoked.result?;
+        let component = component_name.to_owned();
+        tokio::spawn(
             async move {
-                let _permit = permit;
-                let run = async {
-                    let started = Instant::now();
-                    let proxy = pre.instantiate_async(&mut store).await?;
-                    instantiate_record
-                        .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-                    proxy
-                        .wasi_http_incoming_handler()
-                        .call_handle(&mut store, incoming, outparam)
-                        .await
-                };
-                match tokio::time::timeout(timeout, run).await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(err)) if is_interrupt(&err) => Err(Failure::Timeout),
-                    Ok(Err(err)) => Err(Failure::Trap(err.into())),
-                    Err(_) => Err(Failure::Timeout),
+                match task.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(Failure::Timeout)) => {
+                        tracing::warn!(%component, "time limit reached while streaming the response")
+                    }
+                    Ok(Err(Failure::Trap(err))) => {
+                        tracing::warn!(%component, "component failed after sending the response head: {err:?}")
+                    }
+                    Err(err) => tracing::error!(%component, "component task panicked: {err}"),
                 }
             }
             .in_current_span(),
         );
-
-        let result = receiver.await;
-        outcome.instantiate_us = Some(instantiate_us.load(Ordering::Relaxed));
-        match result {
-            Ok(Ok(response)) => {
-                let component = component_name.to_owned();
-                tokio::spawn(
-                    async move {
-                        match task.await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(Failure::Timeout)) => {
-                                tracing::warn!(%component, "time limit reached while streaming the response")
-                            }
-                            Ok(Err(Failure::Trap(err))) => {
-                                tracing::warn!(%component, "component failed after sending the response head: {err:?}")
-                            }
-                            Err(err) => tracing::error!(%component, "component task panicked: {err}"),
-                        }
-                    }
-                    .in_current_span(),
-                );
-                Ok(response)
-            }
-            Ok(Err(code)) => Err(component_error(
-                component_name,
-                anyhow::anyhow!("the component answered with error code {code:?}"),
-            )),
-            Err(_) => Err(match task.await {
-                Ok(Ok(())) => component_error(
-                    component_name,
-                    anyhow::anyhow!("the component returned without setting a response"),
-                ),
-                Ok(Err(Failure::Timeout)) => {
-                    RequestError::Timeout(component_name.to_owned(), timeout)
-                }
-                Ok(Err(Failure::Trap(err))) => component_error(component_name, err),
-                Err(err) => component_error(
-                    component_name,
-                    anyhow::anyhow!("component task panicked: {err}"),
-                ),
-            }),
-        }
+        Ok(response)
     }
 
     fn well_known(&self, name: &str) -> Response<HyperOutgoingBody> {
@@ -311,7 +254,199 @@ impl Handler {
     }
 }
 
-enum Failure {
+/// Spin service chaining: a request a component sent to `http://<name>.spin.internal/...`,
+/// run in-process by component `name` without touching the network.
+pub(crate) async fn chain(
+    runtime: &Runtime,
+    component_name: &str,
+    request: Request<wasmtime_wasi_http::WasiBody>,
+) -> Result<
+    (
+        Response<HyperOutgoingBody>,
+        impl Future<Output = wasmtime_wasi_http::Result<()>> + Send + 'static,
+    ),
+    wasmtime_wasi_http::Error,
+> {
+    let (mut parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_owned();
+    let request_id = request_id(&parts.headers);
+    // The component's own route, when the path matches it, as Spin reports it.
+    let matched = runtime
+        .router
+        .route(&path)
+        .filter(|(_, name)| *name == component_name)
+        .map(|(matched, _)| matched);
+    let (route, component_route, path_info, params) = match &matched {
+        Some(m) => (
+            m.route.pattern(),
+            m.route.without_wildcard(),
+            m.path_info.as_str(),
+            m.params.as_slice(),
+        ),
+        None => ("/...", "", path.as_str(), &[][..]),
+    };
+    let internal =
+        |err: RequestError| wasmtime_wasi_http::Error::InternalError(Some(err.to_string()));
+    set_spin_headers(
+        &mut parts.headers,
+        SpinHeaders {
+            full_url: &format!("http://{component_name}.spin.internal{path_and_query}"),
+            path_info,
+            route,
+            component_route,
+            client: SocketAddr::from(([127, 0, 0, 1], 0)),
+            params,
+            request_id: &request_id,
+        },
+    )
+    .map_err(internal)?;
+    let invoked = invoke(
+        runtime,
+        component_name,
+        Request::from_parts(parts, body),
+        None,
+    )
+    .await;
+    let (response, task) = invoked.result.map_err(|err| {
+        tracing::warn!(component = %component_name, "chained request failed: {err}");
+        internal(err)
+    })?;
+    let component = component_name.to_owned();
+    let finished = async move {
+        match task.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(Failure::Timeout)) => Err(wasmtime_wasi_http::Error::HttpResponseTimeout),
+            Ok(Err(Failure::Trap(err))) => {
+                tracing::warn!(%component, "chained component failed: {err:?}");
+                Err(wasmtime_wasi_http::Error::InternalError(Some(
+                    err.to_string(),
+                )))
+            }
+            Err(err) => Err(wasmtime_wasi_http::Error::InternalError(Some(
+                err.to_string(),
+            ))),
+        }
+    };
+    Ok((response, finished))
+}
+
+/// What [`invoke`] produced: the response head (the body may still be streaming) and the
+/// task running the guest, or why there is no response.
+pub(crate) struct Invoked {
+    pub instantiate_us: Arc<AtomicU64>,
+    pub result: Result<(Response<HyperOutgoingBody>, GuestTask), RequestError>,
+}
+
+/// The task running a guest; it ends when the guest returns (after streaming its body).
+pub(crate) type GuestTask = tokio::task::JoinHandle<Result<(), Failure>>;
+
+/// Runs one request through a fresh instance of `component_name`. Used for requests from
+/// clients and for Spin service chaining (`http://<component>.spin.internal`).
+pub(crate) async fn invoke<B>(
+    runtime: &Runtime,
+    component_name: &str,
+    request: Request<B>,
+    permit: Option<OwnedSemaphorePermit>,
+) -> Invoked
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
+    let instantiate_us = Arc::new(AtomicU64::new(0));
+    let result = run_guest(
+        runtime,
+        component_name,
+        request,
+        permit,
+        instantiate_us.clone(),
+    )
+    .await;
+    Invoked {
+        instantiate_us,
+        result,
+    }
+}
+
+async fn run_guest<B>(
+    runtime: &Runtime,
+    component_name: &str,
+    request: Request<B>,
+    permit: Option<OwnedSemaphorePermit>,
+    instantiate_record: Arc<AtomicU64>,
+) -> Result<(Response<HyperOutgoingBody>, GuestTask), RequestError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
+    let component = runtime
+        .components
+        .get(component_name)
+        .ok_or(RequestError::NoRoute)?;
+    let mut store = runtime.new_store(component);
+    let incoming = store
+        .data_mut()
+        .http()
+        .new_incoming_request(Scheme::Http, request)
+        .map_err(|err| RequestError::BadRequest(format!("{err:#}")))?;
+    let (sender, receiver) = oneshot::channel();
+    let outparam = store
+        .data_mut()
+        .http()
+        .new_response_outparam(sender)
+        .map_err(|cause| component_error(component_name, cause.into()))?;
+
+    let pre = component.pre.clone();
+    let timeout = component.context.timeout;
+    // The guest runs in its own task so it can keep streaming the body after the head.
+    let task = tokio::spawn(
+        async move {
+            let _permit = permit;
+            let run = async {
+                let started = Instant::now();
+                let proxy = pre.instantiate_async(&mut store).await?;
+                instantiate_record.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, incoming, outparam)
+                    .await
+            };
+            match tokio::time::timeout(timeout, run).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(err)) if is_interrupt(&err) => Err(Failure::Timeout),
+                Ok(Err(err)) => Err(Failure::Trap(err.into())),
+                Err(_) => Err(Failure::Timeout),
+            }
+        }
+        .in_current_span(),
+    );
+
+    match receiver.await {
+        Ok(Ok(response)) => Ok((response, task)),
+        Ok(Err(code)) => Err(component_error(
+            component_name,
+            anyhow::anyhow!("the component answered with error code {code:?}"),
+        )),
+        Err(_) => Err(match task.await {
+            Ok(Ok(())) => component_error(
+                component_name,
+                anyhow::anyhow!("the component returned without setting a response"),
+            ),
+            Ok(Err(Failure::Timeout)) => RequestError::Timeout(component_name.to_owned(), timeout),
+            Ok(Err(Failure::Trap(err))) => component_error(component_name, err),
+            Err(err) => component_error(
+                component_name,
+                anyhow::anyhow!("component task panicked: {err}"),
+            ),
+        }),
+    }
+}
+
+pub(crate) enum Failure {
     Timeout,
     Trap(anyhow::Error),
 }

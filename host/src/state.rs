@@ -18,6 +18,8 @@ use crate::spin::mysql::MysqlPools;
 #[derive(Default)]
 pub struct Services {
     pub mysql: MysqlPools,
+    /// The runtime itself, for service chaining; set once it is built.
+    pub runtime: std::sync::OnceLock<std::sync::Weak<crate::runtime::Runtime>>,
 }
 
 /// A component's fixed facts, computed once at start-up.
@@ -57,6 +59,7 @@ impl HostState {
         HostState {
             hooks: OutboundHttp {
                 component: component.clone(),
+                services: services.clone(),
             },
             deadline: Instant::now() + component.timeout,
             component,
@@ -92,6 +95,7 @@ impl WasiHttpView for HostState {
 /// refused with `HttpRequestDenied` before a connection is made.
 struct OutboundHttp {
     component: Arc<ComponentContext>,
+    services: Arc<Services>,
 }
 
 type SendResult = wasmtime_wasi_http::Result<(
@@ -124,6 +128,25 @@ impl WasiHttpHooks for OutboundHttp {
                 "outbound request denied: not in allowed_outbound_hosts"
             );
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        if let Some(target) = crate::outbound::chained_component(&host) {
+            let target = target.to_owned();
+            let runtime = self
+                .services
+                .runtime
+                .get()
+                .and_then(std::sync::Weak::upgrade);
+            return Box::new(async move {
+                let runtime = runtime.ok_or(wasmtime_wasi_http::Error::DestinationUnavailable)?;
+                if !runtime.components.contains_key(&target) {
+                    return Err(wasmtime_wasi_http::Error::DestinationNotFound);
+                }
+                let (response, finished) = crate::server::chain(&runtime, &target, request).await?;
+                Ok((
+                    response,
+                    Box::new(finished) as Box<dyn Future<Output = _> + Send>,
+                ))
+            });
         }
         Box::new(async move {
             use http_body_util::BodyExt;

@@ -60,6 +60,9 @@ impl Default for Config {
     }
 }
 
+const DEFAULT_BLOB_DIR: &str = "mp3conv-data/blobs";
+const DEFAULT_JOBS_DB: &str = "mp3conv-data/jobs.sqlite";
+
 /// Blob storage backend.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -81,7 +84,7 @@ pub enum StorageConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         Self::Local {
-            dir: PathBuf::from("mp3conv-data/blobs"),
+            dir: PathBuf::from(DEFAULT_BLOB_DIR),
         }
     }
 }
@@ -107,7 +110,7 @@ pub enum JobStoreConfig {
 impl Default for JobStoreConfig {
     fn default() -> Self {
         Self::Sqlite {
-            path: PathBuf::from("mp3conv-data/jobs.sqlite"),
+            path: PathBuf::from(DEFAULT_JOBS_DB),
         }
     }
 }
@@ -229,11 +232,32 @@ pub enum ConfigError {
 impl Config {
     /// Defaults overridden by `MP3CONV_WORKER__...` environment variables, validated.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let config: Config = Figment::from(Env::prefixed(ENV_PREFIX).split("__"))
-            .extract()
-            .map_err(Box::new)?;
+        let config = Self::from_env_unchecked()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Like [`Config::from_env`] but not yet validated, for a caller that fills in the rest
+    /// (`mp3conv up` supplies the token and the data directory).
+    pub fn from_env_unchecked() -> Result<Self, ConfigError> {
+        Ok(Figment::from(Env::prefixed(ENV_PREFIX).split("__"))
+            .extract()
+            .map_err(Box::new)?)
+    }
+
+    /// Moves the embedded defaults' files (blob directory, SQLite jobs) under `data_dir`;
+    /// paths that were configured explicitly stay where they are.
+    pub fn place_defaults_under(&mut self, data_dir: &std::path::Path) {
+        if let StorageConfig::Local { dir } = &mut self.storage
+            && dir.as_path() == std::path::Path::new(DEFAULT_BLOB_DIR)
+        {
+            *dir = data_dir.join("blobs");
+        }
+        if let JobStoreConfig::Sqlite { path } = &mut self.jobs
+            && path.as_path() == std::path::Path::new(DEFAULT_JOBS_DB)
+        {
+            *path = data_dir.join("jobs.sqlite");
+        }
     }
 
     /// Checks values that types alone cannot.

@@ -81,6 +81,8 @@ pub struct HostProcess {
 
 /// How to start a host.
 pub struct HostOptions {
+    /// `serve` (the host alone) or `up` (the whole system in one process).
+    pub subcommand: &'static str,
     pub manifest: String,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -93,6 +95,7 @@ pub struct HostOptions {
 impl HostOptions {
     pub fn new(manifest: impl Into<String>) -> HostOptions {
         HostOptions {
+            subcommand: "serve",
             manifest: manifest.into(),
             args: Vec::new(),
             env: Vec::new(),
@@ -123,7 +126,7 @@ fn command(options: &HostOptions, dir: &Path) -> Command {
     std::fs::write(&manifest, &options.manifest).expect("writing the manifest");
     let mut command = Command::new(env!("CARGO_BIN_EXE_mp3conv"));
     command
-        .arg("serve")
+        .arg(options.subcommand)
         .arg("--manifest")
         .arg(&manifest)
         .arg("--listen")
@@ -152,38 +155,8 @@ impl HostProcess {
             .spawn()
             .expect("spawning mp3conv");
 
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().expect("piped stderr");
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-
         // The first stdout line is the readiness signal; it comes after components are compiled.
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let first = lines.next().and_then(Result::ok);
-            let _ = sender.send(first);
-            // Keep draining so the host never blocks on a full pipe.
-            for _ in lines {}
-        });
-        let line = match receiver.recv_timeout(Duration::from_secs(120)) {
-            Ok(Some(line)) => line,
-            other => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "mp3conv did not report an address ({other:?}); its log:\n{}",
-                    log.lock().unwrap()
-                );
-            }
-        };
+        let (line, log) = first_line(&mut child, "mp3conv");
         let addr = line
             .strip_prefix("Serving http://")
             .unwrap_or_else(|| panic!("unexpected first line: {line}"))
@@ -298,4 +271,164 @@ pub fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(120))
         .build()
         .expect("http client")
+}
+
+/// Reads the first stdout line of `child` (its readiness signal) within two minutes, then
+/// keeps draining stdout; stderr goes into the returned log.
+fn first_line(child: &mut Child, what: &str) -> (String, Arc<Mutex<String>>) {
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().expect("piped stderr");
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let _ = sender.send(lines.next().and_then(Result::ok));
+        for _ in lines {}
+    });
+    match receiver.recv_timeout(Duration::from_secs(120)) {
+        Ok(Some(line)) => (line, log),
+        other => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{what} did not start ({other:?}); its log:\n{}",
+                log.lock().unwrap()
+            );
+        }
+    }
+}
+
+/// The native worker as its own process (`mp3conv-worker`), as it runs in a cluster.
+pub struct WorkerProcess {
+    child: Child,
+    pub url: String,
+    log: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl WorkerProcess {
+    /// Starts the worker with `MP3CONV_WORKER__*` settings `env` (listen and temp dir are
+    /// set here).
+    pub fn start(env: &[(String, String)]) -> WorkerProcess {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let binary = Path::new(env!("CARGO_BIN_EXE_mp3conv")).with_file_name("mp3conv-worker");
+        assert!(
+            binary.exists(),
+            "{} is missing: run the workspace tests",
+            binary.display()
+        );
+        let mut child = Command::new(binary)
+            .env("MP3CONV_WORKER__LISTEN", "127.0.0.1:0")
+            .env("MP3CONV_WORKER__CONVERT__TEMP_DIR", dir.path())
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning mp3conv-worker");
+        let (line, log) = first_line(&mut child, "mp3conv-worker");
+        let url = line
+            .strip_prefix("mp3conv-worker listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+            .to_owned();
+        WorkerProcess {
+            child,
+            url,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A test video made by ffmpeg from its lavfi sources, cached per test process:
+/// `clip` (3 s MP4 H.264/AAC, index at the end), `raw-<seconds>` (uncompressed 720p video
+/// with AAC audio in Matroska: about 41 MB per second, for large uploads).
+pub fn media(kind: &str) -> PathBuf {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _made_one_at_a_time = LOCK.lock().unwrap();
+    let dir = DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"));
+    let (file, args): (String, Vec<String>) = if kind == "clip" {
+        (
+            "clip.mp4".into(),
+            "-f lavfi -i testsrc=size=160x120:rate=10:duration=3 -f lavfi -i sine=frequency=440:duration=3 -c:v libx264 -preset ultrafast -pix_fmt yuv420p -c:a aac"
+                .split(' ')
+                .map(str::to_owned)
+                .collect(),
+        )
+    } else if let Some(seconds) = kind.strip_prefix("raw-") {
+        (
+            format!("raw-{seconds}.mkv"),
+            format!("-f lavfi -i testsrc2=size=1280x720:rate=30:duration={seconds} -f lavfi -i sine=frequency=330:duration={seconds} -c:v rawvideo -pix_fmt yuv420p -c:a aac")
+                .split(' ')
+                .map(str::to_owned)
+                .collect(),
+        )
+    } else {
+        panic!("no media kind {kind}")
+    };
+    let path = dir.path().join(file);
+    if !path.exists() {
+        let status = Command::new("ffmpeg")
+            .args(["-v", "error", "-y"])
+            .args(&args)
+            .arg(&path)
+            .status()
+            .expect("running ffmpeg");
+        assert!(status.success(), "ffmpeg could not make {kind}");
+    }
+    path
+}
+
+/// ffprobe's view of an audio file: (codec of the first stream, duration in seconds).
+pub fn probe_audio(bytes: &[u8]) -> (String, f64) {
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), bytes).expect("writing the audio");
+    let output = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+        ])
+        .arg(file.path())
+        .output()
+        .expect("running ffprobe");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let info: serde_json::Value = serde_json::from_slice(&output.stdout).expect("ffprobe JSON");
+    (
+        info["streams"][0]["codec_name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        info["format"]["duration"]
+            .as_str()
+            .and_then(|d| d.parse().ok())
+            .expect("a duration"),
+    )
 }

@@ -7,6 +7,7 @@
 //! | `POST /auth/login` JSON or HTTP Basic | 200 `{"access_token","token_type","expires_in"}` | 401 `invalid_credentials`; 429 `too_many_attempts` + `Retry-After`; 400; 415 |
 //! | `POST /auth/validate` `Authorization: Bearer` | 200 the claims | 401 `invalid_token` |
 //! | `GET /auth/jwks.json` | 200 the public keys | |
+//! | `DELETE /auth/me` `Authorization: Bearer` | 204, the account is gone | 401 `invalid_token` |
 //!
 //! Any route: 404 `not_found`, 405 `method_not_allowed` (with `Allow`), 413 `body_too_large`.
 
@@ -188,6 +189,8 @@ pub fn handle(request: &Request<'_>, context: &Context<'_>) -> Result<Reply, Api
         )
         .with_header("cache-control", "public, max-age=300".into())),
         ("/auth/jwks.json", _) => Err(ApiError::MethodNotAllowed("GET")),
+        ("/auth/me", "DELETE") => delete_account(request, context),
+        ("/auth/me", _) => Err(ApiError::MethodNotAllowed("DELETE")),
         _ => Err(ApiError::NotFound),
     }
 }
@@ -337,15 +340,37 @@ fn login(request: &Request<'_>, context: &Context<'_>) -> Result<Reply, ApiError
     .with_header("cache-control", "no-store".into()))
 }
 
-fn validate(request: &Request<'_>, context: &Context<'_>) -> Result<Reply, ApiError> {
+/// The claims of the request's bearer token.
+fn bearer_claims(
+    request: &Request<'_>,
+    context: &Context<'_>,
+) -> Result<crate::tokens::Claims, ApiError> {
     let token = request
         .authorization
         .and_then(|value| strip_scheme(value, "bearer"))
         .ok_or(ApiError::InvalidToken)?;
-    let claims = context
+    context
         .tokens
         .verify(token.trim())
-        .map_err(|_| ApiError::InvalidToken)?;
+        .map_err(|_| ApiError::InvalidToken)
+}
+
+/// Deletes the caller's account. Tokens already issued stop working at the gateway, which
+/// checks that their user still exists.
+fn delete_account(request: &Request<'_>, context: &Context<'_>) -> Result<Reply, ApiError> {
+    let claims = bearer_claims(request, context)?;
+    if !context.store.delete_user(&claims.sub)? {
+        return Err(ApiError::InvalidToken);
+    }
+    Ok(Reply {
+        status: 204,
+        headers: Vec::new(),
+        body: Vec::new(),
+    })
+}
+
+fn validate(request: &Request<'_>, context: &Context<'_>) -> Result<Reply, ApiError> {
+    let claims = bearer_claims(request, context)?;
     Ok(Reply::json(
         200,
         serde_json::to_value(claims).map_err(|e| ApiError::Internal(e.to_string()))?,
@@ -407,6 +432,37 @@ mod tests {
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn deleting_the_account_forgets_the_user() {
+        let h = Harness::new();
+        let reply = h.call(
+            "POST",
+            "/auth/register",
+            None,
+            r#"{"email":"gone@example.com","password":"hunter2hunter2"}"#,
+        );
+        assert_eq!(reply.status, 201);
+        let login = h.call(
+            "POST",
+            "/auth/login",
+            None,
+            r#"{"email":"gone@example.com","password":"hunter2hunter2"}"#,
+        );
+        let token = format!("Bearer {}", body(&login)["access_token"].as_str().unwrap());
+        assert_eq!(h.call("DELETE", "/auth/me", None, "").status, 401);
+        assert_eq!(h.call("DELETE", "/auth/me", Some(&token), "").status, 204);
+        // Gone: a second delete and a login both fail.
+        assert_eq!(h.call("DELETE", "/auth/me", Some(&token), "").status, 401);
+        let login = h.call(
+            "POST",
+            "/auth/login",
+            None,
+            r#"{"email":"gone@example.com","password":"hunter2hunter2"}"#,
+        );
+        assert_eq!(login.status, 401);
+        assert_eq!(h.call("GET", "/auth/me", Some(&token), "").status, 405);
     }
 
     #[test]

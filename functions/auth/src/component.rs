@@ -6,11 +6,10 @@ use std::cell::OnceCell;
 use futures::StreamExt as _;
 use spin_sdk::http::{Fields, IncomingRequest, OutgoingResponse, ResponseOutparam};
 use spin_sdk::http_component;
-use spin_sdk::{mysql, sqlite};
 
 use crate::api::{self, ApiError, Context, MAX_BODY_BYTES, Reply, Request};
 use crate::config::{Config, Database};
-use crate::store::{Db, DbError, Param, SqlStore, StoreError, User, UserStore, Value};
+use crate::store::{SqlStore, StoreError, User, UserStore};
 use crate::tokens::Tokens;
 
 #[http_component]
@@ -113,17 +112,10 @@ struct LazyStore<'a> {
 
 impl LazyStore<'_> {
     fn store(&self) -> Result<&dyn UserStore, StoreError> {
-        let opened = self.opened.get_or_init(|| match self.database {
-            Database::Sqlite => sqlite::Connection::open_default()
-                .map(|connection| {
-                    Box::new(SqlStore::new(SpinSqlite(connection))) as Box<dyn UserStore>
-                })
-                .map_err(|err| StoreError::Other(format!("opening SQLite: {err:?}"))),
-            Database::Mysql(address) => mysql::Connection::open(address)
-                .map(|connection| {
-                    Box::new(SqlStore::new(SpinMysql(connection))) as Box<dyn UserStore>
-                })
-                .map_err(|err| StoreError::Other(format!("opening MySQL: {err:?}"))),
+        let opened = self.opened.get_or_init(|| {
+            mp3conv_sql::open(self.database)
+                .map(|db| Box::new(SqlStore::new(db)) as Box<dyn UserStore>)
+                .map_err(|err| StoreError::Other(err.message))
         });
         opened.as_deref().map_err(Clone::clone)
     }
@@ -155,119 +147,7 @@ impl UserStore for LazyStore<'_> {
     fn clear_failures(&self, email_key: &str) -> Result<(), StoreError> {
         self.store()?.clear_failures(email_key)
     }
-}
-
-struct SpinSqlite(sqlite::Connection);
-
-fn sqlite_params(params: &[Param]) -> Vec<sqlite::Value> {
-    params
-        .iter()
-        .map(|param| match param {
-            Param::Int(v) => sqlite::Value::Integer(*v),
-            Param::Text(v) => sqlite::Value::Text(v.clone()),
-        })
-        .collect()
-}
-
-fn sqlite_error(err: sqlite::Error) -> DbError {
-    let message = format!("{err:?}");
-    DbError {
-        unique_violation: message.contains("UNIQUE constraint failed"),
-        message,
-    }
-}
-
-impl Db for SpinSqlite {
-    fn execute(&self, sql: &str, params: &[Param]) -> Result<(), DbError> {
-        self.0
-            .execute(sql, &sqlite_params(params))
-            .map(|_| ())
-            .map_err(sqlite_error)
-    }
-
-    fn query(&self, sql: &str, params: &[Param]) -> Result<Vec<Vec<Value>>, DbError> {
-        let result = self
-            .0
-            .execute(sql, &sqlite_params(params))
-            .map_err(sqlite_error)?;
-        Ok(result
-            .rows
-            .into_iter()
-            .map(|row| {
-                row.values
-                    .into_iter()
-                    .map(|value| match value {
-                        sqlite::Value::Integer(v) => Value::Int(v),
-                        sqlite::Value::Text(v) => Value::Text(v),
-                        sqlite::Value::Null => Value::Null,
-                        sqlite::Value::Real(v) => Value::Text(v.to_string()),
-                        sqlite::Value::Blob(v) => {
-                            Value::Text(String::from_utf8_lossy(&v).into_owned())
-                        }
-                    })
-                    .collect()
-            })
-            .collect())
-    }
-}
-
-struct SpinMysql(mysql::Connection);
-
-fn mysql_params(params: &[Param]) -> Vec<mysql::ParameterValue> {
-    params
-        .iter()
-        .map(|param| match param {
-            Param::Int(v) => mysql::ParameterValue::Int64(*v),
-            Param::Text(v) => mysql::ParameterValue::Str(v.clone()),
-        })
-        .collect()
-}
-
-fn mysql_error(err: mysql::MysqlError) -> DbError {
-    let message = format!("{err:?}");
-    DbError {
-        unique_violation: message.contains("Duplicate entry"),
-        message,
-    }
-}
-
-impl Db for SpinMysql {
-    fn execute(&self, sql: &str, params: &[Param]) -> Result<(), DbError> {
-        self.0
-            .execute(sql, &mysql_params(params))
-            .map_err(mysql_error)
-    }
-
-    fn query(&self, sql: &str, params: &[Param]) -> Result<Vec<Vec<Value>>, DbError> {
-        let rows = self
-            .0
-            .query(sql, &mysql_params(params))
-            .map_err(mysql_error)?;
-        Ok(rows
-            .rows
-            .into_iter()
-            .map(|row| {
-                row.into_iter()
-                    .map(|value| match value {
-                        mysql::DbValue::Int8(v) => Value::Int(v.into()),
-                        mysql::DbValue::Int16(v) => Value::Int(v.into()),
-                        mysql::DbValue::Int32(v) => Value::Int(v.into()),
-                        mysql::DbValue::Int64(v) => Value::Int(v),
-                        mysql::DbValue::Uint8(v) => Value::Int(v.into()),
-                        mysql::DbValue::Uint16(v) => Value::Int(v.into()),
-                        mysql::DbValue::Uint32(v) => Value::Int(v.into()),
-                        mysql::DbValue::Uint64(v) => {
-                            Value::Int(i64::try_from(v).unwrap_or(i64::MAX))
-                        }
-                        mysql::DbValue::Str(v) => Value::Text(v),
-                        mysql::DbValue::Binary(v) => {
-                            Value::Text(String::from_utf8_lossy(&v).into_owned())
-                        }
-                        mysql::DbValue::DbNull => Value::Null,
-                        other => Value::Text(format!("{other:?}")),
-                    })
-                    .collect()
-            })
-            .collect())
+    fn delete_user(&self, id: &str) -> Result<bool, StoreError> {
+        self.store()?.delete_user(id)
     }
 }

@@ -6,13 +6,7 @@ use std::time::Duration;
 use crate::keys::{Jwks, PublicJwk, signing_key_from_pem};
 
 /// Where users live.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Database {
-    /// Spin's SQLite, the `default` database (the embedded default).
-    Sqlite,
-    /// Spin's MySQL interface at this `mysql://` address (in a cluster).
-    Mysql(String),
-}
+pub use mp3conv_sql::Database;
 
 /// The signing key, as PEM, and the key id derived from its public half.
 #[derive(Clone)]

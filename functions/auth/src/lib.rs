@@ -7,10 +7,11 @@
 
 pub mod api;
 pub mod config;
-pub mod keys;
 pub mod password;
 pub mod store;
 pub mod tokens;
+
+pub use mp3conv_tokens::keys;
 
 #[cfg(target_arch = "wasm32")]
 #[allow(unsafe_code)] // the export glue `#[http_component]` generates

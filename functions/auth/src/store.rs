@@ -43,35 +43,11 @@ pub trait UserStore {
         forget_before_ms: i64,
     ) -> Result<(), StoreError>;
     fn clear_failures(&self, email_key: &str) -> Result<(), StoreError>;
+    /// Deletes the user with this id; `false` when there was none.
+    fn delete_user(&self, id: &str) -> Result<bool, StoreError>;
 }
 
-/// A statement parameter.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Param {
-    Int(i64),
-    Text(String),
-}
-
-/// A column value.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    Null,
-    Int(i64),
-    Text(String),
-}
-
-/// The two calls a SQL database offers this store.
-pub trait Db {
-    fn execute(&self, sql: &str, params: &[Param]) -> Result<(), DbError>;
-    fn query(&self, sql: &str, params: &[Param]) -> Result<Vec<Vec<Value>>, DbError>;
-}
-
-/// A database error: whether it was a unique-key violation, and the driver's message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DbError {
-    pub unique_violation: bool,
-    pub message: String,
-}
+pub use mp3conv_sql::{Db, DbError, Param, Value};
 
 impl From<DbError> for StoreError {
     fn from(err: DbError) -> StoreError {
@@ -197,6 +173,20 @@ impl<D: Db> UserStore for SqlStore<D> {
         )?;
         Ok(())
     }
+
+    fn delete_user(&self, id: &str) -> Result<bool, StoreError> {
+        let id = Param::Text(id.to_owned());
+        let rows = self.db.query(
+            "SELECT email_key FROM users WHERE id = ?",
+            std::slice::from_ref(&id),
+        )?;
+        let Some(Value::Text(email_key)) = rows.first().and_then(|row| row.first()) else {
+            return Ok(false);
+        };
+        self.clear_failures(email_key)?;
+        self.db.execute("DELETE FROM users WHERE id = ?", &[id])?;
+        Ok(true)
+    }
 }
 
 /// An in-memory [`UserStore`] for the API's unit tests.
@@ -258,5 +248,12 @@ impl UserStore for MemoryStore {
             .unwrap()
             .retain(|(key, _)| key != email_key);
         Ok(())
+    }
+
+    fn delete_user(&self, id: &str) -> Result<bool, StoreError> {
+        let mut users = self.users.lock().unwrap();
+        let before = users.len();
+        users.retain(|u| u.id != id);
+        Ok(users.len() < before)
     }
 }

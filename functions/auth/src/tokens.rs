@@ -1,42 +1,19 @@
 //! Access tokens: EdDSA (Ed25519) JWTs with `kid` in the header, verified only against the
 //! configured public keys, with audience, issuer and expiry checked.
 
-use std::collections::HashMap;
-
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use serde::{Deserialize, Serialize};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use mp3conv_tokens::Verifier;
 
 use crate::config::Config;
 use crate::keys::Jwks;
 
-/// The claims every token carries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claims {
-    /// The user id.
-    pub sub: String,
-    pub email: String,
-    pub iat: u64,
-    pub exp: u64,
-    pub iss: String,
-    pub aud: String,
-    /// A unique token id.
-    pub jti: String,
-}
-
-/// Why a token was refused. Callers answer every variant the same way (401).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenError {
-    Malformed,
-    UnknownKey,
-    Invalid(String),
-}
+pub use mp3conv_tokens::{Claims, TokenError};
 
 /// Issues and verifies tokens with the configured keys.
 pub struct Tokens {
     encoding: EncodingKey,
     kid: String,
-    decoding: HashMap<String, DecodingKey>,
-    validation: Validation,
+    verifier: Verifier,
     issuer: String,
     audience: String,
     ttl_secs: u64,
@@ -47,22 +24,11 @@ impl Tokens {
     pub fn new(config: &Config) -> Result<Tokens, String> {
         let encoding = EncodingKey::from_ed_pem(config.signing_key.pem.as_bytes())
             .map_err(|err| format!("signing key: {err}"))?;
-        let mut decoding = HashMap::new();
-        for key in &config.public_keys.keys {
-            let decoded = DecodingKey::from_ed_components(&key.x)
-                .map_err(|err| format!("public key `{}`: {err}", key.kid))?;
-            decoding.insert(key.kid.clone(), decoded);
-        }
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.set_audience(&[&config.audience]);
-        validation.set_issuer(&[&config.issuer]);
-        validation.set_required_spec_claims(&["exp", "iat", "sub", "aud", "iss"]);
-        validation.leeway = 0;
+        let verifier = Verifier::new(&config.public_keys, &config.issuer, &config.audience)?;
         Ok(Tokens {
             encoding,
             kid: config.signing_key.kid.clone(),
-            decoding,
-            validation,
+            verifier,
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
             ttl_secs: config.token_ttl.as_secs(),
@@ -93,24 +59,9 @@ impl Tokens {
         Ok((token, self.ttl_secs))
     }
 
-    /// The claims of a valid token. Only EdDSA with a configured `kid` is accepted, so `none`
-    /// and HMAC-with-the-public-key tokens never verify.
+    /// The claims of a valid token (see [`Verifier::verify`]).
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
-        if header.alg != Algorithm::EdDSA {
-            return Err(TokenError::Invalid(format!(
-                "algorithm {:?} is not accepted",
-                header.alg
-            )));
-        }
-        let key = header
-            .kid
-            .as_deref()
-            .and_then(|kid| self.decoding.get(kid))
-            .ok_or(TokenError::UnknownKey)?;
-        jsonwebtoken::decode::<Claims>(token, key, &self.validation)
-            .map(|data| data.claims)
-            .map_err(|err| TokenError::Invalid(err.to_string()))
+        self.verifier.verify(token)
     }
 
     /// The public keys, for `/auth/jwks.json`.

@@ -1,0 +1,966 @@
+//! The gateway end to end, as clients use it: through the host from the repository's
+//! `spin.toml`, with the real auth function and the real native worker. Two ways to run the
+//! system: `mp3conv up` (one process, embedded defaults) and the cluster's shape (`mp3conv
+//! serve` plus `mp3conv-worker` as separate processes on MariaDB, RabbitMQ and the
+//! MongoDB-compatible server).
+//!
+//! Every response any test here receives is checked against `openapi.yaml`: a status code the
+//! document does not list for that route fails the test.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{
+    HostOptions, HostProcess, WorkerProcess, client, media, mp3conv, probe_audio, repo_manifest,
+};
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::{Value, json};
+
+const INTERNAL_TOKEN: &str = "gateway-tests-internal-token";
+/// How long a job may take to settle before the test fails.
+const JOB_DEADLINE: Duration = Duration::from_secs(180);
+
+/// The documented statuses of every operation: (method, path template) -> statuses.
+fn documented() -> &'static BTreeMap<(String, String), Vec<u16>> {
+    static DOC: OnceLock<BTreeMap<(String, String), Vec<u16>>> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml"))
+            .expect("reading openapi.yaml");
+        let doc: Value = serde_yaml::from_str(&text).expect("openapi.yaml is YAML");
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut operations = BTreeMap::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("a path item") {
+                if method == "parameters" {
+                    continue;
+                }
+                let statuses = operation["responses"]
+                    .as_object()
+                    .unwrap_or_else(|| panic!("{method} {path} documents no responses"))
+                    .keys()
+                    .map(|status| status.parse().expect("a numeric status"))
+                    .collect();
+                operations.insert((method.to_uppercase(), path.clone()), statuses);
+            }
+        }
+        operations
+    })
+}
+
+/// The documented path template a concrete path falls under.
+fn template(path: &str) -> Option<String> {
+    let segments: Vec<&str> = path.split('/').collect();
+    documented()
+        .keys()
+        .map(|(_, template)| template)
+        .find(|template| {
+            let parts: Vec<&str> = template.split('/').collect();
+            parts.len() == segments.len()
+                && parts
+                    .iter()
+                    .zip(&segments)
+                    .all(|(t, s)| t == s || (t.starts_with('{') && !s.is_empty()))
+        })
+        .cloned()
+}
+
+/// Sends a request and checks the answer against the OpenAPI document and the error rules:
+/// a documented status, JSON errors, a request id, never a 5xx other than a documented 503.
+async fn send(request: RequestBuilder) -> Response {
+    let (client, request) = request.build_split();
+    let request = request.expect("a valid request");
+    let method = request.method().to_string();
+    let path = request.url().path().to_owned();
+    let response = client.execute(request).await.expect("the system answers");
+    let status = response.status().as_u16();
+    assert!(
+        response.headers().contains_key("x-request-id"),
+        "{method} {path}: no x-request-id"
+    );
+    if let Some(template) = template(&path) {
+        let method = if method == "HEAD" {
+            "GET".to_owned()
+        } else {
+            method.clone()
+        };
+        match documented().get(&(method.clone(), template.clone())) {
+            Some(statuses) => assert!(
+                statuses.contains(&status),
+                "{method} {path}: {status} is not documented for {template} ({statuses:?})"
+            ),
+            None => assert_eq!(
+                status, 405,
+                "{method} {template} is not documented, so it must be 405"
+            ),
+        }
+    }
+    if status >= 400 {
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/json",
+            "{method} {path}: errors are JSON"
+        );
+    }
+    response
+}
+
+/// Sends, checks the status, and returns the JSON error code (or the body for 2xx).
+async fn expect(request: RequestBuilder, status: u16) -> Value {
+    let response = send(request).await;
+    let actual = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    assert_eq!(actual, status, "{text}");
+    serde_json::from_str(&text).unwrap_or(Value::String(text))
+}
+
+async fn expect_error(request: RequestBuilder, status: u16, code: &str) {
+    let body = expect(request, status).await;
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+}
+
+/// The system under test.
+struct System {
+    host: HostProcess,
+    _worker: Option<WorkerProcess>,
+}
+
+impl System {
+    /// `mp3conv up`: everything in one process, embedded defaults.
+    fn embedded(args: &[&str]) -> System {
+        let mut options = HostOptions::new(repo_manifest())
+            // The link tests serve their videos from 127.0.0.1.
+            .env("MP3CONV_WORKER__FETCH__ALLOW", r#"["127.0.0.1/32"]"#);
+        options.subcommand = "up";
+        for arg in args {
+            options = options.arg(*arg);
+        }
+        System {
+            host: HostProcess::start(options),
+            _worker: None,
+        }
+    }
+
+    /// The cluster's shape: the host (`serve`) and the worker as separate processes on
+    /// MariaDB, RabbitMQ and the MongoDB-compatible server.
+    fn services() -> System {
+        let keys = tempfile::tempdir().unwrap();
+        mp3conv(&["keys", "generate", "--dir", keys.path().to_str().unwrap()]);
+        let read = |name: &str| std::fs::read_to_string(keys.path().join(name)).unwrap();
+        let run = format!("mp3conv_gw_{}", std::process::id());
+        let mysql_server = std::env::var("MP3CONV_TEST_MYSQL_URL")
+            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_owned());
+        let mysql_url = format!("{mysql_server}/{run}");
+        mp3conv(&["migrate", "--mysql", &mysql_url]);
+        let mongo = std::env::var("MP3CONV_TEST_MONGO_URL")
+            .unwrap_or_else(|_| "mongodb://127.0.0.1:27217/?directConnection=true".to_owned());
+        let amqp = std::env::var("MP3CONV_TEST_AMQP_URL")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+        let env: Vec<(String, String)> = [
+            ("INTERNAL_TOKEN", INTERNAL_TOKEN),
+            ("STORAGE__KIND", "gridfs"),
+            ("STORAGE__URL", &mongo),
+            ("STORAGE__DATABASE", &run),
+            ("JOBS__KIND", "mongo"),
+            ("JOBS__URL", &mongo),
+            ("JOBS__DATABASE", &run),
+            ("QUEUE__KIND", "rabbitmq"),
+            ("QUEUE__URL", &amqp),
+            ("QUEUE__PREFIX", &format!("{run}.")),
+            ("QUEUE__EXPIRES", "10m"),
+            ("FETCH__ALLOW", r#"["127.0.0.1/32"]"#),
+        ]
+        .into_iter()
+        .map(|(k, v)| (format!("MP3CONV_WORKER__{k}"), v.to_owned()))
+        .collect();
+        let worker = WorkerProcess::start(&env);
+        let mysql_host = mysql_server.rsplit('@').next().unwrap().to_owned();
+        let options = HostOptions::new(repo_manifest())
+            .env("SPIN_VARIABLE_JWT_SIGNING_KEY", &read("jwt-signing.pem"))
+            .env("SPIN_VARIABLE_JWT_PUBLIC_KEYS", &read("jwks.json"))
+            .env("SPIN_VARIABLE_AUTH_DATABASE", "mysql")
+            .env("SPIN_VARIABLE_MYSQL_URL", &mysql_url)
+            .env("SPIN_VARIABLE_MYSQL_HOST", &mysql_host)
+            .env("SPIN_VARIABLE_WORKER_URL", &worker.url)
+            .env("SPIN_VARIABLE_WORKER_TOKEN", INTERNAL_TOKEN);
+        System {
+            host: HostProcess::start(options),
+            _worker: Some(worker),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        self.host.url(path)
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        client().request(method, self.url(path))
+    }
+
+    /// Registers a fresh user and logs in through the original `POST /login`.
+    async fn user(&self, name: &str) -> String {
+        let email = format!("{name}-{}@example.com", uuid_like());
+        let password = "correct horse battery";
+        expect(
+            self.request(Method::POST, "/auth/register")
+                .json(&json!({ "email": email, "password": password })),
+            201,
+        )
+        .await;
+        let response = send(
+            self.request(Method::POST, "/login")
+                .basic_auth(&email, Some(password)),
+        )
+        .await;
+        assert_eq!(response.status(), 200);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
+        response.text().await.unwrap()
+    }
+
+    fn authed(&self, token: &str, method: Method, path: &str) -> RequestBuilder {
+        self.request(method, path).bearer_auth(token)
+    }
+
+    /// `POST /v1/jobs` with the clip as `file`.
+    async fn upload_clip(&self, token: &str, bitrate: Option<&str>) -> Value {
+        let clip = std::fs::read(media("clip")).unwrap();
+        let mut form = reqwest::multipart::Form::new();
+        if let Some(bitrate) = bitrate {
+            form = form.text("bitrate", bitrate.to_owned());
+        }
+        form = form.part(
+            "file",
+            reqwest::multipart::Part::bytes(clip)
+                .file_name("Holiday clip.mp4")
+                .mime_str("video/mp4")
+                .unwrap(),
+        );
+        let response = send(self.authed(token, Method::POST, "/v1/jobs").multipart(form)).await;
+        assert_eq!(response.status(), 202);
+        let location = response.headers()["location"].to_str().unwrap().to_owned();
+        let job: Value = response.json().await.unwrap();
+        assert_eq!(
+            location,
+            format!("/v1/jobs/{}", job["id"].as_str().unwrap())
+        );
+        assert_eq!(job["status"], "queued");
+        for internal in ["owner", "video_id", "attempts", "announced"] {
+            assert!(job.get(internal).is_none(), "{internal} leaked: {job}");
+        }
+        job
+    }
+
+    /// Polls the job until it is done or failed.
+    async fn settled(&self, token: &str, id: &str) -> Value {
+        let deadline = Instant::now() + JOB_DEADLINE;
+        loop {
+            let job = expect(
+                self.authed(token, Method::GET, &format!("/v1/jobs/{id}")),
+                200,
+            )
+            .await;
+            if job["status"] == "done" || job["status"] == "failed" {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "the job never settled: {job}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A name no other test run uses.
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{}-{}-{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A stand-in for a site hosting a video, on 127.0.0.1 (HTTP/1.1, one response per
+/// connection).
+async fn video_site() -> String {
+    let clip = std::fs::read(media("clip")).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let clip = clip.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let found = String::from_utf8_lossy(&head).starts_with("GET /talk.mp4 ");
+                let (status, body) = if found {
+                    ("200 OK", clip)
+                } else {
+                    ("404 Not Found", Vec::new())
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: video/mp4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(&body).await;
+            });
+        }
+    });
+    base
+}
+
+/// The v1 API from registration to deletion: upload and link, status, list, download with
+/// Range and ETag, delete.
+async fn v1_flow(system: &System) {
+    let token = system.user("v1").await;
+    let me = expect(system.authed(&token, Method::GET, "/v1/me"), 200).await;
+    assert!(me["email"].as_str().unwrap().starts_with("v1-"));
+
+    let job = system.upload_clip(&token, Some("128")).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let site = video_site().await;
+    let link = expect(
+        system
+            .authed(&token, Method::POST, "/v1/jobs")
+            .json(&json!({ "url": format!("{site}/talk.mp4"), "bitrate": "v2" })),
+        202,
+    )
+    .await;
+    let missing = expect(
+        system
+            .authed(&token, Method::POST, "/v1/jobs")
+            .json(&json!({ "url": format!("{site}/gone.mp4") })),
+        202,
+    )
+    .await;
+
+    let done = system.settled(&token, &id).await;
+    assert_eq!(done["status"], "done", "{done}");
+    assert_eq!(done["progress"], 100);
+    assert_eq!(done["bitrate"], "128");
+    assert_eq!(done["source"]["filename"], "Holiday clip.mp4");
+    let size = done["audio"]["size"].as_u64().unwrap();
+
+    // The whole file: an MP3 of the clip's length, with a download name and an ETag.
+    let response = send(system.authed(&token, Method::GET, &format!("/v1/jobs/{id}/audio"))).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "audio/mpeg");
+    assert!(
+        response.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment; filename=\"Holiday clip.mp3\"")
+    );
+    let etag = response.headers()["etag"].to_str().unwrap().to_owned();
+    let mp3 = response.bytes().await.unwrap();
+    assert_eq!(mp3.len() as u64, size);
+    let (codec, duration) = probe_audio(&mp3);
+    assert_eq!(codec, "mp3");
+    assert!((duration - 3.0).abs() <= 0.1, "duration {duration}");
+
+    // A range, the last bytes, and a conditional request.
+    let response = send(
+        system
+            .authed(&token, Method::GET, &format!("/v1/jobs/{id}/audio"))
+            .header("range", "bytes=100-199"),
+    )
+    .await;
+    assert_eq!(response.status(), 206);
+    assert_eq!(
+        response.headers()["content-range"],
+        format!("bytes 100-199/{size}").as_str()
+    );
+    assert_eq!(response.bytes().await.unwrap(), mp3[100..200]);
+    let response = send(
+        system
+            .authed(&token, Method::GET, &format!("/v1/jobs/{id}/audio"))
+            .header("if-none-match", &etag),
+    )
+    .await;
+    assert_eq!(response.status(), 304);
+    expect_error(
+        system
+            .authed(&token, Method::GET, &format!("/v1/jobs/{id}/audio"))
+            .header("range", format!("bytes={}-", size + 10)),
+        416,
+        "range_not_satisfiable",
+    )
+    .await;
+
+    // The link converts too; a dead link fails with its reason.
+    let link = system.settled(&token, link["id"].as_str().unwrap()).await;
+    assert_eq!(link["status"], "done", "{link}");
+    assert_eq!(link["bitrate"], "v2");
+    let missing = system
+        .settled(&token, missing["id"].as_str().unwrap())
+        .await;
+    assert_eq!(missing["status"], "failed");
+    assert_eq!(missing["error"]["code"], "link_not_found", "{missing}");
+    expect_error(
+        system.authed(
+            &token,
+            Method::GET,
+            &format!("/v1/jobs/{}/audio", missing["id"].as_str().unwrap()),
+        ),
+        409,
+        "not_ready",
+    )
+    .await;
+
+    // Newest first, paginated.
+    let page = expect(system.authed(&token, Method::GET, "/v1/jobs?limit=2"), 200).await;
+    let ids: Vec<&str> = page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            missing["id"].as_str().unwrap(),
+            link["id"].as_str().unwrap()
+        ]
+    );
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let rest = expect(
+        system.authed(
+            &token,
+            Method::GET,
+            &format!("/v1/jobs?limit=2&cursor={cursor}"),
+        ),
+        200,
+    )
+    .await;
+    assert_eq!(rest["jobs"][0]["id"], id.as_str());
+    assert_eq!(rest["next_cursor"], Value::Null);
+
+    // Delete: gone for good.
+    let response = send(system.authed(&token, Method::DELETE, &format!("/v1/jobs/{id}"))).await;
+    assert_eq!(response.status(), 204);
+    expect_error(
+        system.authed(&token, Method::GET, &format!("/v1/jobs/{id}")),
+        404,
+        "not_found",
+    )
+    .await;
+    expect_error(
+        system.authed(&token, Method::GET, &format!("/v1/jobs/{id}/audio")),
+        404,
+        "not_found",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn v1_flow_embedded() {
+    v1_flow(&System::embedded(&[])).await;
+}
+
+#[tokio::test]
+async fn v1_flow_on_services() {
+    v1_flow(&System::services()).await;
+}
+
+/// The original system's client, unchanged: curl with `-u` to log in, `-F file=@...` to
+/// upload, `?fid=` to download.
+#[tokio::test]
+async fn original_curl_flow() {
+    let system = System::embedded(&[]);
+    let email = format!("curl-{}@example.com", uuid_like());
+    expect(
+        system
+            .request(Method::POST, "/auth/register")
+            .json(&json!({ "email": email, "password": "correct horse battery" })),
+        201,
+    )
+    .await;
+    let curl = |args: Vec<String>| async move {
+        let output = tokio::process::Command::new("curl")
+            .arg("--silent")
+            .arg("--show-error")
+            .args(&args)
+            .output()
+            .await
+            .expect("running curl");
+        assert!(
+            output.status.success(),
+            "curl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let token = curl(vec![
+        "-u".into(),
+        format!("{email}:correct horse battery"),
+        "-X".into(),
+        "POST".into(),
+        system.url("/login"),
+    ])
+    .await;
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+
+    let clip = media("clip");
+    let job: Value = serde_json::from_str(
+        &curl(vec![
+            "-F".into(),
+            format!("file=@{}", clip.display()),
+            "-H".into(),
+            format!("Authorization: Bearer {token}"),
+            system.url("/upload"),
+        ])
+        .await,
+    )
+    .unwrap();
+    let id = job["id"].as_str().expect("the job's id").to_owned();
+    assert_eq!(job["status"], "queued");
+    let done = system.settled(&token, &id).await;
+    assert_eq!(done["status"], "done", "{done}");
+
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("mp3_download.mp3");
+    for fid in [id.clone(), done["audio"]["id"].as_str().unwrap().to_owned()] {
+        let status = curl(vec![
+            "--output".into(),
+            file.display().to_string(),
+            "--write-out".into(),
+            "%{http_code}".into(),
+            "-X".into(),
+            "GET".into(),
+            "-H".into(),
+            format!("Authorization: Bearer {token}"),
+            system.url(&format!("/download?fid={fid}")),
+        ])
+        .await;
+        assert_eq!(status, "200");
+        let (codec, duration) = probe_audio(&std::fs::read(&file).unwrap());
+        assert_eq!(codec, "mp3");
+        assert!((duration - 3.0).abs() <= 0.1, "duration {duration}");
+    }
+}
+
+/// Malformed, hostile and misdirected requests: each gets its documented 4xx and a JSON
+/// error, never a 5xx, and leaves nothing behind.
+#[tokio::test]
+async fn bad_input_table() {
+    let system = System::embedded(&[]);
+    let token = system.user("bad").await;
+    let other = system.user("other").await;
+    let theirs = system.upload_clip(&other, None).await;
+    let theirs = theirs["id"].as_str().unwrap();
+
+    // A token exactly like a real one, signed with the real key, but expired.
+    let keys = system.host.data_dir().join("keys");
+    let pem = std::fs::read(keys.join("jwt-signing.pem")).unwrap();
+    let jwks: Value =
+        serde_json::from_str(&std::fs::read_to_string(keys.join("jwks.json")).unwrap()).unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(jwks["keys"][0]["kid"].as_str().unwrap().to_owned());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expired = jsonwebtoken::encode(
+        &header,
+        &json!({"sub":"x","email":"x@example.com","iat":now - 7200,"exp":now - 3600,"iss":"mp3conv","aud":"mp3conv","jti":"j"}),
+        &jsonwebtoken::EncodingKey::from_ed_pem(&pem).unwrap(),
+    )
+    .unwrap();
+
+    // A deleted account's token stops working at once.
+    let deleted = system.user("deleted").await;
+    let response = send(system.authed(&deleted, Method::DELETE, "/v1/me")).await;
+    assert_eq!(response.status(), 204);
+
+    let clip = std::fs::read(media("clip")).unwrap();
+    let file = |name: &str| {
+        reqwest::multipart::Part::bytes(clip.clone())
+            .file_name(name.to_owned())
+            .mime_str("video/mp4")
+            .unwrap()
+    };
+    let unknown = "0192f1a4-7c2b-7d3e-8f00-123456789abc";
+    let jobs = "/v1/jobs";
+    let cases: Vec<(&str, RequestBuilder, u16, &str)> = vec![
+        ("no token", system.request(Method::GET, jobs), 401, "missing_token"),
+        (
+            "not a bearer token",
+            system.request(Method::GET, jobs).basic_auth("a", Some("b")),
+            401,
+            "missing_token",
+        ),
+        ("malformed token", system.authed("not.a.jwt", Method::GET, jobs), 401, "invalid_token"),
+        ("expired token", system.authed(&expired, Method::GET, jobs), 401, "invalid_token"),
+        ("deleted user", system.authed(&deleted, Method::GET, jobs), 401, "unknown_user"),
+        (
+            "two files",
+            system.authed(&token, Method::POST, jobs).multipart(
+                reqwest::multipart::Form::new()
+                    .part("file", file("a.mp4"))
+                    .part("file", file("b.mp4")),
+            ),
+            400,
+            "too_many_files",
+        ),
+        (
+            "two files, original",
+            system.authed(&token, Method::POST, "/upload").multipart(
+                reqwest::multipart::Form::new()
+                    .part("video", file("a.mp4"))
+                    .part("other", file("b.mp4")),
+            ),
+            400,
+            "too_many_files",
+        ),
+        (
+            "no file",
+            system
+                .authed(&token, Method::POST, jobs)
+                .multipart(reqwest::multipart::Form::new().text("bitrate", "128")),
+            400,
+            "missing_file",
+        ),
+        (
+            "no file, original",
+            system
+                .authed(&token, Method::POST, "/upload")
+                .multipart(reqwest::multipart::Form::new().text("note", "hi")),
+            400,
+            "missing_file",
+        ),
+        (
+            "an unknown field",
+            system.authed(&token, Method::POST, jobs).multipart(
+                reqwest::multipart::Form::new()
+                    .text("colour", "blue")
+                    .part("file", file("a.mp4")),
+            ),
+            400,
+            "unknown_field",
+        ),
+        (
+            "an unknown JSON field",
+            system
+                .authed(&token, Method::POST, jobs)
+                .json(&json!({"url": "https://example.com/a.mp4", "colour": "blue"})),
+            400,
+            "unknown_field",
+        ),
+        (
+            "a bad bitrate",
+            system.authed(&token, Method::POST, jobs).multipart(
+                reqwest::multipart::Form::new()
+                    .text("bitrate", "1000")
+                    .part("file", file("a.mp4")),
+            ),
+            400,
+            "invalid_bitrate",
+        ),
+        (
+            "a file:// URL",
+            system
+                .authed(&token, Method::POST, jobs)
+                .json(&json!({"url": "file:///etc/passwd"})),
+            400,
+            "invalid_url",
+        ),
+        (
+            "a private-address URL",
+            system
+                .authed(&token, Method::POST, jobs)
+                .json(&json!({"url": "http://10.1.2.3/video.mp4"})),
+            400,
+            "link_forbidden",
+        ),
+        (
+            "a cloud-metadata URL",
+            system
+                .authed(&token, Method::POST, jobs)
+                .json(&json!({"url": "http://169.254.169.254/latest/meta-data/"})),
+            400,
+            "link_forbidden",
+        ),
+        (
+            "a 10 MB JSON body",
+            system
+                .authed(&token, Method::POST, jobs)
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"url":"https://example.com/{}"}}"#, "a".repeat(10 << 20))),
+            413,
+            "body_too_large",
+        ),
+        (
+            "malformed JSON",
+            system
+                .authed(&token, Method::POST, jobs)
+                .header("content-type", "application/json")
+                .body("{\"url\":"),
+            400,
+            "invalid_json",
+        ),
+        (
+            "a wrong content type",
+            system
+                .authed(&token, Method::POST, jobs)
+                .header("content-type", "text/plain")
+                .body("hello"),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "multipart without a boundary",
+            system
+                .authed(&token, Method::POST, jobs)
+                .header("content-type", "multipart/form-data")
+                .body("hello"),
+            400,
+            "invalid_multipart",
+        ),
+        (
+            "a broken multipart body",
+            system
+                .authed(&token, Method::POST, jobs)
+                .header("content-type", "multipart/form-data; boundary=XYZ")
+                .body("--XYZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp4\"\r\n\r\nno closing boundary"),
+            400,
+            "invalid_multipart",
+        ),
+        (
+            "an unknown job id",
+            system.authed(&token, Method::GET, &format!("{jobs}/{unknown}")),
+            404,
+            "not_found",
+        ),
+        (
+            "a job id that is not an id",
+            system.authed(&token, Method::GET, &format!("{jobs}/..%2F..%2Fetc")),
+            404,
+            "not_found",
+        ),
+        (
+            "another user's job",
+            system.authed(&token, Method::GET, &format!("{jobs}/{theirs}")),
+            404,
+            "not_found",
+        ),
+        (
+            "another user's audio",
+            system.authed(&token, Method::GET, &format!("/download?fid={theirs}")),
+            404,
+            "not_found",
+        ),
+        (
+            "deleting another user's job",
+            system.authed(&token, Method::DELETE, &format!("{jobs}/{theirs}")),
+            404,
+            "not_found",
+        ),
+        (
+            "a download without fid",
+            system.authed(&token, Method::GET, "/download"),
+            400,
+            "missing_fid",
+        ),
+        (
+            "a negative limit",
+            system.authed(&token, Method::GET, &format!("{jobs}?limit=-1")),
+            400,
+            "invalid_limit",
+        ),
+        (
+            "a bogus cursor",
+            system.authed(&token, Method::GET, &format!("{jobs}?cursor=bogus")),
+            400,
+            "invalid_cursor",
+        ),
+        (
+            "an unknown query parameter",
+            system.authed(&token, Method::GET, &format!("{jobs}?owner={theirs}")),
+            400,
+            "unknown_parameter",
+        ),
+        ("login without credentials", system.request(Method::POST, "/login"), 401, "missing_credentials"),
+        (
+            "login with a wrong password",
+            system
+                .request(Method::POST, "/login")
+                .basic_auth("nobody@example.com", Some("wrong password")),
+            401,
+            "invalid_credentials",
+        ),
+        ("a wrong method", system.authed(&token, Method::PUT, jobs), 405, "method_not_allowed"),
+        ("an unknown route", system.request(Method::GET, "/v2/jobs"), 404, "not_found"),
+    ];
+    for (name, request, status, code) in cases {
+        let response = send(request).await;
+        let actual = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(
+            (actual, body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{name}: {body}"
+        );
+        if status == 401 && code != "invalid_credentials" && !name.starts_with("login") {
+            assert!(
+                headers["www-authenticate"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("Bearer"),
+                "{name}"
+            );
+        }
+    }
+
+    // Nothing was left behind by the refused uploads, and the other user's job is intact.
+    let mine = expect(system.authed(&token, Method::GET, jobs), 200).await;
+    assert_eq!(
+        mine["jobs"],
+        json!([]),
+        "refused requests made jobs: {mine}"
+    );
+    expect(
+        system.authed(&other, Method::GET, &format!("{jobs}/{theirs}")),
+        200,
+    )
+    .await;
+}
+
+/// A 300 MB upload through a gateway whose instances may use 64 MiB: the body streams
+/// through, and the MP3 covers the whole video.
+#[tokio::test]
+async fn large_upload_streams_through_a_small_gateway() {
+    let system = System::embedded(&["--component-limit", "gateway:memory=64MiB,timeout=300s"]);
+    let token = system.user("large").await;
+    let video = media("raw-7.3");
+    let size = std::fs::metadata(&video).unwrap().len();
+    assert!(size > 300_000_000, "the test video is {size} bytes");
+    let file = tokio::fs::File::open(&video).await.unwrap();
+    let part = reqwest::multipart::Part::stream_with_length(reqwest::Body::from(file), size)
+        .file_name("big.mkv")
+        .mime_str("video/x-matroska")
+        .unwrap();
+    let response = send(
+        system
+            .authed(&token, Method::POST, "/v1/jobs")
+            .multipart(reqwest::multipart::Form::new().part("file", part)),
+    )
+    .await;
+    assert_eq!(response.status(), 202, "{}", system.host.log());
+    let job: Value = response.json().await.unwrap();
+    let done = system.settled(&token, job["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "done", "{done}");
+    let duration = done["audio"]["duration"].as_f64().unwrap();
+    assert!((duration - 7.3).abs() <= 0.1, "duration {duration}");
+}
+
+/// Every documented operation answers, with documented statuses (checked by [`send`]), and
+/// the document served is the one in the repository.
+#[tokio::test]
+async fn openapi_document_matches_the_gateway() {
+    let system = System::embedded(&[]);
+    let served = expect(system.request(Method::GET, "/openapi.yaml"), 200).await;
+    let kept =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml")).unwrap();
+    assert_eq!(served, Value::String(kept));
+
+    let token = system.user("doc").await;
+    let job = system.upload_clip(&token, None).await;
+    let id = job["id"].as_str().unwrap();
+    system.settled(&token, id).await;
+    let mut exercised = std::collections::BTreeSet::new();
+    for (method, template) in documented().keys() {
+        let path = template.replace("{id}", id);
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let request = match (method.as_str(), template.as_str()) {
+            ("POST", "/auth/register") => system
+                .request(method.clone(), &path)
+                .json(&json!({"email": format!("doc-{}@example.com", uuid_like()), "password": "long enough"})),
+            ("POST", "/auth/login") => system
+                .request(method.clone(), &path)
+                .json(&json!({"email": "nobody@example.com", "password": "long enough"})),
+            ("POST", "/v1/jobs") => system
+                .authed(&token, method.clone(), &path)
+                .json(&json!({"url": "https://example.com/a.mp4"})),
+            ("GET", "/download") => system.authed(&token, method.clone(), &format!("{path}?fid={id}")),
+            ("DELETE", "/auth/me" | "/v1/me") => {
+                let doomed = system.user("doomed").await;
+                system.authed(&doomed, method.clone(), &path)
+            }
+            ("DELETE", "/v1/jobs/{id}") => {
+                let doomed = system.upload_clip(&token, None).await;
+                system.authed(&token, method.clone(), &format!("/v1/jobs/{}", doomed["id"].as_str().unwrap()))
+            }
+            ("POST", "/upload") => system.authed(&token, method.clone(), &path).multipart(
+                reqwest::multipart::Form::new().part(
+                    "video",
+                    reqwest::multipart::Part::bytes(std::fs::read(media("clip")).unwrap()).file_name("c.mp4"),
+                ),
+            ),
+            _ => system.authed(&token, method.clone(), &path),
+        };
+        let response = send(request).await;
+        assert!(
+            response.status().as_u16() != 404 || template.contains("{id}"),
+            "{method} {template} is documented but not served"
+        );
+        exercised.insert((method.to_string(), template.clone()));
+        // Methods the document does not list for this path answer 405 (checked by `send`).
+        send(system.authed(&token, Method::PATCH, &path)).await;
+    }
+    assert_eq!(exercised.len(), documented().len());
+}
+
+/// The worker down: the gateway answers 503 with Retry-After, not a 500 or a hang.
+#[tokio::test]
+async fn worker_unreachable_is_503() {
+    let keys = tempfile::tempdir().unwrap();
+    mp3conv(&["keys", "generate", "--dir", keys.path().to_str().unwrap()]);
+    let read = |name: &str| std::fs::read_to_string(keys.path().join(name)).unwrap();
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data").join("sqlite_db.db");
+    mp3conv(&["migrate", "--sqlite", db.to_str().unwrap()]);
+    let mut options = HostOptions::new(repo_manifest())
+        .env("SPIN_VARIABLE_JWT_SIGNING_KEY", &read("jwt-signing.pem"))
+        .env("SPIN_VARIABLE_JWT_PUBLIC_KEYS", &read("jwks.json"))
+        .env("SPIN_VARIABLE_WORKER_URL", &format!("http://{closed}"))
+        .env("SPIN_VARIABLE_WORKER_TOKEN", INTERNAL_TOKEN);
+    options.dir = Some(dir);
+    let system = System {
+        host: HostProcess::start(options),
+        _worker: None,
+    };
+    let token = system.user("lonely").await;
+    let response = send(system.authed(&token, Method::GET, "/v1/jobs")).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "5");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable");
+}
