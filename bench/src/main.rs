@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::rt::TokioIo;
+use mp3conv_bench::{Load, Spec, cores, cpu_model, load_spec, median, ms, send};
 
 const REQUESTS_ONE: usize = 5_000;
 const REQUESTS_MANY: usize = 20_000;
@@ -137,14 +138,7 @@ async fn auth(
         &["migrate", "--sqlite", db.to_str().context("path")?],
     )?;
     let manifest = work.join("auth-spin.toml");
-    let components = root.join("target").join("wasm32-wasip2").join("release");
-    std::fs::write(
-        &manifest,
-        std::fs::read_to_string(root.join("spin.toml"))?.replace(
-            "\"target/wasm32-wasip2/release/",
-            &format!("\"{}/", components.display()),
-        ),
-    )?;
+    mp3conv_bench::write_repo_manifest(root, &manifest)?;
     let pem = std::fs::read_to_string(keys.join("jwt-signing.pem"))?;
     let jwks = std::fs::read_to_string(keys.join("jwks.json"))?;
     let host = Host::start_with(
@@ -155,6 +149,11 @@ async fn auth(
         &[
             ("SPIN_VARIABLE_JWT_SIGNING_KEY", &pem),
             ("SPIN_VARIABLE_JWT_PUBLIC_KEYS", &jwks),
+            // Required by the manifest; the auth figures never reach the worker.
+            (
+                "SPIN_VARIABLE_WORKER_TOKEN",
+                "benchmarks-have-no-worker-here",
+            ),
         ],
     )?;
 
@@ -250,63 +249,6 @@ fn run(binary: &Path, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One request; its status and body.
-async fn send(addr: SocketAddr, spec: Spec) -> anyhow::Result<(u16, Bytes)> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    let response = sender.send_request(spec.build(addr)?).await?;
-    let status = response.status().as_u16();
-    Ok((status, response.into_body().collect().await?.to_bytes()))
-}
-
-struct Load {
-    p50: Duration,
-    p99: Duration,
-    rps: f64,
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn median(values: &mut [Duration]) -> Duration {
-    values.sort();
-    values[values.len() / 2]
-}
-
-/// One request to repeat.
-#[derive(Clone)]
-struct Spec {
-    method: http::Method,
-    path: String,
-    headers: Vec<(&'static str, String)>,
-    body: Bytes,
-}
-
-impl Spec {
-    fn get(path: &str) -> Spec {
-        Spec {
-            method: http::Method::GET,
-            path: path.to_owned(),
-            headers: Vec::new(),
-            body: Bytes::new(),
-        }
-    }
-
-    fn build(&self, addr: SocketAddr) -> anyhow::Result<http::Request<Full<Bytes>>> {
-        let mut request = http::Request::builder()
-            .method(self.method.clone())
-            .uri(&self.path)
-            .header("host", addr.to_string());
-        for (name, value) in &self.headers {
-            request = request.header(*name, value);
-        }
-        Ok(request.body(Full::new(self.body.clone()))?)
-    }
-}
-
 /// `requests` GETs of `path` spread over `connections` keep-alive connections.
 async fn load(
     addr: SocketAddr,
@@ -315,51 +257,6 @@ async fn load(
     requests: usize,
 ) -> anyhow::Result<Load> {
     load_spec(addr, Spec::get(path), connections, requests).await
-}
-
-/// `requests` copies of `spec` spread over `connections` keep-alive connections; every
-/// answer must be a 2xx.
-async fn load_spec(
-    addr: SocketAddr,
-    spec: Spec,
-    connections: usize,
-    requests: usize,
-) -> anyhow::Result<Load> {
-    let per_connection = requests / connections;
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let spec = spec.clone();
-        tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(connection);
-            let mut latencies = Vec::with_capacity(per_connection);
-            for _ in 0..per_connection {
-                let request = spec.build(addr)?;
-                let sent = Instant::now();
-                let response = sender.send_request(request).await?;
-                let status = response.status();
-                response.into_body().collect().await?;
-                latencies.push(sent.elapsed());
-                anyhow::ensure!(status.is_success(), "status {status}");
-            }
-            anyhow::Ok(latencies)
-        }));
-    }
-    let mut all = Vec::with_capacity(requests);
-    for task in tasks {
-        all.extend(task.await??);
-    }
-    let elapsed = started.elapsed();
-    all.sort();
-    Ok(Load {
-        p50: all[all.len() / 2],
-        p99: all[all.len() * 99 / 100],
-        rps: all.len() as f64 / elapsed.as_secs_f64(),
-    })
 }
 
 /// A native hyper server answering `hello` on its own runtime thread.
@@ -486,19 +383,4 @@ async fn cold_start(
     let elapsed = started.elapsed();
     host.stop();
     Ok(elapsed)
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|line| line.strip_prefix("model name"))
-                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
 }

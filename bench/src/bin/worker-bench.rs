@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use mp3conv_bench::median;
 
 const TOKEN: &str = "bench-internal-token-0123456789";
 const RUNS: usize = 3;
@@ -97,11 +98,6 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-fn median(values: &mut [Duration]) -> Duration {
-    values.sort();
-    values[values.len() / 2]
 }
 
 /// Generates a test video (lavfi test pattern + sine tone, H.264/AAC, faststart) once.

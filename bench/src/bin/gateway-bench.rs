@@ -1,0 +1,321 @@
+//! Gateway benchmark: an authenticated `GET /v1/jobs/{id}` through the host (token
+//! verification, account check, a call to the worker) at 1 and 16 connections, against the
+//! same job read straight from the worker's internal API; and upload throughput through the
+//! gateway (multipart, streamed) against the same bytes posted straight to the worker.
+//!
+//! The system runs in the cluster's shape: `mp3conv serve` with the repository's `spin.toml`
+//! and `mp3conv-worker` as its own process (embedded storage).
+//!
+//! Usage: `gateway-bench <mp3conv> <mp3conv-worker> <repository root>` (`make bench`).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use mp3conv_bench::{Load, Spec, load_spec, median, ms, send};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "gateway-benchmark-internal-token";
+const UPLOAD_BYTES: u64 = 256 << 20;
+const UPLOAD_RUNS: usize = 3;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let (Some(mp3conv), Some(worker_binary), Some(root)) = (args.next(), args.next(), args.next())
+    else {
+        bail!("usage: gateway-bench <mp3conv> <mp3conv-worker> <repository root>");
+    };
+    let (mp3conv, root) = (PathBuf::from(mp3conv), std::fs::canonicalize(root)?);
+    let work = tempfile::tempdir()?;
+    let dir = work.path();
+
+    let worker = Process::start(
+        Command::new(&worker_binary)
+            .env("MP3CONV_WORKER__LISTEN", "127.0.0.1:0")
+            .env("MP3CONV_WORKER__INTERNAL_TOKEN", TOKEN)
+            .env("MP3CONV_WORKER__STORAGE__KIND", "local")
+            .env("MP3CONV_WORKER__STORAGE__DIR", dir.join("blobs"))
+            .env("MP3CONV_WORKER__JOBS__KIND", "sqlite")
+            .env("MP3CONV_WORKER__JOBS__PATH", dir.join("jobs.sqlite")),
+        "mp3conv-worker listening on http://",
+    )?;
+
+    let keys = dir.join("keys");
+    run(&mp3conv, &["keys", "generate", "--dir", path(&keys)?])?;
+    let data = dir.join("data");
+    run(
+        &mp3conv,
+        &["migrate", "--sqlite", path(&data.join("sqlite_db.db"))?],
+    )?;
+    let manifest = dir.join("spin.toml");
+    mp3conv_bench::write_repo_manifest(&root, &manifest)?;
+    let host = Process::start(
+        Command::new(&mp3conv)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--manifest",
+                path(&manifest)?,
+            ])
+            .args(["--data-dir", path(&data)?])
+            .env(
+                "SPIN_VARIABLE_JWT_SIGNING_KEY",
+                read(&keys.join("jwt-signing.pem"))?,
+            )
+            .env(
+                "SPIN_VARIABLE_JWT_PUBLIC_KEYS",
+                read(&keys.join("jwks.json"))?,
+            )
+            .env(
+                "SPIN_VARIABLE_WORKER_URL",
+                format!("http://{}", worker.addr),
+            )
+            .env("SPIN_VARIABLE_WORKER_TOKEN", TOKEN),
+        "Serving http://",
+    )?;
+
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", host.addr);
+    let credentials =
+        json!({"email": "gateway-bench@example.com", "password": "benchmark password"});
+    let status = client
+        .post(format!("{base}/auth/register"))
+        .json(&credentials)
+        .send()
+        .await?
+        .status();
+    anyhow::ensure!(status == 201, "register: {status}");
+    let login: Value = client
+        .post(format!("{base}/auth/login"))
+        .json(&credentials)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = login["access_token"]
+        .as_str()
+        .context("a token")?
+        .to_owned();
+    let me: Value = client
+        .get(format!("{base}/v1/me"))
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let owner = me["id"].as_str().context("an id")?.to_owned();
+
+    // One job to read: a small upload.
+    let small = dir.join("small.bin");
+    std::fs::write(&small, vec![7u8; 64 * 1024])?;
+    let (job, _) = upload_via_gateway(&client, &base, &token, &small).await?;
+
+    println!("| figure | through the gateway | straight to the worker | ratio | target |");
+    println!("|---|---|---|---|---|");
+    let via_gateway = Spec {
+        method: http::Method::GET,
+        path: format!("/v1/jobs/{job}"),
+        headers: vec![("authorization", format!("Bearer {token}"))],
+        body: Bytes::new(),
+    };
+    let direct = Spec {
+        method: http::Method::GET,
+        path: format!("/internal/jobs/{job}"),
+        headers: vec![
+            ("authorization", format!("Bearer {TOKEN}")),
+            ("x-mp3conv-owner", owner.clone()),
+        ],
+        body: Bytes::new(),
+    };
+    for (connections, requests) in [(1usize, 2_000usize), (16, 8_000)] {
+        load_spec(host.addr, via_gateway.clone(), connections, 200).await?;
+        load_spec(worker.addr, direct.clone(), connections, 200).await?;
+        let gateway = load_spec(host.addr, via_gateway.clone(), connections, requests).await?;
+        let worker = load_spec(worker.addr, direct.clone(), connections, requests).await?;
+        row(
+            &format!("GET /v1/jobs/{{id}}, {connections} conn"),
+            &gateway,
+            &worker,
+        );
+    }
+
+    // Upload throughput: the same file each way, alternating, median of the runs.
+    let big = dir.join("big.bin");
+    write_pseudo_random(&big, UPLOAD_BYTES)?;
+    let mut gateway = Vec::new();
+    let mut straight = Vec::new();
+    for _ in 0..UPLOAD_RUNS {
+        let (id, took) = upload_via_gateway(&client, &base, &token, &big).await?;
+        gateway.push(took);
+        delete(&client, &format!("{base}/v1/jobs/{id}"), &token, None).await?;
+        let (id, took) = upload_direct(&client, worker.addr, &owner, &big).await?;
+        straight.push(took);
+        let url = format!("http://{}/internal/jobs/{id}", worker.addr);
+        delete(&client, &url, TOKEN, Some(&owner)).await?;
+    }
+    let mb = UPLOAD_BYTES as f64 / 1e6;
+    let (gateway, straight) = (median(&mut gateway), median(&mut straight));
+    let (gateway_rate, straight_rate) = (mb / gateway.as_secs_f64(), mb / straight.as_secs_f64());
+    println!(
+        "| upload {} MiB, MB/s (median of {UPLOAD_RUNS}) | {gateway_rate:.0} | {straight_rate:.0} | {:.2} | >= 0.8 |",
+        UPLOAD_BYTES >> 20,
+        gateway_rate / straight_rate
+    );
+    // Keep the check honest: the second probe must still answer (nothing wedged).
+    anyhow::ensure!(send(host.addr, via_gateway).await?.0 == 200);
+    Ok(())
+}
+
+fn row(name: &str, gateway: &Load, worker: &Load) {
+    println!(
+        "| {name}: p50 / p99 | {:.2} / {:.2} ms | {:.2} / {:.2} ms | {:.1} (p50) | |",
+        ms(gateway.p50),
+        ms(gateway.p99),
+        ms(worker.p50),
+        ms(worker.p99),
+        ms(gateway.p50) / ms(worker.p50)
+    );
+    println!(
+        "| {name}: req/s | {:.0} | {:.0} | {:.2} | |",
+        gateway.rps,
+        worker.rps,
+        gateway.rps / worker.rps
+    );
+}
+
+async fn upload_via_gateway(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    file: &Path,
+) -> anyhow::Result<(String, Duration)> {
+    let size = std::fs::metadata(file)?.len();
+    let body = reqwest::Body::from(tokio::fs::File::open(file).await?);
+    let part = reqwest::multipart::Part::stream_with_length(body, size).file_name("upload.bin");
+    let started = Instant::now();
+    let response = client
+        .post(format!("{base}/v1/jobs"))
+        .bearer_auth(token)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await?;
+    let took = started.elapsed();
+    let status = response.status();
+    let job: Value = response.json().await?;
+    anyhow::ensure!(status == 202, "upload through the gateway: {status} {job}");
+    Ok((job["id"].as_str().context("an id")?.to_owned(), took))
+}
+
+async fn upload_direct(
+    client: &reqwest::Client,
+    worker: SocketAddr,
+    owner: &str,
+    file: &Path,
+) -> anyhow::Result<(String, Duration)> {
+    let size = std::fs::metadata(file)?.len();
+    let body = reqwest::Body::from(tokio::fs::File::open(file).await?);
+    let started = Instant::now();
+    let response = client
+        .post(format!("http://{worker}/internal/jobs?filename=upload.bin"))
+        .bearer_auth(TOKEN)
+        .header("x-mp3conv-owner", owner)
+        .header("content-length", size)
+        .body(body)
+        .send()
+        .await?;
+    let took = started.elapsed();
+    let status = response.status();
+    let job: Value = response.json().await?;
+    anyhow::ensure!(status == 202, "upload to the worker: {status} {job}");
+    Ok((job["id"].as_str().context("an id")?.to_owned(), took))
+}
+
+async fn delete(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    owner: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut request = client.delete(url).bearer_auth(token);
+    if let Some(owner) = owner {
+        request = request.header("x-mp3conv-owner", owner);
+    }
+    let status = request.send().await?.status();
+    anyhow::ensure!(status == 204, "delete {url}: {status}");
+    Ok(())
+}
+
+/// Bytes that do not compress (a xorshift stream), so no layer can take a shortcut.
+fn write_pseudo_random(path: &Path, size: u64) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut block = vec![0u8; 1 << 20];
+    for _ in 0..size / block.len() as u64 {
+        for chunk in block.chunks_exact_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            chunk.copy_from_slice(&state.to_le_bytes());
+        }
+        out.write_all(&block)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn path(path: &Path) -> anyhow::Result<&str> {
+    path.to_str().context("a UTF-8 path")
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn run(binary: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let status = Command::new(binary)
+        .args(args)
+        .stdout(Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "{} {args:?} failed", binary.display());
+    Ok(())
+}
+
+/// A child process that announced its address on its first stdout line.
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Process {
+    fn start(command: &mut Command, prefix: &str) -> anyhow::Result<Process> {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("spawning")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = lines.next().context("exited before serving")??;
+        std::thread::spawn(move || for _ in lines {});
+        let addr = line
+            .strip_prefix(prefix)
+            .with_context(|| format!("unexpected first line: {line}"))?
+            .parse()?;
+        Ok(Process { child, addr })
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,140 @@
+//! What the benchmarks share: one request shape, a keep-alive load generator with latency
+//! percentiles, and the machine's description for the report.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+/// One request; its status and body.
+pub async fn send(addr: SocketAddr, spec: Spec) -> anyhow::Result<(u16, Bytes)> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let response = sender.send_request(spec.build(addr)?).await?;
+    let status = response.status().as_u16();
+    Ok((status, response.into_body().collect().await?.to_bytes()))
+}
+
+pub struct Load {
+    pub p50: Duration,
+    pub p99: Duration,
+    pub rps: f64,
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+pub fn median(values: &mut [Duration]) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+/// One request to repeat.
+#[derive(Clone)]
+pub struct Spec {
+    pub method: http::Method,
+    pub path: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Bytes,
+}
+
+impl Spec {
+    pub fn get(path: &str) -> Spec {
+        Spec {
+            method: http::Method::GET,
+            path: path.to_owned(),
+            headers: Vec::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    pub fn build(&self, addr: SocketAddr) -> anyhow::Result<http::Request<Full<Bytes>>> {
+        let mut request = http::Request::builder()
+            .method(self.method.clone())
+            .uri(&self.path)
+            .header("host", addr.to_string());
+        for (name, value) in &self.headers {
+            request = request.header(*name, value);
+        }
+        Ok(request.body(Full::new(self.body.clone()))?)
+    }
+}
+
+/// `requests` copies of `spec` spread over `connections` keep-alive connections; every
+/// answer must be a 2xx.
+pub async fn load_spec(
+    addr: SocketAddr,
+    spec: Spec,
+    connections: usize,
+    requests: usize,
+) -> anyhow::Result<Load> {
+    let per_connection = requests / connections;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let spec = spec.clone();
+        tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(connection);
+            let mut latencies = Vec::with_capacity(per_connection);
+            for _ in 0..per_connection {
+                let request = spec.build(addr)?;
+                let sent = Instant::now();
+                let response = sender.send_request(request).await?;
+                let status = response.status();
+                response.into_body().collect().await?;
+                latencies.push(sent.elapsed());
+                anyhow::ensure!(status.is_success(), "status {status}");
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut all = Vec::with_capacity(requests);
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    let elapsed = started.elapsed();
+    all.sort();
+    Ok(Load {
+        p50: all[all.len() / 2],
+        p99: all[all.len() * 99 / 100],
+        rps: all.len() as f64 / elapsed.as_secs_f64(),
+    })
+}
+
+/// Writes the repository's `spin.toml` to `to` with the component sources pointed at the
+/// repository's build (the manifest names them relative to itself).
+pub fn write_repo_manifest(root: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
+    let components = root.join("target").join("wasm32-wasip2").join("release");
+    std::fs::write(
+        to,
+        std::fs::read_to_string(root.join("spin.toml"))?.replace(
+            "\"target/wasm32-wasip2/release/",
+            &format!("\"{}/", components.display()),
+        ),
+    )?;
+    Ok(())
+}
+
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("model name"))
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
