@@ -131,12 +131,20 @@ struct System {
 impl System {
     /// `mp3conv up`: everything in one process, embedded defaults.
     fn embedded(args: &[&str]) -> System {
+        System::embedded_with(args, &[])
+    }
+
+    /// `mp3conv up` with extra environment (e.g. `SPIN_VARIABLE_*`).
+    fn embedded_with(args: &[&str], env: &[(&str, &str)]) -> System {
         let mut options = HostOptions::new(repo_manifest())
             // The link tests serve their videos from 127.0.0.1.
             .env("MP3CONV_WORKER__FETCH__ALLOW", r#"["127.0.0.1/32"]"#);
         options.subcommand = "up";
         for arg in args {
             options = options.arg(*arg);
+        }
+        for (key, value) in env {
+            options = options.env(key, value);
         }
         System {
             host: HostProcess::start(options),
@@ -874,6 +882,38 @@ async fn large_upload_streams_through_a_small_gateway() {
     assert_eq!(done["status"], "done", "{done}");
     let duration = done["audio"]["duration"].as_f64().unwrap();
     assert!((duration - 7.3).abs() <= 0.1, "duration {duration}");
+}
+
+/// Uploads past `max_upload_bytes` are 413, whether the client declared the length or streamed
+/// without one, and leave no job behind.
+#[tokio::test]
+async fn uploads_over_the_limit_are_413() {
+    let system = System::embedded_with(&[], &[("SPIN_VARIABLE_MAX_UPLOAD_BYTES", "1000000")]);
+    let token = system.user("limit").await;
+    let big = vec![0u8; 3_000_000];
+    let declared = reqwest::multipart::Part::bytes(big.clone()).file_name("big.mp4");
+    expect_error(
+        system
+            .authed(&token, Method::POST, "/v1/jobs")
+            .multipart(reqwest::multipart::Form::new().part("file", declared)),
+        413,
+        "body_too_large",
+    )
+    .await;
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        big.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let streamed =
+        reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+            .file_name("big.mp4");
+    let response = send(
+        system
+            .authed(&token, Method::POST, "/upload")
+            .multipart(reqwest::multipart::Form::new().part("file", streamed)),
+    )
+    .await;
+    assert_eq!(response.status(), 413);
+    let jobs = expect(system.authed(&token, Method::GET, "/v1/jobs"), 200).await;
+    assert_eq!(jobs["jobs"], json!([]), "{jobs}");
 }
 
 /// Every documented operation answers, with documented statuses (checked by [`send`]), and
