@@ -1,9 +1,13 @@
 # The two commands the README opens with: `make up` runs the system, `make test` runs every test.
 CARGO ?= cargo
-FUNCTIONS := -p auth -p gateway
+FUNCTIONS := -p auth -p gateway -p notifier
 TEST_COMPONENTS := -p probe
 
-.PHONY: up test build functions native bench fmt lint
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+WORKER_IMAGE := ghcr.io/mp3conv/mp3conv-worker
+APP_IMAGE := ghcr.io/mp3conv/mp3conv-app
+
+.PHONY: up test build functions native bench fmt lint image app-image
 
 up: build
 	./target/release/mp3conv up
@@ -29,3 +33,11 @@ fmt:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+# The worker's container image (docker), and the Spin app as an OCI artifact (the `spin` CLI),
+# under the names knative/ uses.
+image:
+	docker build -t $(WORKER_IMAGE):$(VERSION) .
+
+app-image: functions
+	spin registry push $(APP_IMAGE):$(VERSION)

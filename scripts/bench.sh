@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/toolchain.sh
 command -v ffmpeg >/dev/null || scripts/services.sh
-cargo build --release --target wasm32-wasip2 -p probe -p auth -p gateway
+cargo build --release --target wasm32-wasip2 -p probe -p auth -p gateway -p notifier
 cargo build --release -p mp3conv -p mp3conv-bench -p native-worker
 ./target/release/mp3conv-bench ./target/release/mp3conv ./target/wasm32-wasip2/release/probe.wasm .
 echo

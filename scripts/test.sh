@@ -8,7 +8,7 @@ scripts/toolchain.sh
 eval "$(scripts/services.sh env)"
 
 echo "test: building the components (wasm32-wasip2)" >&2
-cargo build --release --target wasm32-wasip2 -p auth -p gateway -p probe
+cargo build --release --target wasm32-wasip2 -p auth -p gateway -p notifier -p probe
 
 echo "test: running the tests" >&2
 cargo test --release --workspace --exclude probe --no-fail-fast

@@ -48,8 +48,9 @@ enum Command {
     /// queue) unless flags name real services. Generates development signing keys on first
     /// run and migrates the users database.
     Up(UpArgs),
-    /// Run only the function host for a spin.toml, as `spin up` would.
-    Serve(HostArgs),
+    /// Run only the function host for a spin.toml, as `spin up` would (the worker runs on its
+    /// own); with --eventing and --rabbitmq it also runs the eventing bridge.
+    Serve(ServeArgs),
     /// Apply the users database migrations.
     Migrate(MigrateArgs),
     /// Manage token signing keys.
@@ -98,6 +99,24 @@ struct UpArgs {
     /// Where the worker's internal API listens (loopback only by default; port 0 picks one).
     #[arg(long, env = "MP3CONV_WORKER_LISTEN", default_value = "127.0.0.1:0")]
     worker_listen: SocketAddr,
+    /// The eventing bridge's sources [default: eventing.toml beside the manifest, if any].
+    #[arg(long, env = "MP3CONV_EVENTING")]
+    eventing: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    host: HostArgs,
+    /// Run the eventing bridge with these sources (eventing.toml); needs --rabbitmq.
+    #[arg(long, env = "MP3CONV_EVENTING", requires = "rabbitmq")]
+    eventing: Option<PathBuf>,
+    /// The RabbitMQ the worker announces on, for the eventing bridge.
+    #[arg(long, env = "MP3CONV_RABBITMQ_URL")]
+    rabbitmq: Option<String>,
+    /// The worker's queue-name prefix (its MP3CONV_WORKER__QUEUE__PREFIX).
+    #[arg(long, env = "MP3CONV_QUEUE_PREFIX", default_value = "")]
+    queue_prefix: String,
 }
 
 #[derive(Debug, Args)]
@@ -189,7 +208,7 @@ fn parse_component_limit(text: &str, defaults: Limits) -> anyhow::Result<(String
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up(args).await,
-        Command::Serve(args) => serve(args.into_config()?).await,
+        Command::Serve(args) => serve(args).await,
         Command::Migrate(MigrateArgs {
             mysql: Some(url), ..
         }) => crate::migrate::mysql(&url).await,
@@ -247,6 +266,30 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         worker_config.queue.kind = native_worker::config::QueueKind::Rabbitmq;
         worker_config.queue.url = url.clone().into();
     }
+    let eventing = match &args.eventing {
+        Some(path) => Some(crate::eventing::EventingFile::load(path)?),
+        None => {
+            let beside = config
+                .manifest
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join("eventing.toml");
+            match beside.exists() {
+                true => Some(crate::eventing::EventingFile::load(&beside)?),
+                false => {
+                    tracing::warn!(
+                        "no eventing.toml beside the manifest: notifications are off (give --eventing)"
+                    );
+                    None
+                }
+            }
+        }
+    };
+    let queue_prefix = worker_config.queue.prefix.clone();
+    let rabbitmq_url = args.rabbitmq.clone().or_else(|| {
+        (worker_config.queue.kind == native_worker::config::QueueKind::Rabbitmq)
+            .then(|| secrecy::ExposeSecret::expose_secret(&worker_config.queue.url).to_owned())
+    });
     let worker_listener = tokio::net::TcpListener::bind(args.worker_listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.worker_listen))?;
@@ -275,7 +318,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
 
     let host = Host::build(config).await?;
     announce(&host, Some(worker_addr))?;
-    // One signal stops both, each draining what it has in flight.
+    // One signal stops everything, each part draining what it has in flight.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         mp3conv_host::shutdown_signal().await;
@@ -284,6 +327,30 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
+    if let Some(eventing) = eventing {
+        let mut memory = worker
+            .memory_queue()
+            .and_then(native_worker::queue::memory::MemoryQueue::take_announcement_consumer);
+        for source in eventing.sources {
+            let queue = match (&rabbitmq_url, memory.take()) {
+                (Some(url), _) => crate::eventing::Queue::Rabbitmq {
+                    url: url.clone(),
+                    prefix: queue_prefix.clone(),
+                },
+                (None, Some(receiver)) => crate::eventing::Queue::Memory(receiver),
+                (None, None) => anyhow::bail!(
+                    "the in-process queue has one consumer: eventing.toml may list one source"
+                ),
+            };
+            let sink = source.sink_url(host.local_addr());
+            tokio::spawn(crate::eventing::run(
+                source,
+                queue,
+                sink,
+                until_stopped(stopped.clone()),
+            ));
+        }
+    }
     let worker_stopped = until_stopped(stopped.clone());
     tokio::try_join!(host.run_until_stopped(until_stopped(stopped)), async move {
         worker
@@ -324,11 +391,38 @@ fn announce(host: &Host, worker: Option<SocketAddr>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(config: HostConfig) -> anyhow::Result<()> {
-    let host = Host::build(config).await?;
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let eventing = args
+        .eventing
+        .as_deref()
+        .map(crate::eventing::EventingFile::load)
+        .transpose()?;
+    let host = Host::build(args.host.into_config()?).await?;
     announce(&host, None)?;
-    host.run_until_stopped(mp3conv_host::shutdown_signal())
-        .await
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        mp3conv_host::shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    if let (Some(eventing), Some(url)) = (eventing, args.rabbitmq) {
+        for source in eventing.sources {
+            let sink = source.sink_url(host.local_addr());
+            let queue = crate::eventing::Queue::Rabbitmq {
+                url: url.clone(),
+                prefix: args.queue_prefix.clone(),
+            };
+            tokio::spawn(crate::eventing::run(
+                source,
+                queue,
+                sink,
+                until_stopped(stopped.clone()),
+            ));
+        }
+    }
+    host.run_until_stopped(until_stopped(stopped)).await
 }
 
 #[cfg(test)]

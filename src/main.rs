@@ -1,6 +1,7 @@
 //! `mp3conv`: runs the system (`mp3conv up`) or just the function host (`mp3conv serve`).
 
 mod cli;
+mod eventing;
 mod keys;
 mod migrate;
 

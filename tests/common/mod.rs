@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod api;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -45,7 +47,7 @@ pub fn repo_manifest() -> String {
         "\"target/wasm32-wasip2/release/",
         &format!("\"{}/", components.display()),
     );
-    for name in ["auth", "gateway"] {
+    for name in ["auth", "gateway", "notifier"] {
         component(name);
     }
     replaced
@@ -431,4 +433,176 @@ pub fn probe_audio(bytes: &[u8]) -> (String, f64) {
             .and_then(|d| d.parse().ok())
             .expect("a duration"),
     )
+}
+
+/// A request the [`Recorder`] received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub path: String,
+    pub headers: http::HeaderMap,
+    pub body: bytes::Bytes,
+    pub at: std::time::Instant,
+    /// The status it was answered with.
+    pub status: u16,
+}
+
+/// A stand-in for the outside world (a user's webhook receiver, an email provider's API) and,
+/// with a forward target, a proxy in front of a sink: it records every POST, answers planned
+/// failures per path, then 200 (or whatever the forward target answers).
+#[derive(Clone)]
+pub struct Recorder {
+    pub url: String,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    planned: Arc<Mutex<std::collections::HashMap<String, std::collections::VecDeque<u16>>>>,
+    always: Arc<Mutex<std::collections::HashMap<String, u16>>>,
+    forward: Arc<Mutex<Option<(String, String)>>>,
+}
+
+impl Recorder {
+    pub async fn start() -> Recorder {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let recorder = Recorder {
+            url: format!("http://{}", listener.local_addr().unwrap()),
+            requests: Arc::default(),
+            planned: Arc::default(),
+            always: Arc::default(),
+            forward: Arc::default(),
+        };
+        let shared = recorder.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let recorder = shared.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        let recorder = recorder.clone();
+                        async move { Ok::<_, std::convert::Infallible>(recorder.answer(request).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        recorder
+    }
+
+    async fn answer(
+        &self,
+        request: http::Request<hyper::body::Incoming>,
+    ) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+        use http_body_util::BodyExt as _;
+        let at = std::time::Instant::now();
+        let (parts, body) = request.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let path = parts.uri.path().to_owned();
+        let planned = self
+            .planned
+            .lock()
+            .unwrap()
+            .get_mut(&path)
+            .and_then(|plan| plan.pop_front())
+            .or_else(|| self.always.lock().unwrap().get(&path).copied());
+        let forward = self
+            .forward
+            .lock()
+            .unwrap()
+            .clone()
+            .filter(|(forwarded, _)| *forwarded == path)
+            .map(|(_, target)| target);
+        let (status, reply) = match (planned, forward) {
+            (Some(status), _) => (status, bytes::Bytes::from_static(b"{}")),
+            (None, Some(target)) => {
+                let mut forwarded = reqwest::Client::new()
+                    .request(parts.method.clone(), format!("{target}{path}"))
+                    .body(body.clone());
+                for (name, value) in &parts.headers {
+                    if name != http::header::HOST && name != http::header::CONTENT_LENGTH {
+                        forwarded = forwarded.header(name, value);
+                    }
+                }
+                match forwarded.send().await {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        (status, response.bytes().await.unwrap_or_default())
+                    }
+                    Err(_) => (502, bytes::Bytes::new()),
+                }
+            }
+            (None, None) => (200, bytes::Bytes::from_static(b"{}")),
+        };
+        self.requests.lock().unwrap().push(Recorded {
+            path,
+            headers: parts.headers,
+            body,
+            at,
+            status,
+        });
+        let mut response = http::Response::new(http_body_util::Full::new(reply));
+        *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        response
+    }
+
+    /// The next requests to `path` are answered with `statuses`, in order.
+    pub fn fail_next(&self, path: &str, statuses: &[u16]) {
+        self.planned
+            .lock()
+            .unwrap()
+            .entry(path.to_owned())
+            .or_default()
+            .extend(statuses);
+    }
+
+    /// Every request to `path` is answered with `status`.
+    pub fn always(&self, path: &str, status: u16) {
+        self.always.lock().unwrap().insert(path.to_owned(), status);
+    }
+
+    /// Requests to `path` not planned otherwise go on to `target` + `path`.
+    pub fn forward(&self, path: &str, target: &str) {
+        *self.forward.lock().unwrap() = Some((path.to_owned(), target.to_owned()));
+    }
+
+    pub fn requests(&self, path: &str) -> Vec<Recorded> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits (up to two minutes) until `path` has received `count` requests matching `filter`,
+    /// and returns them.
+    pub async fn wait_for(
+        &self,
+        path: &str,
+        count: usize,
+        filter: impl Fn(&Recorded) -> bool,
+    ) -> Vec<Recorded> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let matching: Vec<Recorded> = self
+                .requests(path)
+                .into_iter()
+                .filter(|r| filter(r))
+                .collect();
+            if matching.len() >= count {
+                return matching;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{path} got {} of {count} requests",
+                matching.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }

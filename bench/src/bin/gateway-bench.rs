@@ -3,7 +3,10 @@
 //! same job read straight from the worker's internal API; and upload throughput through the
 //! gateway (multipart, streamed) against the same bytes posted straight to the worker.
 //!
-//! The system runs in the cluster's shape: `mp3conv serve` with the repository's `spin.toml`
+//! Then, in `mp3conv up`, the time from a job's announcement to its notification being
+//! recorded, over 100 jobs.
+//!
+//! The first part runs in the cluster's shape: `mp3conv serve` with the repository's `spin.toml`
 //! and `mp3conv-worker` as its own process (embedded storage).
 //!
 //! Usage: `gateway-bench <mp3conv> <mp3conv-worker> <repository root>` (`make bench`).
@@ -169,7 +172,107 @@ async fn main() -> anyhow::Result<()> {
     );
     // Keep the check honest: the second probe must still answer (nothing wedged).
     anyhow::ensure!(send(host.addr, via_gateway).await?.0 == 200);
+    drop((host, worker));
+    notification_latency(&mp3conv, &root, dir).await
+}
+
+/// `mp3conv up` (in-process queue and bridge): for each of [`NOTIFIED_JOBS`] jobs, the time
+/// from the job turning done (its `updated_at`, set just before the `mp3` message is
+/// published) to its notification being recorded (`created_at`).
+async fn notification_latency(mp3conv: &Path, root: &Path, dir: &Path) -> anyhow::Result<()> {
+    const NOTIFIED_JOBS: usize = 100;
+    let clip = dir.join("clip.mp4");
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("testsrc=size=160x120:rate=10:duration=1")
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=1"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac"])
+        .arg(&clip)
+        .status()?;
+    anyhow::ensure!(status.success(), "ffmpeg could not make the clip");
+    let up = Process::start(
+        Command::new(mp3conv)
+            .args(["up", "--listen", "127.0.0.1:0"])
+            .args(["--manifest", path(&root.join("spin.toml"))?])
+            .args(["--data-dir", path(&dir.join("up-data"))?]),
+        "Serving http://",
+    )?;
+    let base = format!("http://{}", up.addr);
+    let client = reqwest::Client::new();
+    let credentials =
+        json!({"email": "notify-bench@example.com", "password": "benchmark password"});
+    client
+        .post(format!("{base}/auth/register"))
+        .json(&credentials)
+        .send()
+        .await?;
+    let login: Value = client
+        .post(format!("{base}/auth/login"))
+        .json(&credentials)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = login["access_token"]
+        .as_str()
+        .context("a token")?
+        .to_owned();
+    let mut jobs = Vec::new();
+    for _ in 0..NOTIFIED_JOBS {
+        jobs.push(upload_via_gateway(&client, &base, &token, &clip).await?.0);
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let notifications = loop {
+        let page: Value = client
+            .get(format!("{base}/v1/notifications?limit=100"))
+            .bearer_auth(&token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let list = page["notifications"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if list.len() >= NOTIFIED_JOBS {
+            break list;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} notifications",
+            list.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut latencies = Vec::new();
+    for notification in &notifications {
+        let id = notification["job_id"].as_str().context("a job id")?;
+        let job: Value = client
+            .get(format!("{base}/v1/jobs/{id}"))
+            .bearer_auth(&token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        anyhow::ensure!(job["status"] == "done", "job {id}: {job}");
+        let done = timestamp(&job["updated_at"])?;
+        let recorded = timestamp(&notification["created_at"])?;
+        latencies.push(Duration::try_from_secs_f64((recorded - done).max(0.0))?);
+    }
+    latencies.sort();
+    println!(
+        "| `mp3` publish to notification recorded, p50 / p90 over {NOTIFIED_JOBS} jobs (`up`) | {:.1} / {:.1} ms | | | |",
+        ms(latencies[latencies.len() / 2]),
+        ms(latencies[latencies.len() * 9 / 10])
+    );
     Ok(())
+}
+
+/// An RFC 3339 timestamp as Unix seconds.
+fn timestamp(value: &Value) -> anyhow::Result<f64> {
+    let text = value.as_str().context("a timestamp")?;
+    let time = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)?;
+    Ok(time.unix_timestamp_nanos() as f64 / 1e9)
 }
 
 fn row(name: &str, gateway: &Load, worker: &Load) {

@@ -14,6 +14,9 @@
 //! | `GET /v1/jobs/{id}`, `DELETE /v1/jobs/{id}` | 200 the job, 204 |
 //! | `GET /v1/jobs/{id}/audio` | 200/206 the MP3 |
 //! | `GET /v1/me`, `DELETE /v1/me` | 200 the caller, 204 (account and jobs gone) |
+//! | `GET /v1/notifications?unread=&limit=&cursor=` | 200 `{"notifications","next_cursor"}` |
+//! | `POST /v1/notifications/{id}/read` | 204 |
+//! | `PUT /v1/me/webhook {"url"}`, `GET`, `DELETE` | 200 with the secret (once), 200, 204 |
 
 use mp3conv_tokens::{Claims, Verifier};
 use serde::Deserialize;
@@ -47,6 +50,11 @@ pub enum Route {
     Audio(String),
     Me,
     DeleteMe,
+    ListNotifications,
+    ReadNotification(String),
+    GetWebhook,
+    PutWebhook,
+    DeleteWebhook,
 }
 
 impl Route {
@@ -84,6 +92,16 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         (["v1", "me"], "GET") => Ok(Route::Me),
         (["v1", "me"], "DELETE") => Ok(Route::DeleteMe),
         (["v1", "me"], _) => Err(allow("GET, DELETE")),
+        (["v1", "me", "webhook"], "GET") => Ok(Route::GetWebhook),
+        (["v1", "me", "webhook"], "PUT") => Ok(Route::PutWebhook),
+        (["v1", "me", "webhook"], "DELETE") => Ok(Route::DeleteWebhook),
+        (["v1", "me", "webhook"], _) => Err(allow("GET, PUT, DELETE")),
+        (["v1", "notifications"], "GET") => Ok(Route::ListNotifications),
+        (["v1", "notifications"], _) => Err(allow("GET")),
+        (["v1", "notifications", id, "read"], "POST") => Ok(Route::ReadNotification(
+            job_id(id).map_err(|_| ApiError::NotificationNotFound)?,
+        )),
+        (["v1", "notifications", _, "read"], _) => Err(allow("POST")),
         _ => Err(ApiError::NotFound),
     }
 }
@@ -394,6 +412,192 @@ pub fn content_disposition(job: &Value) -> String {
     format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
 }
 
+/// `?unread=&limit=&cursor=` of `GET /v1/notifications`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationsQuery {
+    pub unread: bool,
+    pub limit: u32,
+    /// `(created_at, id)` of the previous page's last notification.
+    pub cursor: Option<(i64, String)>,
+}
+
+/// Parses and checks `GET /v1/notifications`'s query.
+pub fn notifications_query(query: &str) -> Result<NotificationsQuery, ApiError> {
+    let params = query_params(query);
+    if let Some((name, _)) = params
+        .iter()
+        .find(|(k, _)| !["unread", "limit", "cursor"].contains(&k.as_str()))
+    {
+        return Err(ApiError::bad_request(
+            "unknown_parameter",
+            format!("`{name}` is not a parameter of this route; use unread, limit and cursor"),
+        ));
+    }
+    let unread = match param(&params, "unread") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_unread",
+                "unread must be true or false",
+            ));
+        }
+    };
+    let limit = match param(&params, "limit") {
+        None => DEFAULT_PAGE,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_limit",
+                    format!("limit must be a whole number from 1 to {MAX_PAGE}"),
+                )
+            })?,
+    };
+    let cursor = param(&params, "cursor")
+        .map(|text| {
+            text.split_once('.')
+                .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, job_id(id).ok()?)))
+                .ok_or_else(|| {
+                    ApiError::bad_request("invalid_cursor", "the cursor is not one we gave out")
+                })
+        })
+        .transpose()?;
+    Ok(NotificationsQuery {
+        unread,
+        limit,
+        cursor,
+    })
+}
+
+/// A notification as users see it.
+pub fn public_notification(n: &mp3conv_sql::notifications::Notification) -> Value {
+    json!({
+        "id": n.id,
+        "job_id": n.job_id,
+        "status": n.status,
+        "title": n.title,
+        "message": n.message,
+        "audio_url": n.audio_url,
+        "error_code": n.error_code,
+        "created_at": rfc3339(n.created_at),
+        "read": n.read_at.is_some(),
+    })
+}
+
+/// A page of notifications, with the cursor of the next one when the page is full.
+pub fn notification_page(page: &[mp3conv_sql::notifications::Notification], limit: u32) -> Value {
+    let next = (page.len() == limit as usize)
+        .then(|| page.last().map(|n| format!("{}.{}", n.created_at, n.id)))
+        .flatten();
+    json!({
+        "notifications": page.iter().map(public_notification).collect::<Vec<_>>(),
+        "next_cursor": next,
+    })
+}
+
+/// Unix milliseconds as RFC 3339 (UTC, milliseconds).
+pub fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        ms.rem_euclid(1000)
+    )
+}
+
+/// `PUT /v1/me/webhook`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookBody {
+    url: String,
+}
+
+/// The endpoint of a webhook registration, checked: https (http only when local delivery is
+/// allowed by `webhook_allow_local`), no credentials, and no loopback, private or link-local
+/// address unless local delivery is allowed.
+pub fn webhook_url(body: &[u8], allow_local: bool) -> Result<String, ApiError> {
+    let request: WebhookBody = serde_json::from_slice(body).map_err(|err| {
+        let message = err.to_string();
+        if message.starts_with("unknown field") {
+            ApiError::bad_request("unknown_field", message)
+        } else {
+            ApiError::bad_request("invalid_json", message)
+        }
+    })?;
+    let invalid = |why: &str| ApiError::bad_request("invalid_webhook_url", why.to_owned());
+    let url = request.url.trim();
+    if url.len() > 2048 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid("the URL is too long or has spaces"));
+    }
+    let rest = match url.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => rest,
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") && allow_local => rest,
+        _ => return Err(invalid("the URL must be https://")),
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err(invalid("the URL must not carry credentials"));
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    }
+    .to_ascii_lowercase();
+    if host.is_empty() {
+        return Err(invalid("the URL has no host"));
+    }
+    if !allow_local && is_local(&host) {
+        return Err(ApiError::bad_request(
+            "webhook_forbidden",
+            "webhooks cannot target loopback, private, link-local or metadata addresses",
+        ));
+    }
+    Ok(url.to_owned())
+}
+
+/// Whether a host names this machine or a private network (by name or literal address).
+fn is_local(host: &str) -> bool {
+    if host == "localhost" || host.ends_with(".localhost") || host.ends_with(".internal") {
+        return true;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => {
+            ip.is_loopback()
+                || ip.is_private()
+                || ip.is_link_local()
+                || ip.is_unspecified()
+                || ip.is_broadcast()
+                || ip.octets()[0] == 100 && (64..128).contains(&ip.octets()[1])
+        }
+        Ok(std::net::IpAddr::V6(ip)) => {
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || (ip.segments()[0] & 0xfe00) == 0xfc00
+                || (ip.segments()[0] & 0xffc0) == 0xfe80
+                || ip
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| is_local(&v4.to_string()))
+        }
+        Err(_) => false,
+    }
+}
+
 /// `GET /v1/me`.
 pub fn me(caller: &Caller) -> Reply {
     Reply::json(
@@ -456,6 +660,8 @@ pub enum ApiError {
     NotFound,
     /// A job that does not exist, is malformed, or belongs to someone else.
     JobNotFound,
+    NotificationNotFound,
+    WebhookNotFound,
     MethodNotAllowed(&'static str),
     /// No usable bearer token; the code says which (`missing_token`, `invalid_token`,
     /// `unknown_user`).
@@ -494,6 +700,8 @@ impl ApiError {
         let (status, code, message) = match self {
             ApiError::NotFound => (404, "not_found", "no such route".to_owned()),
             ApiError::JobNotFound => (404, "not_found", "no such job".to_owned()),
+            ApiError::NotificationNotFound => (404, "not_found", "no such notification".to_owned()),
+            ApiError::WebhookNotFound => (404, "not_found", "no webhook is set".to_owned()),
             ApiError::MethodNotAllowed(allow) => {
                 (405, "method_not_allowed", format!("use {allow}"))
             }
@@ -637,6 +845,77 @@ mod tests {
         ] {
             assert_eq!(route(method, path), expected, "{method} {path}");
         }
+    }
+
+    #[test]
+    fn notification_queries() {
+        assert_eq!(
+            notifications_query("").unwrap(),
+            NotificationsQuery {
+                unread: false,
+                limit: 20,
+                cursor: None
+            }
+        );
+        let id = "0192f1a4-7c2b-7d3e-8f00-123456789abc";
+        assert_eq!(
+            notifications_query(&format!("unread=true&limit=5&cursor=17.{id}")).unwrap(),
+            NotificationsQuery {
+                unread: true,
+                limit: 5,
+                cursor: Some((17, id.to_owned()))
+            }
+        );
+        for bad in [
+            "unread=yes",
+            "limit=0",
+            "cursor=17",
+            "cursor=x.y",
+            "sort=asc",
+        ] {
+            assert!(notifications_query(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_795_852_800_123), "2026-11-28T08:00:00.123Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn webhook_urls() {
+        let url = |u: &str| format!(r#"{{"url":"{u}"}}"#).into_bytes();
+        assert_eq!(
+            webhook_url(&url("https://hooks.example.com/in?x=1"), false).unwrap(),
+            "https://hooks.example.com/in?x=1"
+        );
+        for (bad, code) in [
+            ("http://hooks.example.com/in", "invalid_webhook_url"),
+            ("ftp://hooks.example.com", "invalid_webhook_url"),
+            ("https://user:pw@hooks.example.com", "invalid_webhook_url"),
+            ("https://127.0.0.1:8080/x", "webhook_forbidden"),
+            ("https://10.0.0.8/x", "webhook_forbidden"),
+            ("https://169.254.169.254/latest", "webhook_forbidden"),
+            ("https://[::1]/x", "webhook_forbidden"),
+            ("https://[::ffff:192.168.0.1]/x", "webhook_forbidden"),
+            ("https://localhost/x", "webhook_forbidden"),
+            ("https://metadata.google.internal/x", "webhook_forbidden"),
+        ] {
+            match webhook_url(&url(bad), false) {
+                Err(ApiError::BadRequest { code: c, .. }) => assert_eq!(c, code, "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        assert!(webhook_url(&url("http://127.0.0.1:9000/hook"), true).is_ok());
+        assert!(matches!(
+            webhook_url(br#"{"url":"https://a.example","secret":"x"}"#, false),
+            Err(ApiError::BadRequest {
+                code: "unknown_field",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use futures::{SinkExt as _, StreamExt as _};
-use mp3conv_sql::Db as _;
+use mp3conv_sql::notifications;
 use serde_json::Value;
 use spin_sdk::http::{
     Fields, IncomingRequest, IncomingResponse, Method, OutgoingBody, OutgoingRequest,
@@ -13,7 +13,7 @@ use spin_sdk::http::{
 use spin_sdk::http_component;
 
 use crate::api::{self, ApiError, Caller, Reply, Route};
-use crate::config::{Config, Database};
+use crate::config::Config;
 
 /// The OpenAPI document, served as it is kept in the repository.
 const OPENAPI: &str = include_str!("../../../openapi.yaml");
@@ -79,7 +79,8 @@ async fn serve(request: IncomingRequest, request_id: &str) -> Result<Answer, Api
         mp3conv_tokens::Verifier::new(&config.public_keys, &config.issuer, &config.audience)
             .map_err(ApiError::Internal)?;
     let caller = api::authenticate(authorization.as_deref(), &verifier)?;
-    if !user_exists(&config.database, &caller.id).map_err(ApiError::Internal)? {
+    let db = mp3conv_sql::open(&config.database).map_err(|err| ApiError::Internal(err.message))?;
+    if !user_exists(db.as_ref(), &caller.id).map_err(ApiError::Internal)? {
         return Err(ApiError::Unauthorized("unknown_user"));
     }
     let worker = Worker {
@@ -129,6 +130,67 @@ async fn serve(request: IncomingRequest, request_id: &str) -> Result<Answer, Api
         Route::Me => Ok(api::me(&caller).into()),
         Route::DeleteMe => {
             delete_account(&worker, authorization.as_deref().unwrap_or_default()).await?;
+            notifications::forget_user(db.as_ref(), &caller.id).map_err(internal)?;
+            Ok(Reply::empty(204).into())
+        }
+        Route::ListNotifications => {
+            let asked = api::notifications_query(query)?;
+            let before = asked.cursor.as_ref().map(|(at, id)| (*at, id.as_str()));
+            let page =
+                notifications::list(db.as_ref(), &caller.id, asked.unread, asked.limit, before)
+                    .map_err(internal)?;
+            Ok(Reply::json(200, &api::notification_page(&page, asked.limit)).into())
+        }
+        Route::ReadNotification(id) => {
+            if !notifications::mark_read(db.as_ref(), &caller.id, &id, now_ms())
+                .map_err(internal)?
+            {
+                return Err(ApiError::NotificationNotFound);
+            }
+            Ok(Reply::empty(204).into())
+        }
+        Route::GetWebhook => {
+            let hook = notifications::webhook(db.as_ref(), &caller.id)
+                .map_err(internal)?
+                .ok_or(ApiError::WebhookNotFound)?;
+            Ok(Reply::json(
+                200,
+                &serde_json::json!({ "url": hook.url, "created_at": api::rfc3339(hook.created_at) }),
+            )
+            .into())
+        }
+        Route::PutWebhook => {
+            let content_type = header(&request, "content-type").unwrap_or_default();
+            if !content_type
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+            {
+                return Err(ApiError::UnsupportedMediaType("application/json"));
+            }
+            let body = read_request(request, api::MAX_JSON_BYTES).await?;
+            let url = api::webhook_url(&body, config.webhook_allow_local)?;
+            let hook = notifications::Webhook {
+                user_id: caller.id.clone(),
+                url,
+                secret: new_secret(),
+                created_at: now_ms(),
+            };
+            notifications::put_webhook(db.as_ref(), &hook).map_err(internal)?;
+            // The only time the secret is shown.
+            Ok(Reply::json(
+                200,
+                &serde_json::json!({
+                    "url": hook.url,
+                    "secret": hook.secret,
+                    "created_at": api::rfc3339(hook.created_at),
+                }),
+            )
+            .into())
+        }
+        Route::DeleteWebhook => {
+            if !notifications::delete_webhook(db.as_ref(), &caller.id).map_err(internal)? {
+                return Err(ApiError::WebhookNotFound);
+            }
             Ok(Reply::empty(204).into())
         }
         Route::Root | Route::OpenApi | Route::Login => unreachable!("answered above"),
@@ -144,8 +206,7 @@ fn header(request: &IncomingRequest, name: &str) -> Option<String> {
 }
 
 /// Whether the token's user still exists (a deleted account's tokens stop working at once).
-fn user_exists(database: &Database, id: &str) -> Result<bool, String> {
-    let db = mp3conv_sql::open(database).map_err(|err| err.message)?;
+fn user_exists(db: &dyn mp3conv_sql::Db, id: &str) -> Result<bool, String> {
     let rows = db
         .query(
             "SELECT 1 FROM users WHERE id = ?",
@@ -153,6 +214,29 @@ fn user_exists(database: &Database, id: &str) -> Result<bool, String> {
         )
         .map_err(|err| format!("checking the user: {err}"))?;
     Ok(!rows.is_empty())
+}
+
+fn internal(err: mp3conv_sql::DbError) -> ApiError {
+    ApiError::Internal(format!("database: {err}"))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A webhook signing secret as Standard Webhooks writes them: `whsec_` and 32 random bytes in
+/// base64.
+fn new_secret() -> String {
+    use base64::Engine as _;
+    let mut bytes = Vec::with_capacity(32);
+    bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
 }
 
 /// `POST /login`: HTTP Basic to auth's `/auth/login`, the token back as plain text.

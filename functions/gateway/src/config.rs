@@ -20,6 +20,8 @@ pub struct Config {
     pub auth_url: String,
     /// Largest upload accepted, in bytes.
     pub max_upload_bytes: u64,
+    /// Whether webhooks may use http and local addresses (local development only).
+    pub webhook_allow_local: bool,
 }
 
 /// The variable names, as declared for the component in `spin.toml`.
@@ -32,6 +34,7 @@ pub mod var {
     pub const WORKER_TOKEN: &str = "worker_token";
     pub const AUTH_URL: &str = "auth_url";
     pub const MAX_UPLOAD_BYTES: &str = "max_upload_bytes";
+    pub const WEBHOOK_ALLOW_LOCAL: &str = "webhook_allow_local";
 }
 
 impl Config {
@@ -75,7 +78,18 @@ impl Config {
                 "variable `{}` must be a positive number of bytes",
                 var::MAX_UPLOAD_BYTES
             ))?;
+        let webhook_allow_local = match get(var::WEBHOOK_ALLOW_LOCAL).as_deref().map(str::trim) {
+            None | Some("" | "false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(format!(
+                    "variable `{}`: `{other}` is neither true nor false",
+                    var::WEBHOOK_ALLOW_LOCAL
+                ));
+            }
+        };
         Ok(Config {
+            webhook_allow_local,
             public_keys,
             issuer: required(var::ISSUER)?,
             audience: required(var::AUDIENCE)?,

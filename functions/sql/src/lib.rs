@@ -91,8 +91,11 @@ impl Database {
     }
 }
 
+pub mod notifications;
 #[cfg(target_arch = "wasm32")]
 mod spin;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 #[cfg(target_arch = "wasm32")]
 pub use spin::open;
 

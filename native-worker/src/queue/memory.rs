@@ -11,6 +11,9 @@ use tokio::sync::{Mutex, mpsc};
 use super::{Deliveries, Delivery, JobQueue, Outcome, Outgoing, Route, Settle, retry_delay};
 use crate::error::Error;
 
+/// Announcements kept for [`MemoryQueue::announcements`].
+const MAX_KEPT_ANNOUNCEMENTS: usize = 10_000;
+
 /// The in-process queue.
 #[derive(Clone)]
 pub struct MemoryQueue {
@@ -19,6 +22,9 @@ pub struct MemoryQueue {
 
 struct Inner {
     video_tx: mpsc::UnboundedSender<Message>,
+    /// The in-process `mp3` queue, for one consumer (the eventing bridge of `mp3conv up`).
+    mp3_tx: mpsc::UnboundedSender<Outgoing>,
+    mp3_rx: StdMutex<Option<mpsc::UnboundedReceiver<Outgoing>>>,
     video_rx: Arc<Mutex<mpsc::UnboundedReceiver<Message>>>,
     announcements: StdMutex<Vec<Outgoing>>,
     dead: StdMutex<Vec<Bytes>>,
@@ -34,9 +40,12 @@ impl MemoryQueue {
     /// An empty queue; retries wait `retry_base`, doubling per attempt.
     pub fn new(retry_base: Duration) -> Self {
         let (video_tx, video_rx) = mpsc::unbounded_channel();
+        let (mp3_tx, mp3_rx) = mpsc::unbounded_channel();
         Self {
             inner: Arc::new(Inner {
                 video_tx,
+                mp3_tx,
+                mp3_rx: StdMutex::new(Some(mp3_rx)),
                 video_rx: Arc::new(Mutex::new(video_rx)),
                 announcements: StdMutex::new(Vec::new()),
                 dead: StdMutex::new(Vec::new()),
@@ -52,6 +61,12 @@ impl MemoryQueue {
             .lock()
             .expect("announcements lock")
             .clone()
+    }
+
+    /// The `mp3` queue's consumer end: every announcement from now on, in order. There is one;
+    /// the second call gets `None`.
+    pub fn take_announcement_consumer(&self) -> Option<mpsc::UnboundedReceiver<Outgoing>> {
+        self.inner.mp3_rx.lock().expect("mp3 consumer lock").take()
     }
 
     /// Bodies of dead-lettered messages.
@@ -76,11 +91,15 @@ impl JobQueue for MemoryQueue {
         match route {
             Route::Video => self.push(message, false),
             Route::Mp3 => {
-                self.inner
-                    .announcements
-                    .lock()
-                    .expect("announcements lock")
-                    .push(message);
+                let mut announcements =
+                    self.inner.announcements.lock().expect("announcements lock");
+                // A record for tests and diagnostics, bounded so a long-running `up` does not grow.
+                if announcements.len() >= MAX_KEPT_ANNOUNCEMENTS {
+                    announcements.drain(..MAX_KEPT_ANNOUNCEMENTS / 10);
+                }
+                announcements.push(message.clone());
+                // Nobody consuming (no bridge) is not an error: the record above remains.
+                let _ = self.inner.mp3_tx.send(message);
                 Ok(())
             }
             Route::Retry { attempt } => {

@@ -7,6 +7,7 @@
 //!   attempt's backoff (`x-message-ttl`), then dead-letters it back to `p` + `video`. One queue
 //!   per attempt, so a long delay never holds up a shorter one.
 //! - `p` + `video.dead`: messages that could not be processed.
+//! - `p` + `mp3`: announcements; what their consumer rejects dead-letters to `p` + `mp3.dead`.
 //! - `p` + `mp3`: announcements of done and failed jobs.
 
 use std::sync::Arc;
@@ -52,6 +53,11 @@ impl QueueNames {
     /// Dead letters.
     pub fn dead(&self) -> String {
         format!("{}video.dead", self.prefix)
+    }
+    /// Announcements the notifier's event source gave up on (it nacks them without requeue;
+    /// the `mp3` queue dead-letters them here).
+    pub fn mp3_dead(&self) -> String {
+        format!("{}mp3.dead", self.prefix)
     }
     /// Waiting room before attempt `attempt`.
     pub fn retry(&self, attempt: u32) -> String {
@@ -162,7 +168,14 @@ impl RabbitQueue {
             )
             .await?;
         channel
-            .queue_declare(names.mp3().into(), durable, self.arguments(&[]))
+            .queue_declare(names.mp3_dead().into(), durable, self.arguments(&[]))
+            .await?;
+        channel
+            .queue_declare(
+                names.mp3().into(),
+                durable,
+                self.arguments(&dead_letter_to(names.mp3_dead())),
+            )
             .await?;
         for attempt in 2..=self.config.max_attempts {
             let [exchange, key] = dead_letter_to(names.video());

@@ -1,0 +1,593 @@
+//! What the notifier does with one event: read it, confirm it with the worker's record of the
+//! job (events are not trusted: the job is), record the notification once, then deliver it by
+//! webhook and email, each at most once and with bounded retries.
+//!
+//! Everything outside (the worker, webhook receivers, the email API, the clock) comes through
+//! [`Outside`], so this runs natively in tests against a real SQLite database.
+
+use std::time::Duration;
+
+use mp3conv_sql::Db;
+use mp3conv_sql::notifications::{self, Delivery, Notification};
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::event::{self, Malformed};
+use crate::webhook;
+
+/// The world beyond the database.
+pub trait Outside {
+    /// The worker's record of a job: `Ok(None)` when the owner has no such job; `Err` when the
+    /// worker cannot say now.
+    fn job(&self, job_id: &str, owner: &str) -> Result<Option<Value>, String>;
+    /// POSTs `body`; the status, or why there is none.
+    fn post(&self, url: &str, headers: &[(String, String)], body: &[u8]) -> Result<u16, String>;
+    fn sleep(&self, duration: Duration);
+    /// Unix milliseconds.
+    fn now_ms(&self) -> i64;
+    fn new_id(&self) -> String;
+}
+
+/// How a channel fared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Channel {
+    /// Not configured (no webhook, no email API, no address).
+    Off,
+    Delivered {
+        attempts: i64,
+    },
+    Failed {
+        attempts: i64,
+        error: String,
+    },
+}
+
+impl Channel {
+    fn from_delivery(delivery: &Delivery) -> Channel {
+        match delivery.state.as_str() {
+            "delivered" => Channel::Delivered {
+                attempts: delivery.attempts,
+            },
+            _ => Channel::Failed {
+                attempts: delivery.attempts,
+                error: delivery.last_error.clone().unwrap_or_default(),
+            },
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        match self {
+            Channel::Off => json!({ "state": "off" }),
+            Channel::Delivered { attempts } => {
+                json!({ "state": "delivered", "attempts": attempts })
+            }
+            Channel::Failed { attempts, error } => {
+                json!({ "state": "failed", "attempts": attempts, "error": error })
+            }
+        }
+    }
+}
+
+/// What became of an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Recorded {
+        notification_id: String,
+        /// The event, or another about the same outcome, was handled before.
+        duplicate: bool,
+        webhook: Channel,
+        email: Channel,
+    },
+    /// Nothing to tell anyone (the job was deleted meanwhile).
+    Ignored(String),
+}
+
+/// Why an event was not handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// It never can be (400: the source must not retry).
+    Malformed(String),
+    /// It could not be now (503: the source retries).
+    Transient(String),
+}
+
+impl From<Malformed> for Failure {
+    fn from(err: Malformed) -> Failure {
+        Failure::Malformed(err.0)
+    }
+}
+
+fn transient(err: impl std::fmt::Display) -> Failure {
+    Failure::Transient(err.to_string())
+}
+
+/// Handles one event delivered over HTTP.
+pub fn handle(
+    config: &Config,
+    db: &dyn Db,
+    outside: &dyn Outside,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Result<Outcome, Failure> {
+    let event = event::parse(headers, body)?;
+    let announced = event::job_event(&event)?;
+    let Some(job) = outside
+        .job(&announced.job_id, &announced.owner)
+        .map_err(Failure::Transient)?
+    else {
+        return Ok(Outcome::Ignored(
+            "the job no longer exists (deleted by its owner)".into(),
+        ));
+    };
+    let status = job["status"].as_str().unwrap_or_default();
+    if status != announced.status {
+        return Err(Failure::Malformed(format!(
+            "the event says the job is {} but it is {status}",
+            announced.status
+        )));
+    }
+    let fresh = notification(config, &job, &event.id, &announced.owner, outside);
+    let inserted = notifications::insert(db, &fresh).map_err(transient)?;
+    let recorded = if inserted {
+        fresh
+    } else {
+        notifications::find_existing(db, &event.id, &announced.job_id, &announced.status)
+            .map_err(transient)?
+            .ok_or_else(|| Failure::Transient("the duplicate notification vanished".into()))?
+    };
+    let webhook = deliver_webhook(config, db, outside, &recorded)?;
+    let email = deliver_email(config, db, outside, &recorded)?;
+    Ok(Outcome::Recorded {
+        notification_id: recorded.id,
+        duplicate: !inserted,
+        webhook,
+        email,
+    })
+}
+
+/// The notification for a job in its final state.
+fn notification(
+    config: &Config,
+    job: &Value,
+    event_id: &str,
+    owner: &str,
+    outside: &dyn Outside,
+) -> Notification {
+    let job_id = job["id"].as_str().unwrap_or_default().to_owned();
+    let source = &job["source"];
+    let title = source["filename"]
+        .as_str()
+        .or_else(|| source["url"].as_str())
+        .unwrap_or("your video")
+        .chars()
+        .take(200)
+        .collect::<String>();
+    let done = job["status"] == "done";
+    let audio_url = done.then(|| format!("{}/v1/jobs/{job_id}/audio", config.public_url));
+    let error_code = job["error"]["code"].as_str().map(str::to_owned);
+    let message = match (&audio_url, job["error"]["message"].as_str()) {
+        (Some(url), _) => format!("Your MP3 of {title} is ready: {url}"),
+        (None, Some(reason)) => format!("We could not convert {title}: {reason}"),
+        (None, None) => format!("We could not convert {title}."),
+    };
+    Notification {
+        id: outside.new_id(),
+        user_id: owner.to_owned(),
+        event_id: event_id.to_owned(),
+        job_id,
+        status: job["status"].as_str().unwrap_or_default().to_owned(),
+        title,
+        message,
+        audio_url,
+        error_code,
+        created_at: outside.now_ms(),
+        read_at: None,
+    }
+}
+
+/// What webhooks and emails carry.
+fn payload(n: &Notification, timestamp: &str) -> Value {
+    json!({
+        "type": format!("job.{}", n.status),
+        "timestamp": timestamp,
+        "data": {
+            "notification_id": n.id,
+            "job_id": n.job_id,
+            "status": n.status,
+            "title": n.title,
+            "message": n.message,
+            "audio_url": n.audio_url,
+            "error_code": n.error_code,
+        },
+    })
+}
+
+fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// POSTs with up to `config.webhook_attempts` attempts, waiting `webhook_backoff` before the
+/// second and twice as long before each later one. 2xx is delivered.
+fn with_retries(
+    config: &Config,
+    outside: &dyn Outside,
+    mut attempt_once: impl FnMut() -> Result<u16, String>,
+) -> Delivery {
+    let mut last_error = String::new();
+    for attempt in 1..=config.webhook_attempts {
+        if attempt > 1 {
+            outside.sleep(config.webhook_backoff * (1 << (attempt - 2).min(10)));
+        }
+        match attempt_once() {
+            Ok(status) if (200..300).contains(&status) => {
+                return Delivery {
+                    state: "delivered".into(),
+                    attempts: i64::from(attempt),
+                    last_error: None,
+                };
+            }
+            Ok(status) => last_error = format!("answered {status}"),
+            Err(err) => last_error = err,
+        }
+    }
+    Delivery {
+        state: "failed".into(),
+        attempts: i64::from(config.webhook_attempts),
+        last_error: Some(last_error),
+    }
+}
+
+fn deliver_webhook(
+    config: &Config,
+    db: &dyn Db,
+    outside: &dyn Outside,
+    n: &Notification,
+) -> Result<Channel, Failure> {
+    const CHANNEL: &str = "webhook";
+    if let Some(done) = notifications::delivery(db, &n.id, CHANNEL).map_err(transient)? {
+        return Ok(Channel::from_delivery(&done));
+    }
+    let Some(hook) = notifications::webhook(db, &n.user_id).map_err(transient)? else {
+        return Ok(Channel::Off);
+    };
+    // The id stays the same across attempts and redeliveries: receivers deduplicate on it.
+    let id = format!("msg_{}", n.id);
+    let delivery = with_retries(config, outside, || {
+        let now = outside.now_ms();
+        let body = payload(n, &rfc3339(now)).to_string();
+        let headers = webhook::headers(&hook.secret, &id, now / 1000, body.as_bytes())?;
+        outside.post(&hook.url, &headers, body.as_bytes())
+    });
+    notifications::record_delivery(db, &n.id, CHANNEL, &delivery, outside.now_ms())
+        .map_err(transient)?;
+    Ok(Channel::from_delivery(&delivery))
+}
+
+fn deliver_email(
+    config: &Config,
+    db: &dyn Db,
+    outside: &dyn Outside,
+    n: &Notification,
+) -> Result<Channel, Failure> {
+    const CHANNEL: &str = "email";
+    let Some(api) = &config.email else {
+        return Ok(Channel::Off);
+    };
+    if let Some(done) = notifications::delivery(db, &n.id, CHANNEL).map_err(transient)? {
+        return Ok(Channel::from_delivery(&done));
+    }
+    let Some(to) = notifications::user_email(db, &n.user_id).map_err(transient)? else {
+        return Ok(Channel::Off);
+    };
+    let subject = match n.status.as_str() {
+        "done" => format!("Your MP3 is ready: {}", n.title),
+        _ => format!("We could not convert {}", n.title),
+    };
+    let body = json!({
+        "from": api.from,
+        "to": to,
+        "subject": subject,
+        "text": n.message,
+    })
+    .to_string();
+    let headers = vec![
+        ("content-type".to_owned(), "application/json".to_owned()),
+        ("authorization".to_owned(), format!("Bearer {}", api.key)),
+        // Providers that support it drop a repeated send of the same message.
+        ("idempotency-key".to_owned(), n.id.clone()),
+    ];
+    let delivery = with_retries(config, outside, || {
+        outside.post(&api.url, &headers, body.as_bytes())
+    });
+    notifications::record_delivery(db, &n.id, CHANNEL, &delivery, outside.now_ms())
+        .map_err(transient)?;
+    Ok(Channel::from_delivery(&delivery))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::{Cell, RefCell};
+
+    use mp3conv_sql::testing::Sqlite;
+    use mp3conv_sql::{Param, notifications::Webhook};
+
+    use super::*;
+    use crate::config::EmailApi;
+
+    const JOB_ID: &str = "0192f1a4-7c2b-7d3e-8f00-123456789abc";
+
+    /// A POST the fake received: URL, headers, body.
+    type Post = (String, Vec<(String, String)>, Vec<u8>);
+
+    struct Fake {
+        job: Option<Value>,
+        worker_down: bool,
+        /// Statuses the next POSTs answer, in order; then 200.
+        answers: RefCell<Vec<Result<u16, String>>>,
+        posts: RefCell<Vec<Post>>,
+        slept: RefCell<Vec<Duration>>,
+        ids: Cell<u32>,
+    }
+
+    impl Fake {
+        fn with_job(status: &str) -> Fake {
+            Fake {
+                job: Some(json!({
+                    "id": JOB_ID, "owner": "u1", "status": status,
+                    "source": {"kind": "upload", "filename": "Talk.mp4"},
+                    "error": if status == "failed" { json!({"code": "no_audio", "message": "the video has no audio track"}) } else { Value::Null },
+                })),
+                worker_down: false,
+                answers: RefCell::new(Vec::new()),
+                posts: RefCell::new(Vec::new()),
+                slept: RefCell::new(Vec::new()),
+                ids: Cell::new(0),
+            }
+        }
+    }
+
+    impl Outside for Fake {
+        fn job(&self, job_id: &str, owner: &str) -> Result<Option<Value>, String> {
+            if self.worker_down {
+                return Err("connection refused".into());
+            }
+            Ok(self
+                .job
+                .clone()
+                .filter(|job| job["id"] == job_id && job["owner"] == owner))
+        }
+        fn post(
+            &self,
+            url: &str,
+            headers: &[(String, String)],
+            body: &[u8],
+        ) -> Result<u16, String> {
+            self.posts
+                .borrow_mut()
+                .push((url.to_owned(), headers.to_vec(), body.to_vec()));
+            let mut answers = self.answers.borrow_mut();
+            if answers.is_empty() {
+                Ok(200)
+            } else {
+                answers.remove(0)
+            }
+        }
+        fn sleep(&self, duration: Duration) {
+            self.slept.borrow_mut().push(duration);
+        }
+        fn now_ms(&self) -> i64 {
+            1_790_000_000_000
+        }
+        fn new_id(&self) -> String {
+            self.ids.set(self.ids.get() + 1);
+            format!("n{}", self.ids.get())
+        }
+    }
+
+    fn config(email: bool) -> Config {
+        Config {
+            database: mp3conv_sql::Database::Sqlite,
+            worker_url: "http://worker".into(),
+            worker_token: "t".repeat(20),
+            public_url: "https://mp3conv.example".into(),
+            email: email.then(|| EmailApi {
+                url: "https://mail.example/send".into(),
+                key: "key".into(),
+                from: "mp3conv <noreply@mp3conv.example>".into(),
+            }),
+            webhook_attempts: 3,
+            webhook_backoff: Duration::from_millis(200),
+            outbound_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn database() -> Sqlite {
+        let db = Sqlite::migrated();
+        db.execute(
+            "INSERT INTO users (id, email, email_key, password_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+            &[
+                Param::Text("u1".into()),
+                Param::Text("Ann@example.com".into()),
+                Param::Text("ann@example.com".into()),
+                Param::Text("x".into()),
+                Param::Int(1),
+            ],
+        )
+        .unwrap();
+        notifications::put_webhook(
+            &db,
+            &Webhook {
+                user_id: "u1".into(),
+                url: "https://hooks.example/in".into(),
+                secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+                created_at: 1,
+            },
+        )
+        .unwrap();
+        db
+    }
+
+    fn event(id: &str, status: &str) -> (Vec<(String, String)>, Vec<u8>) {
+        let headers = [
+            ("ce-specversion", "1.0"),
+            ("ce-id", id),
+            (
+                "ce-source",
+                "/apis/v1/namespaces/default/rabbitmqsources/mp3#mp3",
+            ),
+            ("ce-type", "dev.knative.rabbitmq.event"),
+            ("content-type", "application/json"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let body = json!({"job_id": JOB_ID, "owner": "u1", "status": status, "username": "u1"});
+        (headers, body.to_string().into_bytes())
+    }
+
+    #[test]
+    fn a_done_job_is_recorded_and_delivered_once_per_channel() {
+        let (db, fake, config) = (database(), Fake::with_job("done"), config(true));
+        let (headers, body) = event("e1", "done");
+        let outcome = handle(&config, &db, &fake, &headers, &body).unwrap();
+        assert_eq!(
+            outcome,
+            Outcome::Recorded {
+                notification_id: "n1".into(),
+                duplicate: false,
+                webhook: Channel::Delivered { attempts: 1 },
+                email: Channel::Delivered { attempts: 1 },
+            }
+        );
+        let posts = fake.posts.borrow().clone();
+        assert_eq!(posts.len(), 2);
+        let hook: Value = serde_json::from_slice(&posts[0].2).unwrap();
+        assert_eq!(hook["type"], "job.done");
+        assert_eq!(
+            hook["data"]["audio_url"],
+            format!("https://mp3conv.example/v1/jobs/{JOB_ID}/audio")
+        );
+        assert!(
+            posts[0]
+                .1
+                .iter()
+                .any(|(n, v)| n == "webhook-id" && v == "msg_n1")
+        );
+        let mail: Value = serde_json::from_slice(&posts[1].2).unwrap();
+        assert_eq!(mail["to"], "Ann@example.com");
+        assert_eq!(mail["subject"], "Your MP3 is ready: Talk.mp4");
+
+        // The same event again, and another event about the same outcome: nothing new.
+        for id in ["e1", "e2"] {
+            let (headers, body) = event(id, "done");
+            match handle(&config, &db, &fake, &headers, &body).unwrap() {
+                Outcome::Recorded { duplicate, .. } => assert!(duplicate),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(fake.posts.borrow().len(), 2, "no second webhook or email");
+        assert_eq!(
+            notifications::list(&db, "u1", false, 10, None)
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_failing_webhook_is_retried_a_bounded_number_of_times() {
+        let (db, fake, config) = (database(), Fake::with_job("failed"), config(false));
+        *fake.answers.borrow_mut() = vec![Ok(500), Err("connection refused".into()), Ok(503)];
+        let (headers, body) = event("e1", "failed");
+        let outcome = handle(&config, &db, &fake, &headers, &body).unwrap();
+        let Outcome::Recorded { webhook, email, .. } = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(
+            webhook,
+            Channel::Failed {
+                attempts: 3,
+                error: "answered 503".into()
+            }
+        );
+        assert_eq!(email, Channel::Off);
+        assert_eq!(
+            *fake.slept.borrow(),
+            [Duration::from_millis(200), Duration::from_millis(400)]
+        );
+        // In-app, the failure is there with its reason.
+        let recorded = notifications::list(&db, "u1", false, 10, None).unwrap();
+        assert_eq!(recorded[0].error_code.as_deref(), Some("no_audio"));
+        assert!(recorded[0].message.contains("no audio track"));
+        // A redelivery does not start the webhook over.
+        handle(&config, &db, &fake, &headers, &body).unwrap();
+        assert_eq!(fake.posts.borrow().len(), 3);
+    }
+
+    #[test]
+    fn a_webhook_that_recovers_is_delivered_once() {
+        let (db, fake, config) = (database(), Fake::with_job("done"), config(false));
+        *fake.answers.borrow_mut() = vec![Ok(502)];
+        let (headers, body) = event("e1", "done");
+        let Outcome::Recorded { webhook, .. } =
+            handle(&config, &db, &fake, &headers, &body).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(webhook, Channel::Delivered { attempts: 2 });
+        let posts = fake.posts.borrow();
+        let id = |i: usize| {
+            posts[i]
+                .1
+                .iter()
+                .find(|(n, _)| n == "webhook-id")
+                .unwrap()
+                .1
+                .clone()
+        };
+        assert_eq!(id(0), id(1), "retries keep the message id");
+    }
+
+    #[test]
+    fn events_are_checked_against_the_job() {
+        let config = config(false);
+        let db = database();
+        // The worker cannot answer: try again later.
+        let mut down = Fake::with_job("done");
+        down.worker_down = true;
+        let (headers, body) = event("e1", "done");
+        assert!(matches!(
+            handle(&config, &db, &down, &headers, &body),
+            Err(Failure::Transient(_))
+        ));
+        // The event claims an outcome the job does not have: never handleable.
+        let queued = Fake::with_job("converting");
+        assert!(matches!(
+            handle(&config, &db, &queued, &headers, &body),
+            Err(Failure::Malformed(_))
+        ));
+        // Another owner's job, or a deleted one: nothing to tell.
+        let mut gone = Fake::with_job("done");
+        gone.job = None;
+        assert!(matches!(
+            handle(&config, &db, &gone, &headers, &body).unwrap(),
+            Outcome::Ignored(_)
+        ));
+        assert!(
+            notifications::list(&db, "u1", false, 10, None)
+                .unwrap()
+                .is_empty()
+        );
+        // Malformed events never reach the worker.
+        assert!(matches!(
+            handle(&config, &db, &down, &[], b"{}"),
+            Err(Failure::Malformed(_))
+        ));
+    }
+}
