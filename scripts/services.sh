@@ -9,6 +9,8 @@
 #     from PyPI in a venv under $MP3CONV_CACHE (default ~/.cache/mp3conv); its data, log
 #     and pidfile live in $MP3CONV_CACHE/secantus-<port>/
 #   * the rust target wasm32-wasip2
+#   * the deployment validator's Python packages (kubernetes-validate, jsonschema, PyYAML), in
+#     a venv under $MP3CONV_CACHE (scripts/validate_deploy.py)
 #
 # Usage:
 #   scripts/services.sh            ensure everything; prints nothing on stdout
@@ -30,6 +32,10 @@ PYMONGO_VERSION=4.20.1
 CACHE="${MP3CONV_CACHE:-$HOME/.cache/mp3conv}"
 MONGO_PORT="${MP3CONV_MONGO_PORT:-27217}"
 VENV="$CACHE/secantus-venv"
+DEPLOY_VENV="$CACHE/deploy-venv"
+KUBERNETES_VALIDATE_VERSION=1.33.1
+JSONSCHEMA_VERSION=4.26.0
+PYYAML_VERSION=6.0.3
 MONGO_DIR="$CACHE/secantus-$MONGO_PORT"   # per port: one WiredTiger dir can't be shared
 MONGO_DATA="$MONGO_DIR/data"
 MONGO_LOG="$MONGO_DIR/secantusd.log"
@@ -136,6 +142,21 @@ ensure_wasm_target() {
   rustup target add wasm32-wasip2 >&2 || die "rustup target add wasm32-wasip2 failed"
 }
 
+ensure_deploy_validator() {
+  mkdir -p "$CACHE"
+  "$DEPLOY_VENV/bin/python" -c "import importlib.metadata as m; \
+      assert m.version('kubernetes-validate') == '$KUBERNETES_VALIDATE_VERSION'; \
+      assert m.version('jsonschema') == '$JSONSCHEMA_VERSION'; \
+      assert m.version('PyYAML') == '$PYYAML_VERSION'" 2>/dev/null && return 0
+  log "installing the deployment validator's packages into $DEPLOY_VENV"
+  [[ -x $DEPLOY_VENV/bin/python ]] || python3 -m venv "$DEPLOY_VENV" >&2 ||
+    { apt_install python3-venv && python3 -m venv --clear "$DEPLOY_VENV" >&2; } ||
+    die "cannot create venv $DEPLOY_VENV"
+  "$DEPLOY_VENV/bin/pip" install -q --disable-pip-version-check \
+    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "jsonschema==$JSONSCHEMA_VERSION" \
+    "PyYAML==$PYYAML_VERSION" >&2 || die "pip install of the deployment validator failed"
+}
+
 stop_secantus() {
   local pid i=0
   [[ -f $MONGO_PID ]] || { log "SecantusDB: no pidfile ($MONGO_PID), nothing to stop"; return 0; }
@@ -161,10 +182,12 @@ ensure_mariadb
 ensure_rabbitmq
 ensure_secantus
 ensure_wasm_target
+ensure_deploy_validator
 log "all services ready"
 
 if [[ ${1:-} == env ]]; then
   echo "export MP3CONV_TEST_MYSQL_URL=mysql://root@127.0.0.1:3306"
   echo "export MP3CONV_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f"
   echo "export MP3CONV_TEST_MONGO_URL=mongodb://127.0.0.1:$MONGO_PORT/?directConnection=true"
+  echo "export MP3CONV_TEST_DEPLOY_PYTHON=$DEPLOY_VENV/bin/python"
 fi

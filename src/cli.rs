@@ -22,6 +22,17 @@ pub struct Cli {
         default_value = "pretty"
     )]
     pub log_format: LogFormatArg,
+    /// The mp3conv server the client commands talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "MP3CONV_SERVER",
+        default_value = "http://127.0.0.1:3000"
+    )]
+    server: String,
+    /// Client commands: print one JSON document on stdout.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -56,6 +67,8 @@ enum Command {
     /// Manage token signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    #[command(flatten)]
+    Client(crate::client::ClientCommand),
 }
 
 #[derive(Debug, Args)]
@@ -205,8 +218,32 @@ fn parse_component_limit(text: &str, defaults: Limits) -> anyhow::Result<(String
     Ok((name.to_owned(), limits))
 }
 
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+/// Runs a command; client commands exit with their documented codes, the rest with 1 on error.
+pub async fn run(cli: Cli) -> std::process::ExitCode {
+    if let Command::Client(command) = cli.command {
+        let outcome = match crate::client::Client::new(&cli.server, cli.json) {
+            Ok(client) => client.run(command).await,
+            Err(failure) => Err(failure),
+        };
+        return match outcome {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(failure) => {
+                eprintln!("mp3conv: {}", failure.message());
+                std::process::ExitCode::from(failure.exit_code())
+            }
+        };
+    }
+    match serve_command(cli.command).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("mp3conv: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve_command(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Up(args) => up(args).await,
         Command::Serve(args) => serve(args).await,
         Command::Migrate(MigrateArgs {
@@ -222,6 +259,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", pair.kid());
             Ok(())
         }
+        Command::Client(_) => unreachable!("handled by run"),
     }
 }
 

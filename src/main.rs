@@ -1,6 +1,8 @@
-//! `mp3conv`: runs the system (`mp3conv up`) or just the function host (`mp3conv serve`).
+//! `mp3conv`: runs the system (`mp3conv up`) or just the function host (`mp3conv serve`), and
+//! is the client (`mp3conv login`, `mp3conv convert`, ...).
 
 mod cli;
+mod client;
 mod eventing;
 mod keys;
 mod migrate;
@@ -11,11 +13,5 @@ use clap::Parser;
 async fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     mp3conv_host::telemetry::init(cli.log_format.into());
-    match cli::run(cli).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("mp3conv: {err:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    cli::run(cli).await
 }

@@ -172,8 +172,16 @@ async fn v1_flow_on_services() {
 /// The original system's client, unchanged: curl with `-u` to log in, `-F file=@...` to
 /// upload, `?fid=` to download.
 #[tokio::test]
-async fn original_curl_flow() {
-    let system = System::embedded(&[]);
+async fn original_curl_flow_embedded() {
+    original_curl_flow(&System::embedded(&[])).await;
+}
+
+#[tokio::test]
+async fn original_curl_flow_on_services() {
+    original_curl_flow(&System::services()).await;
+}
+
+async fn original_curl_flow(system: &System) {
     let email = format!("curl-{}@example.com", uuid_like());
     expect(
         system

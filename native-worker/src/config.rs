@@ -19,6 +19,9 @@ pub const ENV_PREFIX: &str = "MP3CONV_WORKER__";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// What this process does: everything (`all`), only the internal API (`api`), or only
+    /// conversions (`converter`, which still serves health and metrics).
+    pub role: Role,
     /// Address the internal HTTP API listens on when no listener is injected.
     pub listen: SocketAddr,
     /// Shared secret the gateway presents as `Authorization: Bearer <token>`.
@@ -46,6 +49,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            role: Role::All,
             listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
             internal_token: None,
             max_video_bytes: 2 * 1024 * 1024 * 1024,
@@ -57,6 +61,32 @@ impl Default for Config {
             convert: ConvertConfig::default(),
             fetch: FetchConfig::default(),
         }
+    }
+}
+
+/// What a worker process does. In a cluster the intake API runs always-on while converters
+/// scale with the queue, down to zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The internal API and the converter.
+    #[default]
+    All,
+    /// The internal API only: intake, status, downloads.
+    Api,
+    /// The converter only, with health and metrics.
+    Converter,
+}
+
+impl Role {
+    /// Whether this process serves `/internal/...`.
+    pub fn serves_api(self) -> bool {
+        self != Role::Converter
+    }
+
+    /// Whether this process converts.
+    pub fn converts(self) -> bool {
+        self != Role::Api
     }
 }
 

@@ -145,15 +145,19 @@ impl Worker {
             shutdown.await;
             trigger.cancel();
         });
-        let converter = tokio::spawn(processor::run(Arc::clone(&self.state), token.clone()));
+        let role = self.state.config.role;
+        let converter = role
+            .converts()
+            .then(|| tokio::spawn(processor::run(Arc::clone(&self.state), token.clone())));
         let served = axum::serve(listener, routes::router(Arc::clone(&self.state)))
             .with_graceful_shutdown(token.clone().cancelled_owned())
             .await;
         token.cancel();
-        let converted = converter.await;
+        if let Some(converter) = converter {
+            converter.await.map_err(Error::internal)?;
+        }
         self.state.queue.close().await;
         served.map_err(|e| Error::unavailable("http listener", e))?;
-        converted.map_err(Error::internal)?;
         tracing::info!("stopped");
         Ok(())
     }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Backend, TestApp, body, link_host, media, probe, spawn, spawn_with};
+use common::{Backend, TestApp, body, link_host, media, probe, spawn, spawn_named, spawn_with};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -476,4 +476,47 @@ async fn health_and_metrics_answer(backend: Backend) {
         "{metrics}"
     );
     app.stop().await;
+}
+
+/// In a cluster the intake API (role `api`) runs always-on and the converters (role
+/// `converter`) scale with the queue: the API takes jobs and never converts, the converter
+/// converts and serves no internal API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_and_the_converter_run_as_separate_roles() {
+    use native_worker::config::Role;
+    let api = spawn_with(Backend::Services, |c| c.role = Role::Api).await;
+    let converter = spawn_named(Backend::Services, api.names.clone(), |c| {
+        c.role = Role::Converter
+    })
+    .await;
+    let response = converter
+        .request(Method::GET, "/internal/jobs", "u1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        404,
+        "the converter serves no internal API"
+    );
+    let health = converter
+        .client
+        .get(converter.url("/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+
+    let id = api.upload_ok("u1", "clip.mp4", media("mp4")).await;
+    let job = api.settled("u1", &id).await;
+    assert_eq!(job["status"], "done", "{job}");
+    let converted = |metrics: &str| {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("mp3conv_worker_conversion_seconds_count "))
+            .map(|n| n.trim().parse::<u64>().unwrap())
+            .unwrap_or(0)
+    };
+    assert_eq!(converted(&converter.metrics().await), 1);
+    assert_eq!(converted(&api.metrics().await), 0, "the API converted");
 }

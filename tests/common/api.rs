@@ -153,7 +153,13 @@ impl System {
         let keys = tempfile::tempdir().unwrap();
         mp3conv(&["keys", "generate", "--dir", keys.path().to_str().unwrap()]);
         let read = |name: &str| std::fs::read_to_string(keys.path().join(name)).unwrap();
-        let run = format!("mp3conv_gw_{}", std::process::id());
+        // Each system its own database, GridFS buckets and queues.
+        static SYSTEMS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let run = format!(
+            "mp3conv_gw_{}_{}",
+            std::process::id(),
+            SYSTEMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let mysql_server = std::env::var("MP3CONV_TEST_MYSQL_URL")
             .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_owned());
         let mysql_url = format!("{mysql_server}/{run}");
@@ -294,10 +300,10 @@ pub fn uuid_like() -> String {
     )
 }
 
-/// A stand-in for a site hosting a video, on 127.0.0.1 (HTTP/1.1, one response per
+/// A stand-in for a site hosting a video (`/talk.mp4`, 10 s), on 127.0.0.1 (HTTP/1.1, one response per
 /// connection).
 pub async fn video_site() -> String {
-    let clip = std::fs::read(media("clip")).unwrap();
+    let clip = std::fs::read(media("clip-10")).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {

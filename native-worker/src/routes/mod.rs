@@ -39,11 +39,17 @@ pub(crate) fn router(state: Arc<State>) -> Router {
             Arc::clone(&state),
             require_token,
         ));
-    Router::new()
+    let serves_api = state.config.role.serves_api();
+    let router = Router::new()
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
-        .route("/metrics", get(health::metrics))
-        .merge(internal)
+        .route("/metrics", get(health::metrics));
+    let router = if serves_api {
+        router.merge(internal)
+    } else {
+        router
+    };
+    router
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &Request| {
                 tracing::info_span!(

@@ -46,6 +46,7 @@ pub enum Backend {
 }
 
 /// Unique names for one test's queues and database.
+#[derive(Clone)]
 pub struct Names {
     pub prefix: String,
     pub database: String,
@@ -120,7 +121,15 @@ pub async fn spawn(backend: Backend) -> TestApp {
 }
 
 pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestApp {
-    let names = Names::new();
+    spawn_named(backend, Names::new(), tweak).await
+}
+
+/// A worker on `names`' queues and database (a second process of the same deployment).
+pub async fn spawn_named(
+    backend: Backend,
+    names: Names,
+    tweak: impl FnOnce(&mut Config),
+) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(backend, &names, dir.path());
     tweak(&mut config);

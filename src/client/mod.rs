@@ -1,0 +1,595 @@
+//! The `mp3conv` client: register, log in, convert files and links, follow jobs, download.
+//!
+//! Exit codes mean something: 0 ok, 1 the job failed (or an unexpected error), 2 usage (a
+//! request the server refused as malformed), 3 authentication (not logged in, bad password,
+//! expired token), 4 the server is unreachable or unavailable. Progress bars are drawn only on
+//! a terminal; otherwise progress is plain lines on stderr. `--json` prints one JSON document
+//! on stdout for scripts.
+
+pub mod credentials;
+
+use std::io::{IsTerminal as _, Read as _};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::Subcommand;
+use futures::StreamExt as _;
+use serde_json::{Value, json};
+
+use credentials::Credentials;
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Create an account.
+    Register {
+        /// Your email address.
+        email: String,
+        /// Read the password from stdin instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Log in and keep the token (in the config directory, mode 0600).
+    Login {
+        email: String,
+        /// Read the password from stdin instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Convert a video file or an http(s) link to MP3.
+    Convert {
+        /// A file to upload, or an http:// or https:// link.
+        input: String,
+        /// 128, 192, 256, 320 (kbit/s) or v0..v9 (VBR quality).
+        #[arg(long)]
+        bitrate: Option<String>,
+        /// Wait for the conversion (implied by --output).
+        #[arg(long)]
+        wait: bool,
+        /// Where to save the MP3 once done [default: the video's name with .mp3].
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Your jobs, newest first.
+    Jobs {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// One job's status.
+    Status { id: String },
+    /// Download a job's MP3.
+    Download {
+        id: String,
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Delete a job, its video and its MP3.
+    Rm { id: String },
+}
+
+/// Why a command failed, and the exit code that says so.
+#[derive(Debug)]
+pub enum Failure {
+    JobFailed(String),
+    Usage(String),
+    Auth(String),
+    Unreachable(String),
+    Other(String),
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Failure::JobFailed(_) | Failure::Other(_) => 1,
+            Failure::Usage(_) => 2,
+            Failure::Auth(_) => 3,
+            Failure::Unreachable(_) => 4,
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Failure::JobFailed(m)
+            | Failure::Usage(m)
+            | Failure::Auth(m)
+            | Failure::Unreachable(m)
+            | Failure::Other(m) => m,
+        }
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(err: std::io::Error) -> Failure {
+        Failure::Other(err.to_string())
+    }
+}
+
+/// How the client talks and prints.
+pub struct Client {
+    server: String,
+    json: bool,
+    http: reqwest::Client,
+    /// Progress bars (on a terminal) or plain lines.
+    terminal: bool,
+}
+
+type Outcome = Result<(), Failure>;
+
+impl Client {
+    pub fn new(server: &str, json: bool) -> Result<Client, Failure> {
+        let server = server.trim_end_matches('/').to_owned();
+        if !(server.starts_with("http://") || server.starts_with("https://")) {
+            return Err(Failure::Usage(format!(
+                "--server must be an http(s) URL, not `{server}`"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|err| Failure::Other(err.to_string()))?;
+        Ok(Client {
+            server,
+            json,
+            http,
+            terminal: std::io::stderr().is_terminal(),
+        })
+    }
+
+    pub async fn run(&self, command: ClientCommand) -> Outcome {
+        match command {
+            ClientCommand::Register {
+                email,
+                password_stdin,
+            } => self.register(&email, password_stdin).await,
+            ClientCommand::Login {
+                email,
+                password_stdin,
+            } => self.login(&email, password_stdin).await,
+            ClientCommand::Convert {
+                input,
+                bitrate,
+                wait,
+                output,
+            } => self.convert(&input, bitrate, wait, output).await,
+            ClientCommand::Jobs { limit } => self.jobs(limit).await,
+            ClientCommand::Status { id } => {
+                let job = self.job(&id).await?;
+                self.print(&job, || describe(&job));
+                Ok(())
+            }
+            ClientCommand::Download { id, output } => {
+                let job = self.job(&id).await?;
+                let path = output.unwrap_or_else(|| default_output(&job));
+                self.download(&job, &path).await
+            }
+            ClientCommand::Rm { id } => {
+                let token = self.token()?;
+                let response = self
+                    .send(
+                        self.http
+                            .delete(self.url(&format!("/v1/jobs/{id}")))
+                            .bearer_auth(&token),
+                    )
+                    .await?;
+                check(response).await?;
+                self.print(&json!({ "deleted": id }), || format!("deleted {id}"));
+                Ok(())
+            }
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server)
+    }
+
+    /// Prints `value` as JSON with --json, else `text()`.
+    fn print(&self, value: &Value, text: impl FnOnce() -> String) {
+        if self.json {
+            println!("{value}");
+        } else {
+            println!("{}", text());
+        }
+    }
+
+    /// A progress line on stderr, unless --json output is on a terminal-less pipe.
+    fn note(&self, line: &str) {
+        eprintln!("{line}");
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
+        request.send().await.map_err(|err| {
+            if err.is_connect() || err.is_timeout() {
+                Failure::Unreachable(format!("server at {} is not reachable", self.server))
+            } else {
+                Failure::Unreachable(format!("server at {}: {err}", self.server))
+            }
+        })
+    }
+
+    fn token(&self) -> Result<String, Failure> {
+        let not_logged_in = || Failure::Auth("not logged in: run `mp3conv login`".into());
+        let stored = credentials::load().ok_or_else(not_logged_in)?;
+        if stored.server != self.server {
+            return Err(Failure::Auth(format!(
+                "logged in to {}, not {}: run `mp3conv login`",
+                stored.server, self.server
+            )));
+        }
+        let now = now_secs();
+        if stored.expires_at <= now {
+            return Err(Failure::Auth(
+                "your login has expired: run `mp3conv login`".into(),
+            ));
+        }
+        Ok(stored.token)
+    }
+
+    async fn register(&self, email: &str, password_stdin: bool) -> Outcome {
+        let password = password(password_stdin, true)?;
+        let response = self
+            .send(
+                self.http
+                    .post(self.url("/auth/register"))
+                    .json(&json!({ "email": email, "password": password })),
+            )
+            .await?;
+        let account = check(response)
+            .await?
+            .json::<Value>()
+            .await
+            .unwrap_or_default();
+        self.print(&account, || {
+            format!("registered {email}: now run `mp3conv login {email}`")
+        });
+        Ok(())
+    }
+
+    async fn login(&self, email: &str, password_stdin: bool) -> Outcome {
+        let password = password(password_stdin, false)?;
+        let response = self
+            .send(
+                self.http
+                    .post(self.url("/auth/login"))
+                    .json(&json!({ "email": email, "password": password })),
+            )
+            .await?;
+        let login: Value = check(response).await?.json().await.unwrap_or_default();
+        let token = login["access_token"]
+            .as_str()
+            .ok_or_else(|| Failure::Other("the server sent no token".into()))?;
+        let stored = Credentials {
+            server: self.server.clone(),
+            email: email.to_owned(),
+            token: token.to_owned(),
+            expires_at: now_secs() + login["expires_in"].as_u64().unwrap_or(0),
+        };
+        let path = credentials::save(&stored)
+            .map_err(|err| Failure::Other(format!("cannot keep the token: {err:#}")))?;
+        self.print(
+            &json!({ "email": email, "expires_at": stored.expires_at, "credentials": path }),
+            || format!("logged in as {email} (token kept in {})", path.display()),
+        );
+        Ok(())
+    }
+
+    async fn job(&self, id: &str) -> Result<Value, Failure> {
+        let token = self.token()?;
+        let response = self
+            .send(
+                self.http
+                    .get(self.url(&format!("/v1/jobs/{id}")))
+                    .bearer_auth(&token),
+            )
+            .await?;
+        Ok(check(response).await?.json().await.unwrap_or_default())
+    }
+
+    async fn jobs(&self, limit: u32) -> Outcome {
+        let token = self.token()?;
+        let response = self
+            .send(
+                self.http
+                    .get(self.url(&format!("/v1/jobs?limit={limit}")))
+                    .bearer_auth(&token),
+            )
+            .await?;
+        let page: Value = check(response).await?.json().await.unwrap_or_default();
+        self.print(&page, || {
+            let jobs = page["jobs"].as_array().cloned().unwrap_or_default();
+            if jobs.is_empty() {
+                return "no jobs yet: `mp3conv convert <file-or-url>`".into();
+            }
+            jobs.iter().map(describe).collect::<Vec<_>>().join("\n")
+        });
+        Ok(())
+    }
+
+    async fn convert(
+        &self,
+        input: &str,
+        bitrate: Option<String>,
+        wait: bool,
+        output: Option<PathBuf>,
+    ) -> Outcome {
+        let token = self.token()?;
+        let is_link = input.starts_with("http://") || input.starts_with("https://");
+        let request = if is_link {
+            let mut body = json!({ "url": input });
+            if let Some(bitrate) = &bitrate {
+                body["bitrate"] = json!(bitrate);
+            }
+            self.http.post(self.url("/v1/jobs")).json(&body)
+        } else {
+            let path = Path::new(input);
+            let size = std::fs::metadata(path)
+                .map_err(|err| Failure::Usage(format!("cannot read {input}: {err}")))?
+                .len();
+            let file = tokio::fs::File::open(path)
+                .await
+                .map_err(|err| Failure::Usage(format!("cannot read {input}: {err}")))?;
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "video".into());
+            let progress = Progress::new(self.terminal, "upload", size);
+            let stream =
+                tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).map(move |chunk| {
+                    if let Ok(bytes) = &chunk {
+                        progress.advance(bytes.len() as u64);
+                    }
+                    chunk
+                });
+            let part = reqwest::multipart::Part::stream_with_length(
+                reqwest::Body::wrap_stream(stream),
+                size,
+            )
+            .file_name(name);
+            let mut form = reqwest::multipart::Form::new();
+            if let Some(bitrate) = &bitrate {
+                form = form.text("bitrate", bitrate.clone());
+            }
+            self.http
+                .post(self.url("/v1/jobs"))
+                .multipart(form.part("file", part))
+        };
+        let response = self.send(request.bearer_auth(&token)).await?;
+        let job: Value = check(response).await?.json().await.unwrap_or_default();
+        let id = job["id"].as_str().unwrap_or_default().to_owned();
+        if !(wait || output.is_some()) {
+            self.print(&job, || format!("{id} queued: `mp3conv status {id}`"));
+            return Ok(());
+        }
+        if !self.json {
+            self.note(&format!("{id} queued"));
+        }
+        let job = self.follow(&id).await?;
+        if job["status"] == "failed" {
+            let reason = job["error"]["message"].as_str().unwrap_or("unknown");
+            if self.json {
+                println!("{job}");
+            }
+            return Err(Failure::JobFailed(format!(
+                "the conversion failed: {reason}"
+            )));
+        }
+        let path = output.unwrap_or_else(|| default_output(&job));
+        self.download(&job, &path).await
+    }
+
+    /// Polls the job until it is done or failed, showing its progress.
+    async fn follow(&self, id: &str) -> Result<Value, Failure> {
+        let progress = Progress::new(self.terminal, "convert", 100);
+        let mut shown = 0;
+        loop {
+            let job = self.job(id).await?;
+            let percent = job["progress"].as_u64().unwrap_or(0);
+            if percent > shown {
+                progress.advance(percent - shown);
+                shown = percent;
+            }
+            if job["status"] == "done" || job["status"] == "failed" {
+                progress.finish();
+                return Ok(job);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn download(&self, job: &Value, path: &Path) -> Outcome {
+        let token = self.token()?;
+        let id = job["id"].as_str().unwrap_or_default();
+        if job["status"] != "done" {
+            let status = job["status"].as_str().unwrap_or("unknown");
+            return Err(if status == "failed" {
+                Failure::JobFailed(format!("{id} failed: nothing to download"))
+            } else {
+                Failure::Usage(format!("{id} is {status}: no MP3 yet"))
+            });
+        }
+        let response = self
+            .send(
+                self.http
+                    .get(self.url(&format!("/v1/jobs/{id}/audio")))
+                    .bearer_auth(&token),
+            )
+            .await?;
+        let response = check(response).await?;
+        let size = response.content_length().unwrap_or(0);
+        let progress = Progress::new(self.terminal, "download", size);
+        let temporary = path.with_extension("mp3.part");
+        let mut out = tokio::fs::File::create(&temporary).await?;
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk
+                .map_err(|err| Failure::Unreachable(format!("the download broke off: {err}")))?;
+            tokio::io::AsyncWriteExt::write_all(&mut out, &chunk).await?;
+            progress.advance(chunk.len() as u64);
+        }
+        tokio::io::AsyncWriteExt::flush(&mut out).await?;
+        std::fs::rename(&temporary, path)?;
+        progress.finish();
+        self.print(&json!({ "id": id, "saved": path, "bytes": size }), || {
+            format!("saved {}", path.display())
+        });
+        Ok(())
+    }
+}
+
+/// Turns an error answer into the matching failure.
+async fn check(response: reqwest::Response) -> Result<reqwest::Response, Failure> {
+    let status = response.status().as_u16();
+    if status < 400 {
+        return Ok(response);
+    }
+    let body: Value = response.json().await.unwrap_or_default();
+    let message = body["error"]["message"]
+        .as_str()
+        .map_or_else(|| format!("the server answered {status}"), str::to_owned);
+    let code = body["error"]["code"].as_str().unwrap_or_default();
+    Err(match status {
+        401 => Failure::Auth(match code {
+            "invalid_credentials" => "wrong email or password".to_owned(),
+            "missing_token" | "invalid_token" | "unknown_user" => {
+                format!("{message}: run `mp3conv login`")
+            }
+            _ => message,
+        }),
+        404 => Failure::Usage(format!("not found: {message}")),
+        400..=499 => Failure::Usage(message),
+        _ => Failure::Unreachable(format!("the server is unavailable ({status}): {message}")),
+    })
+}
+
+fn describe(job: &Value) -> String {
+    let source = &job["source"];
+    let name = source["filename"]
+        .as_str()
+        .or_else(|| source["url"].as_str())
+        .unwrap_or("?");
+    let mut line = format!(
+        "{}  {:<11} {:>3}%  {name}",
+        job["id"].as_str().unwrap_or("?"),
+        job["status"].as_str().unwrap_or("?"),
+        job["progress"].as_u64().unwrap_or(0)
+    );
+    if let Some(reason) = job["error"]["message"].as_str() {
+        line.push_str(&format!("  ({reason})"));
+    }
+    line
+}
+
+/// `<original name>.mp3` in the current directory.
+fn default_output(job: &Value) -> PathBuf {
+    let source = &job["source"];
+    let name = source["filename"]
+        .as_str()
+        .or_else(|| {
+            source["url"]
+                .as_str()
+                .and_then(|url| url.split(['?', '#']).next())
+                .and_then(|url| url.rsplit('/').find(|s| !s.is_empty()))
+        })
+        .unwrap_or("audio");
+    let stem = Path::new(name)
+        .file_stem()
+        .map_or_else(|| "audio".into(), |s| s.to_string_lossy().into_owned());
+    PathBuf::from(format!("{stem}.mp3"))
+}
+
+/// The password: from stdin (one line), or prompted without echo (twice when `confirm`).
+fn password(from_stdin: bool, confirm: bool) -> Result<String, Failure> {
+    let password = if from_stdin {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text)?;
+        text.lines().next().unwrap_or_default().to_owned()
+    } else {
+        if !std::io::stdin().is_terminal() {
+            return Err(Failure::Usage(
+                "no terminal to ask for the password: use --password-stdin".into(),
+            ));
+        }
+        let first = rpassword::prompt_password("password: ")?;
+        if confirm && rpassword::prompt_password("again: ")? != first {
+            return Err(Failure::Usage("the passwords differ".into()));
+        }
+        first
+    };
+    if password.is_empty() {
+        return Err(Failure::Usage("the password is empty".into()));
+    }
+    Ok(password)
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A progress bar on a terminal; otherwise a plain line at every quarter.
+#[derive(Clone)]
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    what: &'static str,
+    total: u64,
+    done: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    started: Instant,
+}
+
+impl Progress {
+    fn new(terminal: bool, what: &'static str, total: u64) -> Progress {
+        let bar = terminal.then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            let style = if what == "convert" {
+                "{msg:>8} [{bar:30}] {pos}%"
+            } else {
+                "{msg:>8} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}"
+            };
+            if let Ok(style) = indicatif::ProgressStyle::with_template(style) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_message(what);
+            bar
+        });
+        Progress {
+            bar,
+            what,
+            total,
+            done: Default::default(),
+            started: Instant::now(),
+        }
+    }
+
+    fn advance(&self, amount: u64) {
+        use std::sync::atomic::Ordering;
+        if let Some(bar) = &self.bar {
+            bar.inc(amount);
+            return;
+        }
+        let before = self.done.fetch_add(amount, Ordering::Relaxed);
+        let after = before + amount;
+        if self.total == 0 {
+            return;
+        }
+        let quarter = |n: u64| n.saturating_mul(4) / self.total;
+        if quarter(after) > quarter(before) {
+            let percent = after.saturating_mul(100) / self.total;
+            if self.what == "convert" {
+                eprintln!("convert: {percent}%");
+            } else {
+                let rate = after as f64 / 1e6 / self.started.elapsed().as_secs_f64().max(1e-3);
+                eprintln!(
+                    "{}: {percent}% ({:.1} of {:.1} MB, {rate:.1} MB/s)",
+                    self.what,
+                    after as f64 / 1e6,
+                    self.total as f64 / 1e6
+                );
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
+    }
+}
