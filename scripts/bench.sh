@@ -1,15 +1,66 @@
 #!/usr/bin/env bash
-# Runs the benchmarks (not part of `make test`) and prints Markdown tables: the host and auth
-# (bench/src/main.rs), the gateway (bench/src/bin/gateway-bench.rs), then the worker (bench/src/bin/worker-bench.rs; its inputs are generated
-# once into ~/.cache/mp3conv/bench, a few minutes the first time).
+# `make bench`: runs every benchmark (none is part of `make test`) and writes BENCHMARKS.md:
+# the machine, the command, each figure next to its target and, where one exists, a baseline
+# measured in the same run. The tables are also printed as they come.
+#
+#   host and auth      bench/src/main.rs
+#   gateway, notifier  bench/src/bin/gateway-bench.rs
+#   end to end         bench/src/bin/e2e-bench.rs   (both shapes; needs the services)
+#   worker             bench/src/bin/worker-bench.rs (inputs cached in ~/.cache/mp3conv/bench)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/toolchain.sh
-command -v ffmpeg >/dev/null || scripts/services.sh
+eval "$(scripts/services.sh env)"
 cargo build --release --target wasm32-wasip2 -p probe -p auth -p gateway -p notifier
 cargo build --release -p mp3conv -p mp3conv-bench -p native-worker
-./target/release/mp3conv-bench ./target/release/mp3conv ./target/wasm32-wasip2/release/probe.wasm .
-echo
-./target/release/gateway-bench ./target/release/mp3conv ./target/release/mp3conv-worker .
-echo
-./target/release/worker-bench ./target/release/mp3conv-worker
+
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+section() {   # section TITLE FILE COMMAND...
+  local title=$1 file=$2; shift 2
+  echo "== $title" >&2
+  "$@" | tee "$out/$file"
+}
+section "host and auth" host.md ./target/release/mp3conv-bench ./target/release/mp3conv ./target/wasm32-wasip2/release/probe.wasm .
+section "gateway and notifications" gateway.md ./target/release/gateway-bench ./target/release/mp3conv ./target/release/mp3conv-worker .
+section "end to end" e2e.md ./target/release/e2e-bench ./target/release/mp3conv ./target/release/mp3conv-worker .
+section "worker" worker.md ./target/release/worker-bench ./target/release/mp3conv-worker
+
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+{
+  echo "# Benchmarks"
+  echo
+  echo "Written by \`make bench\` (scripts/bench.sh) on $(date -u +%Y-%m-%d), commit"
+  echo "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' with local changes'): $(nproc) cores ($cpu),"
+  echo "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) of memory, $(uname -sr). Every ratio is against a baseline measured"
+  echo "in the same run: these machines are noisy, so compare ratios, not raw figures, across runs."
+  echo
+  echo "## Host and auth"
+  echo
+  echo "A hello component through the host against a native hyper server; login and token checks."
+  echo
+  cat "$out/host.md"
+  echo
+  echo "## Gateway and notifications"
+  echo
+  echo "\`mp3conv serve\` with the repository's spin.toml and \`mp3conv-worker\` (embedded storage):"
+  echo "the gateway against the worker's internal API directly; then, in \`mp3conv up\`, an"
+  echo "announcement's way to a recorded notification."
+  echo
+  cat "$out/gateway.md"
+  echo
+  echo "## End to end"
+  echo
+  echo "What a user waits for, in \`mp3conv up\` and in the cluster's shape (host and worker as"
+  echo "separate processes on MariaDB, RabbitMQ and SecantusDB), against bare ffmpeg."
+  echo
+  cat "$out/e2e.md"
+  echo
+  echo "## Worker"
+  echo
+  echo "Conversion against bare ffmpeg on the same file, memory while a large upload is stored and"
+  echo "converted, and throughput by concurrency."
+  echo
+  cat "$out/worker.md"
+} > BENCHMARKS.md
+echo "wrote BENCHMARKS.md" >&2

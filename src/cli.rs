@@ -357,14 +357,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let host = Host::build(config).await?;
     announce(&host, Some(worker_addr))?;
     // One signal stops everything, each part draining what it has in flight.
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        mp3conv_host::shutdown_signal().await;
-        let _ = stop.send(true);
-    });
-    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = stopped.wait_for(|stop| *stop).await;
-    };
+    let stopped = stop_on_signal();
     if let Some(eventing) = eventing {
         let mut memory = worker
             .memory_queue()
@@ -397,6 +390,21 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             .context("the worker stopped")
     },)?;
     Ok(())
+}
+
+/// SIGTERM or SIGINT, once, for every part that must stop: each waits on its own receiver with
+/// [`until_stopped`] and drains what it has in flight.
+fn stop_on_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        mp3conv_host::shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    stopped
+}
+
+async fn until_stopped(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
 }
 
 /// `host:port` of a MySQL URL, for `allowed_outbound_hosts`.
@@ -437,14 +445,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .transpose()?;
     let host = Host::build(args.host.into_config()?).await?;
     announce(&host, None)?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        mp3conv_host::shutdown_signal().await;
-        let _ = stop.send(true);
-    });
-    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = stopped.wait_for(|stop| *stop).await;
-    };
+    let stopped = stop_on_signal();
     if let (Some(eventing), Some(url)) = (eventing, args.rabbitmq) {
         for source in eventing.sources {
             let sink = source.sink_url(host.local_addr());

@@ -1,9 +1,13 @@
 //! What the benchmarks share: one request shape, a keep-alive load generator with latency
-//! percentiles, and the machine's description for the report.
+//! percentiles, and the processes they start.
 
+use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -124,17 +128,85 @@ pub fn write_repo_manifest(root: &std::path::Path, to: &std::path::Path) -> anyh
     Ok(())
 }
 
-pub fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
+pub fn path(path: &Path) -> anyhow::Result<&str> {
+    path.to_str().context("a UTF-8 path")
 }
 
-pub fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|line| line.strip_prefix("model name"))
-                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
+pub fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+pub fn run(binary: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let status = Command::new(binary)
+        .args(args)
+        .stdout(Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "{} {args:?} failed", binary.display());
+    Ok(())
+}
+
+/// A child process that announced its address on its first stdout line.
+pub struct Process {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Process {
+    pub fn start(command: &mut Command, prefix: &str) -> anyhow::Result<Process> {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("spawning")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = lines.next().context("exited before serving")??;
+        std::thread::spawn(move || for _ in lines {});
+        let addr = line
+            .strip_prefix(prefix)
+            .with_context(|| format!("unexpected first line: {line}"))?
+            .parse()?;
+        Ok(Process { child, addr })
+    }
+}
+
+impl Process {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Registers `email` (password "benchmark password") and logs in: the access token.
+pub async fn register_and_login(
+    client: &reqwest::Client,
+    base: &str,
+    email: &str,
+) -> anyhow::Result<String> {
+    let credentials = serde_json::json!({"email": email, "password": "benchmark password"});
+    let status = client
+        .post(format!("{base}/auth/register"))
+        .json(&credentials)
+        .send()
+        .await?
+        .status();
+    anyhow::ensure!(status == 201, "register {email}: {status}");
+    let login: serde_json::Value = client
+        .post(format!("{base}/auth/login"))
+        .json(&credentials)
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(login["access_token"]
+        .as_str()
+        .context("a token")?
+        .to_owned())
 }

@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
-use mp3conv_bench::{Load, Spec, cores, cpu_model, load_spec, median, ms, send};
+use mp3conv_bench::{Load, Spec, load_spec, median, ms, send};
 
 const REQUESTS_ONE: usize = 5_000;
 const REQUESTS_MANY: usize = 20_000;
@@ -43,17 +43,13 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let cache = work.path().join("cache");
 
-    println!("machine: {} cores, {}", cores(), cpu_model());
-    println!("command: make bench");
-    println!();
-
     let baseline = spawn_baseline().await?;
     let host = Host::start(&binary, &manifest, &cache, work.path())?;
     let hello = "/probe/hello";
 
     let mut hello_rps = Vec::new();
-    println!("| figure | mp3conv host | native hyper baseline | ratio |");
-    println!("|---|---|---|---|");
+    println!("| figure | mp3conv host | baseline (same run) | ratio | target |");
+    println!("|---|---|---|---|---|");
     for connections in [1usize, 16] {
         let requests = if connections == 1 {
             REQUESTS_ONE
@@ -67,26 +63,27 @@ async fn main() -> anyhow::Result<()> {
         hello_rps.push(wasm.rps);
         let native = load(baseline, hello, connections, requests).await?;
         println!(
-            "| p50 latency, {connections} conn | {:.3} ms | {:.3} ms | {:.2} |",
+            "| p50 latency, {connections} conn | {:.3} ms | {:.3} ms (native hyper) | {:.2} | {} |",
             ms(wasm.p50),
             ms(native.p50),
-            ms(wasm.p50) / ms(native.p50)
+            ms(wasm.p50) / ms(native.p50),
+            if connections == 1 { "< 0.3 ms" } else { "" }
         );
         println!(
-            "| p99 latency, {connections} conn | {:.3} ms | {:.3} ms | {:.2} |",
+            "| p99 latency, {connections} conn | {:.3} ms | {:.3} ms (native hyper) | {:.2} | |",
             ms(wasm.p99),
             ms(native.p99),
             ms(wasm.p99) / ms(native.p99)
         );
         println!(
-            "| req/s, {connections} conn | {:.0} | {:.0} | {:.2} |",
+            "| req/s, {connections} conn | {:.0} | {:.0} (native hyper) | {:.2} | |",
             wasm.rps,
             native.rps,
             wasm.rps / native.rps
         );
     }
     let instantiate = host.instantiation_median_us()?;
-    println!("| instantiation (median over all requests) | {instantiate:.1} us | - | - |");
+    println!("| instantiation (median over all requests) | {instantiate:.1} us | | | < 50 us |");
     host.stop();
 
     // Cold start: spawn, wait for the address, first response. The first run fills the cache.
@@ -98,12 +95,10 @@ async fn main() -> anyhow::Result<()> {
         warm.push(cold_start(&binary, &manifest, &cache, work.path(), hello).await?);
     }
     println!(
-        "| cold start to first response, cache warm (median of {COLD_STARTS}) | {:.1} ms | - | - |",
-        ms(median(&mut warm))
-    );
-    println!(
-        "| cold start to first response, no cache (median of {COLD_STARTS}) | {:.1} ms | - | - |",
-        ms(median(&mut cold))
+        "| process start to first response, cache warm (median of {COLD_STARTS}) | {:.1} ms | {:.1} ms (no cache) | {:.2} | < 20 ms |",
+        ms(median(&mut warm.clone())),
+        ms(median(&mut cold.clone())),
+        ms(median(&mut warm)) / ms(median(&mut cold))
     );
 
     auth(
@@ -182,7 +177,7 @@ async fn auth(
     }
     let native = median(&mut native);
     println!(
-        "| login p50 (argon2id 19 MiB, t=2), {LOGINS} sequential | {:.1} ms | {:.1} ms (argon2id verify, native) | {:.2} |",
+        "| login p50 (argon2id 19 MiB, t=2), {LOGINS} sequential | {:.1} ms | {:.1} ms (argon2id verify, native) | {:.2} | |",
         ms(login.p50),
         ms(native),
         ms(login.p50) / ms(native)
@@ -211,7 +206,7 @@ async fn auth(
     }
     let (wrong, unknown) = (median(&mut wrong), median(&mut unknown));
     println!(
-        "| failed login p50, unknown email vs wrong password (32 each) | {:.1} ms | {:.1} ms (wrong password) | {:.2} |",
+        "| failed login p50, unknown email vs wrong password (32 each) | {:.1} ms | {:.1} ms (wrong password) | {:.2} | comparable |",
         ms(unknown),
         ms(wrong),
         ms(unknown) / ms(wrong)
@@ -229,7 +224,7 @@ async fn auth(
         let result = load_spec(host.addr, validate.clone(), connections, requests).await?;
         let hello = hello_rps.get(index).copied().unwrap_or(f64::NAN);
         println!(
-            "| validate req/s, {connections} conn (p50 {:.2} ms) | {:.0} | {:.0} (hello component) | {:.2} |",
+            "| validate req/s, {connections} conn (p50 {:.2} ms) | {:.0} | {:.0} (hello component) | {:.2} | |",
             ms(result.p50),
             result.rps,
             hello,

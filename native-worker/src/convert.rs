@@ -183,7 +183,7 @@ pub struct Converted {
     pub duration: f64,
 }
 
-/// Probes the input, converts its first audio stream to MP3 while reporting progress (0-100)
+/// Converts the input's first audio stream to MP3 while probing it, reports progress (0-100)
 /// into `progress`, then checks the MP3's duration against the source's.
 ///
 /// The input must be a seekable file: MP4s with their index at the end cannot be read from a
@@ -193,17 +193,6 @@ pub async fn to_mp3(
     job: Conversion<'_>,
     progress: &watch::Sender<u8>,
 ) -> Result<Converted, ConvertError> {
-    let source = probe(config, job.input).await?;
-    if !source.has_audio {
-        return Err(ConvertError::NoAudio);
-    }
-    let expected = source
-        .audio_seconds()
-        .ok_or_else(|| ConvertError::NotMedia("the audio has no known duration".into()))?;
-    let slowdown = config.read_rate.map_or(1.0, |rate| (1.0 / rate).max(1.0));
-    let timeout = config.timeout_base
-        + Duration::from_secs_f64(expected * config.timeout_per_media_second * slowdown);
-
     let mut command = Command::new(&config.ffmpeg);
     command.args(["-hide_banner", "-nostdin", "-nostats", "-loglevel", "error"]);
     if let Some(rate) = config.read_rate {
@@ -237,6 +226,9 @@ pub async fn to_mp3(
     })?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
+    // ffprobe runs while ffmpeg starts converting: its answer (the duration, whether there is
+    // any audio) is needed only for progress, the time limit and the final check. A video it
+    // refuses stops ffmpeg (dropping the child kills it).
     let stderr_task = tokio::spawn(async move {
         let mut kept = Vec::new();
         let mut stderr = stderr;
@@ -248,6 +240,16 @@ pub async fn to_mp3(
         let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
         String::from_utf8_lossy(&kept).trim().to_owned()
     });
+    let source = probe(config, job.input).await?;
+    if !source.has_audio {
+        return Err(ConvertError::NoAudio);
+    }
+    let expected = source
+        .audio_seconds()
+        .ok_or_else(|| ConvertError::NotMedia("the audio has no known duration".into()))?;
+    let slowdown = config.read_rate.map_or(1.0, |rate| (1.0 / rate).max(1.0));
+    let timeout = config.timeout_base
+        + Duration::from_secs_f64(expected * config.timeout_per_media_second * slowdown);
     let run = async {
         let mut lines = BufReader::new(stdout).lines();
         while let Ok(Some(line)) = lines.next_line().await {

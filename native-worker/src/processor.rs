@@ -287,6 +287,9 @@ async fn save(state: &State, job: &Job) -> Result<(), Stop> {
     }
 }
 
+/// How often a conversion's progress is written to its job.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
 async fn attempt_conversion(state: &State, job: &mut Job, attempt: u32) -> Result<(), Stop> {
     job.attempts = attempt;
     let limit = state.config.max_video_bytes;
@@ -344,8 +347,16 @@ async fn attempt_conversion(state: &State, job: &mut Job, attempt: u32) -> Resul
     let jobs = Arc::clone(&state.jobs);
     let id = job.id;
     let reporting = async move {
+        // At most one write per PROGRESS_EVERY (values in between are skipped, never waited
+        // for): clients poll, they need no more, and every write is disk traffic beside
+        // ffmpeg's. The job's final save sets 100.
+        let mut last_write: Option<Instant> = None;
         while progress_rx.changed().await.is_ok() {
+            if last_write.is_some_and(|at| at.elapsed() < PROGRESS_EVERY) {
+                continue;
+            }
             let percent = *progress_rx.borrow_and_update();
+            last_write = Some(Instant::now());
             if let Err(e) = jobs.set_progress(id, percent).await {
                 tracing::debug!(error = %error_chain(&e), "progress not saved");
             }
@@ -361,6 +372,7 @@ async fn attempt_conversion(state: &State, job: &mut Job, attempt: u32) -> Resul
         .metrics
         .conversion_seconds
         .observe(started.elapsed().as_secs_f64());
+    let converted_at = Instant::now();
 
     let audio_id = job.id.to_string();
     let file = tokio::fs::File::open(&output)
@@ -388,7 +400,13 @@ async fn attempt_conversion(state: &State, job: &mut Job, attempt: u32) -> Resul
     job.set_status(Status::Done);
     save(state, job).await?;
     state.metrics.job(Status::Done);
-    tracing::info!(size, duration = converted.duration, "converted");
+    tracing::info!(
+        size,
+        duration = converted.duration,
+        convert_ms = (converted_at - started).as_millis() as u64,
+        store_ms = converted_at.elapsed().as_millis() as u64,
+        "converted"
+    );
     Ok(())
 }
 

@@ -11,16 +11,17 @@
 //!
 //! Usage: `gateway-bench <mp3conv> <mp3conv-worker> <repository root>` (`make bench`).
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use mp3conv_bench::{Load, Spec, load_spec, median, ms, send};
-use serde_json::{Value, json};
+use mp3conv_bench::{
+    Load, Process, Spec, load_spec, median, ms, path, read, register_and_login, run, send,
+};
+use serde_json::Value;
 
 const TOKEN: &str = "gateway-benchmark-internal-token";
 const UPLOAD_BYTES: u64 = 256 << 20;
@@ -85,26 +86,7 @@ async fn main() -> anyhow::Result<()> {
 
     let client = reqwest::Client::new();
     let base = format!("http://{}", host.addr);
-    let credentials =
-        json!({"email": "gateway-bench@example.com", "password": "benchmark password"});
-    let status = client
-        .post(format!("{base}/auth/register"))
-        .json(&credentials)
-        .send()
-        .await?
-        .status();
-    anyhow::ensure!(status == 201, "register: {status}");
-    let login: Value = client
-        .post(format!("{base}/auth/login"))
-        .json(&credentials)
-        .send()
-        .await?
-        .json()
-        .await?;
-    let token = login["access_token"]
-        .as_str()
-        .context("a token")?
-        .to_owned();
+    let token = register_and_login(&client, &base, "gateway-bench@example.com").await?;
     let me: Value = client
         .get(format!("{base}/v1/me"))
         .bearer_auth(&token)
@@ -199,24 +181,7 @@ async fn notification_latency(mp3conv: &Path, root: &Path, dir: &Path) -> anyhow
     )?;
     let base = format!("http://{}", up.addr);
     let client = reqwest::Client::new();
-    let credentials =
-        json!({"email": "notify-bench@example.com", "password": "benchmark password"});
-    client
-        .post(format!("{base}/auth/register"))
-        .json(&credentials)
-        .send()
-        .await?;
-    let login: Value = client
-        .post(format!("{base}/auth/login"))
-        .json(&credentials)
-        .send()
-        .await?
-        .json()
-        .await?;
-    let token = login["access_token"]
-        .as_str()
-        .context("a token")?
-        .to_owned();
+    let token = register_and_login(&client, &base, "notify-bench@example.com").await?;
     let mut jobs = Vec::new();
     for _ in 0..NOTIFIED_JOBS {
         jobs.push(upload_via_gateway(&client, &base, &token, &clip).await?.0);
@@ -371,54 +336,4 @@ fn write_pseudo_random(path: &Path, size: u64) -> anyhow::Result<()> {
     }
     out.flush()?;
     Ok(())
-}
-
-fn path(path: &Path) -> anyhow::Result<&str> {
-    path.to_str().context("a UTF-8 path")
-}
-
-fn read(path: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
-}
-
-fn run(binary: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let status = Command::new(binary)
-        .args(args)
-        .stdout(Stdio::null())
-        .status()?;
-    anyhow::ensure!(status.success(), "{} {args:?} failed", binary.display());
-    Ok(())
-}
-
-/// A child process that announced its address on its first stdout line.
-struct Process {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Process {
-    fn start(command: &mut Command, prefix: &str) -> anyhow::Result<Process> {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("spawning")?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let line = lines.next().context("exited before serving")??;
-        std::thread::spawn(move || for _ in lines {});
-        let addr = line
-            .strip_prefix(prefix)
-            .with_context(|| format!("unexpected first line: {line}"))?
-            .parse()?;
-        Ok(Process { child, addr })
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -29,7 +29,13 @@ async fn main() -> anyhow::Result<()> {
     let cache = PathBuf::from(std::env::var("HOME")?).join(".cache/mp3conv/bench");
     std::fs::create_dir_all(&cache)?;
     // ~14 Mbit/s for 10 minutes: a 1 GiB file that is also the 10-minute 720p benchmark input.
-    let long = generate(&cache, "ten-minutes-720p.mp4", 600, "1280x720", "14300k")?;
+    let long = generate(
+        &cache,
+        "ten-minutes-720p-cbr.mp4",
+        600,
+        "1280x720",
+        "14400k",
+    )?;
     let clip = generate(&cache, "thirty-seconds.mp4", 30, "640x360", "1000k")?;
     let size = std::fs::metadata(&long)?.len();
     println!(
@@ -38,7 +44,6 @@ async fn main() -> anyhow::Result<()> {
         size as f64 / f64::from(1 << 30),
         clip.display()
     );
-    println!("command: make bench");
     println!();
 
     let work = tempfile::tempdir()?;
@@ -127,10 +132,16 @@ fn generate(
             "ultrafast",
             "-b:v",
             bitrate,
+            "-minrate",
+            bitrate,
             "-maxrate",
             bitrate,
             "-bufsize",
             "2M",
+            // Constant bitrate with filler: the test pattern compresses far below its target
+            // otherwise, and the large input must really be 1 GiB.
+            "-x264-params",
+            "nal-hrd=cbr:force-cfr=1",
         ])
         .args([
             "-c:a",

@@ -183,6 +183,22 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// `?limit=` of a listing: 1 to [`MAX_PAGE`], [`DEFAULT_PAGE`] when absent.
+fn page_limit(params: &[(String, String)]) -> Result<u32, ApiError> {
+    let Some(text) = param(params, "limit") else {
+        return Ok(DEFAULT_PAGE);
+    };
+    text.parse::<u32>()
+        .ok()
+        .filter(|n| (1..=MAX_PAGE).contains(n))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_limit",
+                format!("limit must be a whole number from 1 to {MAX_PAGE}"),
+            )
+        })
+}
+
 /// `?limit=&cursor=` of `GET /v1/jobs`, checked, as the worker's query string.
 pub fn list_query(query: &str) -> Result<String, ApiError> {
     let params = query_params(query);
@@ -192,19 +208,7 @@ pub fn list_query(query: &str) -> Result<String, ApiError> {
             format!("`{name}` is not a parameter of this route; use limit and cursor"),
         ));
     }
-    let limit = match param(&params, "limit") {
-        None => DEFAULT_PAGE,
-        Some(text) => text
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_limit",
-                    format!("limit must be a whole number from 1 to {MAX_PAGE}"),
-                )
-            })?,
-    };
+    let limit = page_limit(&params)?;
     let mut worker = form_urlencoded::Serializer::new(String::new());
     worker.append_pair("limit", &limit.to_string());
     if let Some(cursor) = param(&params, "cursor") {
@@ -443,19 +447,7 @@ pub fn notifications_query(query: &str) -> Result<NotificationsQuery, ApiError> 
             ));
         }
     };
-    let limit = match param(&params, "limit") {
-        None => DEFAULT_PAGE,
-        Some(text) => text
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_limit",
-                    format!("limit must be a whole number from 1 to {MAX_PAGE}"),
-                )
-            })?,
-    };
+    let limit = page_limit(&params)?;
     let cursor = param(&params, "cursor")
         .map(|text| {
             text.split_once('.')

@@ -600,6 +600,7 @@ async fn create_job(
             // Multipart framing adds little; a body far past the limit is refused unread.
             let limit = worker.config.max_upload_bytes;
             if declared.is_some_and(|n| n > limit.saturating_add(64 * 1024)) {
+                drain(request).await;
                 return Err(ApiError::BodyTooLarge { limit });
             }
             let bitrate = if original {
@@ -735,6 +736,16 @@ async fn multipart_upload(
             "send exactly one file (multipart/form-data)",
         )),
         (Err(err), job) => {
+            // Read what the client is still sending (bounded), so it sees the error.
+            let mut drained = 0;
+            'drain: while let Ok(Some(mut field)) = multipart.next_field().await {
+                while let Ok(Some(chunk)) = field.chunk().await {
+                    drained += chunk.len();
+                    if drained > api::MAX_DRAIN_BYTES {
+                        break 'drain;
+                    }
+                }
+            }
             // The request is refused as a whole: a job already made from it goes.
             if let Some(id) = job.as_ref().and_then(|j| j["id"].as_str()) {
                 let _ = worker

@@ -33,7 +33,11 @@ impl SqliteJobs {
             .map_err(db_error)?
             .filename(path)
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal);
+            .journal_mode(SqliteJournalMode::Wal)
+            // With WAL, NORMAL syncs at checkpoints instead of on every commit: a crash of the
+            // process loses nothing, and progress updates stop competing with ffmpeg for the
+            // disk. (The embedded queue does not outlive the process anyway.)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal);
         let pool = SqlitePool::connect_with(options).await.map_err(db_error)?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS jobs (
