@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::api::{INTERNAL_TOKEN, System, expect, expect_error, send};
+use common::api::{INTERNAL_TOKEN, System, expect, expect_error, send, services_worker_env};
 use common::{HostOptions, HostProcess, Recorded, Recorder, WorkerProcess, mp3conv, repo_manifest};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -237,28 +237,11 @@ sink = {{ uri = "{}/events" }}
     let prefix = format!("{run}.");
     let amqp = std::env::var("MP3CONV_TEST_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
-    let mongo = std::env::var("MP3CONV_TEST_MONGO_URL")
-        .unwrap_or_else(|_| "mongodb://127.0.0.1:27217/?directConnection=true".to_owned());
     let mysql_server = std::env::var("MP3CONV_TEST_MYSQL_URL")
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_owned());
     let mysql_url = format!("{mysql_server}/{run}");
     mp3conv(&["migrate", "--mysql", &mysql_url]);
-    let worker_env: Vec<(String, String)> = [
-        ("INTERNAL_TOKEN", INTERNAL_TOKEN),
-        ("STORAGE__KIND", "gridfs"),
-        ("STORAGE__URL", &mongo),
-        ("STORAGE__DATABASE", &run),
-        ("JOBS__KIND", "mongo"),
-        ("JOBS__URL", &mongo),
-        ("JOBS__DATABASE", &run),
-        ("QUEUE__KIND", "rabbitmq"),
-        ("QUEUE__URL", &amqp),
-        ("QUEUE__PREFIX", &prefix),
-        ("QUEUE__EXPIRES", "10m"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (format!("MP3CONV_WORKER__{k}"), v.to_owned()))
-    .collect();
+    let worker_env = services_worker_env(&run, &prefix);
     let worker = WorkerProcess::start(&worker_env);
     let keys = tempfile::tempdir().unwrap();
     mp3conv(&["keys", "generate", "--dir", keys.path().to_str().unwrap()]);

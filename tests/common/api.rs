@@ -113,6 +113,32 @@ pub async fn expect_error(request: RequestBuilder, status: u16, code: &str) {
     assert!(body["error"]["message"].is_string(), "{body}");
 }
 
+/// `MP3CONV_WORKER__*` settings for a worker on the test services (SecantusDB for storage and
+/// jobs in database `database`, RabbitMQ queues under `prefix`), links to 127.0.0.1 allowed.
+pub fn services_worker_env(database: &str, prefix: &str) -> Vec<(String, String)> {
+    let mongo = std::env::var("MP3CONV_TEST_MONGO_URL")
+        .unwrap_or_else(|_| "mongodb://127.0.0.1:27217/?directConnection=true".to_owned());
+    let amqp = std::env::var("MP3CONV_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+    [
+        ("INTERNAL_TOKEN", INTERNAL_TOKEN),
+        ("STORAGE__KIND", "gridfs"),
+        ("STORAGE__URL", &mongo),
+        ("STORAGE__DATABASE", database),
+        ("JOBS__KIND", "mongo"),
+        ("JOBS__URL", &mongo),
+        ("JOBS__DATABASE", database),
+        ("QUEUE__KIND", "rabbitmq"),
+        ("QUEUE__URL", &amqp),
+        ("QUEUE__PREFIX", prefix),
+        ("QUEUE__EXPIRES", "10m"),
+        ("FETCH__ALLOW", r#"["127.0.0.1/32"]"#),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("MP3CONV_WORKER__{k}"), v.to_owned()))
+    .collect()
+}
+
 /// The system under test.
 pub struct System {
     pub host: HostProcess,
@@ -164,27 +190,7 @@ impl System {
             .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_owned());
         let mysql_url = format!("{mysql_server}/{run}");
         mp3conv(&["migrate", "--mysql", &mysql_url]);
-        let mongo = std::env::var("MP3CONV_TEST_MONGO_URL")
-            .unwrap_or_else(|_| "mongodb://127.0.0.1:27217/?directConnection=true".to_owned());
-        let amqp = std::env::var("MP3CONV_TEST_AMQP_URL")
-            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
-        let env: Vec<(String, String)> = [
-            ("INTERNAL_TOKEN", INTERNAL_TOKEN),
-            ("STORAGE__KIND", "gridfs"),
-            ("STORAGE__URL", &mongo),
-            ("STORAGE__DATABASE", &run),
-            ("JOBS__KIND", "mongo"),
-            ("JOBS__URL", &mongo),
-            ("JOBS__DATABASE", &run),
-            ("QUEUE__KIND", "rabbitmq"),
-            ("QUEUE__URL", &amqp),
-            ("QUEUE__PREFIX", &format!("{run}.")),
-            ("QUEUE__EXPIRES", "10m"),
-            ("FETCH__ALLOW", r#"["127.0.0.1/32"]"#),
-        ]
-        .into_iter()
-        .map(|(k, v)| (format!("MP3CONV_WORKER__{k}"), v.to_owned()))
-        .collect();
+        let env = services_worker_env(&run, &format!("{run}."));
         let worker = WorkerProcess::start(&env);
         let mysql_host = mysql_server.rsplit('@').next().unwrap().to_owned();
         let options = HostOptions::new(repo_manifest())

@@ -296,16 +296,22 @@ struct LinkBody {
     bitrate: Option<Value>,
 }
 
-/// A checked link request, as the worker's JSON body.
-pub fn link_request(body: &[u8]) -> Result<Value, ApiError> {
-    let link: LinkBody = serde_json::from_slice(body).map_err(|err| {
+/// A JSON body of a known shape: 400 `unknown_field` for a field the route does not take,
+/// 400 `invalid_json` for anything else wrong.
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|err| {
         let message = err.to_string();
         if message.starts_with("unknown field") {
             ApiError::bad_request("unknown_field", message)
         } else {
             ApiError::bad_request("invalid_json", message)
         }
-    })?;
+    })
+}
+
+/// A checked link request, as the worker's JSON body.
+pub fn link_request(body: &[u8]) -> Result<Value, ApiError> {
+    let link: LinkBody = json_body(body)?;
     let url = link.url.trim();
     let scheme_ok = ["http://", "https://"]
         .iter()
@@ -524,14 +530,7 @@ struct WebhookBody {
 /// allowed by `webhook_allow_local`), no credentials, and no loopback, private or link-local
 /// address unless local delivery is allowed.
 pub fn webhook_url(body: &[u8], allow_local: bool) -> Result<String, ApiError> {
-    let request: WebhookBody = serde_json::from_slice(body).map_err(|err| {
-        let message = err.to_string();
-        if message.starts_with("unknown field") {
-            ApiError::bad_request("unknown_field", message)
-        } else {
-            ApiError::bad_request("invalid_json", message)
-        }
-    })?;
+    let request: WebhookBody = json_body(body)?;
     let invalid = |why: &str| ApiError::bad_request("invalid_webhook_url", why.to_owned());
     let url = request.url.trim();
     if url.len() > 2048 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
