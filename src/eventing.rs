@@ -409,7 +409,7 @@ async fn consume(
         BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
         QueueDeclareOptions,
     };
-    use lapin::types::{AMQPValue, FieldTable};
+    use lapin::types::FieldTable;
     let connection = lapin::Connection::connect(
         url,
         lapin::ConnectionProperties::default().with_connection_name("mp3conv-eventing".into()),
@@ -452,14 +452,7 @@ async fn consume(
                 }
             };
             let properties = &delivery.properties;
-            let traceparent = properties
-                .headers()
-                .as_ref()
-                .and_then(|h| h.inner().get("traceparent"))
-                .and_then(|v| match v {
-                    AMQPValue::LongString(s) => Some(s.to_string()),
-                    _ => None,
-                });
+            let traceparent = native_worker::queue::rabbitmq::traceparent(properties);
             let message = Message {
                 message_id: properties.message_id().as_ref().map(|s| s.to_string()),
                 timestamp: *properties.timestamp(),

@@ -210,3 +210,50 @@ pub async fn register_and_login(
         .context("a token")?
         .to_owned())
 }
+
+/// A memory figure of a process from `/proc/<pid>/status` (`VmRSS` now, `VmHWM` peak), in bytes.
+pub fn memory(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))?
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()?;
+    Ok(kb * 1024)
+}
+
+/// `mp3conv serve` on port 0 for `manifest`, with the signing keys of `keys` and the worker at
+/// `worker_url` (token `worker_token`); more settings can be added to the returned command.
+pub fn serve_command(
+    mp3conv: &Path,
+    manifest: &Path,
+    data: &Path,
+    keys: &Path,
+    worker_url: &str,
+    worker_token: &str,
+) -> anyhow::Result<Command> {
+    let mut command = Command::new(mp3conv);
+    command
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--manifest",
+            path(manifest)?,
+        ])
+        .args(["--data-dir", path(data)?])
+        .env(
+            "SPIN_VARIABLE_JWT_SIGNING_KEY",
+            read(&keys.join("jwt-signing.pem"))?,
+        )
+        .env(
+            "SPIN_VARIABLE_JWT_PUBLIC_KEYS",
+            read(&keys.join("jwks.json"))?,
+        )
+        .env("SPIN_VARIABLE_WORKER_URL", worker_url)
+        .env("SPIN_VARIABLE_WORKER_TOKEN", worker_token);
+    Ok(command)
+}

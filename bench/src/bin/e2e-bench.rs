@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use mp3conv_bench::{Process, median, path, read, register_and_login, run};
+use mp3conv_bench::{Process, median, path, register_and_login, run};
 use serde_json::Value;
 
 const RUNS: usize = 3;
@@ -94,11 +94,11 @@ async fn main() -> anyhow::Result<()> {
     let up = System::up(&mp3conv, &root, &dir.join("idle"))?;
     let user = up.user("idle").await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let start = rss(up.process.pid())?;
+    let start = mp3conv_bench::memory(up.process.pid(), "VmRSS")?;
     up.requests(&user, 1_000).await?;
-    let after = rss(up.process.pid())?;
+    let after = mp3conv_bench::memory(up.process.pid(), "VmRSS")?;
     up.requests(&user, 1_000).await?;
-    let again = rss(up.process.pid())?;
+    let again = mp3conv_bench::memory(up.process.pid(), "VmRSS")?;
     println!(
         "| `up` resident memory: after start / after 1,000 requests / after 2,000 | {:.1} / {:.1} / {:.1} MB | | {:.2} (2,000 vs 1,000) | no growth |",
         start as f64 / 1e6,
@@ -159,22 +159,6 @@ fn bare_ffmpeg(clip: &Path, dir: &Path) -> anyhow::Result<Duration> {
         .status()?;
     anyhow::ensure!(status.success(), "bare ffmpeg failed");
     Ok(started.elapsed())
-}
-
-fn rss(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches(" kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .context("no VmRSS")?;
-    Ok(kb * 1024)
 }
 
 /// A running system and a client for it.
@@ -241,34 +225,20 @@ impl System {
         let manifest = dir.join("spin.toml");
         mp3conv_bench::write_repo_manifest(root, &manifest)?;
         let process = Process::start(
-            Command::new(mp3conv)
-                .args([
-                    "serve",
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--manifest",
-                    path(&manifest)?,
-                ])
-                .args(["--data-dir", path(&dir.join("data"))?])
-                .env(
-                    "SPIN_VARIABLE_JWT_SIGNING_KEY",
-                    read(&keys.join("jwt-signing.pem"))?,
-                )
-                .env(
-                    "SPIN_VARIABLE_JWT_PUBLIC_KEYS",
-                    read(&keys.join("jwks.json"))?,
-                )
-                .env("SPIN_VARIABLE_AUTH_DATABASE", "mysql")
-                .env("SPIN_VARIABLE_MYSQL_URL", &mysql_url)
-                .env(
-                    "SPIN_VARIABLE_MYSQL_HOST",
-                    mysql.rsplit('@').next().unwrap_or("127.0.0.1:3306"),
-                )
-                .env(
-                    "SPIN_VARIABLE_WORKER_URL",
-                    format!("http://{}", worker.addr),
-                )
-                .env("SPIN_VARIABLE_WORKER_TOKEN", token),
+            mp3conv_bench::serve_command(
+                mp3conv,
+                &manifest,
+                &dir.join("data"),
+                &keys,
+                &format!("http://{}", worker.addr),
+                token,
+            )?
+            .env("SPIN_VARIABLE_AUTH_DATABASE", "mysql")
+            .env("SPIN_VARIABLE_MYSQL_URL", &mysql_url)
+            .env(
+                "SPIN_VARIABLE_MYSQL_HOST",
+                mysql.rsplit('@').next().unwrap_or("127.0.0.1:3306"),
+            ),
             "Serving http://",
         )?;
         Ok(System::around(process, Some(worker)))

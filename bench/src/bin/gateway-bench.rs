@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use mp3conv_bench::{
-    Load, Process, Spec, load_spec, median, ms, path, read, register_and_login, run, send,
+    Load, Process, Spec, load_spec, median, ms, path, register_and_login, run, send,
 };
 use serde_json::Value;
 
@@ -59,28 +59,14 @@ async fn main() -> anyhow::Result<()> {
     let manifest = dir.join("spin.toml");
     mp3conv_bench::write_repo_manifest(&root, &manifest)?;
     let host = Process::start(
-        Command::new(&mp3conv)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--manifest",
-                path(&manifest)?,
-            ])
-            .args(["--data-dir", path(&data)?])
-            .env(
-                "SPIN_VARIABLE_JWT_SIGNING_KEY",
-                read(&keys.join("jwt-signing.pem"))?,
-            )
-            .env(
-                "SPIN_VARIABLE_JWT_PUBLIC_KEYS",
-                read(&keys.join("jwks.json"))?,
-            )
-            .env(
-                "SPIN_VARIABLE_WORKER_URL",
-                format!("http://{}", worker.addr),
-            )
-            .env("SPIN_VARIABLE_WORKER_TOKEN", TOKEN),
+        &mut mp3conv_bench::serve_command(
+            &mp3conv,
+            &manifest,
+            &data,
+            &keys,
+            &format!("http://{}", worker.addr),
+            TOKEN,
+        )?,
         "Serving http://",
     )?;
 

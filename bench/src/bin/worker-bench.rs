@@ -248,7 +248,7 @@ impl Worker {
         let uploaded = Instant::now();
         self.wait_done(&id).await?;
         let elapsed = uploaded.elapsed();
-        Ok((elapsed, peak_rss(self.child.id())?))
+        Ok((elapsed, mp3conv_bench::memory(self.child.id(), "VmHWM")?))
     }
 
     /// Jobs per minute for `count` uploads of `file`, from the first upload to the last done.
@@ -268,18 +268,4 @@ impl Worker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// VmHWM: the process's peak resident set, in bytes.
-fn peak_rss(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .context("no VmHWM")?
-        .trim()
-        .trim_end_matches(" kB")
-        .trim()
-        .parse()?;
-    Ok(kb * 1024)
 }

@@ -203,6 +203,18 @@ impl RabbitQueue {
     }
 }
 
+/// The W3C `traceparent` a message carries in its AMQP headers, if any.
+pub fn traceparent(properties: &BasicProperties) -> Option<String> {
+    properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("traceparent"))
+        .and_then(|v| match v {
+            AMQPValue::LongString(s) => Some(s.to_string()),
+            _ => None,
+        })
+}
+
 fn string(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s))
 }
@@ -287,15 +299,7 @@ impl JobQueue for RabbitQueue {
         };
         Ok(Box::pin(consumer.map(|delivery| {
             let delivery = delivery.map_err(amqp_error)?;
-            let traceparent = delivery
-                .properties
-                .headers()
-                .as_ref()
-                .and_then(|h| h.inner().get("traceparent"))
-                .and_then(|v| match v {
-                    AMQPValue::LongString(s) => Some(s.to_string()),
-                    _ => None,
-                });
+            let traceparent = traceparent(&delivery.properties);
             Ok(Delivery::new(
                 Bytes::from(delivery.data),
                 traceparent,
