@@ -28,12 +28,24 @@ pub struct Config {
     pub internal_token: Option<SecretString>,
     /// Largest accepted video, in bytes (uploads and links).
     pub max_video_bytes: u64,
-    /// How many conversions run at once; also the queue prefetch.
+    /// How many conversions run at once. The queue prefetch is this plus
+    /// `fetch.concurrency`: links download in their own slots.
     pub concurrency: usize,
     /// How long in-flight conversions may run on after shutdown starts before they are abandoned
     /// (their messages are then redelivered).
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// How long a converter's claim on a job (its lease) lasts unless renewed; it is renewed
+    /// every third of this while the job converts. Another delivery of a leased job waits;
+    /// a converter that dies keeps its jobs this long before another takes them over. One
+    /// that cannot renew stops a sixth of this before its lease runs out, which is also the
+    /// clock skew between converters that leases tolerate.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// GridFS files no job owns (and chunks of unfinished uploads) older than this are removed
+    /// at start-up; younger ones may be uploads in flight in another replica.
+    #[serde(with = "humantime_serde")]
+    pub orphan_age: Duration,
     /// Where videos and MP3s are kept.
     pub storage: StorageConfig,
     /// Where jobs are kept.
@@ -55,6 +67,8 @@ impl Default for Config {
             max_video_bytes: 2 * 1024 * 1024 * 1024,
             concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
             shutdown_grace: Duration::from_secs(30),
+            lease_ttl: Duration::from_secs(30),
+            orphan_age: Duration::from_secs(24 * 3600),
             storage: StorageConfig::default(),
             jobs: JobStoreConfig::default(),
             queue: QueueConfig::default(),
@@ -164,6 +178,23 @@ pub struct QueueConfig {
     /// meant for test brokers, never for production.
     #[serde(with = "humantime_serde")]
     pub expires: Option<Duration>,
+    /// The broker's `consumer_timeout` (RabbitMQ's default: 30 min): a delivery unacknowledged
+    /// for longer is taken back and the channel closed. Each attempt stops short of it (a
+    /// tenth of it, at most a minute, before: [`QueueConfig::delivery_budget`]): a conversion
+    /// still running fails as `too_long`, a job still waiting for a slot is requeued. Raise
+    /// both together.
+    #[serde(with = "humantime_serde")]
+    pub broker_consumer_timeout: Duration,
+}
+
+impl QueueConfig {
+    /// How long one delivery may be worked on: the broker's consumer timeout less a tenth of
+    /// it, at most a minute (29 min by default), so that it is settled before the broker takes
+    /// it back.
+    pub fn delivery_budget(&self) -> Duration {
+        let margin = (self.broker_consumer_timeout / 10).min(Duration::from_secs(60));
+        self.broker_consumer_timeout.saturating_sub(margin)
+    }
 }
 
 impl Default for QueueConfig {
@@ -175,6 +206,7 @@ impl Default for QueueConfig {
             max_attempts: 3,
             retry_delay: Duration::from_secs(5),
             expires: None,
+            broker_consumer_timeout: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -236,6 +268,20 @@ pub struct FetchConfig {
     /// Networks that links may reach even though they are loopback/private/link-local
     /// (tests allow `127.0.0.1/32`). Empty in production.
     pub allow: Vec<IpNet>,
+    /// How many links download at once. Downloads have their own slots, apart from the
+    /// `concurrency` conversion slots, so slow links cannot keep uploads from converting.
+    pub concurrency: usize,
+    /// Longest a whole download may take, from the request to the last byte. Must be below
+    /// the delivery budget ([`QueueConfig::delivery_budget`]): a download runs on its
+    /// delivery's time.
+    #[serde(with = "humantime_serde")]
+    pub deadline: Duration,
+    /// Slowest acceptable download, in bytes per second, averaged over each `rate_window`; 0
+    /// turns the check off (the deadline still applies).
+    pub min_rate: u64,
+    /// The span `min_rate` is averaged over; the response must also begin within one.
+    #[serde(with = "humantime_serde")]
+    pub rate_window: Duration,
 }
 
 impl Default for FetchConfig {
@@ -244,6 +290,10 @@ impl Default for FetchConfig {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
             allow: Vec::new(),
+            concurrency: 4,
+            deadline: Duration::from_secs(20 * 60),
+            min_rate: 16 * 1024,
+            rate_window: Duration::from_secs(30),
         }
     }
 }
@@ -306,6 +356,24 @@ impl Config {
         if self.queue.max_attempts == 0 || self.queue.max_attempts > 10 {
             return invalid("queue.max_attempts must be between 1 and 10");
         }
+        if self.lease_ttl < Duration::from_secs(1) {
+            return invalid("lease_ttl must be at least 1s");
+        }
+        if self.queue.broker_consumer_timeout < Duration::from_secs(1) {
+            return invalid("queue.broker_consumer_timeout must be at least 1s");
+        }
+        if self.fetch.concurrency == 0 || self.fetch.concurrency > 1024 {
+            return invalid("fetch.concurrency must be between 1 and 1024");
+        }
+        if self.fetch.deadline.is_zero() || self.fetch.rate_window.is_zero() {
+            return invalid("fetch.deadline and fetch.rate_window must be positive");
+        }
+        if self.fetch.deadline >= self.queue.delivery_budget() {
+            return invalid(
+                "fetch.deadline must be below queue.broker_consumer_timeout less its margin \
+                 (a tenth, at most 1 min): a download runs on its delivery's time",
+            );
+        }
         if let Some(rate) = self.convert.read_rate
             && !(rate.is_finite() && rate > 0.0)
         {
@@ -332,6 +400,44 @@ mod tests {
         };
         let printed = format!("{config:?}");
         assert!(!printed.contains("a-very-secret"), "{printed}");
+    }
+
+    #[test]
+    fn lifecycle_defaults() {
+        let config = Config::default();
+        assert_eq!(config.lease_ttl, Duration::from_secs(30));
+        assert_eq!(config.orphan_age, Duration::from_secs(24 * 3600));
+        // RabbitMQ's own default consumer_timeout.
+        assert_eq!(
+            config.queue.broker_consumer_timeout,
+            Duration::from_secs(30 * 60)
+        );
+    }
+
+    #[test]
+    fn link_download_defaults() {
+        let fetch = Config::default().fetch;
+        assert_eq!(fetch.concurrency, 4);
+        assert_eq!(fetch.deadline, Duration::from_secs(20 * 60));
+        assert_eq!(fetch.min_rate, 16 * 1024);
+        assert_eq!(fetch.rate_window, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_fetch_deadline_past_the_delivery_budget_is_refused() {
+        let mut config = Config {
+            internal_token: Some(SecretString::from("0123456789abcdef0123")),
+            ..Config::default()
+        };
+        assert_eq!(config.queue.delivery_budget(), Duration::from_secs(29 * 60));
+        config.validate().expect("the defaults fit");
+        config.fetch.deadline = Duration::from_secs(29 * 60);
+        assert!(config.validate().is_err());
+        config.fetch.deadline = Duration::from_secs(30 * 60);
+        assert!(config.validate().is_err(), "the old default");
+        // Raising the broker's timeout makes room for it again.
+        config.queue.broker_consumer_timeout = Duration::from_secs(2 * 3600);
+        config.validate().expect("fits a 2 h budget");
     }
 
     #[test]

@@ -5,15 +5,25 @@
 //! loopback, private, shared (CGNAT), link-local (which holds the cloud metadata service
 //! 169.254.169.254), unique-local, multicast and unspecified addresses are refused. The guard
 //! sits in the DNS resolver, so the address checked is the address connected to.
+//!
+//! A slow link must not hold the worker: downloads run in their own slots (`fetch.concurrency`,
+//! apart from the conversion slots), end at `fetch.deadline`, and fail as `link_too_slow` when
+//! a `fetch.rate_window` passes with less than `fetch.min_rate` bytes per second (a server
+//! sending a byte now and then never trips the read timeout).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use futures::TryStreamExt;
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt};
 use ipnet::IpNet;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::redirect;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use url::Url;
 
 use crate::config::FetchConfig;
@@ -50,6 +60,9 @@ pub enum FetchError {
     /// Connecting or reading failed (timeouts included).
     #[error("the link could not be downloaded: {0}")]
     Network(String),
+    /// The download passed its deadline or fell below the minimum rate.
+    #[error("{0}")]
+    TooSlow(String),
     /// Storing the download failed.
     #[error(transparent)]
     Store(Error),
@@ -67,11 +80,13 @@ impl FetchError {
             Self::NotMedia(_) => "link_not_media",
             Self::TooLarge(_) => "too_large",
             Self::Network(_) => "link_unreachable",
+            Self::TooSlow(_) => "link_too_slow",
             Self::Store(_) => "storage_unavailable",
         }
     }
 
-    /// Whether retrying cannot help.
+    /// Whether retrying cannot help. A link too slow is not retried either: another attempt
+    /// would hold a download slot as long again.
     pub fn is_permanent(&self) -> bool {
         match self {
             Self::Status(status) => *status < 500 && *status != 429 && *status != 408,
@@ -93,7 +108,7 @@ struct Guard {
 
 impl Guard {
     fn permits(&self, ip: IpAddr) -> bool {
-        self.allow.iter().any(|net| net.contains(&ip)) || is_public(ip)
+        self.allow.iter().any(|net| net.contains(&ip)) || mp3conv_contract::address::is_public(ip)
     }
 
     fn check_literal(&self, url: &Url) -> Result<(), Refused> {
@@ -109,51 +124,6 @@ impl Guard {
             Err(Refused(format!("links may not reach {ip}")))
         }
     }
-}
-
-/// Whether `ip` is a public unicast address.
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => is_public_v4(v4),
-            None => is_public_v6(v6),
-        },
-    }
-}
-
-fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
-    !(ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || ip.is_multicast()
-        || ip.is_documentation()
-        || a == 0
-        // Shared address space (CGNAT), which also holds 100.100.100.200 (a metadata service).
-        || (a == 100 && (64..128).contains(&b))
-        // IETF protocol assignments and reserved space.
-        || (a == 192 && b == 0 && ip.octets()[2] == 0)
-        || a >= 240
-        // Benchmarking.
-        || (a == 198 && (b == 18 || b == 19)))
-}
-
-fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
-    !(ip.is_loopback()
-        || ip.is_unspecified()
-        || ip.is_multicast()
-        // Unique local (fc00::/7, includes AWS's fd00:ec2::254) and link-local (fe80::/10).
-        || (first & 0xfe00) == 0xfc00
-        || (first & 0xffc0) == 0xfe80
-        // Documentation.
-        || (first == 0x2001 && ip.segments()[1] == 0x0db8)
-        // NAT64 and IPv4-compatible forms could smuggle private IPv4 addresses.
-        || first == 0x0064
-        || ip.to_ipv4().is_some())
 }
 
 /// The resolver reqwest uses: refuses names that resolve only to forbidden addresses and drops
@@ -185,11 +155,24 @@ impl Resolve for GuardedResolver {
     }
 }
 
+/// How fast a download must go.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    /// Bytes per second, averaged over `window`; 0: no minimum.
+    min_rate: u64,
+    window: Duration,
+    /// For the whole download.
+    limit: Duration,
+}
+
 /// Downloads links into a blob store.
 #[derive(Clone)]
 pub struct Fetcher {
     client: reqwest::Client,
     guard: Arc<Guard>,
+    /// Download slots, apart from the conversion slots.
+    slots: Arc<Semaphore>,
+    pace: Pace,
 }
 
 impl Fetcher {
@@ -212,6 +195,9 @@ impl Fetcher {
                 Err(refused) => attempt.error(refused),
             }
         });
+        // reqwest is built without a crypto provider of its own: ring is the process's one.
+        // An error means one is installed already (the `mp3conv` binary installs it first).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.read_timeout)
@@ -221,7 +207,16 @@ impl Fetcher {
             .user_agent(concat!("mp3conv-worker/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(Error::internal)?;
-        Ok(Self { client, guard })
+        Ok(Self {
+            client,
+            guard,
+            slots: Arc::new(Semaphore::new(config.concurrency.max(1))),
+            pace: Pace {
+                min_rate: config.min_rate,
+                window: config.rate_window,
+                limit: config.deadline,
+            },
+        })
     }
 
     /// Checks a submitted link before a job is made for it: an absolute http(s) URL whose host,
@@ -240,7 +235,8 @@ impl Fetcher {
         Ok(url)
     }
 
-    /// Streams the video at `link` into `store` as blob `id`; returns its size.
+    /// Streams the video at `link` into `store` as blob `id`; returns its size. Waits for a
+    /// download slot first; the deadline and the minimum rate count from when it has one.
     #[tracing::instrument(skip_all, fields(blob = %id))]
     pub async fn download(
         &self,
@@ -250,7 +246,19 @@ impl Fetcher {
         limit: u64,
     ) -> Result<u64, FetchError> {
         let url = self.check_url(link)?;
-        let response = self.client.get(url).send().await.map_err(classify)?;
+        let _slot = self.slots.acquire().await.expect("never closed");
+        let pace = self.pace;
+        let deadline = Instant::now() + pace.limit;
+        let answer_by = deadline.min(Instant::now() + pace.window);
+        let response = tokio::time::timeout_at(answer_by, self.client.get(url).send())
+            .await
+            .map_err(|_| {
+                FetchError::TooSlow(format!(
+                    "the link sent no answer within {}s",
+                    pace.window.min(pace.limit).as_secs_f64()
+                ))
+            })?
+            .map_err(classify)?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
             return Err(FetchError::NotFound(status.as_u16()));
@@ -281,16 +289,78 @@ impl Fetcher {
             .and_then(|mut s| s.next_back())
             .unwrap_or("video")
             .to_owned();
-        let body = response.bytes_stream().map_err(std::io::Error::other);
-        store
-            .put(id, &filename, Box::pin(body), limit)
-            .await
-            .map_err(|e| match e {
-                Error::TooLarge { limit } => FetchError::TooLarge(limit),
-                Error::BadRequest { message, .. } => FetchError::Network(message),
-                other => FetchError::Store(other),
-            })
+        let too_slow = Arc::new(Mutex::new(None));
+        let body = paced(
+            response.bytes_stream().map_err(io::Error::other),
+            pace,
+            deadline,
+            Arc::clone(&too_slow),
+        );
+        let stored = store.put(id, &filename, Box::pin(body), limit).await;
+        if let Some(reason) = too_slow.lock().expect("not poisoned").take() {
+            return Err(FetchError::TooSlow(reason));
+        }
+        stored.map_err(|e| match e {
+            Error::TooLarge { limit } => FetchError::TooLarge(limit),
+            Error::BadRequest { message, .. } => FetchError::Network(message),
+            other => FetchError::Store(other),
+        })
     }
+}
+
+/// `body`, cut off with an error at `deadline` or at the end of a `pace.window` that brought
+/// fewer than `pace.min_rate` bytes per second. The reason is also left in `too_slow`: the blob
+/// store turns a failing body into its own error, and the caller wants to say why.
+fn paced(
+    body: impl Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static,
+    pace: Pace,
+    deadline: Instant,
+    too_slow: Arc<Mutex<Option<String>>>,
+) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    let wanted = (pace.min_rate as f64 * pace.window.as_secs_f64()) as u64;
+    let start = (body, Instant::now() + pace.window, 0u64);
+    futures::stream::unfold(Some(start), move |state| {
+        let too_slow = Arc::clone(&too_slow);
+        async move {
+            let (mut body, mut window_end, mut in_window) = state?;
+            loop {
+                tokio::select! {
+                    next = body.next() => {
+                        return match next? {
+                            Ok(chunk) => {
+                                in_window += chunk.len() as u64;
+                                Some((Ok(chunk), Some((body, window_end, in_window))))
+                            }
+                            Err(e) => Some((Err(e), None)),
+                        };
+                    }
+                    () = tokio::time::sleep_until(window_end.min(deadline)) => {
+                        let reason = if Instant::now() >= deadline {
+                            Some(format!(
+                                "the download took longer than its limit of {}s",
+                                pace.limit.as_secs_f64()
+                            ))
+                        } else if in_window < wanted {
+                            Some(format!(
+                                "the link sent {in_window} bytes in {}s, slower than the \
+                                 minimum of {} bytes/s",
+                                pace.window.as_secs_f64(),
+                                pace.min_rate
+                            ))
+                        } else {
+                            None
+                        };
+                        if let Some(reason) = reason {
+                            *too_slow.lock().expect("not poisoned") = Some(reason.clone());
+                            return Some((Err(io::Error::new(io::ErrorKind::TimedOut, reason)), None));
+                        }
+                        window_end += pace.window;
+                        in_window = 0;
+                    }
+                }
+            }
+        }
+    })
 }
 
 fn is_not_media(content_type: &str) -> bool {
@@ -325,38 +395,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn internal_addresses_are_not_public() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.100.100.200",
-            "0.0.0.0",
-            "255.255.255.255",
-            "224.0.0.1",
-            "::1",
-            "::",
-            "fe80::1",
-            "fd00:ec2::254",
-            "::ffff:127.0.0.1",
-            "::ffff:10.0.0.1",
-            "64:ff9b::a00:1",
-        ] {
-            assert!(!is_public(ip.parse().unwrap()), "{ip} counted as public");
-        }
-        for ip in [
-            "93.184.216.34",
-            "8.8.8.8",
-            "2606:4700::1111",
-            "::ffff:8.8.8.8",
-        ] {
-            assert!(is_public(ip.parse().unwrap()), "{ip} counted as internal");
-        }
-    }
-
-    #[test]
     fn the_allow_list_opens_only_what_it_lists() {
         let guard = Guard {
             allow: vec!["127.0.0.1/32".parse().unwrap()],
@@ -381,6 +419,66 @@ mod tests {
             assert_eq!(got.code(), code, "{link}");
         }
         assert!(fetcher.check_url("https://example.com/a.mp4").is_ok());
+    }
+
+    async fn drip(
+        pace: Pace,
+        deadline: Instant,
+        every: Duration,
+        size: usize,
+    ) -> (usize, Option<String>) {
+        let chunks = futures::stream::unfold((), move |()| async move {
+            tokio::time::sleep(every).await;
+            Some((Ok(Bytes::from(vec![0u8; size])), ()))
+        })
+        .take(50);
+        let reason = Arc::new(Mutex::new(None));
+        let got: Vec<io::Result<Bytes>> =
+            paced(Box::pin(chunks), pace, deadline, Arc::clone(&reason))
+                .collect()
+                .await;
+        let bytes = got
+            .iter()
+            .filter_map(|c| c.as_ref().ok())
+            .map(Bytes::len)
+            .sum();
+        let failed = got.last().is_some_and(Result::is_err);
+        let reason = reason.lock().unwrap().take();
+        assert_eq!(failed, reason.is_some());
+        (bytes, reason)
+    }
+
+    #[tokio::test]
+    async fn slow_bodies_are_cut_off() {
+        // At least 1000 bytes per 100 ms window.
+        let pace = Pace {
+            min_rate: 10_000,
+            window: Duration::from_millis(100),
+            limit: Duration::from_secs(60),
+        };
+        let later = Instant::now() + Duration::from_secs(60);
+        let ms = Duration::from_millis;
+        // Ten times the minimum: all 50 chunks arrive.
+        assert_eq!(drip(pace, later, ms(10), 1000).await, (50_000, None));
+        // A byte now and then: cut off after the first window.
+        let (bytes, reason) = drip(pace, later, ms(20), 1).await;
+        assert!(bytes < 10, "{bytes}");
+        assert!(
+            reason
+                .unwrap()
+                .contains("slower than the minimum of 10000 bytes/s")
+        );
+        // Fast enough, but past the deadline.
+        let soon = Instant::now() + ms(150);
+        let (bytes, reason) = drip(pace, soon, ms(10), 1000).await;
+        assert!(bytes < 50_000, "{bytes}");
+        assert!(reason.unwrap().contains("took longer than"));
+        // No minimum rate: only the deadline.
+        let unpaced = Pace {
+            min_rate: 0,
+            ..pace
+        };
+        assert_eq!(drip(unpaced, later, ms(5), 1).await, (50, None));
     }
 
     #[test]

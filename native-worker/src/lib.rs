@@ -5,6 +5,7 @@
 //! RabbitMQ in production, or embedded (a local directory, SQLite and an in-process queue) for
 //! `mp3conv up`. Build it with [`Worker::build`] and run it with [`Worker::run_until_stopped`].
 
+mod child;
 pub mod config;
 pub mod convert;
 pub mod error;
@@ -16,6 +17,7 @@ mod processor;
 pub mod queue;
 mod routes;
 pub mod storage;
+pub mod sweep;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -45,12 +47,18 @@ pub(crate) struct State {
     queue: Arc<dyn JobQueue>,
     metrics: Metrics,
     fetcher: Fetcher,
+    /// This process's name on the job leases it takes: unique per run.
+    holder: String,
+    /// Conversion slots (`concurrency`), taken only for converting: downloads have their own.
+    conversion_slots: tokio::sync::Semaphore,
 }
 
 /// The worker: the internal HTTP API plus the converter.
 pub struct Worker {
     state: Arc<State>,
     memory_queue: Option<MemoryQueue>,
+    /// The GridFS database to sweep for orphan files once serving, if this process does it.
+    gridfs_sweep: Option<mongodb::Database>,
 }
 
 /// Mongo clients are shared between the blob and job stores when they use the same URL.
@@ -70,6 +78,36 @@ async fn mongo_client(
     Ok(client)
 }
 
+/// Removes the conversion directories a crashed worker left (converting roles). A failure is
+/// logged, never fatal: leftovers cost space, not correctness.
+async fn sweep_temp_dirs(config: &Config) {
+    if config.role.converts() {
+        match sweep::temp_dirs(config.convert.temp_dir.clone()).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "removed stale conversion directories"),
+            Err(e) => tracing::warn!(error = %e, "cannot sweep the conversion directories"),
+        }
+    }
+}
+
+/// Removes the GridFS files no job owns (see [`sweep::gridfs`]). It runs in the background
+/// while the worker serves: on a large store it takes a while, and it only frees space.
+async fn sweep_gridfs(state: &State, db: &mongodb::Database) {
+    for bucket in ["videos", "mp3s"] {
+        match sweep::gridfs(db, bucket, state.jobs.as_ref(), state.config.orphan_age).await {
+            Ok(0) => {}
+            Ok(removed) => {
+                state.metrics.gridfs_orphans_removed.inc_by(removed as u64);
+                tracing::info!(bucket, removed, "removed orphan GridFS files");
+            }
+            Err(e) => {
+                tracing::warn!(bucket, error = %error::error_chain(&e), "cannot sweep GridFS")
+            }
+        }
+    }
+    state.metrics.gridfs_sweeps.inc();
+}
+
 impl Worker {
     /// Validates `config` and connects to the configured backends, creating the directories,
     /// tables, indexes and queues they need.
@@ -78,6 +116,7 @@ impl Worker {
             .validate()
             .map_err(|e| Error::bad_request("invalid_config", e.to_string()))?;
         let mut mongo = None;
+        let mut gridfs_db = None;
         let (videos, mp3s): (Arc<dyn BlobStore>, Arc<dyn BlobStore>) = match &config.storage {
             StorageConfig::Local { dir } => (
                 Arc::new(storage::local::LocalStore::open(dir.join("videos")).await?),
@@ -85,6 +124,7 @@ impl Worker {
             ),
             StorageConfig::Gridfs { url, database } => {
                 let db = mongo_client(url, &mut mongo).await?.database(database);
+                gridfs_db = Some(db.clone());
                 (
                     Arc::new(storage::gridfs::GridFsStore::open(db.clone(), "videos").await?),
                     Arc::new(storage::gridfs::GridFsStore::open(db, "mp3s").await?),
@@ -112,6 +152,19 @@ impl Worker {
             }
         };
         let fetcher = Fetcher::new(&config.fetch)?;
+        let concurrency = config.concurrency;
+        sweep_temp_dirs(&config).await;
+        // Only a process serving the API sweeps GridFS, so converters scaled out do not all
+        // repeat it.
+        let gridfs_sweep = gridfs_db.filter(|_| config.role.serves_api());
+        let holder = format!(
+            "{}/{}/{}",
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_default(),
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        );
         Ok(Self {
             state: Arc::new(State {
                 config,
@@ -121,8 +174,11 @@ impl Worker {
                 queue,
                 metrics: Metrics::default(),
                 fetcher,
+                holder,
+                conversion_slots: tokio::sync::Semaphore::new(concurrency),
             }),
             memory_queue,
+            gridfs_sweep,
         })
     }
 
@@ -149,12 +205,25 @@ impl Worker {
         let converter = role
             .converts()
             .then(|| tokio::spawn(processor::run(Arc::clone(&self.state), token.clone())));
+        let sweeper = self.gridfs_sweep.map(|db| {
+            let state = Arc::clone(&self.state);
+            let stop = token.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = sweep_gridfs(&state, &db) => {}
+                    () = stop.cancelled() => tracing::info!("GridFS sweep stopped for shutdown"),
+                }
+            })
+        });
         let served = axum::serve(listener, routes::router(Arc::clone(&self.state)))
             .with_graceful_shutdown(token.clone().cancelled_owned())
             .await;
         token.cancel();
         if let Some(converter) = converter {
             converter.await.map_err(Error::internal)?;
+        }
+        if let Some(sweeper) = sweeper {
+            sweeper.await.map_err(Error::internal)?;
         }
         self.state.queue.close().await;
         served.map_err(|e| Error::unavailable("http listener", e))?;

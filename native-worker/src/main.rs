@@ -9,6 +9,8 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // What the worker writes (blobs, jobs.sqlite, conversion files) is this user's alone.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -28,6 +28,16 @@ pub struct Metrics {
     pub retries: Counter,
     /// Messages sent to the dead-letter queue.
     pub dead_lettered: Counter,
+    /// ffmpeg runs started.
+    pub ffmpeg_runs: Counter,
+    /// Deliveries put off because another converter holds the job's lease.
+    pub deferred: Counter,
+    /// Deliveries of a job already finished and announced (acknowledged, nothing else).
+    pub duplicates: Counter,
+    /// GridFS start-up sweeps that ran to the end (they run in the background).
+    pub gridfs_sweeps: Counter,
+    /// GridFS files (and unfinished uploads) the start-up sweeps removed.
+    pub gridfs_orphans_removed: Counter,
 }
 
 impl Default for Metrics {
@@ -39,6 +49,11 @@ impl Default for Metrics {
         let bytes_out = Counter::default();
         let retries = Counter::default();
         let dead_lettered = Counter::default();
+        let ffmpeg_runs = Counter::default();
+        let deferred = Counter::default();
+        let duplicates = Counter::default();
+        let gridfs_sweeps = Counter::default();
+        let gridfs_orphans_removed = Counter::default();
         registry.register("jobs", "Jobs that entered each state", jobs.clone());
         registry.register(
             "conversion_seconds",
@@ -57,6 +72,27 @@ impl Default for Metrics {
             "Messages sent to the dead-letter queue",
             dead_lettered.clone(),
         );
+        registry.register("ffmpeg_runs", "ffmpeg runs started", ffmpeg_runs.clone());
+        registry.register(
+            "deferred_deliveries",
+            "Deliveries put off because another converter holds the job",
+            deferred.clone(),
+        );
+        registry.register(
+            "duplicate_deliveries",
+            "Deliveries of a job already finished and announced",
+            duplicates.clone(),
+        );
+        registry.register(
+            "gridfs_sweeps",
+            "GridFS start-up sweeps that ran to the end",
+            gridfs_sweeps.clone(),
+        );
+        registry.register(
+            "gridfs_orphans_removed",
+            "GridFS files and unfinished uploads removed by start-up sweeps",
+            gridfs_orphans_removed.clone(),
+        );
         Self {
             registry,
             jobs,
@@ -65,6 +101,11 @@ impl Default for Metrics {
             bytes_out,
             retries,
             dead_lettered,
+            ffmpeg_runs,
+            deferred,
+            duplicates,
+            gridfs_sweeps,
+            gridfs_orphans_removed,
         }
     }
 }

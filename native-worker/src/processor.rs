@@ -17,9 +17,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::State;
+use crate::config::QueueKind;
 use crate::convert::{self, Conversion};
 use crate::error::{Error, error_chain};
-use crate::job::{Audio, Job, Source, Status};
+use crate::job::{Audio, Job, JobId, Source, Status};
+use crate::jobs::Saved;
 use crate::queue::{Delivery, JobMessage, Outcome, Route};
 
 /// Pause before a delivery is requeued because a dependency failed, so a broken database does
@@ -31,7 +33,9 @@ const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 /// Consumes until `shutdown`, then lets in-flight jobs finish within the grace period and
 /// abandons the rest (their deliveries go back to the queue).
 pub(crate) async fn run(state: Arc<State>, shutdown: CancellationToken) {
-    let concurrency = state.config.concurrency;
+    // Jobs in hand: one per conversion slot plus one per download slot, so that links being
+    // downloaded (see `fetch`) leave the conversion slots to jobs ready to convert.
+    let concurrency = state.config.concurrency + state.config.fetch.concurrency;
     let semaphore = Arc::new(Semaphore::new(concurrency));
     let prefetch = u16::try_from(concurrency).unwrap_or(u16::MAX);
     let mut tasks = JoinSet::new();
@@ -110,8 +114,9 @@ async fn handle(state: &State, delivery: Delivery) {
         traceparent = delivery.traceparent.as_deref().unwrap_or(""),
     );
     let traceparent = delivery.traceparent.clone();
+    let deadline = delivery_deadline(state, delivery.received_at);
     async {
-        let outcome = process(state, &message, traceparent).await;
+        let outcome = leased(state, &message, deadline, traceparent).await;
         if outcome == Outcome::Requeue {
             tokio::time::sleep(REQUEUE_PAUSE).await;
         }
@@ -148,6 +153,11 @@ impl Failure {
 enum Stop {
     /// The job was deleted meanwhile.
     Deleted,
+    /// Another converter holds the job's lease now: this attempt must not write.
+    LeaseLost,
+    /// The delivery's time ran out before the conversion began (waiting for a slot): the
+    /// job did nothing wrong, so it goes back to the queue without using up an attempt.
+    OutOfTime,
     /// The attempt failed.
     Failed(Failure),
 }
@@ -158,7 +168,164 @@ impl From<Failure> for Stop {
     }
 }
 
-async fn process(state: &State, message: &JobMessage, traceparent: Option<String>) -> Outcome {
+/// When an attempt must stop so that the delivery is settled before the broker's consumer
+/// timeout takes it back (and hands it to another converter while this one still works):
+/// a tenth of the timeout, at most a minute, before it. The in-process queue has no timeout.
+fn delivery_deadline(state: &State, received_at: Instant) -> Option<tokio::time::Instant> {
+    if state.config.queue.kind != QueueKind::Rabbitmq {
+        return None;
+    }
+    Some(tokio::time::Instant::from_std(
+        received_at + state.config.queue.delivery_budget(),
+    ))
+}
+
+/// How much earlier than its expiry a converter stops working under a lease it could not
+/// renew: the clock skew between converters that the lease tolerates (another converter
+/// whose clock runs this much ahead sees the lease expire this much sooner).
+fn lease_skew(ttl: Duration) -> Duration {
+    ttl / 6
+}
+
+/// Processes the delivery as the job's only converter: takes the job's lease (one atomic
+/// compare-and-set in the job store), renews it while working, releases it at the end. A
+/// delivery of a job leased elsewhere (a redelivery or duplicate while it converts) is put off
+/// and tried again later; if the holder died, its lease expires and a later try takes over.
+async fn leased(
+    state: &State,
+    message: &JobMessage,
+    deadline: Option<tokio::time::Instant>,
+    traceparent: Option<String>,
+) -> Outcome {
+    let id = message.job_id;
+    let ttl = state.config.lease_ttl;
+    // One holder per delivery, not per process: a duplicate handled by this same process
+    // must wait like any other.
+    let holder = format!("{}/{}", state.holder, uuid::Uuid::new_v4().simple());
+    // The lease runs from before the request: its expiry is never later than we think.
+    let asked = tokio::time::Instant::now();
+    let now = chrono::Utc::now();
+    match state.jobs.acquire_lease(id, &holder, now, now + ttl).await {
+        Ok(true) => {}
+        Ok(false) => return defer(state, message, traceparent).await,
+        Err(e) => {
+            tracing::warn!(error = %error_chain(&e), "job store unavailable");
+            return Outcome::Requeue;
+        }
+    }
+    let outcome = tokio::select! {
+        outcome = process(state, message, deadline, traceparent, &holder) => outcome,
+        // The attempt (and its ffmpeg) is dropped before the lease could pass to another.
+        () = keep_lease(state, id, &holder, asked) => lease_lost(state, message).await,
+    };
+    if let Err(e) = state.jobs.release_lease(id, &holder).await {
+        tracing::debug!(error = %error_chain(&e), "lease not released; it expires");
+    }
+    outcome
+}
+
+/// Renews the job's lease every third of its length; returns once it is lost: taken by
+/// another converter or gone with its job, or about to expire (by [`lease_skew`]) because
+/// renewals kept failing. `asked` is when the lease was requested.
+async fn keep_lease(state: &State, id: JobId, holder: &str, asked: tokio::time::Instant) {
+    let ttl = state.config.lease_ttl;
+    let mut expires = asked + ttl;
+    let mut next = asked + ttl / 3;
+    loop {
+        let renewal = async {
+            tokio::time::sleep_until(next).await;
+            let sent = tokio::time::Instant::now();
+            let until = chrono::Utc::now() + ttl;
+            (sent, state.jobs.renew_lease(id, holder, until).await)
+        };
+        let (sent, renewed) = tokio::select! {
+            () = tokio::time::sleep_until(expires - lease_skew(ttl)) => {
+                tracing::warn!("the job's lease could not be renewed and runs out");
+                return;
+            }
+            renewed = renewal => renewed,
+        };
+        next = sent + ttl / 3;
+        match renewed {
+            Ok(true) => expires = sent + ttl,
+            Ok(false) => {
+                tracing::warn!("the job's lease was taken over or the job deleted");
+                return;
+            }
+            // Keep working while the lease still runs: the next renewal may get through.
+            Err(e) => tracing::warn!(error = %error_chain(&e), "cannot renew the job's lease"),
+        }
+    }
+}
+
+/// After the lease was lost mid-attempt: a deleted job's files are removed (the attempt may
+/// have stored its MP3 just before); any other job goes back to the queue, so that it is not
+/// lost whoever holds it now (a redelivery waits for that holder, see [`defer`]).
+async fn lease_lost(state: &State, message: &JobMessage) -> Outcome {
+    match state.jobs.get(message.job_id).await {
+        Ok(None) => cleanup_deleted(state, &message.video_fid, message.job_id).await,
+        Ok(Some(_)) => Outcome::Requeue,
+        Err(e) => {
+            tracing::warn!(error = %error_chain(&e), "job store unavailable");
+            Outcome::Requeue
+        }
+    }
+}
+
+/// A delivery of a job another converter holds: acknowledged when the job is gone or already
+/// finished and announced, else sent back through a retry waiting room (its attempt number
+/// unchanged) so that it is tried again once the holder is done or its lease expired.
+async fn defer(state: &State, message: &JobMessage, traceparent: Option<String>) -> Outcome {
+    match state.jobs.get(message.job_id).await {
+        Ok(None) => return Outcome::Ack,
+        Ok(Some(job)) if job.status.is_terminal() && job.announced => {
+            state.metrics.duplicates.inc();
+            return Outcome::Ack;
+        }
+        Ok(Some(_)) => {}
+        Err(e) => {
+            tracing::warn!(error = %error_chain(&e), "job store unavailable");
+            return Outcome::Requeue;
+        }
+    }
+    state.metrics.deferred.inc();
+    tracing::info!("another converter holds the job; trying again later");
+    let max_attempts = state.config.queue.max_attempts;
+    if max_attempts < 2 {
+        // No waiting room: back on the queue after the requeue pause.
+        return Outcome::Requeue;
+    }
+    let (route, deferred) = deferral(message, max_attempts, traceparent);
+    match state.queue.publish(route, deferred).await {
+        Ok(()) => Outcome::Ack,
+        Err(e) => {
+            tracing::warn!(error = %error_chain(&e), "cannot put the delivery off");
+            Outcome::Requeue
+        }
+    }
+}
+
+/// A deferred delivery: the message as it came (same attempt number), through a waiting
+/// room (`video.retry.N`, N = its attempt, at least 2): the room only sets how long it
+/// waits.
+fn deferral(
+    message: &JobMessage,
+    max_attempts: u32,
+    traceparent: Option<String>,
+) -> (Route, crate::queue::Outgoing) {
+    let route = Route::Retry {
+        attempt: message.attempt.clamp(2, max_attempts),
+    };
+    (route, message.outgoing(route, traceparent))
+}
+
+async fn process(
+    state: &State,
+    message: &JobMessage,
+    deadline: Option<tokio::time::Instant>,
+    traceparent: Option<String>,
+    holder: &str,
+) -> Outcome {
     let mut job = match state.jobs.get(message.job_id).await {
         Ok(Some(job)) => job,
         Ok(None) => {
@@ -175,25 +342,45 @@ async fn process(state: &State, message: &JobMessage, traceparent: Option<String
         return Outcome::DeadLetter;
     }
     if job.status.is_terminal() {
-        return finish(state, &mut job, message.attempt, traceparent, Outcome::Ack).await;
+        if job.announced {
+            state.metrics.duplicates.inc();
+        }
+        return finish(
+            state,
+            &mut job,
+            message.attempt,
+            traceparent,
+            holder,
+            Outcome::Ack,
+        )
+        .await;
     }
     let attempt = message.attempt.max(1);
     let max_attempts = state.config.queue.max_attempts;
-    let failure = match attempt_conversion(state, &mut job, attempt).await {
-        Ok(()) => return finish(state, &mut job, attempt, traceparent, Outcome::Ack).await,
-        Err(Stop::Deleted) => return cleanup_deleted(state, &job).await,
+    let attempted = attempt_conversion(state, &mut job, attempt, holder, deadline).await;
+    let failure = match attempted {
+        Ok(()) => {
+            return finish(state, &mut job, attempt, traceparent, holder, Outcome::Ack).await;
+        }
+        Err(Stop::Deleted) => return cleanup_deleted(state, &job.video_id, job.id).await,
+        Err(Stop::LeaseLost) => return lease_lost(state, message).await,
+        Err(Stop::OutOfTime) => {
+            tracing::info!("no conversion slot before the delivery's deadline; requeueing");
+            return Outcome::Requeue;
+        }
         Err(Stop::Failed(failure)) => failure,
     };
     tracing::warn!(code = failure.code, message = %failure.message, permanent = failure.permanent, "attempt failed");
     if failure.permanent {
         job.fail(failure.code, failure.message);
-        return save_and_finish(state, job, attempt, traceparent, Outcome::Ack).await;
+        return save_and_finish(state, job, attempt, traceparent, holder, Outcome::Ack).await;
     }
     if attempt < max_attempts {
         job.set_status(Status::Queued);
-        match state.jobs.save(&job).await {
-            Ok(true) => {}
-            Ok(false) => return cleanup_deleted(state, &job).await,
+        match state.jobs.save_held(&job, holder).await {
+            Ok(Saved::Saved) => {}
+            Ok(Saved::Gone) => return cleanup_deleted(state, &job.video_id, job.id).await,
+            Ok(Saved::NotHeld) => return lease_lost(state, message).await,
             Err(_) => return Outcome::Requeue,
         }
         let retry = JobMessage {
@@ -222,22 +409,50 @@ async fn process(state: &State, message: &JobMessage, traceparent: Option<String
         failure.code,
         format!("gave up after {attempt} attempts: {}", failure.message),
     );
-    save_and_finish(state, job, attempt, traceparent, Outcome::DeadLetter).await
+    save_and_finish(
+        state,
+        job,
+        attempt,
+        traceparent,
+        holder,
+        Outcome::DeadLetter,
+    )
+    .await
 }
 
+/// An attempt that reached the delivery deadline (its ffmpeg is stopped when the attempt is
+/// dropped). Permanent: another attempt would take as long.
+fn too_long(state: &State) -> Stop {
+    let timeout = state.config.queue.broker_consumer_timeout;
+    Stop::Failed(Failure {
+        code: "too_long",
+        message: format!(
+            "the conversion would outlast the queue's delivery timeout ({}s)",
+            timeout.as_secs()
+        ),
+        permanent: true,
+    })
+}
+
+/// Saves a job's final state, if this converter still holds its lease, and announces it.
 async fn save_and_finish(
     state: &State,
     mut job: Job,
     attempt: u32,
     traceparent: Option<String>,
+    holder: &str,
     then: Outcome,
 ) -> Outcome {
-    match state.jobs.save(&job).await {
-        Ok(true) => {
+    match state.jobs.save_held(&job, holder).await {
+        Ok(Saved::Saved) => {
             state.metrics.job(job.status);
-            finish(state, &mut job, attempt, traceparent, then).await
+            finish(state, &mut job, attempt, traceparent, holder, then).await
         }
-        Ok(false) => cleanup_deleted(state, &job).await,
+        Ok(Saved::Gone) => cleanup_deleted(state, &job.video_id, job.id).await,
+        Ok(Saved::NotHeld) => {
+            tracing::warn!("lost the job's lease; its new holder settles it");
+            Outcome::Requeue
+        }
         Err(e) => {
             tracing::warn!(error = %error_chain(&e), "cannot save the job");
             Outcome::Requeue
@@ -251,6 +466,7 @@ async fn finish(
     job: &mut Job,
     attempt: u32,
     traceparent: Option<String>,
+    holder: &str,
     then: Outcome,
 ) -> Outcome {
     if job.announced {
@@ -262,27 +478,29 @@ async fn finish(
         return Outcome::Requeue;
     }
     job.announced = true;
-    match state.jobs.save(job).await {
+    match state.jobs.save_held(job, holder).await {
         Ok(_) => then,
         // Announced but not recorded: a redelivery announces again with the same message_id.
         Err(_) => Outcome::Requeue,
     }
 }
 
-async fn cleanup_deleted(state: &State, job: &Job) -> Outcome {
+async fn cleanup_deleted(state: &State, video_id: &str, id: JobId) -> Outcome {
     tracing::info!("job deleted while converting; removing its files");
-    let video = state.videos.delete(&job.video_id).await;
-    let audio = state.mp3s.delete(&job.id.to_string()).await;
+    let video = state.videos.delete(video_id).await;
+    let audio = state.mp3s.delete(&id.to_string()).await;
     match (video, audio) {
         (Ok(()), Ok(())) => Outcome::Ack,
         _ => Outcome::Requeue,
     }
 }
 
-async fn save(state: &State, job: &Job) -> Result<(), Stop> {
-    match state.jobs.save(job).await {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(Stop::Deleted),
+/// Saves the job if this converter still holds its lease.
+async fn save(state: &State, job: &Job, holder: &str) -> Result<(), Stop> {
+    match state.jobs.save_held(job, holder).await {
+        Ok(Saved::Saved) => Ok(()),
+        Ok(Saved::Gone) => Err(Stop::Deleted),
+        Ok(Saved::NotHeld) => Err(Stop::LeaseLost),
         Err(e) => Err(Failure::transient("storage_unavailable", &e).into()),
     }
 }
@@ -290,7 +508,35 @@ async fn save(state: &State, job: &Job) -> Result<(), Stop> {
 /// How often a conversion's progress is written to its job.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
-async fn attempt_conversion(state: &State, job: &mut Job, attempt: u32) -> Result<(), Stop> {
+/// One attempt within the delivery's `deadline`. Downloading and waiting for a slot count
+/// against it too, but running out there is no fault of the job's ([`Stop::OutOfTime`]);
+/// only a conversion that outlasts it is [`too_long`].
+async fn attempt_conversion(
+    state: &State,
+    job: &mut Job,
+    attempt: u32,
+    holder: &str,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<(), Stop> {
+    let Some(deadline) = deadline else {
+        let slot = prepare(state, job, attempt, holder).await?;
+        return convert_job(state, job, holder, slot).await;
+    };
+    let slot = tokio::time::timeout_at(deadline, prepare(state, job, attempt, holder))
+        .await
+        .unwrap_or(Err(Stop::OutOfTime))?;
+    tokio::time::timeout_at(deadline, convert_job(state, job, holder, slot))
+        .await
+        .unwrap_or_else(|_| Err(too_long(state)))
+}
+
+/// Gets the job ready to convert: its link downloaded, a conversion slot taken.
+async fn prepare<'a>(
+    state: &'a State,
+    job: &mut Job,
+    attempt: u32,
+    holder: &str,
+) -> Result<tokio::sync::SemaphorePermit<'a>, Stop> {
     job.attempts = attempt;
     let limit = state.config.max_video_bytes;
     if let Source::Link { url } = &job.source {
@@ -302,7 +548,7 @@ async fn attempt_conversion(state: &State, job: &mut Job, attempt: u32) -> Resul
         if present.is_none() {
             let url = url.clone();
             job.set_status(Status::Downloading);
-            save(state, job).await?;
+            save(state, job, holder).await?;
             state.metrics.job(Status::Downloading);
             let size = state
                 .fetcher
@@ -316,12 +562,37 @@ async fn attempt_conversion(state: &State, job: &mut Job, attempt: u32) -> Resul
             state.metrics.bytes_in.inc_by(size);
         }
     }
+    // A downloaded link waits for a conversion slot as an upload does: queued.
+    match state.conversion_slots.try_acquire() {
+        Ok(slot) => Ok(slot),
+        Err(_) => {
+            if job.status != Status::Queued {
+                job.set_status(Status::Queued);
+                save(state, job, holder).await?;
+            }
+            Ok(state
+                .conversion_slots
+                .acquire()
+                .await
+                .expect("never closed"))
+        }
+    }
+}
+
+/// Converts a prepared job in its slot and stores the MP3.
+async fn convert_job(
+    state: &State,
+    job: &mut Job,
+    holder: &str,
+    _slot: tokio::sync::SemaphorePermit<'_>,
+) -> Result<(), Stop> {
     job.set_status(Status::Converting);
     job.progress = 0;
-    save(state, job).await?;
+    save(state, job, holder).await?;
     state.metrics.job(Status::Converting);
 
-    let work = temp_dir(state).map_err(|e| Failure::transient("temp_unavailable", &e))?;
+    let work = crate::sweep::JobDir::create(state.config.convert.temp_dir.as_deref())
+        .map_err(|e| Failure::transient("temp_unavailable", &Error::internal(e)))?;
     let output = work.path().join("audio.mp3");
     // ffmpeg needs seekable input: a stored file is read in place, anything else is copied out.
     let input = match state.videos.local_file(&job.video_id).await {
@@ -342,6 +613,7 @@ async fn attempt_conversion(state: &State, job: &mut Job, attempt: u32) -> Resul
         title: &title,
     };
     let started = Instant::now();
+    state.metrics.ffmpeg_runs.inc();
     let converting =
         async move { convert::to_mp3(&state.config.convert, conversion, &progress).await };
     let jobs = Arc::clone(&state.jobs);
@@ -398,7 +670,7 @@ async fn attempt_conversion(state: &State, job: &mut Job, attempt: u32) -> Resul
     job.progress = 100;
     job.error = None;
     job.set_status(Status::Done);
-    save(state, job).await?;
+    save(state, job, holder).await?;
     state.metrics.job(Status::Done);
     tracing::info!(
         size,
@@ -408,19 +680,6 @@ async fn attempt_conversion(state: &State, job: &mut Job, attempt: u32) -> Resul
         "converted"
     );
     Ok(())
-}
-
-fn temp_dir(state: &State) -> Result<tempfile::TempDir, Error> {
-    let builder = {
-        let mut b = tempfile::Builder::new();
-        b.prefix("mp3conv-job-");
-        b
-    };
-    match &state.config.convert.temp_dir {
-        Some(dir) => builder.tempdir_in(dir),
-        None => builder.tempdir(),
-    }
-    .map_err(Error::internal)
 }
 
 /// Copies the video into a seekable local file for ffmpeg.
@@ -455,4 +714,37 @@ async fn copy_video(state: &State, video_id: &str, path: &std::path::Path) -> Re
         .await
         .map_err(|e| transient(Error::internal(e)))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deferred_delivery_keeps_its_attempt_number() {
+        let job = Job::new(
+            "dora".into(),
+            Source::Link {
+                url: "http://example.com/a.mp4".into(),
+            },
+            Default::default(),
+        );
+        for (attempt, room) in [(1, 2), (2, 2), (3, 3)] {
+            let message = JobMessage::for_job(&job, attempt);
+            let (route, outgoing) = deferral(&message, 3, None);
+            assert_eq!(route, Route::Retry { attempt: room });
+            let sent: JobMessage = serde_json::from_slice(&outgoing.body).unwrap();
+            assert_eq!(
+                sent.attempt, attempt,
+                "a deferral must not use up an attempt"
+            );
+        }
+    }
+
+    #[test]
+    fn a_lease_tolerates_a_sixth_of_its_length_of_clock_skew() {
+        // Renewed every 10 s, a 30 s lease given up 5 s before it runs out: two renewals may
+        // fail, a third must get through.
+        assert_eq!(lease_skew(Duration::from_secs(30)), Duration::from_secs(5));
+    }
 }

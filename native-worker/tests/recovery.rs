@@ -3,16 +3,13 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Backend, Names, count, drain, media, queue_depth, spawn};
+use common::{Backend, Names, count, drain, media, queue_depth, spawn, start, worker_command};
 use native_worker::job::{Job, Source};
 use native_worker::queue::rabbitmq::QueueNames;
 use native_worker::queue::{JobMessage, Route};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 /// Polls `queue` until it yields at least one message.
 async fn first_messages(queue: &str) -> Vec<Value> {
@@ -82,89 +79,6 @@ async fn a_job_that_keeps_failing_is_retried_then_dead_lettered_and_failed() {
         "{metrics}"
     );
     app.stop().await;
-}
-
-/// The worker binary as its own process, configured through the environment.
-struct Process {
-    child: Child,
-    base: String,
-}
-
-fn worker_command(names: &Names, temp: &std::path::Path, read_rate: Option<&str>) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_mp3conv-worker"));
-    let vars = [
-        ("INTERNAL_TOKEN", common::TOKEN.to_owned()),
-        ("LISTEN", "127.0.0.1:0".to_owned()),
-        ("CONCURRENCY", "2".to_owned()),
-        ("STORAGE__KIND", "gridfs".to_owned()),
-        ("STORAGE__URL", common::mongo_url()),
-        ("STORAGE__DATABASE", names.database.clone()),
-        ("JOBS__KIND", "mongo".to_owned()),
-        ("JOBS__URL", common::mongo_url()),
-        ("JOBS__DATABASE", names.database.clone()),
-        ("QUEUE__KIND", "rabbitmq".to_owned()),
-        ("QUEUE__URL", common::amqp_url()),
-        ("QUEUE__PREFIX", names.prefix.clone()),
-        ("QUEUE__EXPIRES", "10m".to_owned()),
-        ("QUEUE__RETRY_DELAY", "100ms".to_owned()),
-        ("CONVERT__TEMP_DIR", temp.display().to_string()),
-    ];
-    for (key, value) in vars {
-        command.env(format!("MP3CONV_WORKER__{key}"), value);
-    }
-    if let Some(rate) = read_rate {
-        command.env("MP3CONV_WORKER__CONVERT__READ_RATE", rate);
-    }
-    command
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    command
-}
-
-async fn start(mut command: Command) -> Process {
-    let mut child = command.spawn().expect("the worker binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("the worker prints its address")
-        .unwrap()
-        .expect("a line");
-    let base = line
-        .rsplit_once(' ')
-        .map(|(_, url)| url.to_owned())
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    Process { child, base }
-}
-
-impl Process {
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        reqwest::Client::new()
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(common::TOKEN)
-            .header(native_worker::OWNER_HEADER, "olivia")
-    }
-
-    async fn wait_for(&self, id: &str, condition: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + common::JOB_DEADLINE;
-        loop {
-            let job: Value = self
-                .request(reqwest::Method::GET, &format!("/internal/jobs/{id}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if condition(&job) {
-                return job;
-            }
-            assert!(Instant::now() < deadline, "job never got there: {job}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,15 +3,38 @@
 pub mod mongo;
 pub mod sqlite;
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use crate::error::Error;
 use crate::job::{Job, JobId};
 
+/// How many ids one [`JobStore::existing`] query asks about at most (SQLite binds each as a
+/// parameter; MongoDB gets them in one `$in`).
+pub const EXISTING_BATCH: usize = 500;
+
+/// What a [`JobStore::save_held`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saved {
+    /// The job was replaced.
+    Saved,
+    /// There is no such job (deleted meanwhile).
+    Gone,
+    /// Someone else holds the job's lease (or nobody does): nothing was written.
+    NotHeld,
+}
+
 /// Where jobs are kept.
 ///
-/// Only the converter changes a job after it is created (the API creates and deletes), so a
-/// whole-document [`save`](JobStore::save) cannot lose a concurrent change.
+/// Only the converter changes a job after it is created (the API creates and deletes), and only
+/// the converter holding the job's lease (see [`acquire_lease`](JobStore::acquire_lease)), so
+/// a whole-document [`save`](JobStore::save) cannot lose a concurrent change.
+///
+/// The lease is kept beside the job, not in it: `save` leaves it alone and the API never shows
+/// it. Its times come from the converters' clocks, so they should agree to well within the
+/// lease's length.
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
     /// Stores a new job.
@@ -27,8 +50,38 @@ pub trait JobStore: Send + Sync + 'static {
     /// Replaces a stored job; `false` if it no longer exists (deleted meanwhile).
     async fn save(&self, job: &Job) -> Result<bool, Error>;
 
+    /// Replaces a stored job only while `holder` holds its lease (a compare-and-set on the
+    /// holder): a converter that lost its lease cannot overwrite the new holder's result.
+    async fn save_held(&self, job: &Job, holder: &str) -> Result<Saved, Error>;
+
+    /// Which of `ids` are stored jobs, asked [`EXISTING_BATCH`] at a time.
+    async fn existing(&self, ids: &[JobId]) -> Result<HashSet<JobId>, Error>;
+
     /// Sets only the progress of a job (cheap, frequent).
     async fn set_progress(&self, id: JobId, progress: u8) -> Result<(), Error>;
+
+    /// Makes `holder` the only converter of the job until `until`, if nobody else holds an
+    /// unexpired lease on it (expired at `now`) or `holder` holds it already: one atomic
+    /// compare-and-set. `false` if someone else holds it or there is no such job.
+    async fn acquire_lease(
+        &self,
+        id: JobId,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, Error>;
+
+    /// Extends `holder`'s lease to `until`; `false` if `holder` holds it no longer (another
+    /// converter took it after it expired, or the job is gone).
+    async fn renew_lease(
+        &self,
+        id: JobId,
+        holder: &str,
+        until: DateTime<Utc>,
+    ) -> Result<bool, Error>;
+
+    /// Gives up `holder`'s lease; nothing happens if `holder` does not hold it.
+    async fn release_lease(&self, id: JobId, holder: &str) -> Result<(), Error>;
 
     /// Removes a job; `false` if there was none.
     async fn delete(&self, id: JobId) -> Result<bool, Error>;

@@ -1,16 +1,21 @@
 //! Jobs in a MongoDB `jobs` collection.
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::bson::{Document, doc};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, Database, IndexModel};
 
-use super::JobStore;
+use super::{EXISTING_BATCH, JobStore, Saved};
 use crate::error::Error;
 use crate::job::{Job, JobId};
 
-/// The `jobs` collection: `_id` is the job id, `owner` is indexed with `_id` for listing.
+/// The `jobs` collection: `_id` is the job id, `owner` is indexed with `_id` for listing. A
+/// converter's lease lives in the same document (`lease_holder`, `lease_until` in Unix
+/// milliseconds), outside the job's own fields.
 #[derive(Debug, Clone)]
 pub struct MongoJobs {
     db: Database,
@@ -98,12 +103,59 @@ impl JobStore for MongoJobs {
     }
 
     async fn save(&self, job: &Job) -> Result<bool, Error> {
+        // `$set` of every field of the job, not a replacement: the lease beside it stays.
+        let mut fields = encode(job)?;
+        fields.remove("_id");
         let result = self
             .jobs
-            .replace_one(doc! {"_id": job.id.to_string()}, encode(job)?)
+            .update_one(doc! {"_id": job.id.to_string()}, doc! {"$set": fields})
             .await
             .map_err(db_error)?;
         Ok(result.matched_count == 1)
+    }
+
+    async fn save_held(&self, job: &Job, holder: &str) -> Result<Saved, Error> {
+        let mut fields = encode(job)?;
+        fields.remove("_id");
+        let id = job.id.to_string();
+        let result = self
+            .jobs
+            .update_one(
+                doc! {"_id": &id, "lease_holder": holder},
+                doc! {"$set": fields},
+            )
+            .await
+            .map_err(db_error)?;
+        if result.matched_count == 1 {
+            return Ok(Saved::Saved);
+        }
+        let exists = self
+            .jobs
+            .find_one(doc! {"_id": &id})
+            .projection(doc! {"_id": 1})
+            .await
+            .map_err(db_error)?
+            .is_some();
+        Ok(if exists { Saved::NotHeld } else { Saved::Gone })
+    }
+
+    async fn existing(&self, ids: &[JobId]) -> Result<HashSet<JobId>, Error> {
+        let mut found = HashSet::new();
+        for batch in ids.chunks(EXISTING_BATCH) {
+            let batch: Vec<String> = batch.iter().map(JobId::to_string).collect();
+            let mut stored = self
+                .jobs
+                .find(doc! {"_id": {"$in": batch}})
+                .projection(doc! {"_id": 1})
+                .await
+                .map_err(db_error)?;
+            while let Some(doc) = stored.try_next().await.map_err(db_error)? {
+                if let Some(id) = doc.get_str("_id").ok().and_then(|id| id.parse().ok()) {
+                    found.insert(id);
+                }
+            }
+        }
+        Ok(found)
     }
 
     async fn set_progress(&self, id: JobId, progress: u8) -> Result<(), Error> {
@@ -111,6 +163,61 @@ impl JobStore for MongoJobs {
             .update_one(
                 doc! {"_id": id.to_string()},
                 doc! {"$set": {"progress": i32::from(progress)}},
+            )
+            .await
+            .map(drop)
+            .map_err(db_error)
+    }
+
+    async fn acquire_lease(
+        &self,
+        id: JobId,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, Error> {
+        // One document update is atomic: the filter is the compare, `$set` the swap.
+        let filter = doc! {
+            "_id": id.to_string(),
+            "$or": [
+                {"lease_holder": null},
+                {"lease_holder": holder},
+                {"lease_until": {"$lt": now.timestamp_millis()}},
+            ],
+        };
+        let result = self
+            .jobs
+            .update_one(
+                filter,
+                doc! {"$set": {"lease_holder": holder, "lease_until": until.timestamp_millis()}},
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(result.matched_count == 1)
+    }
+
+    async fn renew_lease(
+        &self,
+        id: JobId,
+        holder: &str,
+        until: DateTime<Utc>,
+    ) -> Result<bool, Error> {
+        let result = self
+            .jobs
+            .update_one(
+                doc! {"_id": id.to_string(), "lease_holder": holder},
+                doc! {"$set": {"lease_until": until.timestamp_millis()}},
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(result.matched_count == 1)
+    }
+
+    async fn release_lease(&self, id: JobId, holder: &str) -> Result<(), Error> {
+        self.jobs
+            .update_one(
+                doc! {"_id": id.to_string(), "lease_holder": holder},
+                doc! {"$set": {"lease_holder": null, "lease_until": null}},
             )
             .await
             .map(drop)

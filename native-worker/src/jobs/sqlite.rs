@@ -1,17 +1,20 @@
 //! Jobs in a SQLite file (the embedded default).
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::str::FromStr;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 
-use super::JobStore;
+use super::{EXISTING_BATCH, JobStore, Saved};
 use crate::error::Error;
 use crate::job::{Job, JobId};
 
-/// A `jobs` table: id and owner as columns for lookups, the job itself as JSON.
+/// A `jobs` table: id and owner as columns for lookups, the job itself as JSON, and the
+/// converter's lease (`lease_holder`, `lease_until` in Unix milliseconds) beside it.
 #[derive(Debug, Clone)]
 pub struct SqliteJobs {
     pool: SqlitePool,
@@ -53,6 +56,24 @@ impl SqliteJobs {
             .execute(&pool)
             .await
             .map_err(db_error)?;
+        // Files made before leases existed get the columns now.
+        let leased: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE name = 'lease_holder'",
+        )
+        .fetch_one(&pool)
+        .await
+        .map_err(db_error)?;
+        if leased == 0 {
+            for statement in [
+                "ALTER TABLE jobs ADD COLUMN lease_holder TEXT",
+                "ALTER TABLE jobs ADD COLUMN lease_until INTEGER",
+            ] {
+                sqlx::query(statement)
+                    .execute(&pool)
+                    .await
+                    .map_err(db_error)?;
+            }
+        }
         Ok(Self { pool })
     }
 }
@@ -117,6 +138,46 @@ impl JobStore for SqliteJobs {
         Ok(result.rows_affected() == 1)
     }
 
+    async fn save_held(&self, job: &Job, holder: &str) -> Result<Saved, Error> {
+        let id = job.id.to_string();
+        let result = sqlx::query("UPDATE jobs SET body = ? WHERE id = ? AND lease_holder = ?")
+            .bind(encode(job)?)
+            .bind(&id)
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        if result.rows_affected() == 1 {
+            return Ok(Saved::Saved);
+        }
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM jobs WHERE id = ?")
+            .bind(&id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(if exists.is_some() {
+            Saved::NotHeld
+        } else {
+            Saved::Gone
+        })
+    }
+
+    async fn existing(&self, ids: &[JobId]) -> Result<HashSet<JobId>, Error> {
+        let mut found = HashSet::new();
+        for batch in ids.chunks(EXISTING_BATCH) {
+            let marks = vec!["?"; batch.len()].join(", ");
+            // Only placeholders are spliced in: the ids are bound.
+            let sql = format!("SELECT id FROM jobs WHERE id IN ({marks})");
+            let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+            for id in batch {
+                query = query.bind(id.to_string());
+            }
+            let stored = query.fetch_all(&self.pool).await.map_err(db_error)?;
+            found.extend(stored.iter().filter_map(|id| id.parse::<JobId>().ok()));
+        }
+        Ok(found)
+    }
+
     async fn set_progress(&self, id: JobId, progress: u8) -> Result<(), Error> {
         sqlx::query("UPDATE jobs SET body = json_set(body, '$.progress', ?) WHERE id = ?")
             .bind(progress)
@@ -124,6 +185,58 @@ impl JobStore for SqliteJobs {
             .execute(&self.pool)
             .await
             .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn acquire_lease(
+        &self,
+        id: JobId,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, Error> {
+        let result = sqlx::query(
+            "UPDATE jobs SET lease_holder = ?, lease_until = ?
+             WHERE id = ? AND (lease_holder IS NULL OR lease_holder = ? OR lease_until < ?)",
+        )
+        .bind(holder)
+        .bind(until.timestamp_millis())
+        .bind(id.to_string())
+        .bind(holder)
+        .bind(now.timestamp_millis())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn renew_lease(
+        &self,
+        id: JobId,
+        holder: &str,
+        until: DateTime<Utc>,
+    ) -> Result<bool, Error> {
+        let result =
+            sqlx::query("UPDATE jobs SET lease_until = ? WHERE id = ? AND lease_holder = ?")
+                .bind(until.timestamp_millis())
+                .bind(id.to_string())
+                .bind(holder)
+                .execute(&self.pool)
+                .await
+                .map_err(db_error)?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn release_lease(&self, id: JobId, holder: &str) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE jobs SET lease_holder = NULL, lease_until = NULL
+             WHERE id = ? AND lease_holder = ?",
+        )
+        .bind(id.to_string())
+        .bind(holder)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
         Ok(())
     }
 

@@ -4,7 +4,7 @@
 pub mod memory;
 pub mod rabbitmq;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -140,6 +140,8 @@ pub struct Delivery {
     pub traceparent: Option<String>,
     /// Whether the broker delivered it before.
     pub redelivered: bool,
+    /// When the worker took it; the broker's consumer timeout counts from about then.
+    pub received_at: Instant,
     settle: Box<dyn Settle>,
 }
 
@@ -155,6 +157,7 @@ impl Delivery {
             body,
             traceparent,
             redelivered,
+            received_at: Instant::now(),
             settle,
         }
     }

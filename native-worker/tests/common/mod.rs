@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -15,10 +16,13 @@ use native_worker::config::{JobStoreConfig, QueueKind, StorageConfig};
 use native_worker::job::Job;
 use native_worker::queue::memory::MemoryQueue;
 use native_worker::queue::rabbitmq::QueueNames;
+use native_worker::queue::{JobQueue, Outgoing, Route};
 use native_worker::{Config, OWNER_HEADER, Worker};
 use secrecy::SecretString;
 use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -144,7 +148,7 @@ pub async fn spawn_named(
     TestApp {
         backend,
         base,
-        client: reqwest::Client::new(),
+        client: http_client(),
         names,
         dir,
         memory,
@@ -257,6 +261,14 @@ impl TestApp {
                     .cloned()
                     .collect()
             }
+        }
+    }
+
+    /// Publishes `message` on the `video` queue, as the intake does (a duplicate, say).
+    pub async fn publish_video(&self, message: Outgoing) {
+        match &self.memory {
+            Some(memory) => memory.publish(Route::Video, message).await.unwrap(),
+            None => publish_raw(&QueueNames::new(&self.names.prefix).video(), &message.body).await,
         }
     }
 
@@ -549,4 +561,94 @@ pub async fn body(response: reqwest::Response) -> Vec<u8> {
         out.extend_from_slice(&chunk.unwrap());
     }
     out
+}
+
+/// The worker binary as its own process, configured through the environment.
+pub struct Process {
+    pub child: Child,
+    pub base: String,
+}
+
+pub fn worker_command(names: &Names, temp: &std::path::Path, read_rate: Option<&str>) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mp3conv-worker"));
+    let vars = [
+        ("INTERNAL_TOKEN", TOKEN.to_owned()),
+        ("LISTEN", "127.0.0.1:0".to_owned()),
+        ("CONCURRENCY", "2".to_owned()),
+        ("STORAGE__KIND", "gridfs".to_owned()),
+        ("STORAGE__URL", mongo_url()),
+        ("STORAGE__DATABASE", names.database.clone()),
+        ("JOBS__KIND", "mongo".to_owned()),
+        ("JOBS__URL", mongo_url()),
+        ("JOBS__DATABASE", names.database.clone()),
+        ("QUEUE__KIND", "rabbitmq".to_owned()),
+        ("QUEUE__URL", amqp_url()),
+        ("QUEUE__PREFIX", names.prefix.clone()),
+        ("QUEUE__EXPIRES", "10m".to_owned()),
+        ("QUEUE__RETRY_DELAY", "100ms".to_owned()),
+        ("CONVERT__TEMP_DIR", temp.display().to_string()),
+    ];
+    for (key, value) in vars {
+        command.env(format!("MP3CONV_WORKER__{key}"), value);
+    }
+    if let Some(rate) = read_rate {
+        command.env("MP3CONV_WORKER__CONVERT__READ_RATE", rate);
+    }
+    command
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    command
+}
+
+pub async fn start(mut command: Command) -> Process {
+    let mut child = command.spawn().expect("the worker binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the worker prints its address")
+        .unwrap()
+        .expect("a line");
+    let base = line
+        .rsplit_once(' ')
+        .map(|(_, url)| url.to_owned())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    Process { child, base }
+}
+
+impl Process {
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        http_client()
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
+            .header(native_worker::OWNER_HEADER, "olivia")
+    }
+
+    pub async fn wait_for(&self, id: &str, condition: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + JOB_DEADLINE;
+        loop {
+            let job: Value = self
+                .request(reqwest::Method::GET, &format!("/internal/jobs/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if condition(&job) {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "job never got there: {job}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A reqwest client: reqwest is built without a crypto provider of its own (the build links only
+/// ring), so the process's is installed first. Idempotent.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
 }

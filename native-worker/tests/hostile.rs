@@ -1,0 +1,511 @@
+//! Hostile and awkward inputs, each test run against both backend sets: uploads that try to make
+//! ffmpeg read other files, and ordinary media that must still convert.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::header;
+use axum::routing::get;
+use bytes::Bytes;
+use common::{Backend, Names, TestApp, media, spawn, spawn_with};
+use futures::StreamExt;
+use mongodb::bson::{Document, doc};
+use native_worker::Config;
+use native_worker::storage::BlobStore;
+use native_worker::storage::gridfs::GridFsStore;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Runs `$test(Backend)` once per backend set.
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {$(
+        mod $test {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                super::$test(super::Backend::Embedded).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn services() {
+                super::$test(super::Backend::Services).await;
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    playlists_manifests_and_file_lists_are_refused,
+    ordinary_formats_still_convert,
+    slow_links_leave_the_conversion_slots_free,
+    slow_links_fail_as_too_slow,
+);
+
+/// More test media than `common::media` makes: 3 s of a 440 Hz tone, with a video track for
+/// the video containers.
+fn more_media(kind: &str) -> Vec<u8> {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static MADE: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap());
+    let mut made = MADE.get_or_init(Default::default).lock().unwrap();
+    if let Some(path) = made.get(kind) {
+        return std::fs::read(path).unwrap();
+    }
+    let video = [
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=176x144:rate=10:duration=3",
+    ];
+    let audio = ["-f", "lavfi", "-i", "sine=frequency=440:duration=3"];
+    let (file, args): (&str, Vec<&str>) = match kind {
+        "m4a" => ("a.m4a", [&audio[..], &["-c:a", "aac"]].concat()),
+        "mp3" => ("a.mp3", audio.to_vec()),
+        "ogg" => ("a.ogg", [&audio[..], &["-c:a", "libvorbis"]].concat()),
+        "wav" => ("a.wav", audio.to_vec()),
+        "flac" => ("a.flac", audio.to_vec()),
+        "aac" => ("a.aac", [&audio[..], &["-c:a", "aac"]].concat()),
+        "flv" => ("a.flv", [&video[..], &audio].concat()),
+        "ts" => ("a.ts", [&video[..], &audio].concat()),
+        "wmv" => ("a.wmv", [&video[..], &audio].concat()),
+        "3gp" => (
+            "a.3gp",
+            [&video[..], &audio, &["-c:v", "h263", "-c:a", "aac"]].concat(),
+        ),
+        // A phone's recording: 8 kHz mono, whose MP3 frames are three times as long.
+        "8k.3gp" => (
+            "a8k.3gp",
+            [
+                &video[..],
+                &[
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    "sine=frequency=440:duration=3:sample_rate=8000",
+                ],
+                &["-c:v", "h263", "-c:a", "aac", "-ac", "1"],
+            ]
+            .concat(),
+        ),
+        "rm" => (
+            "a.rm",
+            [&video[..], &audio, &["-c:v", "rv10", "-c:a", "ac3"]].concat(),
+        ),
+        "nut" => ("a.nut", [&video[..], &audio].concat()),
+        "au" => ("a.au", audio.to_vec()),
+        "dts" => (
+            "a.dts",
+            [
+                &audio[..],
+                &["-ar", "48000", "-c:a", "dca", "-strict", "-2"],
+            ]
+            .concat(),
+        ),
+        other => panic!("no media kind {other}"),
+    };
+    let path = dir.path().join(file);
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y"])
+        .args(&args)
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "ffmpeg could not make {kind}");
+    made.insert(kind.into(), path.clone());
+    std::fs::read(path).unwrap()
+}
+
+/// Serves `files` (path, content type, body) on 127.0.0.1 port 0; returns the base URL.
+async fn serve(files: Vec<(&'static str, &'static str, Vec<u8>)>) -> String {
+    let mut app = Router::new();
+    for (path, content_type, bytes) in files {
+        app = app.route(
+            path,
+            get(move || {
+                let bytes = bytes.clone();
+                async move { ([(header::CONTENT_TYPE, content_type)], bytes) }
+            }),
+        );
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
+/// Fails if `message` shows a path on the worker's machine.
+fn assert_no_server_path(message: &str, app: &TestApp) {
+    let dir = app.dir.path().to_str().unwrap();
+    let temp = std::env::temp_dir();
+    let temp = temp.to_str().unwrap().trim_end_matches('/');
+    for shown in [dir, temp, "file:", "blobs"] {
+        assert!(!message.contains(shown), "{shown:?} in {message:?}");
+    }
+    let path_like = message
+        .split(|c: char| c.is_whitespace() || matches!(c, '\'' | '"' | ','))
+        .find(|word| word.starts_with('/') && word[1..].contains('/'));
+    assert_eq!(path_like, None, "a path in {message:?}");
+}
+
+/// The attacker's job failed with `code`, without audio, and says so without server paths.
+async fn assert_refused(app: &TestApp, owner: &str, id: &str, what: &str, code: &str) {
+    let job = app.settled(owner, id).await;
+    assert_eq!(job["status"], "failed", "{what}: {job}");
+    assert_eq!(job["error"]["code"], code, "{what}: {job}");
+    assert!(job["audio"].is_null(), "{what}: {job}");
+    assert_no_server_path(job["error"]["message"].as_str().unwrap(), app);
+    let audio = app.audio(owner, id).await.send().await.unwrap();
+    assert_eq!(audio.status(), 409, "{what}: an MP3 was made");
+}
+
+fn hls_playlist(target: &Path) -> Vec<u8> {
+    format!(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:10\n#EXT-X-MEDIA-SEQUENCE:0\n\
+         #EXTINF:3.0,\nfile://{}\n#EXT-X-ENDLIST\n",
+        target.display()
+    )
+    .into_bytes()
+}
+
+fn dash_manifest(target: &Path) -> Vec<u8> {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" profiles="urn:mpeg:dash:profile:isoff-on-demand:2011" type="static" mediaPresentationDuration="PT3S" minBufferTime="PT1S">
+  <Period>
+    <AdaptationSet mimeType="audio/mp4">
+      <Representation id="a" bandwidth="64000" codecs="mp4a.40.2">
+        <BaseURL>file://{}</BaseURL>
+      </Representation>
+    </AdaptationSet>
+  </Period>
+</MPD>
+"#,
+        target.display()
+    )
+    .into_bytes()
+}
+
+/// An upload is one self-contained media file: a playlist, manifest or file list that points
+/// at another user's stored video or at media on the worker's disk is refused, not followed.
+async fn playlists_manifests_and_file_lists_are_refused(backend: Backend) {
+    let app = spawn(backend).await;
+    // Media on the worker's disk, with the extensions ffmpeg's HLS and DASH readers accept.
+    let on_disk_mp3 = app.dir.path().join("secret.mp3");
+    std::fs::write(&on_disk_mp3, more_media("mp3")).unwrap();
+    let on_disk_m4a = app.dir.path().join("secret.m4a");
+    std::fs::write(&on_disk_m4a, more_media("m4a")).unwrap();
+    // Another user's video, stored (in the embedded store as `blobs/videos/<video_id>`, beside
+    // the attacker's upload, where a relative ffconcat entry finds it).
+    let theirs = app.upload_ok("victim", "private.mp4", media("mp4")).await;
+    let theirs = app.settled("victim", &theirs).await;
+    assert_eq!(theirs["status"], "done", "{theirs}");
+    let their_video = theirs["video_id"].as_str().unwrap();
+
+    let cases = [
+        ("playlist.m3u8", hls_playlist(&on_disk_mp3)),
+        ("manifest.mpd", dash_manifest(&on_disk_m4a)),
+        (
+            "list.ffconcat",
+            format!("ffconcat version 1.0\nfile {their_video}\n").into_bytes(),
+        ),
+        (
+            "absolute.ffconcat",
+            format!("ffconcat version 1.0\nfile {}\n", on_disk_mp3.display()).into_bytes(),
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (name, bytes) in &cases {
+        ids.push(app.upload_ok("mallory", name, bytes.clone()).await);
+    }
+    for ((name, _), id) in cases.iter().zip(&ids) {
+        assert_refused(&app, "mallory", id, name, "unsupported_format").await;
+    }
+
+    // A file that is no media at all keeps its code, and its message shows no path either.
+    let notes = app
+        .upload_ok("mallory", "notes.mp4", b"just my notes\n".repeat(20))
+        .await;
+    assert_refused(&app, "mallory", &notes, "notes", "not_media").await;
+
+    // Links go through the same code path.
+    let host = serve(vec![(
+        "/live.m3u8",
+        "application/vnd.apple.mpegurl",
+        hls_playlist(&on_disk_mp3),
+    )])
+    .await;
+    let response = app.link("mallory", &format!("{host}/live.m3u8")).await;
+    assert_eq!(response.status(), 202);
+    let link: Value = response.json().await.unwrap();
+    let link = link["id"].as_str().unwrap();
+    assert_refused(&app, "mallory", link, "link", "unsupported_format").await;
+    app.stop().await;
+}
+
+/// The allow-list of container formats keeps the usual video and audio files working.
+async fn ordinary_formats_still_convert(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut uploads: Vec<(String, Vec<u8>)> = ["mp4", "mkv", "webm"]
+        .into_iter()
+        .map(|kind| (kind.to_owned(), media(kind)))
+        .collect();
+    for kind in [
+        "m4a", "mp3", "ogg", "wav", "flac", "aac", "flv", "ts", "wmv", "3gp", "8k.3gp", "rm",
+        "nut", "au", "dts",
+    ] {
+        uploads.push((kind.to_owned(), more_media(kind)));
+    }
+    let mut ids = Vec::new();
+    for (kind, bytes) in &uploads {
+        ids.push(
+            app.upload_ok("olivia", &format!("clip.{kind}"), bytes.clone())
+                .await,
+        );
+    }
+    for ((kind, _), id) in uploads.iter().zip(&ids) {
+        let job = app.settled("olivia", id).await;
+        assert_eq!(job["status"], "done", "{kind}: {job}");
+        let mp3 = common::body(app.audio("olivia", id).await.send().await.unwrap()).await;
+        let (format, duration, _) = common::probe(&mp3);
+        assert_eq!(format, "mp3", "{kind}");
+        // Encoder delay and padding: a few frames, 72 ms each at 8 kHz.
+        let slack = if kind.starts_with("8k") { 0.3 } else { 0.15 };
+        assert!((duration - 3.0).abs() < slack, "{kind}: {duration}");
+    }
+    app.stop().await;
+}
+
+/// A link host whose videos never finish: `/trickle.mp4` sends a byte every 100 ms,
+/// `/steady.mp4` 64 KiB every 100 ms. Each gives up by itself after 40 s; [`SlowHost::stop`]
+/// ends them at once (the connections break) and stops accepting new ones.
+struct SlowHost {
+    base: String,
+    stop: CancellationToken,
+}
+
+impl SlowHost {
+    async fn start() -> Self {
+        let stop = CancellationToken::new();
+        let endless = |every: Duration, size: usize, stop: CancellationToken| {
+            let chunks = futures::stream::unfold(Some(0u32), move |sent| {
+                let stop = stop.clone();
+                async move {
+                    let sent = sent.filter(|sent| *sent < 400)?;
+                    tokio::select! {
+                        () = stop.cancelled() => {
+                            Some((Err(std::io::Error::other("host stopped")), None))
+                        }
+                        () = tokio::time::sleep(every) => {
+                            Some((Ok(Bytes::from(vec![0u8; size])), Some(sent + 1)))
+                        }
+                    }
+                }
+            });
+            (
+                [(header::CONTENT_TYPE, "video/mp4")],
+                Body::from_stream(chunks),
+            )
+        };
+        let (trickle, steady) = (stop.clone(), stop.clone());
+        let app = Router::new()
+            .route(
+                "/trickle.mp4",
+                get(move || {
+                    let stop = trickle.clone();
+                    async move { endless(Duration::from_millis(100), 1, stop) }
+                }),
+            )
+            .route(
+                "/steady.mp4",
+                get(move || {
+                    let stop = steady.clone();
+                    async move { endless(Duration::from_millis(100), 64 * 1024, stop) }
+                }),
+            );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let serving = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(serving.cancelled_owned())
+                .await
+        });
+        Self { base, stop }
+    }
+
+    fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+async fn link_id(app: &TestApp, owner: &str, url: &str) -> String {
+    let response = app.link(owner, url).await;
+    assert_eq!(response.status(), 202);
+    let job: Value = response.json().await.unwrap();
+    job["id"].as_str().unwrap().to_owned()
+}
+
+/// Links that trickle bytes keep downloading, and with the default settings another user's
+/// upload still converts meanwhile: downloads do not take the conversion slots.
+async fn slow_links_leave_the_conversion_slots_free(backend: Backend) {
+    let host = SlowHost::start().await;
+    let defaults = Config::default();
+    let app = spawn_with(backend, |c| {
+        c.concurrency = defaults.concurrency;
+        c.fetch.concurrency = defaults.fetch.concurrency;
+    })
+    .await;
+    // As many slow links as there are conversion slots: enough to hold them all if downloads
+    // took conversion slots.
+    let mut links = Vec::new();
+    for _ in 0..defaults.concurrency {
+        links.push(link_id(&app, "slowpoke", &format!("{}/trickle.mp4", host.base)).await);
+    }
+    for id in &links {
+        app.wait_for("slowpoke", id, |job| job["status"] == "downloading")
+            .await;
+    }
+    let upload = app.upload_ok("olivia", "clip.mp4", media("mp4")).await;
+    let done = app
+        .wait_for("olivia", &upload, |job| {
+            job["status"] == "done" || job["status"] == "failed"
+        })
+        .await;
+    assert_eq!(done["status"], "done", "{done}");
+    for id in &links {
+        let link: Value = app.job("slowpoke", id).await.json().await.unwrap();
+        assert_eq!(
+            link["status"], "downloading",
+            "the link stopped first: {link}"
+        );
+    }
+    host.stop();
+    for id in &links {
+        let link = app.settled("slowpoke", id).await;
+        assert_eq!(link["status"], "failed", "{link}");
+    }
+    app.stop().await;
+}
+
+/// A link below the minimum rate fails once a rate window passes, and one fast enough but
+/// endless fails at the deadline; both as `link_too_slow`, without retries, and nothing of
+/// them stays stored. (The window and deadline are shortened here; their defaults are checked
+/// in `config::tests::link_download_defaults`.)
+async fn slow_links_fail_as_too_slow(backend: Backend) {
+    let host = SlowHost::start().await;
+    let app = spawn_with(backend, |c| {
+        c.fetch.rate_window = Duration::from_secs(1);
+        c.fetch.deadline = Duration::from_secs(3);
+    })
+    .await;
+    let trickle = link_id(&app, "slowpoke", &format!("{}/trickle.mp4", host.base)).await;
+    let steady = link_id(&app, "slowpoke", &format!("{}/steady.mp4", host.base)).await;
+    for (id, why) in [
+        (&trickle, "slower than the minimum"),
+        (&steady, "took longer than"),
+    ] {
+        let job = app.settled("slowpoke", id).await;
+        assert_eq!(job["status"], "failed", "{job}");
+        assert_eq!(job["error"]["code"], "link_too_slow", "{job}");
+        assert_eq!(job["attempts"], 1, "{job}");
+        let message = job["error"]["message"].as_str().unwrap();
+        assert!(message.contains(why), "{message}");
+    }
+    host.stop();
+    match backend {
+        Backend::Embedded => {
+            let dir = app.dir.path().join("blobs").join("videos");
+            let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+            assert!(left.is_empty(), "{left:?}");
+        }
+        Backend::Services => {
+            for collection in ["videos.files", "videos.chunks"] {
+                let left = common::count(&app.names.database, collection).await;
+                assert_eq!(left, 0, "{collection}");
+            }
+        }
+    }
+    app.stop().await;
+}
+
+/// Range reads from GridFS start at the chunk that holds the first byte: correct across chunk
+/// boundaries, and the last byte of a file reads without its earlier chunks (a read that
+/// streamed from the start, as before, fails on the first missing chunk).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gridfs_ranges_start_at_their_chunk() {
+    let names = Names::new();
+    let client = mongodb::Client::with_uri_str(common::mongo_url())
+        .await
+        .unwrap();
+    let db = client.database(&names.database);
+    let store = GridFsStore::open(db.clone(), "videos").await.unwrap();
+    // The driver's default chunk size, 255 KiB; the file ends 1000 bytes into a fourth chunk.
+    let chunk = 255 * 1024u64;
+    let size = 3 * chunk + 1000;
+    let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let pieces: Vec<std::io::Result<Bytes>> = data
+        .chunks(100_000)
+        .map(|piece| Ok(Bytes::copy_from_slice(piece)))
+        .collect();
+    let stored = store
+        .put(
+            "blob",
+            "blob.bin",
+            futures::stream::iter(pieces).boxed(),
+            u64::MAX,
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored, size);
+    let read = |range: std::ops::Range<u64>| {
+        let store = store.clone();
+        async move {
+            let mut out = Vec::new();
+            let mut stream = store.get("blob", range).await?;
+            while let Some(part) = stream.next().await {
+                out.extend_from_slice(&part.map_err(native_worker::Error::internal)?);
+            }
+            Ok::<_, native_worker::Error>(out)
+        }
+    };
+    for range in [
+        0..1,
+        size - 1..size,
+        0..size,
+        chunk - 1..chunk + 1,
+        chunk..2 * chunk,
+        chunk + 5..3 * chunk + 5,
+        2 * chunk - 10..size,
+        100..200,
+    ] {
+        let got = read(range.clone()).await.unwrap();
+        assert_eq!(
+            got,
+            data[range.start as usize..range.end as usize],
+            "{range:?}"
+        );
+    }
+
+    let removed = db
+        .collection::<Document>("videos.chunks")
+        .delete_many(doc! {"files_id": "blob", "n": {"$lt": 3}})
+        .await
+        .unwrap();
+    assert_eq!(removed.deleted_count, 3);
+    assert_eq!(
+        read(size - 1..size).await.unwrap(),
+        [data[size as usize - 1]]
+    );
+    assert_eq!(
+        read(3 * chunk..size).await.unwrap(),
+        data[3 * chunk as usize..]
+    );
+    // A range over a missing chunk is an error, never silently short.
+    assert!(read(chunk..chunk + 1).await.is_err());
+    db.drop().await.unwrap();
+}
