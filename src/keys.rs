@@ -62,7 +62,7 @@ pub fn signing_key_path(dir: &Path) -> PathBuf {
 
 /// Writes `pair` into `dir`: the private key readable by its owner only, and `jwks.json`.
 pub fn write(dir: &Path, pair: &KeyPair) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    mp3conv_host::create_private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = signing_key_path(dir);
     let mut file = std::fs::OpenOptions::new()
         .write(true)

@@ -11,6 +11,9 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // Before any TLS client exists: the host's outbound https, reqwest in the client and the
+    // eventing bridge all take the process's crypto provider.
+    mp3conv_host::tls::install_crypto_provider();
     let cli = cli::Cli::parse();
     mp3conv_host::telemetry::init(cli.log_format.into());
     cli::run(cli).await

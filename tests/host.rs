@@ -469,6 +469,51 @@ async fn outbound_http_is_limited_to_allowed_hosts() {
     );
 }
 
+/// A destination admitted only by a wildcard host reaches public addresses only, checked on
+/// the address connected to (any spelling of loopback, or a name resolving to it, is
+/// refused); a host the manifest names is trusted.
+#[tokio::test]
+async fn a_wildcard_outbound_entry_never_reaches_loopback() {
+    use std::sync::atomic::Ordering;
+    let (addr, hits) = counting_server("reached").await;
+    let port = addr.port();
+    let wildcard = start_probe(&format!("allowed_outbound_hosts = [\"http://*:{port}\"]"));
+    for host in [
+        "localhost",
+        "127.0.0.1",
+        "2130706433",
+        "0x7f000001",
+        "127.1",
+    ] {
+        let url = wildcard.url(&format!("/probe/outbound?url=http://{host}:{port}/"));
+        let (status, body) = get_json(&url).await;
+        assert_eq!(status, 502, "{host}: {body}");
+        assert!(
+            body["error"]
+                .to_string()
+                .contains("DestinationIpProhibited"),
+            "{host}: {body}"
+        );
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "a refused request must never connect"
+    );
+
+    let named = start_probe(&format!(
+        "allowed_outbound_hosts = [\"http://localhost:{port}\"]"
+    ));
+    let url = named.url(&format!("/probe/outbound?url=http://localhost:{port}/"));
+    let (status, body) = get_json(&url).await;
+    assert_eq!(
+        (status, body["body"].as_str()),
+        (200, Some("reached")),
+        "{body}"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
 async fn a_request_past_its_time_limit_gets_an_error_and_the_host_lives_on() {
     let host = HostProcess::start(

@@ -11,7 +11,9 @@ use std::time::Duration;
 pub struct Limits {
     /// Largest linear memory an instance may grow to, in bytes.
     pub memory: usize,
-    /// Longest a request may take, from instantiation to the end of the response body.
+    /// The work limit of a request: the CPU time its guest may use, and the time it may go
+    /// without progress (no body chunk in or out, the guest not running). A transfer that
+    /// keeps moving is not cut, however long it takes (see [`crate::activity`]).
     pub timeout: Duration,
 }
 
@@ -25,7 +27,9 @@ impl Default for Limits {
 }
 
 /// Everything the host needs to run an application.
-#[derive(Debug, Clone)]
+/// The host's settings. `Debug` shows variable names only: their values include secrets
+/// (signing keys, the worker and events tokens).
+#[derive(Clone)]
 pub struct HostConfig {
     /// The `spin.toml` to run.
     pub manifest: PathBuf,
@@ -37,15 +41,47 @@ pub struct HostConfig {
     pub cache_dir: Option<PathBuf>,
     /// Requests in flight at once; more are answered 503.
     pub max_concurrent_requests: usize,
+    /// Requests in flight at once from one client IP address; more are answered 429, so one
+    /// client cannot take every slot.
+    pub max_requests_per_client: usize,
+    /// How long a client's request body may stall (the guest waiting for it) before the
+    /// request is answered 408: much shorter than the work limit, so slow senders do not
+    /// hold slots.
+    pub body_idle_timeout: Duration,
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
     /// Limits for components without an override.
     pub limits: Limits,
     /// Per-component overrides, by component name.
     pub component_limits: BTreeMap<String, Limits>,
     /// How long a shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
+    /// PEM root certificates trusted for outbound https besides the Mozilla roots (the
+    /// binary reads `SSL_CERT_FILE`).
+    pub extra_root_certificates: Option<PathBuf>,
     /// Variable values supplied by the program (e.g. generated development keys), by variable
     /// name. `SPIN_VARIABLE_*` in the environment still wins over these.
     pub variables: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for HostConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostConfig")
+            .field("manifest", &self.manifest)
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("cache_dir", &self.cache_dir)
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
+            .field("max_requests_per_client", &self.max_requests_per_client)
+            .field("body_idle_timeout", &self.body_idle_timeout)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("limits", &self.limits)
+            .field("component_limits", &self.component_limits)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("extra_root_certificates", &self.extra_root_certificates)
+            .field("variables", &self.variables.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl HostConfig {
@@ -56,9 +92,13 @@ impl HostConfig {
             data_dir: PathBuf::from(".mp3conv"),
             cache_dir: None,
             max_concurrent_requests: 128,
+            max_requests_per_client: 64,
+            body_idle_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
             limits: Limits::default(),
             component_limits: BTreeMap::new(),
             shutdown_grace: Duration::from_secs(30),
+            extra_root_certificates: None,
             variables: BTreeMap::new(),
         }
     }
@@ -76,5 +116,21 @@ impl HostConfig {
         self.cache_dir
             .clone()
             .unwrap_or_else(|| self.data_dir.join("cache").join("components"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_variable_values() {
+        let mut config = HostConfig::new("spin.toml".into());
+        config
+            .variables
+            .insert("worker_token".into(), "s3cret-token-value".into());
+        let shown = format!("{config:?}");
+        assert!(shown.contains("worker_token"), "{shown}");
+        assert!(!shown.contains("s3cret-token-value"), "{shown}");
     }
 }

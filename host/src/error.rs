@@ -48,8 +48,12 @@ pub enum RequestError {
     NoRoute,
     #[error("the host is at its limit of {0} concurrent requests")]
     Overloaded(usize),
-    #[error("the component `{0}` ran past its time limit of {1:?}")]
+    #[error("the component `{0}` went past its time limit: {1:?} without progress, or of CPU time")]
     Timeout(String, std::time::Duration),
+    #[error("the request body stalled: no data for {0:?}")]
+    BodyStalled(std::time::Duration),
+    #[error("this client already has {0} requests in flight")]
+    TooManyFromClient(usize),
     #[error("the component `{component}` failed: {cause:#}")]
     Component {
         component: String,
@@ -69,6 +73,8 @@ impl RequestError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             RequestError::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
+            RequestError::BodyStalled(_) => StatusCode::REQUEST_TIMEOUT,
+            RequestError::TooManyFromClient(_) => StatusCode::TOO_MANY_REQUESTS,
             RequestError::Component { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             RequestError::BadRequest(_) => StatusCode::BAD_REQUEST,
         }
@@ -81,6 +87,8 @@ impl RequestError {
             RequestError::Overloaded(_) => "overloaded",
             RequestError::ShuttingDown => "shutting_down",
             RequestError::Timeout(..) => "timeout",
+            RequestError::BodyStalled(_) => "body_timeout",
+            RequestError::TooManyFromClient(_) => "too_many_requests",
             RequestError::Component { .. } => "component_failed",
             RequestError::BadRequest(_) => "bad_request",
         }
@@ -107,7 +115,9 @@ impl RequestError {
         );
         if matches!(
             self,
-            RequestError::Overloaded(_) | RequestError::ShuttingDown
+            RequestError::Overloaded(_)
+                | RequestError::ShuttingDown
+                | RequestError::TooManyFromClient(_)
         ) {
             headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

@@ -11,7 +11,9 @@
 //! # }
 //! ```
 
+pub mod activity;
 pub mod config;
+pub mod connector;
 pub mod error;
 pub mod manifest;
 pub mod outbound;
@@ -21,6 +23,7 @@ pub mod server;
 pub mod spin;
 pub mod state;
 pub mod telemetry;
+pub mod tls;
 pub mod variables;
 
 use std::net::SocketAddr;
@@ -58,7 +61,7 @@ impl Host {
                 });
             }
         }
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        create_private_dir(&config.data_dir).with_context(|| {
             format!("cannot create data directory {}", config.data_dir.display())
         })?;
         let runtime = {
@@ -94,14 +97,7 @@ impl Host {
 
     /// Serves until `shutdown` resolves, then drains requests in flight.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        server::serve(
-            self.runtime,
-            self.listener,
-            self.config.max_concurrent_requests,
-            self.config.shutdown_grace,
-            shutdown,
-        )
-        .await
+        server::serve(self.runtime, self.listener, &self.config, shutdown).await
     }
 }
 
@@ -131,6 +127,29 @@ pub fn app_variables(
         .collect())
 }
 
+/// Creates `dir` (and its parents) if missing, private to this user (0700): the data directory
+/// holds password hashes, webhook secrets, signing keys and users' files. An existing directory
+/// is left as it is (it may be shared on purpose: `--data-dir .`, or a key directory whose
+/// `jwks.json` a web server publishes), with a warning when others can enter it.
+pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    if let Ok(existing) = std::fs::metadata(dir) {
+        let mode = existing.permissions().mode();
+        if existing.is_dir() && mode & 0o077 != 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                mode = %format!("{:o}", mode & 0o777),
+                "this directory is open to other users; `chmod 700` it unless that is intended \
+                 (files mp3conv creates in it are private either way)"
+            );
+        }
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 /// Resolves on SIGTERM (what Kubernetes and Knative send) or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -153,5 +172,24 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => tracing::info!("received SIGINT"),
         () = terminate => tracing::info!("received SIGTERM"),
+    }
+}
+
+#[cfg(test)]
+mod private_dir_tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn new_directories_are_private_and_existing_ones_are_left_alone() {
+        let root = tempfile::tempdir().unwrap();
+        let fresh = root.path().join("a/b");
+        super::create_private_dir(&fresh).unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&fresh), 0o700);
+        let shared = root.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+        super::create_private_dir(&shared).unwrap();
+        assert_eq!(mode(&shared), 0o755);
     }
 }

@@ -15,6 +15,19 @@ pub struct AllowedHosts {
     allow_all: bool,
 }
 
+/// Why a destination is allowed, which decides what it may connect to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// An entry names the host exactly: the operator trusts wherever it resolves.
+    Named,
+    /// Only a wildcard host (`*` or `*.domain`) admits it (e.g. `webhook_hosts =
+    /// "https://*:443"`, any URL a user registers): the host may connect only to public unicast addresses
+    /// ([`mp3conv_contract::address::is_public`]), checked on the addresses it resolves to when it
+    /// connects, so neither numeric host forms nor a DNS answer that changed reach loopback
+    /// or the internal network.
+    Wildcard,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 struct Entry {
     scheme: Option<String>,
@@ -64,27 +77,42 @@ impl AllowedHosts {
 
     /// Whether a request to `scheme://host:port` is allowed.
     pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
-        if self.allow_all {
-            return true;
-        }
+        self.admission(scheme, host, port).is_some()
+    }
+
+    /// How `scheme://host:port` is allowed, if it is: by an entry naming its host (or its
+    /// domain, `*.example.com`), or only by a wildcard host (`*`, `insecure:allow-all`).
+    pub fn admission(&self, scheme: &str, host: &str, port: u16) -> Option<Admission> {
         let host = host
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_ascii_lowercase();
-        self.entries.iter().any(|entry| {
-            entry.scheme.as_deref().is_none_or(|s| s == scheme)
-                && match &entry.host {
-                    HostPattern::Any => true,
-                    HostPattern::Exact(exact) => *exact == host,
-                    HostPattern::Subdomain(domain) => host
+        let mut admission = self.allow_all.then_some(Admission::Wildcard);
+        for entry in &self.entries {
+            let scheme_matches = entry.scheme.as_deref().is_none_or(|s| s == scheme);
+            let port_matches = match entry.ports {
+                PortPattern::Any => true,
+                PortPattern::Range(low, high) => (low..=high).contains(&port),
+            };
+            if !(scheme_matches && port_matches) {
+                continue;
+            }
+            match &entry.host {
+                HostPattern::Any => admission = Some(Admission::Wildcard),
+                HostPattern::Exact(exact) if *exact == host => return Some(Admission::Named),
+                // A subdomain pattern admits names the operator never saw (`*.com`, or a
+                // domain whose subdomains users control), so it is checked like `*`.
+                HostPattern::Subdomain(domain)
+                    if host
                         .strip_suffix(domain.as_str())
-                        .is_some_and(|prefix| !prefix.is_empty()),
+                        .is_some_and(|prefix| !prefix.is_empty()) =>
+                {
+                    admission = Some(Admission::Wildcard);
                 }
-                && match entry.ports {
-                    PortPattern::Any => true,
-                    PortPattern::Range(low, high) => (low..=high).contains(&port),
-                }
-        })
+                _ => {}
+            }
+        }
+        admission
     }
 
     /// Whether a URL (`scheme://host[:port]...`) is allowed.
@@ -222,6 +250,48 @@ mod tests {
                 "{scheme}://{host}:{port}"
             );
         }
+    }
+
+    #[test]
+    fn admission_tells_named_hosts_from_wildcards() {
+        let allowed = hosts(&[
+            "https://*:443",
+            "https://hooks.example.com",
+            "https://*.corp.test",
+        ]);
+        let cases = [
+            ("hooks.example.com", Some(Admission::Named)),
+            // A subdomain pattern admits names users pick: checked like `*`.
+            ("a.corp.test", Some(Admission::Wildcard)),
+            ("localhost", Some(Admission::Wildcard)),
+            ("127.0.0.1", Some(Admission::Wildcard)),
+            ("0x7f000001", Some(Admission::Wildcard)),
+        ];
+        for (host, expected) in cases {
+            assert_eq!(allowed.admission("https", host, 443), expected, "{host}");
+        }
+        assert_eq!(allowed.admission("http", "localhost", 443), None);
+        assert_eq!(
+            hosts(&["insecure:allow-all"]).admission("https", "x", 1),
+            Some(Admission::Wildcard)
+        );
+        assert_eq!(
+            hosts(&["https://*.com"]).admission("https", "evil.com", 443),
+            Some(Admission::Wildcard)
+        );
+        assert_eq!(
+            hosts(&["http://*.spin.internal", "http://auth.spin.internal"]).admission(
+                "http",
+                "auth.spin.internal",
+                80
+            ),
+            Some(Admission::Named)
+        );
+        // spin.toml's default for webhooks is a wildcard.
+        assert_eq!(
+            hosts(&["https://*:443"]).admission("https", "localhost", 443),
+            Some(Admission::Wildcard)
+        );
     }
 
     #[test]

@@ -114,6 +114,10 @@ impl Runtime {
             );
         }
 
+        let tls = crate::tls::client_config(config.extra_root_certificates.as_deref())
+            .context("SSL_CERT_FILE")?;
+        let connector = crate::connector::Connector::new(tls);
+
         let epoch_stop = Arc::new(AtomicBool::new(false));
         start_epoch_ticker(engine.clone(), epoch_stop.clone());
         Ok(Runtime {
@@ -122,7 +126,7 @@ impl Runtime {
             app_version: app.version,
             router: Router::new(app.routes),
             components,
-            services: Arc::new(Services::default()),
+            services: Arc::new(Services::new(connector)),
             epoch_stop,
         })
     }
@@ -133,10 +137,10 @@ impl Runtime {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(1);
-        // On every tick: past the deadline the guest traps; otherwise it yields so one busy
+        // On every tick: past its CPU time the guest traps; otherwise it yields so one busy
         // guest cannot hold an executor thread.
         store.epoch_deadline_callback(|store| {
-            if Instant::now() >= store.data().deadline {
+            if store.data().activity.over_cpu_limit() {
                 Ok(UpdateDeadline::Interrupt)
             } else {
                 Ok(UpdateDeadline::Yield(1))

@@ -1,8 +1,9 @@
 //! The HTTP side: accepts connections, answers Spin's well-known routes, routes everything
 //! else to a fresh component instance, and drains in-flight requests on shutdown.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -20,28 +21,34 @@ use wasmtime_wasi_http::WasiHttpView as _;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+use crate::activity::{Metered, Watched};
+use crate::config::HostConfig;
 use crate::error::RequestError;
 use crate::runtime::Runtime;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const WELL_KNOWN: &str = "/.well-known/spin/";
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves `runtime` on `listener` until `shutdown` resolves, then drains for up to `grace`.
+/// Serves `runtime` on `listener` until `shutdown` resolves, then drains for up to
+/// `config.shutdown_grace`.
 pub async fn serve(
     runtime: Arc<Runtime>,
     listener: TcpListener,
-    max_concurrent_requests: usize,
-    grace: Duration,
+    config: &HostConfig,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let local_addr = listener.local_addr()?;
+    let max_concurrent_requests = config.max_concurrent_requests;
+    let grace = config.shutdown_grace;
     let handler = Arc::new(Handler {
         runtime: runtime.clone(),
         permits: Arc::new(Semaphore::new(max_concurrent_requests)),
         max_concurrent_requests,
+        clients: ClientSlots::new(config.max_requests_per_client),
+        body_idle_timeout: config.body_idle_timeout,
         local_addr,
     });
+    let header_read_timeout = config.header_read_timeout;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -70,7 +77,7 @@ pub async fn serve(
             .keep_alive(true)
             // A client that never finishes its headers must not hold a connection forever.
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .header_read_timeout(header_read_timeout)
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
@@ -96,7 +103,83 @@ struct Handler {
     runtime: Arc<Runtime>,
     permits: Arc<Semaphore>,
     max_concurrent_requests: usize,
+    clients: Arc<ClientSlots>,
+    body_idle_timeout: Duration,
     local_addr: SocketAddr,
+}
+
+/// Requests in flight per client IP address, bounded so that one client (e.g. many
+/// connections sending bodies slowly) cannot take every slot of the host.
+struct ClientSlots {
+    max: usize,
+    in_flight: std::sync::Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One request's share of its client's slots, given back when dropped.
+pub(crate) struct ClientSlot {
+    slots: Arc<ClientSlots>,
+    ip: IpAddr,
+}
+
+impl ClientSlots {
+    fn new(max: usize) -> Arc<ClientSlots> {
+        Arc::new(ClientSlots {
+            max,
+            in_flight: std::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {
+        let ip = client_key(ip);
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let count = in_flight.entry(ip).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            slots: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// Who counts as one client: an IPv4 address, or an IPv6 /64 (the least a site is given, so
+/// one holder of a /64 cannot take a slot per address); IPv4-mapped IPv6 is its IPv4 address.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let network = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(network))
+            }
+        },
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut in_flight = self
+            .slots
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = in_flight.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                in_flight.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// What a client request holds while its guest runs: a host-wide slot and one of its
+/// client's.
+pub(crate) struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _client: ClientSlot,
 }
 
 /// What one request did, for its log line.
@@ -166,11 +249,19 @@ impl Handler {
         let (matched, component_name) = runtime.router.route(&path).ok_or(RequestError::NoRoute)?;
         outcome.route = Some(matched.route.pattern().to_owned());
         outcome.component = Some(component_name.to_owned());
+        let client_slot = self
+            .clients
+            .acquire(client.ip())
+            .ok_or(RequestError::TooManyFromClient(self.clients.max))?;
         let permit = self
             .permits
             .clone()
             .try_acquire_owned()
             .map_err(|_| RequestError::Overloaded(self.max_concurrent_requests))?;
+        let slot = Slot {
+            _permit: permit,
+            _client: client_slot,
+        };
 
         let (mut parts, body) = request.into_parts();
         let host = match parts
@@ -211,7 +302,8 @@ impl Handler {
             runtime,
             component_name,
             Request::from_parts(parts, body),
-            Some(permit),
+            Some(slot),
+            Some(self.body_idle_timeout),
         )
         .await;
         outcome.instantiate_us = Some(invoked.instantiate_us.load(Ordering::Relaxed));
@@ -223,6 +315,9 @@ impl Handler {
                     Ok(Ok(())) => {}
                     Ok(Err(Failure::Timeout)) => {
                         tracing::warn!(%component, "time limit reached while streaming the response")
+                    }
+                    Ok(Err(Failure::BodyStalled)) => {
+                        tracing::warn!(%component, "the request body stalled while streaming the response")
                     }
                     Ok(Err(Failure::Trap(err))) => {
                         tracing::warn!(%component, "component failed after sending the response head: {err:?}")
@@ -310,6 +405,7 @@ pub(crate) async fn chain(
         component_name,
         Request::from_parts(parts, body),
         None,
+        None,
     )
     .await;
     let (response, task) = invoked.result.map_err(|err| {
@@ -321,6 +417,7 @@ pub(crate) async fn chain(
         match task.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(Failure::Timeout)) => Err(wasmtime_wasi_http::Error::HttpResponseTimeout),
+            Ok(Err(Failure::BodyStalled)) => Err(wasmtime_wasi_http::Error::ConnectionReadTimeout),
             Ok(Err(Failure::Trap(err))) => {
                 tracing::warn!(%component, "chained component failed: {err:?}");
                 Err(wasmtime_wasi_http::Error::InternalError(Some(
@@ -346,15 +443,17 @@ pub(crate) struct Invoked {
 pub(crate) type GuestTask = tokio::task::JoinHandle<Result<(), Failure>>;
 
 /// Runs one request through a fresh instance of `component_name`. Used for requests from
-/// clients and for Spin service chaining (`http://<component>.spin.internal`).
+/// clients (holding `slot`, their body stalling after `body_idle_timeout`) and for Spin
+/// service chaining (`http://<component>.spin.internal`).
 pub(crate) async fn invoke<B>(
     runtime: &Runtime,
     component_name: &str,
     request: Request<B>,
-    permit: Option<OwnedSemaphorePermit>,
+    slot: Option<Slot>,
+    body_idle_timeout: Option<Duration>,
 ) -> Invoked
 where
-    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<wasmtime_wasi_http::Error>,
 {
     let instantiate_us = Arc::new(AtomicU64::new(0));
@@ -362,7 +461,8 @@ where
         runtime,
         component_name,
         request,
-        permit,
+        slot,
+        body_idle_timeout,
         instantiate_us.clone(),
     )
     .await;
@@ -376,11 +476,12 @@ async fn run_guest<B>(
     runtime: &Runtime,
     component_name: &str,
     request: Request<B>,
-    permit: Option<OwnedSemaphorePermit>,
+    slot: Option<Slot>,
+    body_idle_timeout: Option<Duration>,
     instantiate_record: Arc<AtomicU64>,
 ) -> Result<(Response<HyperOutgoingBody>, GuestTask), RequestError>
 where
-    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<wasmtime_wasi_http::Error>,
 {
     let component = runtime
@@ -388,6 +489,10 @@ where
         .get(component_name)
         .ok_or(RequestError::NoRoute)?;
     let mut store = runtime.new_store(component);
+    let activity = store.data().activity.clone();
+    // A stalled body cannot outlast the work limit either.
+    let body_idle_timeout = body_idle_timeout.map(|idle| idle.min(activity.limit));
+    let request = request.map(|body| Watched::new(body, activity.clone(), body_idle_timeout));
     let incoming = store
         .data_mut()
         .http()
@@ -402,10 +507,11 @@ where
 
     let pre = component.pre.clone();
     let timeout = component.context.timeout;
+    let watched = activity.clone();
     // The guest runs in its own task so it can keep streaming the body after the head.
     let task = tokio::spawn(
         async move {
-            let _permit = permit;
+            let _slot = slot;
             let run = async {
                 let started = Instant::now();
                 let proxy = pre.instantiate_async(&mut store).await?;
@@ -415,18 +521,28 @@ where
                     .call_handle(&mut store, incoming, outparam)
                     .await
             };
-            match tokio::time::timeout(timeout, run).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(err)) if is_interrupt(&err) => Err(Failure::Timeout),
-                Ok(Err(err)) => Err(Failure::Trap(err.into())),
-                Err(_) => Err(Failure::Timeout),
+            tokio::select! {
+                result = Metered::new(run, watched.clone()) => match result {
+                    Ok(()) => Ok(()),
+                    Err(err) if is_interrupt(&err) => Err(Failure::Timeout),
+                    Err(err) => Err(Failure::Trap(err.into())),
+                },
+                () = watched.idle_too_long() => Err(Failure::Timeout),
+                () = watched.body_stalled() => Err(Failure::BodyStalled),
             }
         }
         .in_current_span(),
     );
 
     match receiver.await {
-        Ok(Ok(response)) => Ok((response, task)),
+        // The guest answered the failed body read itself; the client hears why instead.
+        Ok(Ok(_)) if activity.is_stalled() => Err(RequestError::BodyStalled(
+            body_idle_timeout.unwrap_or(timeout),
+        )),
+        Ok(Ok(response)) => Ok((
+            response.map(|body| Watched::new(body, activity, None).boxed_unsync()),
+            task,
+        )),
         Ok(Err(code)) => Err(component_error(
             component_name,
             anyhow::anyhow!("the component answered with error code {code:?}"),
@@ -437,6 +553,9 @@ where
                 anyhow::anyhow!("the component returned without setting a response"),
             ),
             Ok(Err(Failure::Timeout)) => RequestError::Timeout(component_name.to_owned(), timeout),
+            Ok(Err(Failure::BodyStalled)) => {
+                RequestError::BodyStalled(body_idle_timeout.unwrap_or(timeout))
+            }
             Ok(Err(Failure::Trap(err))) => component_error(component_name, err),
             Err(err) => component_error(
                 component_name,
@@ -448,6 +567,8 @@ where
 
 pub(crate) enum Failure {
     Timeout,
+    /// The client's request body stalled.
+    BodyStalled,
     Trap(anyhow::Error),
 }
 
@@ -553,6 +674,25 @@ fn full(bytes: Bytes) -> HyperOutgoingBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_client_is_an_ipv4_address_or_an_ipv6_slash_64() {
+        let slots = ClientSlots::new(2);
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        let first = slots.acquire(ip("2001:db8:1:2::1")).unwrap();
+        let second = slots.acquire(ip("2001:db8:1:2:ffff::9")).unwrap();
+        assert!(
+            slots.acquire(ip("2001:db8:1:2::abcd")).is_none(),
+            "another address in the same /64 is the same client"
+        );
+        assert!(slots.acquire(ip("2001:db8:1:3::1")).is_some());
+        let v4 = slots.acquire(ip("192.0.2.7")).unwrap();
+        let _mapped = slots.acquire(ip("::ffff:192.0.2.7")).unwrap();
+        assert!(slots.acquire(ip("192.0.2.7")).is_none());
+        drop((first, second, v4));
+        assert!(slots.acquire(ip("2001:db8:1:2::abcd")).is_some());
+        assert!(slots.acquire(ip("192.0.2.7")).is_some());
+    }
 
     #[test]
     fn request_ids_are_kept_only_when_sane() {

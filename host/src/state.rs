@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sqlx::SqlitePool;
 use wasmtime::StoreLimits;
@@ -11,15 +11,27 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
+use crate::connector::Connector;
 use crate::outbound::AllowedHosts;
 use crate::spin::mysql::MysqlPools;
 
 /// Services shared by every component and request.
-#[derive(Default)]
 pub struct Services {
     pub mysql: MysqlPools,
+    /// Outbound HTTP (and https, with the TLS configuration built once at start-up).
+    pub connector: Connector,
     /// The runtime itself, for service chaining; set once it is built.
     pub runtime: std::sync::OnceLock<std::sync::Weak<crate::runtime::Runtime>>,
+}
+
+impl Services {
+    pub fn new(connector: Connector) -> Services {
+        Services {
+            mysql: MysqlPools::default(),
+            connector,
+            runtime: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 /// A component's fixed facts, computed once at start-up.
@@ -40,8 +52,8 @@ pub struct HostState {
     pub services: Arc<Services>,
     pub table: ResourceTable,
     pub limits: StoreLimits,
-    /// When the request must be finished; checked on every epoch tick.
-    pub deadline: Instant,
+    /// The request's CPU time and progress, which its time limit bounds.
+    pub activity: Arc<crate::activity::Activity>,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: OutboundHttp,
@@ -61,7 +73,7 @@ impl HostState {
                 component: component.clone(),
                 services: services.clone(),
             },
-            deadline: Instant::now() + component.timeout,
+            activity: Arc::new(crate::activity::Activity::new(component.timeout)),
             component,
             services,
             table: ResourceTable::new(),
@@ -116,20 +128,30 @@ impl WasiHttpHooks for OutboundHttp {
         let port = uri
             .port_u16()
             .or_else(|| crate::outbound::default_port(&scheme));
-        let allowed = port.is_some_and(|port| {
+        let admission = port.and_then(|port| {
             self.component
                 .allowed_outbound_hosts
-                .allows(&scheme, &host, port)
+                .admission(&scheme, &host, port)
         });
-        if !allowed {
+        let Some(admission) = admission else {
             tracing::warn!(
                 component = %self.component.name,
                 destination = %format!("{scheme}://{host}:{}", port.unwrap_or_default()),
                 "outbound request denied: not in allowed_outbound_hosts"
             );
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-        }
+        };
         if let Some(target) = crate::outbound::chained_component(&host) {
+            // Chaining runs a component in-process, past every address check: only an entry
+            // naming `<component>.spin.internal` opens it, never a wildcard a user's URL matched.
+            if admission != crate::outbound::Admission::Named {
+                tracing::warn!(
+                    component = %self.component.name,
+                    target = %target,
+                    "service chaining denied: only an exact allowed_outbound_hosts entry opens it"
+                );
+                return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+            }
             let target = target.to_owned();
             let runtime = self
                 .services
@@ -148,13 +170,7 @@ impl WasiHttpHooks for OutboundHttp {
                 ))
             });
         }
-        Box::new(async move {
-            use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
-        })
+        let services = self.services.clone();
+        Box::new(async move { services.connector.send(request, options, admission).await })
     }
 }

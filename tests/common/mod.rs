@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod api;
+pub mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -269,10 +270,17 @@ pub fn rss(pid: u32) -> (u64, u64) {
 }
 
 pub fn client() -> reqwest::Client {
+    install_crypto_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()
         .expect("http client")
+}
+
+/// The one crypto provider the build links (ring), for the tests' own TLS clients: reqwest is
+/// built without one of its own. Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Reads the first stdout line of `child` (its readiness signal) within two minutes, then
@@ -469,9 +477,22 @@ pub struct Recorder {
 
 impl Recorder {
     pub async fn start() -> Recorder {
+        Recorder::start_on(None).await
+    }
+
+    /// A recorder speaking https at `https://localhost:PORT`, with a certificate from `ca`.
+    pub async fn start_https(ca: &tls::TestCa) -> Recorder {
+        Recorder::start_on(Some(ca.acceptor("localhost"))).await
+    }
+
+    async fn start_on(tls: Option<tokio_rustls::TlsAcceptor>) -> Recorder {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
         let recorder = Recorder {
-            url: format!("http://{}", listener.local_addr().unwrap()),
+            url: match tls {
+                Some(_) => format!("https://localhost:{port}"),
+                None => format!("http://127.0.0.1:{port}"),
+            },
             requests: Arc::default(),
             planned: Arc::default(),
             always: Arc::default(),
@@ -484,14 +505,26 @@ impl Recorder {
                     return;
                 };
                 let recorder = shared.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
                         let recorder = recorder.clone();
                         async move { Ok::<_, std::convert::Infallible>(recorder.answer(request).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let _ = match tls {
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(stream) => {
+                                http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                    .await
+                            }
+                            Err(_) => return,
+                        },
+                        None => {
+                            http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                .await
+                        }
+                    };
                 });
             }
         });
@@ -528,7 +561,7 @@ impl Recorder {
         let (status, reply) = match (planned, forward) {
             (Some(status), _) => (status, bytes::Bytes::from_static(b"{}")),
             (None, Some(target)) => {
-                let mut forwarded = reqwest::Client::new()
+                let mut forwarded = client()
                     .request(parts.method.clone(), format!("{target}{path}"))
                     .body(body.clone());
                 for (name, value) in &parts.headers {

@@ -1,0 +1,240 @@
+//! The host's outbound HTTP client for components: resolves the destination, refuses
+//! addresses a wildcard-admitted destination may not reach, connects (TLS from the one
+//! [`rustls::ClientConfig`] built at start-up for `https`), and speaks HTTP/1.1.
+
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Frame;
+use http_body_util::BodyExt as _;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
+
+use crate::outbound::Admission;
+
+/// Used when the component sets no connect timeout of its own.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Used when the component sets no first-byte or between-bytes timeout; the request's own
+/// limits stop a guest waiting longer than it may.
+const READ_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// What a sent request gives back: the response (its body streaming) and the connection's
+/// task, which ends when the exchange does.
+pub type Sent = (
+    Response<WasiBody>,
+    Box<dyn Future<Output = Result<(), Error>> + Send>,
+);
+
+/// Sends components' outbound requests; one per host, shared by every request.
+pub struct Connector {
+    tls: tokio_rustls::TlsConnector,
+}
+
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+impl Connector {
+    pub fn new(tls: Arc<rustls::ClientConfig>) -> Connector {
+        Connector {
+            tls: tokio_rustls::TlsConnector::from(tls),
+        }
+    }
+
+    /// Sends `request` (an absolute `http`/`https` URI), which `allowed_outbound_hosts`
+    /// admitted as `admission`.
+    pub async fn send(
+        &self,
+        mut request: Request<WasiBody>,
+        options: Option<RequestOptions>,
+        admission: Admission,
+    ) -> Result<Sent, Error> {
+        let uri = request.uri().clone();
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(Error::HttpRequestUriInvalid),
+        };
+        let host = uri
+            .host()
+            .ok_or(Error::HttpRequestUriInvalid)?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let connect_timeout = options
+            .and_then(|o| o.connect_timeout)
+            .unwrap_or(CONNECT_TIMEOUT);
+        let first_byte_timeout = options
+            .and_then(|o| o.first_byte_timeout)
+            .unwrap_or(READ_TIMEOUT);
+        let between_bytes_timeout = options
+            .and_then(|o| o.between_bytes_timeout)
+            .unwrap_or(READ_TIMEOUT)
+            .max(Duration::from_millis(1));
+
+        let stream = tokio::time::timeout(connect_timeout, async {
+            let tcp = connect(&host, port, admission).await?;
+            let stream: Box<dyn Stream> = if https {
+                let name = rustls::pki_types::ServerName::try_from(host.clone())
+                    .map_err(|_| Error::HttpRequestUriInvalid)?;
+                Box::new(self.tls.connect(name, tcp).await.map_err(tls_error)?)
+            } else {
+                Box::new(tcp)
+            };
+            Ok::<_, Error>(stream)
+        })
+        .await
+        .map_err(|_| Error::ConnectionTimeout)??;
+
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        // On the wire the request line carries only the path (Host is already a header).
+        *request.uri_mut() = uri.path_and_query().map_or_else(
+            || http::Uri::from_static("/"),
+            |pq| http::Uri::from(pq.clone()),
+        );
+
+        let mut connection = Box::pin(connection);
+        let mut connection_done = false;
+        let response = {
+            let send = tokio::time::timeout(first_byte_timeout, sender.send_request(request));
+            let mut send = std::pin::pin!(send);
+            loop {
+                tokio::select! {
+                    sent = &mut send => {
+                        break sent.map_err(|_| Error::ConnectionReadTimeout)??;
+                    }
+                    // The connection must be driven for the request to go out.
+                    ended = &mut connection, if !connection_done => {
+                        connection_done = true;
+                        ended?;
+                    }
+                }
+            }
+        };
+        let response = response.map(|incoming| {
+            IdleLimited {
+                incoming,
+                limit: between_bytes_timeout,
+                timer: Box::pin(tokio::time::sleep(between_bytes_timeout)),
+            }
+            .boxed_unsync()
+        });
+        let io = async move {
+            if !connection_done {
+                connection.await?;
+            }
+            Ok(())
+        };
+        Ok((response, Box::new(io)))
+    }
+}
+
+/// Connects to the first address of `host` that answers. A wildcard-admitted destination
+/// connects only to public addresses; which ones is decided here, on the resolved addresses,
+/// so a name that resolves to loopback or a private network is refused whatever it looked
+/// like when it was registered.
+async fn connect(host: &str, port: u16, admission: Admission) -> Result<TcpStream, Error> {
+    let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|err| {
+                tracing::debug!(%host, "cannot resolve: {err}");
+                Error::DnsError {
+                    rcode: Some("address not available".into()),
+                    info_code: None,
+                }
+            })?
+            .collect(),
+    };
+    let permitted: Vec<SocketAddr> = match admission {
+        Admission::Named => addresses,
+        Admission::Wildcard => addresses
+            .into_iter()
+            .filter(|address| mp3conv_contract::address::is_public(address.ip()))
+            .collect(),
+    };
+    if permitted.is_empty() {
+        tracing::warn!(
+            %host,
+            port,
+            "outbound request refused: a wildcard allowed_outbound_hosts entry reaches only public addresses"
+        );
+        return Err(Error::DestinationIpProhibited);
+    }
+    let mut last = Error::DestinationUnavailable;
+    for address in permitted {
+        match TcpStream::connect(address).await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
+                last = Error::ConnectionRefused;
+            }
+            Err(err) => last = Error::Connect(err),
+        }
+    }
+    Err(last)
+}
+
+/// Certificate problems are told apart from other TLS failures, as the guest sees them.
+fn tls_error(err: std::io::Error) -> Error {
+    let certificate = err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|tls| matches!(tls, rustls::Error::InvalidCertificate(_)));
+    if certificate {
+        tracing::warn!("outbound https: {err}");
+        Error::TlsCertificateError
+    } else {
+        Error::Tls(err)
+    }
+}
+
+/// A response body that fails when no frame arrives for `limit`.
+struct IdleLimited {
+    incoming: hyper::body::Incoming,
+    limit: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl http_body::Body for IdleLimited {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        match Pin::new(&mut self.incoming).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let next = tokio::time::Instant::now() + self.limit;
+                self.timer.as_mut().reset(next);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(err.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match self.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Error::ConnectionReadTimeout))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.incoming.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.incoming.size_hint()
+    }
+}

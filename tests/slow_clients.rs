@@ -1,0 +1,183 @@
+//! Time limits bound work, not transfers: a slow upload or download that keeps moving
+//! outlasts the request timeout, while a stalled body or a busy guest is still stopped; and
+//! clients sending bodies slowly cannot take every slot of the host.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{HostOptions, HostProcess, client, component};
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn probe_manifest() -> String {
+    format!(
+        r#"
+spin_manifest_version = 2
+
+[application]
+name = "slow-clients"
+
+[[trigger.http]]
+route = "/probe/..."
+component = "probe"
+
+[component.probe]
+source = "{}"
+"#,
+        component("probe").display()
+    )
+}
+
+fn start(args: &[&str]) -> HostProcess {
+    let mut options = HostOptions::new(probe_manifest());
+    for arg in args {
+        options = options.arg(*arg);
+    }
+    HostProcess::start(options)
+}
+
+/// The request timeout is the setting under test, so it is shortened to 3 s: an upload and a
+/// download that take longer but keep moving succeed in full.
+#[tokio::test]
+async fn moving_transfers_outlast_the_request_timeout() {
+    let host = start(&["--request-timeout", "3s"]);
+
+    // Upload: 20 chunks of 64 KiB, one every 250 ms (5 s).
+    let chunk = bytes::Bytes::from(vec![7u8; 64 * 1024]);
+    let stream = futures::stream::iter(0..20).then(move |_| {
+        let chunk = chunk.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            Ok::<_, std::io::Error>(chunk)
+        }
+    });
+    let started = Instant::now();
+    let response = client()
+        .post(host.url("/probe/count"))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["bytes"], 20 * 64 * 1024);
+    assert!(started.elapsed() > Duration::from_secs(4));
+
+    // Download: 32 MiB read at about 6 MiB/s (over 5 s), far more than socket buffers hold.
+    const MB: usize = 32;
+    let response = client()
+        .get(host.url(&format!("/probe/stream?mb={MB}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let started = Instant::now();
+    let mut stream = response.bytes_stream();
+    let mut received = 0usize;
+    while let Some(chunk) = stream.next().await {
+        received += chunk.expect("the download is not cut").len();
+        let due = Duration::from_secs_f64(received as f64 / (6.0 * 1024.0 * 1024.0));
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+    }
+    assert_eq!(received, MB * 1024 * 1024);
+    assert!(started.elapsed() > Duration::from_secs(4));
+}
+
+/// Sends `head` and part of a body from `local` (a loopback address), then nothing more.
+async fn stalled_upload(host: &HostProcess, local: &str) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(host.addr).await.unwrap();
+    let head = format!(
+        "POST /probe/count HTTP/1.1\r\nhost: {}\r\ncontent-length: 100000\r\n\r\npartial",
+        host.addr
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+/// The status line and body of the response on `stream`, within `within`.
+async fn response_of(mut stream: tokio::net::TcpStream, within: Duration) -> (u16, String) {
+    let mut text = Vec::new();
+    let read = tokio::time::timeout(within, async {
+        let mut buffer = [0u8; 4096];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    text.extend_from_slice(&buffer[..n]);
+                    if text.windows(4).any(|w| w == b"\r\n\r\n") && text.ends_with(b"}") {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no response within {within:?}");
+    let text = String::from_utf8_lossy(&text).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    (status, text)
+}
+
+#[tokio::test]
+async fn a_stalled_body_and_a_busy_guest_are_still_stopped() {
+    let host = start(&["--request-timeout", "3s"]);
+    let started = Instant::now();
+    let stalled = stalled_upload(&host, "127.0.0.1").await;
+    let (status, text) = response_of(stalled, Duration::from_secs(30)).await;
+    assert_eq!(status, 408, "{text}");
+    assert!(text.contains("\"body_timeout\""), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    let started = Instant::now();
+    let response = client()
+        .get(host.url("/probe/spin?ms=30000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 504);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "timeout");
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+/// 130 connections from one client send bodies slowly: beyond its share (64 of 128 slots by
+/// default) they are refused at once with 429, the rest are answered 408 once their bodies
+/// stall for the body idle timeout (the setting under test, shortened to 1 s), and another
+/// client is served all along.
+#[tokio::test]
+async fn slow_bodies_from_one_client_leave_room_for_others() {
+    let host = start(&["--body-idle-timeout", "1s"]);
+    let mut slow = Vec::new();
+    for _ in 0..130 {
+        slow.push(stalled_upload(&host, "127.0.0.3").await);
+    }
+    let response = client().get(host.url("/probe/hello")).send().await.unwrap();
+    assert_eq!(response.status(), 200, "another client is served");
+
+    let answers = futures::future::join_all(
+        slow.into_iter()
+            .map(|stream| response_of(stream, Duration::from_secs(30))),
+    )
+    .await;
+    let count = |status: u16| answers.iter().filter(|(s, _)| *s == status).count();
+    assert_eq!(count(429), 66, "{answers:?}");
+    assert_eq!(count(408), 64, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|(_, text)| text.contains("too_many_requests") || text.contains("body_timeout"))
+    );
+    // The slots are back.
+    let response = client().get(host.url("/probe/hello")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+}
