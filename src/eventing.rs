@@ -8,6 +8,9 @@
 //! Configured by `eventing.toml`, whose fields mirror the RabbitmqSource spec
 //! (`sources.knative.dev/v1alpha1`): `rabbitmqResourcesConfig.queueName` and `parallelism`,
 //! `delivery.retry`, `backoffPolicy`, `backoffDelay` (ISO 8601), and `sink.uri`.
+//!
+//! Every event carries `Authorization: Bearer <events_token>`: the notifier refuses events
+//! without it, so `/events` on the public listener tells an outsider nothing.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -238,11 +241,26 @@ fn retryable(status: u16) -> bool {
     matches!(status, 404 | 408 | 413 | 425 | 429 | 500..=599)
 }
 
+/// Where events go: the sink's URL and the token the notifier expects (`events_token`).
+#[derive(Clone)]
+pub struct Target {
+    pub url: String,
+    pub token: String,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Delivers one message to `sink` as a binary-mode CloudEvent, retrying as the spec says.
 pub async fn deliver(
     client: &reqwest::Client,
     spec: &SourceSpec,
-    sink: &str,
+    sink: &Target,
     message: &Message,
 ) -> Verdict {
     let id = message
@@ -256,8 +274,9 @@ pub async fn deliver(
             tokio::time::sleep(spec.backoff(attempt)).await;
         }
         let mut request = client
-            .post(sink)
+            .post(&sink.url)
             .timeout(SINK_TIMEOUT)
+            .bearer_auth(&sink.token)
             .header("ce-specversion", "1.0")
             .header("ce-id", &id)
             .header("ce-source", spec.event_source())
@@ -317,14 +336,14 @@ pub enum Queue {
 pub async fn run(
     spec: SourceSpec,
     queue: Queue,
-    sink: String,
+    sink: Target,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .build()
         .context("building the HTTP client")?;
     let spec = Arc::new(spec);
-    tracing::info!(source = %spec.name, %sink, "eventing bridge started");
+    tracing::info!(source = %spec.name, sink = %sink.url, "eventing bridge started");
     let work = async {
         match queue {
             Queue::Memory(receiver) => memory(&spec, &client, &sink, receiver).await,
@@ -341,7 +360,7 @@ pub async fn run(
 async fn memory(
     spec: &SourceSpec,
     client: &reqwest::Client,
-    sink: &str,
+    sink: &Target,
     receiver: tokio::sync::mpsc::UnboundedReceiver<native_worker::queue::Outgoing>,
 ) {
     let messages = futures::stream::unfold(receiver, |mut receiver| async move {
@@ -382,7 +401,7 @@ fn report(message: &Message, verdict: Verdict) {
 async fn rabbitmq(
     spec: &SourceSpec,
     client: &reqwest::Client,
-    sink: &str,
+    sink: &Target,
     url: &str,
     prefix: &str,
 ) {
@@ -401,7 +420,7 @@ async fn rabbitmq(
 async fn consume(
     spec: &SourceSpec,
     client: &reqwest::Client,
-    sink: &str,
+    sink: &Target,
     url: &str,
     queue: &str,
 ) -> anyhow::Result<()> {

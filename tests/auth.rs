@@ -175,6 +175,14 @@ async fn scenario(backend: Backend) {
         (status, body["error"]["code"].as_str()),
         (401, Some("invalid_credentials"))
     );
+    // No email at all, longer than any email column: refused like a wrong password, on MariaDB
+    // too (whose strict mode refuses a key longer than its column).
+    let (status, body) = login(&host, &"a".repeat(400), "whatever password").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("invalid_credentials")),
+        "{body}"
+    );
 
     // Login with JSON and with HTTP Basic, as the original system's clients do.
     let (status, body) = login(&host, "ANN@example.com", "correct horse").await;
@@ -369,6 +377,77 @@ async fn time_scenario(backend: Backend) {
 
     drop(host);
     backend.drop_database().await;
+}
+
+/// Forty wrong passwords at once for one account: the throttle counts them atomically, so no
+/// more than `login_max_failures` (5, the default) are even checked; the rest are 429. The
+/// right password is then refused until the window has passed.
+async fn parallel_throttle_scenario(backend: Backend) {
+    const WINDOW_SECS: u64 = 8;
+    let key_dir = tempfile::tempdir().unwrap();
+    let keys = generate_keys(key_dir.path());
+    let window = WINDOW_SECS.to_string();
+    let host = backend.start(&keys, &[("login_window_seconds", &window)]);
+    let (status, _) = post(
+        &host,
+        "/auth/register",
+        json!({ "email": "dee@example.com", "password": "right password" }),
+    )
+    .await;
+    assert_eq!(status, 201);
+
+    let started = std::time::Instant::now();
+    let attempts = (0..40).map(|_| login(&host, "dee@example.com", "wrong password"));
+    let answers = futures::future::join_all(attempts).await;
+    let burst = started.elapsed();
+    assert!(
+        burst < Duration::from_secs(WINDOW_SECS),
+        "the burst took {burst:?}, longer than the window: the test cannot judge"
+    );
+    let count = |status: u16| answers.iter().filter(|(s, _)| *s == status).count();
+    assert_eq!(
+        count(401) + count(429),
+        40,
+        "only 401 and 429: {:?}",
+        answers.iter().map(|(s, _)| s).collect::<Vec<_>>()
+    );
+    assert!(
+        count(401) <= 5,
+        "{} wrong passwords were checked",
+        count(401)
+    );
+    assert!(count(401) >= 1, "the first attempt is checked");
+    for (status, body) in &answers {
+        let code = if *status == 401 {
+            "invalid_credentials"
+        } else {
+            "too_many_attempts"
+        };
+        assert_eq!(body["error"]["code"], code, "{body}");
+    }
+
+    let (status, body) = login(&host, "dee@example.com", "right password").await;
+    assert_eq!(
+        status, 429,
+        "throttled, even with the right password: {body}"
+    );
+    // Waiting out the window is the behaviour under test.
+    tokio::time::sleep(Duration::from_secs(WINDOW_SECS) + Duration::from_millis(200)).await;
+    let (status, body) = login(&host, "dee@example.com", "right password").await;
+    assert_eq!(status, 200, "recovered after the window: {body}");
+
+    drop(host);
+    backend.drop_database().await;
+}
+
+#[tokio::test]
+async fn parallel_wrong_passwords_are_throttled_on_sqlite() {
+    parallel_throttle_scenario(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn parallel_wrong_passwords_are_throttled_on_mariadb() {
+    parallel_throttle_scenario(Backend::mysql("parallel")).await;
 }
 
 #[tokio::test]

@@ -7,7 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::api::{INTERNAL_TOKEN, System, expect, expect_error, send, services_worker_env};
+use common::api::{
+    INTERNAL_TOKEN, System, expect, expect_error, send, services_worker_env, uuid_like,
+};
 use common::{HostOptions, HostProcess, Recorded, Recorder, WorkerProcess, mp3conv, repo_manifest};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -211,6 +213,106 @@ async fn a_finished_job_notifies_once_in_each_channel() {
     );
 }
 
+/// `/events` on the public listener: without the events token every request gets the same
+/// 401, whatever job it names; with it (the event source), events about a job that exists,
+/// one that does not, someone else's, or an outcome the job does not have are all answered
+/// alike, and none records anything. The bridge, which sends the token, still delivers.
+#[tokio::test]
+async fn events_tell_nobody_whether_a_job_exists() {
+    const EVENTS_TOKEN: &str = "notification-tests-events-token";
+    let system = System::embedded_with(&[], &[("SPIN_VARIABLE_EVENTS_TOKEN", EVENTS_TOKEN)]);
+    let token = system.user("owner").await;
+    let me = expect(system.authed(&token, Method::GET, "/v1/me"), 200).await;
+    let owner = me["id"].as_str().unwrap().to_owned();
+    let job = system.upload_clip(&token, None).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    assert_eq!(system.settled(&token, &id).await["status"], "done");
+    assert_eq!(
+        notifications(&system, &token, 1).await.len(),
+        1,
+        "the bridge delivers"
+    );
+
+    let unknown = "0192f1a4-7c2b-7d3e-8f00-123456789abc";
+    let cases = [
+        (id.as_str(), owner.as_str(), "done"),
+        (id.as_str(), owner.as_str(), "failed"),
+        (id.as_str(), "someone-else", "done"),
+        (unknown, owner.as_str(), "done"),
+    ];
+    let answers = |authorization: Option<String>| {
+        let system = &system;
+        async move {
+            let mut answers = Vec::new();
+            for (n, (job_id, owner, status)) in cases.iter().enumerate() {
+                let mut request = system
+                    .request(Method::POST, "/events")
+                    .header("ce-specversion", "1.0")
+                    .header("ce-id", format!("forged-{n}-{}", uuid_like()))
+                    .header("ce-source", "/outside")
+                    .header("ce-type", "dev.knative.rabbitmq.event")
+                    .json(&json!({
+                        "job_id": job_id, "owner": owner, "status": status, "username": owner,
+                    }));
+                if let Some(value) = &authorization {
+                    request = request.header("authorization", value);
+                }
+                let response = send(request).await;
+                let status = response.status().as_u16();
+                answers.push((status, response.text().await.unwrap()));
+            }
+            answers
+        }
+    };
+    let near_miss = &EVENTS_TOKEN[..EVENTS_TOKEN.len() - 1];
+    for authorization in [
+        None,
+        Some("Bearer not-the-events-token-at-all".to_owned()),
+        Some(format!("Bearer {near_miss}")),
+        Some(format!("Basic {EVENTS_TOKEN}")),
+    ] {
+        let got = answers(authorization.clone()).await;
+        assert_eq!(got[0].0, 401, "{authorization:?}: {got:?}");
+        let body: Value = serde_json::from_str(&got[0].1).unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized", "{body}");
+        assert!(
+            got.iter().all(|a| *a == got[0]),
+            "{authorization:?}: {got:?}"
+        );
+    }
+    let got = answers(Some(format!("Bearer {EVENTS_TOKEN}"))).await;
+    assert_eq!(got[0].0, 200, "{got:?}");
+    assert!(
+        got.iter().all(|a| *a == got[0]),
+        "the source learns nothing either: {got:?}"
+    );
+    assert_eq!(
+        notifications(&system, &token, 1).await.len(),
+        1,
+        "forged events record nothing"
+    );
+}
+
+/// A given events token the notifier would refuse stops `up` and `serve` at start-up, named.
+#[test]
+fn a_short_events_token_is_refused_at_start() {
+    for subcommand in ["up", "serve"] {
+        let mut options = HostOptions::new(repo_manifest())
+            .env("SPIN_VARIABLE_EVENTS_TOKEN", "short")
+            .env("SPIN_VARIABLE_WORKER_TOKEN", INTERNAL_TOKEN)
+            .env("SPIN_VARIABLE_JWT_SIGNING_KEY", "unused")
+            .env("SPIN_VARIABLE_JWT_PUBLIC_KEYS", "unused");
+        options.subcommand = subcommand;
+        let failed = HostProcess::start_failing(options);
+        assert_ne!(failed.code, Some(0), "{subcommand}");
+        assert!(
+            failed.stderr.contains("SPIN_VARIABLE_EVENTS_TOKEN"),
+            "{subcommand}: {}",
+            failed.stderr
+        );
+    }
+}
+
 /// The cluster's shape on RabbitMQ: the bridge retries a notifier that fails, a redelivered
 /// message notifies nobody twice, and a malformed event is dead-lettered without retries.
 #[tokio::test]
@@ -249,10 +351,10 @@ sink = {{ uri = "{}/events" }}
     let mut options = HostOptions::new(repo_manifest())
         .arg("--eventing")
         .arg(eventing.to_str().unwrap())
-        .arg("--rabbitmq")
-        .arg(&amqp)
         .arg("--queue-prefix")
         .arg(&prefix)
+        // The URL carries a password: the environment, never the command line.
+        .env("MP3CONV_RABBITMQ_URL", &amqp)
         .env("SPIN_VARIABLE_JWT_SIGNING_KEY", &read("jwt-signing.pem"))
         .env("SPIN_VARIABLE_JWT_PUBLIC_KEYS", &read("jwks.json"))
         .env("SPIN_VARIABLE_AUTH_DATABASE", "mysql")

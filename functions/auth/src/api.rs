@@ -17,7 +17,7 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::password;
-use crate::store::{StoreError, User, UserStore};
+use crate::store::{Reservation, StoreError, User, UserStore};
 use crate::tokens::Tokens;
 
 /// Largest request body the auth routes read.
@@ -296,17 +296,37 @@ fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
     given.eq_ignore_ascii_case(scheme).then_some(rest)
 }
 
+/// The key a login is throttled under: the normalized email, or for input that is no email a
+/// digest of it, which fits the key column however long the input (a malformed login must be
+/// a 401 like any other, not a database error).
+fn login_key(email: &str) -> String {
+    use sha2::Digest as _;
+    match normalize_email(email) {
+        Some((_, key)) => key,
+        None => {
+            let digest = sha2::Sha256::digest(email.trim().to_lowercase().as_bytes());
+            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            format!("malformed:{hex}")
+        }
+    }
+}
+
 fn login(request: &Request<'_>, context: &Context<'_>) -> Result<Reply, ApiError> {
     let credentials = login_credentials(request)?;
     // Unknown or malformed emails are throttled and timed like real ones.
-    let email_key = normalize_email(&credentials.email)
-        .map(|(_, key)| key)
-        .unwrap_or_else(|| credentials.email.trim().to_lowercase());
+    let email_key = login_key(&credentials.email);
     let config = context.config;
     let window_ms = i64::try_from(config.login_window.as_millis()).unwrap_or(i64::MAX);
     let since = context.now_ms.saturating_sub(window_ms);
-    let (failures, oldest) = context.store.failures_after(&email_key, since)?;
-    if failures >= config.login_max_failures {
+    // The attempt is reserved before the password is checked, so parallel guesses cannot
+    // all pass a count taken before any of them was recorded.
+    let reservation = context.store.reserve_attempt(
+        &email_key,
+        context.now_ms,
+        since,
+        config.login_max_failures,
+    )?;
+    if let Reservation::Exhausted { oldest } = reservation {
         let until = oldest.unwrap_or(context.now_ms).saturating_add(window_ms);
         let retry_after_secs = u64::try_from((until - context.now_ms + 999) / 1000)
             .unwrap_or(1)
@@ -321,10 +341,8 @@ fn login(request: &Request<'_>, context: &Context<'_>) -> Result<Reply, ApiError
             false
         }
     };
+    // A failed attempt keeps its reservation: that is its record.
     let Some(user) = user.filter(|_| verified) else {
-        context
-            .store
-            .record_failure(&email_key, context.now_ms, since)?;
         return Err(ApiError::InvalidCredentials);
     };
     context.store.clear_failures(&email_key)?;
@@ -678,6 +696,19 @@ mod tests {
         assert_eq!(
             normalize_email(" Ab@Ex.COM ").unwrap(),
             ("Ab@Ex.COM".to_owned(), "ab@ex.com".to_owned())
+        );
+    }
+
+    #[test]
+    fn malformed_logins_are_keyed_by_a_short_digest() {
+        let long = "a".repeat(400);
+        let key = login_key(&long);
+        assert!(key.len() <= 80, "{key}");
+        assert_eq!(key, login_key(&long.to_uppercase()));
+        assert_ne!(key, login_key(&"b".repeat(400)));
+        assert_eq!(
+            login_key(" Ab@Ex.COM "),
+            normalize_email("ab@ex.com").unwrap().1
         );
     }
 }

@@ -9,7 +9,7 @@ use spin_sdk::http_component;
 
 use crate::api::{self, ApiError, Context, MAX_BODY_BYTES, Reply, Request};
 use crate::config::{Config, Database};
-use crate::store::{SqlStore, StoreError, User, UserStore};
+use crate::store::{Reservation, SqlStore, StoreError, User, UserStore};
 use crate::tokens::Tokens;
 
 #[http_component]
@@ -128,21 +128,15 @@ impl UserStore for LazyStore<'_> {
     fn insert(&self, user: &User) -> Result<(), StoreError> {
         self.store()?.insert(user)
     }
-    fn failures_after(
+    fn reserve_attempt(
         &self,
         email_key: &str,
-        after_ms: i64,
-    ) -> Result<(u32, Option<i64>), StoreError> {
-        self.store()?.failures_after(email_key, after_ms)
-    }
-    fn record_failure(
-        &self,
-        email_key: &str,
-        at_ms: i64,
-        forget_before_ms: i64,
-    ) -> Result<(), StoreError> {
+        now_ms: i64,
+        expired_at_or_before_ms: i64,
+        max: u32,
+    ) -> Result<Reservation, StoreError> {
         self.store()?
-            .record_failure(email_key, at_ms, forget_before_ms)
+            .reserve_attempt(email_key, now_ms, expired_at_or_before_ms, max)
     }
     fn clear_failures(&self, email_key: &str) -> Result<(), StoreError> {
         self.store()?.clear_failures(email_key)

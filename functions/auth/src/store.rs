@@ -25,23 +25,31 @@ pub enum StoreError {
     Other(String),
 }
 
+/// The outcome of [`UserStore::reserve_attempt`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    Reserved,
+    /// Every attempt of the window is used; `oldest` is when the oldest was made.
+    Exhausted {
+        oldest: Option<i64>,
+    },
+}
+
 /// What the API needs from storage.
 pub trait UserStore {
     fn find_by_email(&self, email_key: &str) -> Result<Option<User>, StoreError>;
     fn insert(&self, user: &User) -> Result<(), StoreError>;
-    /// Failed logins for `email_key` later than `after_ms`: how many, and the oldest.
-    fn failures_after(
+    /// Reserves one of the `max` login attempts `email_key` has per window, before the
+    /// password is checked: one atomic statement per slot, so parallel logins cannot overdraw.
+    /// Attempts at or before `expired_at_or_before_ms` no longer count. A reservation stays as
+    /// the record of a failed attempt; a successful login clears them all.
+    fn reserve_attempt(
         &self,
         email_key: &str,
-        after_ms: i64,
-    ) -> Result<(u32, Option<i64>), StoreError>;
-    /// Records a failed login, forgetting those older than `forget_before_ms`.
-    fn record_failure(
-        &self,
-        email_key: &str,
-        at_ms: i64,
-        forget_before_ms: i64,
-    ) -> Result<(), StoreError>;
+        now_ms: i64,
+        expired_at_or_before_ms: i64,
+        max: u32,
+    ) -> Result<Reservation, StoreError>;
     fn clear_failures(&self, email_key: &str) -> Result<(), StoreError>;
     /// Deletes the user with this id; `false` when there was none.
     fn delete_user(&self, id: &str) -> Result<bool, StoreError>;
@@ -126,49 +134,60 @@ impl<D: Db> UserStore for SqlStore<D> {
         Ok(())
     }
 
-    fn failures_after(
+    fn reserve_attempt(
         &self,
         email_key: &str,
-        after_ms: i64,
-    ) -> Result<(u32, Option<i64>), StoreError> {
-        let rows = self.db.query(
-            "SELECT COUNT(*), MIN(failed_at) FROM login_failures WHERE email_key = ? AND failed_at > ?",
-            &[Param::Text(email_key.to_owned()), Param::Int(after_ms)],
-        )?;
-        let row = rows
-            .first()
-            .ok_or_else(|| StoreError::Other("COUNT returned no row".into()))?;
-        let count = u32::try_from(int(&row[0])?).unwrap_or(u32::MAX);
-        let oldest = match &row[1] {
-            Value::Null => None,
-            value => Some(int(value)?),
+        now_ms: i64,
+        expired_at_or_before_ms: i64,
+        max: u32,
+    ) -> Result<Reservation, StoreError> {
+        // The primary key (email_key, slot) makes each INSERT claim its slot or fail alone:
+        // atomic on SQLite and InnoDB alike, with no lock held between statements.
+        let claim = |slot: u32| -> Result<bool, StoreError> {
+            match self.db.execute(
+                "INSERT INTO login_attempts (email_key, slot, attempted_at) VALUES (?, ?, ?)",
+                &[
+                    Param::Text(email_key.to_owned()),
+                    Param::Int(i64::from(slot)),
+                    Param::Int(now_ms),
+                ],
+            ) {
+                Ok(()) => Ok(true),
+                Err(err) if err.unique_violation => Ok(false),
+                Err(err) => Err(err.into()),
+            }
         };
-        Ok((count, oldest))
-    }
-
-    fn record_failure(
-        &self,
-        email_key: &str,
-        at_ms: i64,
-        forget_before_ms: i64,
-    ) -> Result<(), StoreError> {
-        self.db.execute(
-            "DELETE FROM login_failures WHERE email_key = ? AND failed_at < ?",
-            &[
-                Param::Text(email_key.to_owned()),
-                Param::Int(forget_before_ms),
-            ],
+        for round in 0..2 {
+            for slot in 0..max {
+                if claim(slot)? {
+                    return Ok(Reservation::Reserved);
+                }
+            }
+            if round == 0 {
+                // Every slot is taken: free those whose attempt left the window, then again.
+                self.db.execute(
+                    "DELETE FROM login_attempts WHERE email_key = ? AND attempted_at <= ?",
+                    &[
+                        Param::Text(email_key.to_owned()),
+                        Param::Int(expired_at_or_before_ms),
+                    ],
+                )?;
+            }
+        }
+        let rows = self.db.query(
+            "SELECT MIN(attempted_at) FROM login_attempts WHERE email_key = ?",
+            &[Param::Text(email_key.to_owned())],
         )?;
-        self.db.execute(
-            "INSERT INTO login_failures (email_key, failed_at) VALUES (?, ?)",
-            &[Param::Text(email_key.to_owned()), Param::Int(at_ms)],
-        )?;
-        Ok(())
+        let oldest = match rows.first().and_then(|row| row.first()) {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(int(value)?),
+        };
+        Ok(Reservation::Exhausted { oldest })
     }
 
     fn clear_failures(&self, email_key: &str) -> Result<(), StoreError> {
         self.db.execute(
-            "DELETE FROM login_failures WHERE email_key = ?",
+            "DELETE FROM login_attempts WHERE email_key = ?",
             &[Param::Text(email_key.to_owned())],
         )?;
         Ok(())
@@ -216,30 +235,27 @@ impl UserStore for MemoryStore {
         Ok(())
     }
 
-    fn failures_after(
+    fn reserve_attempt(
         &self,
         email_key: &str,
-        after_ms: i64,
-    ) -> Result<(u32, Option<i64>), StoreError> {
-        let failures = self.failures.lock().unwrap();
-        let matching: Vec<i64> = failures
+        now_ms: i64,
+        expired_at_or_before_ms: i64,
+        max: u32,
+    ) -> Result<Reservation, StoreError> {
+        let mut failures = self.failures.lock().unwrap();
+        failures.retain(|(key, at)| !(key == email_key && *at <= expired_at_or_before_ms));
+        let mine: Vec<i64> = failures
             .iter()
-            .filter(|(key, at)| key == email_key && *at > after_ms)
+            .filter(|(key, _)| key == email_key)
             .map(|(_, at)| *at)
             .collect();
-        Ok((matching.len() as u32, matching.iter().min().copied()))
-    }
-
-    fn record_failure(
-        &self,
-        email_key: &str,
-        at_ms: i64,
-        forget_before_ms: i64,
-    ) -> Result<(), StoreError> {
-        let mut failures = self.failures.lock().unwrap();
-        failures.retain(|(key, at)| !(key == email_key && *at < forget_before_ms));
-        failures.push((email_key.to_owned(), at_ms));
-        Ok(())
+        if mine.len() >= max as usize {
+            return Ok(Reservation::Exhausted {
+                oldest: mine.iter().min().copied(),
+            });
+        }
+        failures.push((email_key.to_owned(), now_ms));
+        Ok(Reservation::Reserved)
     }
 
     fn clear_failures(&self, email_key: &str) -> Result<(), StoreError> {
@@ -255,5 +271,50 @@ impl UserStore for MemoryStore {
         let before = users.len();
         users.retain(|u| u.id != id);
         Ok(users.len() < before)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On the real schema: five slots per email, each claimed once; a full window refuses
+    /// with its oldest attempt; slots free up once their attempt has left the window.
+    #[test]
+    fn attempts_are_reserved_in_slots_on_sqlite() {
+        let store = SqlStore::new(mp3conv_sql::testing::Sqlite::migrated());
+        for at in 1..=5 {
+            assert_eq!(
+                store.reserve_attempt("a@x.io", at * 10, 0, 5),
+                Ok(Reservation::Reserved)
+            );
+        }
+        assert_eq!(
+            store.reserve_attempt("a@x.io", 60, 0, 5),
+            Ok(Reservation::Exhausted { oldest: Some(10) })
+        );
+        // Another email has its own slots.
+        assert_eq!(
+            store.reserve_attempt("b@x.io", 60, 0, 5),
+            Ok(Reservation::Reserved)
+        );
+        // Attempts at or before 20 have left the window: two slots are free again.
+        assert_eq!(
+            store.reserve_attempt("a@x.io", 70, 20, 5),
+            Ok(Reservation::Reserved)
+        );
+        assert_eq!(
+            store.reserve_attempt("a@x.io", 71, 20, 5),
+            Ok(Reservation::Reserved)
+        );
+        assert_eq!(
+            store.reserve_attempt("a@x.io", 72, 20, 5),
+            Ok(Reservation::Exhausted { oldest: Some(30) })
+        );
+        store.clear_failures("a@x.io").unwrap();
+        assert_eq!(
+            store.reserve_attempt("a@x.io", 80, 20, 5),
+            Ok(Reservation::Reserved)
+        );
     }
 }

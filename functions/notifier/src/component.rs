@@ -1,85 +1,110 @@
-//! The Spin entry point: `POST` a CloudEvent; 200 once recorded (the source acks), 400 for an
-//! event that can never be handled, 503 when it cannot be handled now (the source retries).
+//! The Spin entry point: `POST` a CloudEvent with the events token; 200 once handled (the
+//! source acks), 400 for an event that can never be handled, 503 when it cannot be handled now
+//! (the source retries); 401 without the token, 413 past the size limit (see [`crate::http`]).
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use spin_sdk::http::{Fields, Method, OutgoingBody, OutgoingRequest, Request, Response, Scheme};
+use futures::StreamExt as _;
+use serde_json::Value;
+use spin_sdk::http::{
+    Fields, IncomingRequest, Method, OutgoingBody, OutgoingRequest, OutgoingResponse,
+    ResponseOutparam, Scheme,
+};
 use spin_sdk::http_component;
 use spin_sdk::wit::wasi::http0_2_0::outgoing_handler;
 use spin_sdk::wit::wasi::http0_2_0::types::RequestOptions;
 
-use crate::config::Config;
-use crate::notify::{self, Failure, Outcome, Outside};
+use crate::config::{Config, EventsAuth};
+use crate::http::{Answer, BoundedBody, Refusal};
+use crate::notify::{self, Failure, Outside};
 
 #[http_component]
-fn handle(request: Request) -> Response {
-    if *request.method() != Method::Post {
-        return reply(405, error("method_not_allowed", "POST a CloudEvent"))
-            .into_builder()
-            .header("allow", "POST")
-            .build();
+async fn handle(request: IncomingRequest, out: ResponseOutparam) {
+    let answer = match serve(request).await {
+        Ok(answer) => answer,
+        Err(refusal) => refusal.answer(),
+    };
+    send(out, answer).await;
+}
+
+/// Checks the caller and the size before reading anything, then reads the event chunk by
+/// chunk, at most [`crate::event::MAX_EVENT_BYTES`] of it.
+async fn serve(request: IncomingRequest) -> Result<Answer, Refusal> {
+    if !matches!(request.method(), Method::Post) {
+        return Err(Refusal::MethodNotAllowed);
     }
     let headers: Vec<(String, String)> = request
         .headers()
+        .entries()
+        .into_iter()
         .map(|(name, value)| {
             (
                 name.to_ascii_lowercase(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                String::from_utf8_lossy(&value).into_owned(),
             )
         })
         .collect();
-    let config = match Config::load(|name| spin_sdk::variables::get(name).ok()) {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("notifier: configuration: {err}");
-            return reply(500, error("internal", "the notifier is misconfigured"));
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let config = Config::load(|name| spin_sdk::variables::get(name).ok()).map_err(|err| {
+        eprintln!("notifier: configuration: {err}");
+        Refusal::Misconfigured
+    })?;
+    if !config.events.allows(header("authorization")) {
+        if config.events == EventsAuth::Closed {
+            eprintln!("notifier: events_token is not set: every event is refused");
         }
-    };
-    let db = match mp3conv_sql::open(&config.database) {
-        Ok(db) => db,
-        Err(err) => return unavailable(&err.message),
-    };
-    let outside = Spin { config: &config };
-    match notify::handle(&config, db.as_ref(), &outside, &headers, request.body()) {
-        Ok(Outcome::Recorded {
-            notification_id,
-            duplicate,
-            webhook,
-            email,
-        }) => reply(
-            200,
-            json!({
-                "notification_id": notification_id,
-                "duplicate": duplicate,
-                "webhook": webhook.to_json(),
-                "email": email.to_json(),
-            }),
-        ),
-        Ok(Outcome::Ignored(reason)) => reply(200, json!({ "ignored": reason })),
-        Err(Failure::Malformed(message)) => reply(400, error("malformed_event", &message)),
-        Err(Failure::Transient(message)) => unavailable(&message),
+        return Err(Refusal::Unauthorized);
     }
+    let mut body = BoundedBody::new(header("content-length"))?;
+    let mut stream = request.into_body_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|err| {
+            eprintln!("notifier: reading the event: {err:?}");
+            Refusal::Unreadable
+        })?;
+        body.push(&chunk)?;
+    }
+    let body = body.into_bytes();
+
+    let result = match mp3conv_sql::open(&config.database) {
+        Ok(db) => notify::handle(
+            &config,
+            db.as_ref(),
+            &Spin { config: &config },
+            &headers,
+            &body,
+        ),
+        Err(err) => Err(Failure::Transient(err.message)),
+    };
+    match &result {
+        Ok(outcome) => eprintln!("notifier: {outcome:?}"),
+        Err(Failure::Transient(message)) => eprintln!("notifier: transient failure: {message}"),
+        Err(Failure::Malformed(message)) => eprintln!("notifier: malformed event: {message}"),
+    }
+    Ok(crate::http::answer(&result))
 }
 
-fn error(code: &str, message: &str) -> Value {
-    json!({ "error": { "code": code, "message": message } })
-}
-
-fn reply(status: u16, body: Value) -> Response {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .build()
-}
-
-fn unavailable(message: &str) -> Response {
-    eprintln!("notifier: transient failure: {message}");
-    reply(503, error("unavailable", "try again later"))
-        .into_builder()
-        .header("retry-after", "1")
-        .build()
+async fn send(out: ResponseOutparam, answer: Answer) {
+    let mut headers: Vec<(String, Vec<u8>)> =
+        vec![("content-type".into(), b"application/json".to_vec())];
+    headers.extend(
+        answer
+            .headers
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.clone().into_bytes())),
+    );
+    let response = OutgoingResponse::new(Fields::from_list(&headers).expect("valid header names"));
+    response
+        .set_status_code(answer.status)
+        .expect("a valid status code");
+    out.set_with_body(response, answer.body.to_string().into_bytes())
+        .await
+        .ok();
 }
 
 struct Spin<'a> {

@@ -30,7 +30,57 @@ pub struct Config {
     pub webhook_backoff: Duration,
     /// Connect and first-byte timeout of each outbound call.
     pub outbound_timeout: Duration,
+    /// Who may post events to `/events`.
+    pub events: EventsAuth,
 }
+
+/// How `/events` tells the event source from anyone else.
+#[derive(Clone, PartialEq, Eq)]
+pub enum EventsAuth {
+    /// Events carry `Authorization: Bearer <token>` (the eventing bridge of `mp3conv up` and
+    /// `mp3conv serve` sends it).
+    Token(String),
+    /// `events_token` is empty: every event is refused.
+    Closed,
+    /// `events_trust_network`: the deployment alone decides who reaches `/events` (the
+    /// cluster's notifier Service is cluster-local and carries only this component, and the
+    /// RabbitmqSource cannot send a credential).
+    Network,
+}
+
+impl std::fmt::Debug for EventsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token itself.
+        f.write_str(match self {
+            EventsAuth::Token(_) => "Token(..)",
+            EventsAuth::Closed => "Closed",
+            EventsAuth::Network => "Network",
+        })
+    }
+}
+
+impl EventsAuth {
+    /// Whether a request with this `Authorization` header comes from the event source. The
+    /// token is compared in constant time.
+    pub fn allows(&self, authorization: Option<&str>) -> bool {
+        use subtle::ConstantTimeEq as _;
+        match self {
+            EventsAuth::Network => true,
+            EventsAuth::Closed => false,
+            EventsAuth::Token(token) => {
+                let presented = authorization
+                    .and_then(|value| value.trim().split_once(' '))
+                    .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                    .map(|(_, rest)| rest.trim())
+                    .unwrap_or_default();
+                bool::from(presented.as_bytes().ct_eq(token.as_bytes()))
+            }
+        }
+    }
+}
+
+/// Shortest `events_token` accepted.
+pub const MIN_EVENTS_TOKEN_CHARS: usize = 16;
 
 pub mod var {
     pub const WORKER_URL: &str = "worker_url";
@@ -42,6 +92,8 @@ pub mod var {
     pub const WEBHOOK_ATTEMPTS: &str = "webhook_attempts";
     pub const WEBHOOK_BACKOFF_MS: &str = "webhook_backoff_ms";
     pub const OUTBOUND_TIMEOUT_MS: &str = "outbound_timeout_ms";
+    pub const EVENTS_TOKEN: &str = "events_token";
+    pub const EVENTS_TRUST_NETWORK: &str = "events_trust_network";
 }
 
 impl Config {
@@ -78,6 +130,26 @@ impl Config {
                 from: required(var::EMAIL_FROM)?,
             }),
         };
+        let events = match (
+            value(var::EVENTS_TRUST_NETWORK).as_str(),
+            value(var::EVENTS_TOKEN),
+        ) {
+            ("true", _) => EventsAuth::Network,
+            ("" | "false", token) if token.is_empty() => EventsAuth::Closed,
+            ("" | "false", token) if token.chars().count() < MIN_EVENTS_TOKEN_CHARS => {
+                return Err(format!(
+                    "variable `{}` must be at least {MIN_EVENTS_TOKEN_CHARS} characters",
+                    var::EVENTS_TOKEN
+                ));
+            }
+            ("" | "false", token) => EventsAuth::Token(token),
+            _ => {
+                return Err(format!(
+                    "variable `{}` must be true or false",
+                    var::EVENTS_TRUST_NETWORK
+                ));
+            }
+        };
         Ok(Config {
             database: Database::from_variables(&get)?,
             worker_url: url(var::WORKER_URL)?,
@@ -90,6 +162,7 @@ impl Config {
                 var::OUTBOUND_TIMEOUT_MS,
                 100..=60_000,
             )?),
+            events,
         })
     }
 }
@@ -109,6 +182,7 @@ mod tests {
             (var::WEBHOOK_ATTEMPTS, "3"),
             (var::WEBHOOK_BACKOFF_MS, "200"),
             (var::OUTBOUND_TIMEOUT_MS, "5000"),
+            (var::EVENTS_TOKEN, "a-long-events-token"),
         ];
         all.retain(|(name, _)| !extra.iter().any(|(n, _)| n == name));
         all.extend_from_slice(extra);
@@ -139,9 +213,40 @@ mod tests {
             (var::WEBHOOK_ATTEMPTS, "0"),
             (var::WEBHOOK_BACKOFF_MS, "soon"),
             (var::EMAIL_API_URL, "smtp://mail"),
+            (var::EVENTS_TOKEN, "short"),
+            (var::EVENTS_TRUST_NETWORK, "yes"),
         ] {
             let err = Config::load(vars(&[(name, value)])).unwrap_err();
             assert!(err.contains(name), "{name}: {err}");
         }
+    }
+
+    #[test]
+    fn events_need_the_token_unless_the_network_is_trusted() {
+        let token = Config::load(vars(&[])).unwrap().events;
+        assert!(token.allows(Some("Bearer a-long-events-token")));
+        assert!(token.allows(Some("bearer  a-long-events-token ")));
+        for wrong in [
+            None,
+            Some(""),
+            Some("Bearer"),
+            Some("Bearer a-long-events-toke"),
+            Some("Bearer a-long-events-tokenX"),
+            Some("Basic a-long-events-token"),
+            Some("a-long-events-token"),
+        ] {
+            assert!(!token.allows(wrong), "{wrong:?}");
+        }
+        assert_eq!(format!("{token:?}"), "Token(..)", "the token never prints");
+        // No token: closed to everyone, the right guess included.
+        let closed = Config::load(vars(&[(var::EVENTS_TOKEN, "")]))
+            .unwrap()
+            .events;
+        assert_eq!(closed, EventsAuth::Closed);
+        assert!(!closed.allows(Some("Bearer ")));
+        let network = Config::load(vars(&[(var::EVENTS_TRUST_NETWORK, "true")]))
+            .unwrap()
+            .events;
+        assert!(network.allows(None));
     }
 }

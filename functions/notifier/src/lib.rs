@@ -3,12 +3,14 @@
 //! notification per job outcome, a signed webhook delivery and an email (a Spin HTTP
 //! component).
 //!
-//! [`event`] reads CloudEvents, [`notify`] decides and records, [`webhook`] signs; all plain
+//! [`event`] reads CloudEvents, [`notify`] decides and records, [`webhook`] signs, [`http`]
+//! answers (who may post, how large, one answer for every event); all plain
 //! Rust tested natively. The component (`component`, wasm only) supplies Spin's database,
 //! outbound HTTP and clock.
 
 pub mod config;
 pub mod event;
+pub mod http;
 pub mod notify;
 pub mod webhook;
 
