@@ -11,6 +11,7 @@
 #   * the rust target wasm32-wasip2
 #   * the deployment validator's Python packages (kubernetes-validate, jsonschema, PyYAML), in
 #     a venv under $MP3CONV_CACHE (scripts/validate_deploy.py)
+#   * the API fuzzer, schemathesis (PyPI), in a venv under $MP3CONV_CACHE (tests/fuzz.rs)
 #
 # Usage:
 #   scripts/services.sh            ensure everything; prints nothing on stdout
@@ -36,6 +37,10 @@ DEPLOY_VENV="$CACHE/deploy-venv"
 KUBERNETES_VALIDATE_VERSION=1.33.1
 JSONSCHEMA_VERSION=4.26.0
 PYYAML_VERSION=6.0.3
+FUZZ_VENV="$CACHE/fuzz-venv"
+# Both pinned: with a fixed seed, the same versions generate the same requests.
+SCHEMATHESIS_VERSION=4.32.5
+HYPOTHESIS_VERSION=6.170.17
 MONGO_DIR="$CACHE/secantus-$MONGO_PORT"   # per port: one WiredTiger dir can't be shared
 MONGO_DATA="$MONGO_DIR/data"
 MONGO_LOG="$MONGO_DIR/secantusd.log"
@@ -157,6 +162,20 @@ ensure_deploy_validator() {
     "PyYAML==$PYYAML_VERSION" >&2 || die "pip install of the deployment validator failed"
 }
 
+ensure_fuzzer() {
+  mkdir -p "$CACHE"
+  "$FUZZ_VENV/bin/python" -c "import importlib.metadata as m; \
+      assert m.version('schemathesis') == '$SCHEMATHESIS_VERSION'; \
+      assert m.version('hypothesis') == '$HYPOTHESIS_VERSION'" 2>/dev/null && return 0
+  log "installing schemathesis==$SCHEMATHESIS_VERSION into $FUZZ_VENV"
+  [[ -x $FUZZ_VENV/bin/python ]] || python3 -m venv "$FUZZ_VENV" >&2 ||
+    { apt_install python3-venv && python3 -m venv --clear "$FUZZ_VENV" >&2; } ||
+    die "cannot create venv $FUZZ_VENV"
+  "$FUZZ_VENV/bin/pip" install -q --disable-pip-version-check \
+    "schemathesis==$SCHEMATHESIS_VERSION" "hypothesis==$HYPOTHESIS_VERSION" >&2 ||
+    die "pip install of schemathesis failed"
+}
+
 stop_secantus() {
   local pid i=0
   [[ -f $MONGO_PID ]] || { log "SecantusDB: no pidfile ($MONGO_PID), nothing to stop"; return 0; }
@@ -183,6 +202,7 @@ ensure_rabbitmq
 ensure_secantus
 ensure_wasm_target
 ensure_deploy_validator
+ensure_fuzzer
 log "all services ready"
 
 if [[ ${1:-} == env ]]; then
@@ -190,4 +210,5 @@ if [[ ${1:-} == env ]]; then
   echo "export MP3CONV_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f"
   echo "export MP3CONV_TEST_MONGO_URL=mongodb://127.0.0.1:$MONGO_PORT/?directConnection=true"
   echo "export MP3CONV_TEST_DEPLOY_PYTHON=$DEPLOY_VENV/bin/python"
+  echo "export MP3CONV_TEST_SCHEMATHESIS=$FUZZ_VENV/bin/st"
 fi

@@ -396,6 +396,32 @@ async fn bad_input_table() {
             "link_forbidden",
         ),
         (
+            // Once sliced inside a character: a panic, 500 `component_failed`.
+            "a link starting with non-ASCII characters",
+            system
+                .authed(&token, Method::POST, jobs)
+                .json(&json!({"url": "\u{a7}\u{a7}\u{a7}\u{a7}https://example.com/a.mp4"})),
+            400,
+            "invalid_url",
+        ),
+        (
+            "a link that is not a URL",
+            system
+                .authed(&token, Method::POST, jobs)
+                .json(&json!({"url": "https://exa mple.com/a.mp4"})),
+            400,
+            "invalid_url",
+        ),
+        (
+            // Once ignored for links: a job made at the default bitrate.
+            "a bad ?bitrate= with a link",
+            system
+                .authed(&token, Method::POST, &format!("{jobs}?bitrate=999"))
+                .json(&json!({"url": "https://example.com/a.mp4"})),
+            400,
+            "invalid_bitrate",
+        ),
+        (
             "a 10 MB JSON body",
             system
                 .authed(&token, Method::POST, jobs)
@@ -539,6 +565,107 @@ async fn bad_input_table() {
         200,
     )
     .await;
+}
+
+/// Webhook URLs are read as HTTP clients read them (WHATWG): every spelling of a loopback,
+/// private, multicast, reserved or NAT64 address is refused with 400 and a JSON error, and
+/// nothing is stored. Run with the defaults (`webhook_allow_local` false), which the accepted
+/// and refused URLs at the end prove are in force.
+#[tokio::test]
+async fn webhook_urls_in_numeric_forms_are_refused() {
+    let system = System::embedded(&[]);
+    let token = system.user("hook").await;
+    let put = |url: &str| {
+        system
+            .authed(&token, Method::PUT, "/v1/me/webhook")
+            .json(&json!({ "url": url }))
+    };
+    for (url, code) in [
+        ("https://0x7f000001/", "webhook_forbidden"),
+        ("https://2130706433/", "webhook_forbidden"),
+        ("https://127.1/", "webhook_forbidden"),
+        ("https://0177.0.0.1/", "webhook_forbidden"),
+        ("https://0/", "webhook_forbidden"),
+        ("https://%31%32%37.0.0.1/", "webhook_forbidden"),
+        ("https://127.0.0.1./", "webhook_forbidden"),
+        ("https://[::ffff:7f00:1]/", "webhook_forbidden"),
+        ("https://[::1]/", "webhook_forbidden"),
+        ("https://169.254.169.254/", "webhook_forbidden"),
+        ("https://224.0.0.1/", "webhook_forbidden"),
+        ("https://240.0.0.1/", "webhook_forbidden"),
+        ("https://[64:ff9b::7f00:1]/", "webhook_forbidden"),
+        ("https://localhost./", "webhook_forbidden"),
+        ("https://metadata/computeMetadata/v1/", "webhook_forbidden"),
+        // Userinfo: the host is 127.0.0.1, not example.com.
+        ("https://example.com@127.0.0.1/", "invalid_webhook_url"),
+    ] {
+        let body = expect(put(url), 400).await;
+        assert_eq!(body["error"]["code"], code, "{url}: {body}");
+        assert!(body["error"]["message"].is_string(), "{url}: {body}");
+        expect_error(
+            system.authed(&token, Method::GET, "/v1/me/webhook"),
+            404,
+            "not_found",
+        )
+        .await;
+    }
+    let hook = expect(put("https://Hooks.Example.com"), 200).await;
+    assert_eq!(hook["url"], "https://hooks.example.com/", "kept normalised");
+    expect_error(
+        put("http://hooks.example.com/in"),
+        400,
+        "invalid_webhook_url",
+    )
+    .await;
+}
+
+/// A file part declared `application/json` (`curl -F 'file=@x.json;type=application/json'`)
+/// is an upload like any other, on both routes: never a link job, even when the file is a
+/// link request the worker would take.
+#[tokio::test]
+async fn file_parts_declared_as_json_are_uploads() {
+    let system = System::embedded(&[]);
+    let token = system.user("jsonpart").await;
+    let site = video_site().await;
+    let link = json!({ "url": format!("{site}/talk.mp4") }).to_string();
+    for (path, status) in [("/upload", 200), ("/v1/jobs", 202)] {
+        let part = reqwest::multipart::Part::bytes(link.clone().into_bytes())
+            .file_name("x.json")
+            .mime_str("application/json")
+            .unwrap();
+        let job = expect(
+            system
+                .authed(&token, Method::POST, path)
+                .multipart(reqwest::multipart::Form::new().part("file", part)),
+            status,
+        )
+        .await;
+        assert_eq!(job["source"]["kind"], "upload", "{path}: {job}");
+        assert_eq!(job["source"]["filename"], "x.json", "{path}: {job}");
+        assert_eq!(
+            job["source"]["content_type"], "application/octet-stream",
+            "{path}: {job}"
+        );
+        // A JSON file is no video: the job fails as an upload, nothing is fetched.
+        let settled = system.settled(&token, job["id"].as_str().unwrap()).await;
+        assert_eq!(settled["status"], "failed", "{path}: {settled}");
+        assert_eq!(settled["source"]["kind"], "upload", "{path}: {settled}");
+    }
+    // The original route takes the file under any name and ignores text fields, long or not.
+    let part = reqwest::multipart::Part::bytes(std::fs::read(media("clip")).unwrap())
+        .file_name("clip.mp4")
+        .mime_str("video/mp4")
+        .unwrap();
+    let job = expect(
+        system.authed(&token, Method::POST, "/upload").multipart(
+            reqwest::multipart::Form::new()
+                .text("note", "n".repeat(1000))
+                .part("video", part),
+        ),
+        200,
+    )
+    .await;
+    assert_eq!(job["source"]["content_type"], "video/mp4", "{job}");
 }
 
 /// A 300 MB upload through a gateway whose instances may use 64 MiB: the body streams

@@ -309,17 +309,41 @@ pub fn uuid_like() -> String {
 /// A stand-in for a site hosting a video (`/talk.mp4`, 10 s), on 127.0.0.1 (HTTP/1.1, one response per
 /// connection).
 pub async fn video_site() -> String {
+    video_site_on(None).await
+}
+
+/// The same site over https, with a certificate from `ca` naming `localhost`.
+pub async fn video_site_https(ca: &super::tls::TestCa) -> String {
+    video_site_on(Some(ca.acceptor("localhost"))).await
+}
+
+trait Connection: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Connection for T {}
+
+async fn video_site_on(tls: Option<tokio_rustls::TlsAcceptor>) -> String {
     let clip = std::fs::read(media("clip-10")).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+    let port = listener.local_addr().unwrap().port();
+    let base = match tls {
+        Some(_) => format!("https://localhost:{port}"),
+        None => format!("http://127.0.0.1:{port}"),
+    };
     tokio::spawn(async move {
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
+            let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
             let clip = clip.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut stream: Box<dyn Connection> = match tls {
+                    Some(acceptor) => match acceptor.accept(tcp).await {
+                        Ok(stream) => Box::new(stream),
+                        Err(_) => return,
+                    },
+                    None => Box::new(tcp),
+                };
                 let mut head = Vec::new();
                 let mut buf = [0u8; 1024];
                 while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -340,6 +364,7 @@ pub async fn video_site() -> String {
                 );
                 let _ = stream.write_all(head.as_bytes()).await;
                 let _ = stream.write_all(&body).await;
+                let _ = stream.shutdown().await;
             });
         }
     });

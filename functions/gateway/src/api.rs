@@ -27,6 +27,8 @@ pub const MAX_JSON_BYTES: usize = 64 * 1024;
 /// A refused body up to this size is read to its end before the error is sent, so the
 /// client sees the error; a larger one is cut off.
 pub const MAX_DRAIN_BYTES: usize = 64 << 20;
+/// Longest link or webhook URL accepted, in bytes.
+pub const MAX_URL_BYTES: usize = 2048;
 /// Largest non-file multipart field read (`bitrate`).
 pub const MAX_TEXT_FIELD_BYTES: usize = 64;
 /// Default and largest page sizes of `GET /v1/jobs`.
@@ -309,17 +311,21 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError>
     })
 }
 
-/// A checked link request, as the worker's JSON body.
-pub fn link_request(body: &[u8]) -> Result<Value, ApiError> {
+/// A checked link request, as the worker's JSON body; `query_bitrate` (`?bitrate=`, checked)
+/// applies when the body names none.
+pub fn link_request(body: &[u8], query_bitrate: Option<&str>) -> Result<Value, ApiError> {
     let link: LinkBody = json_body(body)?;
     let url = link.url.trim();
-    let scheme_ok = ["http://", "https://"]
-        .iter()
-        .any(|s| url.len() > s.len() && url[..s.len()].eq_ignore_ascii_case(s));
-    if !scheme_ok || url.len() > 2048 || url.chars().any(char::is_whitespace) {
+    // Read as HTTP clients read URLs (WHATWG), as the worker does: an absolute http(s) URL
+    // with a host. Whether that host may be reached is the worker's decision.
+    let parsed = (url.len() <= MAX_URL_BYTES && !url.chars().any(char::is_whitespace))
+        .then(|| url::Url::parse(url).ok())
+        .flatten()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+    if parsed.is_none() {
         return Err(ApiError::bad_request(
             "invalid_url",
-            "url must be an http:// or https:// link (at most 2048 characters)",
+            "url must be an http:// or https:// link (at most 2048 bytes)",
         ));
     }
     let bitrate = match link.bitrate {
@@ -327,7 +333,8 @@ pub fn link_request(body: &[u8]) -> Result<Value, ApiError> {
         Some(Value::String(s)) => Some(checked_bitrate(&s)?),
         Some(Value::Number(n)) => Some(checked_bitrate(&n.to_string())?),
         Some(_) => return Err(checked_bitrate("").unwrap_err()),
-    };
+    }
+    .or(query_bitrate.map(str::to_owned));
     let mut request = json!({ "url": url });
     if let Some(bitrate) = bitrate {
         request["bitrate"] = Value::String(bitrate);
@@ -344,6 +351,30 @@ pub fn clean_filename(name: &str) -> String {
         "video".to_owned()
     } else {
         cleaned.to_owned()
+    }
+}
+
+/// The `Content-Type` an upload is sent to the worker with. The gateway decides it, not the
+/// client: the worker reads `application/json` as a link request, so a file part declared as
+/// JSON must still arrive as a file. A declared `video/*` or `audio/*` type is kept (its
+/// essence, for the job's record); anything else is `application/octet-stream`.
+pub fn upload_content_type(declared: Option<&str>) -> String {
+    let essence = declared
+        .and_then(|t| t.split(';').next())
+        .map(|t| t.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let token = |part: &str| {
+        !part.is_empty()
+            && part.len() <= 100
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    match essence.split_once('/') {
+        Some((kind @ ("video" | "audio"), subtype)) if token(subtype) => {
+            format!("{kind}/{subtype}")
+        }
+        _ => "application/octet-stream".to_owned(),
     }
 }
 
@@ -526,67 +557,52 @@ struct WebhookBody {
     url: String,
 }
 
-/// The endpoint of a webhook registration, checked: https (http only when local delivery is
-/// allowed by `webhook_allow_local`), no credentials, and no loopback, private or link-local
-/// address unless local delivery is allowed.
+/// The endpoint of a webhook registration, checked and normalised: https (http only when local
+/// delivery is allowed by `webhook_allow_local`), no credentials, and a host that is public
+/// unless local delivery is allowed.
+///
+/// The URL is read with the WHATWG rules HTTP clients use, so every spelling of an address
+/// (`0x7f000001`, `2130706433`, `127.1`, `0177.0.0.1`, `%31%32%37.0.0.1`, full-width digits)
+/// is judged as the address it is, and the normalised URL is what is kept: the notifier calls
+/// exactly what was checked here. (A name can resolve anywhere later; delivery checks the
+/// resolved address again.)
 pub fn webhook_url(body: &[u8], allow_local: bool) -> Result<String, ApiError> {
     let request: WebhookBody = json_body(body)?;
     let invalid = |why: &str| ApiError::bad_request("invalid_webhook_url", why.to_owned());
-    let url = request.url.trim();
-    if url.len() > 2048 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid("the URL is too long or has spaces"));
+    let text = request.url.trim();
+    let too_long = || invalid("the URL is longer than 2048 bytes");
+    if text.len() > MAX_URL_BYTES {
+        return Err(too_long());
     }
-    let rest = match url.split_once("://") {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => rest,
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") && allow_local => rest,
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid("the URL has spaces or control characters"));
+    }
+    let url = url::Url::parse(text).map_err(|_| invalid("the URL is not a valid absolute URL"))?;
+    if url.as_str().len() > MAX_URL_BYTES {
+        return Err(too_long());
+    }
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_local => {}
         _ => return Err(invalid("the URL must be https://")),
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    if authority.contains('@') {
+    }
+    if !url.username().is_empty() || url.password().is_some() {
         return Err(invalid("the URL must not carry credentials"));
     }
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    }
-    .to_ascii_lowercase();
-    if host.is_empty() {
-        return Err(invalid("the URL has no host"));
-    }
-    if !allow_local && is_local(&host) {
+    let local = match url.host() {
+        None => return Err(invalid("the URL has no host")),
+        Some(url::Host::Domain(name)) => mp3conv_contract::address::is_local_name(name),
+        Some(url::Host::Ipv4(ip)) => !mp3conv_contract::address::is_public(ip.into()),
+        Some(url::Host::Ipv6(ip)) => !mp3conv_contract::address::is_public(ip.into()),
+    };
+    if local && !allow_local {
         return Err(ApiError::bad_request(
             "webhook_forbidden",
-            "webhooks cannot target loopback, private, link-local or metadata addresses",
+            "webhooks must go to a public address: not loopback, private, link-local, \
+             multicast, reserved or metadata addresses",
         ));
     }
-    Ok(url.to_owned())
-}
-
-/// Whether a host names this machine or a private network (by name or literal address).
-fn is_local(host: &str) -> bool {
-    if host == "localhost" || host.ends_with(".localhost") || host.ends_with(".internal") {
-        return true;
-    }
-    match host.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(ip)) => {
-            ip.is_loopback()
-                || ip.is_private()
-                || ip.is_link_local()
-                || ip.is_unspecified()
-                || ip.is_broadcast()
-                || ip.octets()[0] == 100 && (64..128).contains(&ip.octets()[1])
-        }
-        Ok(std::net::IpAddr::V6(ip)) => {
-            ip.is_loopback()
-                || ip.is_unspecified()
-                || (ip.segments()[0] & 0xfe00) == 0xfc00
-                || (ip.segments()[0] & 0xffc0) == 0xfe80
-                || ip
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| is_local(&v4.to_string()))
-        }
-        Err(_) => false,
-    }
+    Ok(url.into())
 }
 
 /// `GET /v1/me`.
@@ -893,6 +909,29 @@ mod tests {
             ("https://[::ffff:192.168.0.1]/x", "webhook_forbidden"),
             ("https://localhost/x", "webhook_forbidden"),
             ("https://metadata.google.internal/x", "webhook_forbidden"),
+            // Every spelling of an address is the address (WHATWG host parsing).
+            ("https://0x7f000001/", "webhook_forbidden"),
+            ("https://2130706433/", "webhook_forbidden"),
+            ("https://127.1/", "webhook_forbidden"),
+            ("https://0177.0.0.1/", "webhook_forbidden"),
+            ("https://0/", "webhook_forbidden"),
+            ("https://%31%32%37.0.0.1/", "webhook_forbidden"),
+            (
+                "https://\u{ff11}\u{ff12}\u{ff17}.0.0.1/",
+                "webhook_forbidden",
+            ),
+            ("https://127.0.0.1./", "webhook_forbidden"),
+            ("https://LOCALHOST./x", "webhook_forbidden"),
+            ("https://metadata/x", "webhook_forbidden"),
+            ("https://[::ffff:7f00:1]/", "webhook_forbidden"),
+            ("https://[64:ff9b::7f00:1]/", "webhook_forbidden"),
+            ("https://224.0.0.1/", "webhook_forbidden"),
+            ("https://240.0.0.1/", "webhook_forbidden"),
+            ("https://example.com@127.0.0.1/", "invalid_webhook_url"),
+            ("https://", "invalid_webhook_url"),
+            ("https://exa mple.com/", "invalid_webhook_url"),
+            ("/relative", "invalid_webhook_url"),
+            ("", "invalid_webhook_url"),
         ] {
             match webhook_url(&url(bad), false) {
                 Err(ApiError::BadRequest { code: c, .. }) => assert_eq!(c, code, "{bad}"),
@@ -900,6 +939,15 @@ mod tests {
             }
         }
         assert!(webhook_url(&url("http://127.0.0.1:9000/hook"), true).is_ok());
+        // What is kept is the address that was checked, not the spelling.
+        assert_eq!(
+            webhook_url(&url("https://0x5db8d822/in"), false).unwrap(),
+            "https://93.184.216.34/in"
+        );
+        assert_eq!(
+            webhook_url(&url("HTTPS://Hooks.Example.COM"), false).unwrap(),
+            "https://hooks.example.com/"
+        );
         assert!(matches!(
             webhook_url(br#"{"url":"https://a.example","secret":"x"}"#, false),
             Err(ApiError::BadRequest {
@@ -933,22 +981,38 @@ mod tests {
 
     #[test]
     fn link_requests_are_checked() {
-        let ok = link_request(br#"{"url":" https://example.com/v.mp4 ","bitrate":320}"#).unwrap();
+        let ok = link_request(
+            br#"{"url":" https://example.com/v.mp4 ","bitrate":320}"#,
+            Some("v2"),
+        )
+        .unwrap();
         assert_eq!(
             ok,
             json!({"url":"https://example.com/v.mp4","bitrate":"320"})
+        );
+        assert_eq!(
+            link_request(br#"{"url":"https://example.com/v.mp4"}"#, Some("v2")).unwrap(),
+            json!({"url":"https://example.com/v.mp4","bitrate":"v2"})
         );
         for (body, code) in [
             (&br#"{"url":"file:///etc/passwd"}"#[..], "invalid_url"),
             (br#"{"url":"ftp://x/y"}"#, "invalid_url"),
             (br#"{"url":"http://"}"#, "invalid_url"),
+            // Non-ASCII first (this once sliced a string inside a character and panicked).
+            (
+                "{\"url\":\"\u{a7}\u{a7}\u{a7}\u{a7}\"}".as_bytes(),
+                "invalid_url",
+            ),
+            (r#"{"url":"\u00a7https://x"}"#.as_bytes(), "invalid_url"),
+            (br#"{"url":""}"#, "invalid_url"),
+            (br#"{"url":"https://exa mple.com/v.mp4"}"#, "invalid_url"),
             (br#"{"url":"https://x","extra":1}"#, "unknown_field"),
             (br#"{"url":"https://x","bitrate":"999"}"#, "invalid_bitrate"),
             (br#"{"url":"https://x","bitrate":[1]}"#, "invalid_bitrate"),
             (br#"{"bitrate":"128"}"#, "invalid_json"),
             (b"not json", "invalid_json"),
         ] {
-            match link_request(body) {
+            match link_request(body, None) {
                 Err(ApiError::BadRequest { code: c, .. }) => {
                     assert_eq!(c, code, "{}", String::from_utf8_lossy(body))
                 }
@@ -988,6 +1052,29 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn uploads_are_files_whatever_the_part_declares() {
+        for (declared, sent) in [
+            (Some("video/mp4"), "video/mp4"),
+            (Some("Video/MP4; codecs=avc1"), "video/mp4"),
+            (Some("audio/x-wav"), "audio/x-wav"),
+            (Some("application/json"), "application/octet-stream"),
+            (
+                Some("application/json; charset=utf-8"),
+                "application/octet-stream",
+            ),
+            (Some("video/"), "application/octet-stream"),
+            (
+                Some("video/mp4\r\nx-mp3conv-owner: someone"),
+                "application/octet-stream",
+            ),
+            (Some("text/plain"), "application/octet-stream"),
+            (None, "application/octet-stream"),
+        ] {
+            assert_eq!(upload_content_type(declared), sent, "{declared:?}");
+        }
     }
 
     #[test]

@@ -574,7 +574,14 @@ async fn create_job(
 ) -> Result<Value, ApiError> {
     let content_type = header(&request, "content-type");
     let declared = header(&request, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
-    match api::body_kind(content_type.as_deref(), !original)? {
+    let kind = api::body_kind(content_type.as_deref(), !original)?;
+    // `?bitrate=` is a v1 parameter, checked whatever the body (the original route has none).
+    let bitrate = if original {
+        None
+    } else {
+        api::bitrate_param(query)?
+    };
+    match kind {
         api::BodyKind::Json => {
             if declared.is_some_and(|n| n > api::MAX_JSON_BYTES as u64) {
                 drain(request).await;
@@ -583,7 +590,7 @@ async fn create_job(
                 });
             }
             let body = read_request(request, api::MAX_JSON_BYTES).await?;
-            let link = api::link_request(&body)?;
+            let link = api::link_request(&body, bitrate.as_deref())?;
             let response = worker
                 .call(
                     Method::Post,
@@ -603,11 +610,6 @@ async fn create_job(
                 drain(request).await;
                 return Err(ApiError::BodyTooLarge { limit });
             }
-            let bitrate = if original {
-                None
-            } else {
-                api::bitrate_param(query)?
-            };
             multipart_upload(worker, request, boundary, bitrate, original).await
         }
     }
@@ -691,7 +693,11 @@ async fn multipart_upload(
                 );
                 continue;
             }
-            // A text field.
+            // A text field. The original API ignores them: read through, nothing kept.
+            if original {
+                while field.chunk().await.map_err(multipart_error)?.is_some() {}
+                continue;
+            }
             let mut text = Vec::new();
             while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
                 if text.len() + chunk.len() > api::MAX_TEXT_FIELD_BYTES {
@@ -705,25 +711,23 @@ async fn multipart_upload(
                 }
                 text.extend_from_slice(&chunk);
             }
-            match (original, name.as_str()) {
-                // The original API took one file under any name and nothing else.
-                (true, _) => {}
-                (false, "bitrate") if job.is_none() => {
+            match name.as_str() {
+                "bitrate" if job.is_none() => {
                     bitrate = Some(api::checked_bitrate(&String::from_utf8_lossy(&text))?);
                 }
-                (false, "bitrate") => {
+                "bitrate" => {
                     return Err(ApiError::bad_request(
                         "field_order",
                         "send the bitrate field before the file",
                     ));
                 }
-                (false, "file") => {
+                "file" => {
                     return Err(ApiError::bad_request(
                         "missing_file",
                         "the `file` field must be a file (with a filename)",
                     ));
                 }
-                (false, other) => return Err(unknown_field(other)),
+                other => return Err(unknown_field(other)),
             }
         }
         Ok(())
@@ -777,10 +781,10 @@ async fn stream_file(
     content_type: Option<String>,
     bitrate: Option<&str>,
 ) -> Result<Value, ApiError> {
-    let mut extra = Vec::new();
-    if let Some(content_type) = content_type {
-        extra.push(("content-type", content_type));
-    }
+    let extra = [(
+        "content-type",
+        api::upload_content_type(content_type.as_deref()),
+    )];
     let path = format!("/internal/jobs?{}", api::upload_query(filename, bitrate));
     let request = outgoing(
         Method::Post,
