@@ -75,8 +75,12 @@ enum Command {
 #[group(required = true, multiple = false)]
 struct MigrateArgs {
     /// A MySQL/MariaDB URL, e.g. mysql://user:pass@host:3306/mp3conv (created if missing).
+    /// With a password, prefer the environment or --mysql-file: `ps` shows command lines.
     #[arg(long, env = "MP3CONV_MIGRATE_MYSQL_URL")]
     mysql: Option<String>,
+    /// Read the --mysql URL from this file.
+    #[arg(long, env = "MP3CONV_MIGRATE_MYSQL_URL_FILE")]
+    mysql_file: Option<PathBuf>,
     /// A SQLite database file (created if missing).
     #[arg(long)]
     sqlite: Option<PathBuf>,
@@ -100,15 +104,25 @@ struct UpArgs {
     /// mysql://root@127.0.0.1:3306/mp3conv; the database is created and migrated).
     #[arg(long, env = "MP3CONV_MYSQL_URL")]
     mysql: Option<String>,
+    /// Read the --mysql URL from this file, keeping its password out of `ps`.
+    #[arg(long, env = "MP3CONV_MYSQL_URL_FILE", conflicts_with = "mysql")]
+    mysql_file: Option<PathBuf>,
     /// Keep videos, MP3s (GridFS) and jobs in MongoDB at this URL instead of local files.
     #[arg(long, env = "MP3CONV_MONGODB_URL")]
     mongodb: Option<String>,
+    /// Read the --mongodb URL from this file, keeping its password out of `ps`.
+    #[arg(long, env = "MP3CONV_MONGODB_URL_FILE", conflicts_with = "mongodb")]
+    mongodb_file: Option<PathBuf>,
     /// MongoDB database for --mongodb.
     #[arg(long, env = "MP3CONV_MONGODB_DATABASE", default_value = "mp3conv")]
     mongodb_database: String,
-    /// Carry jobs through RabbitMQ at this AMQP URL instead of the in-process queue.
+    /// Carry jobs through RabbitMQ at this AMQP URL instead of the in-process queue. A URL with
+    /// a password belongs in the environment or in --rabbitmq-file: `ps` shows command lines.
     #[arg(long, env = "MP3CONV_RABBITMQ_URL")]
     rabbitmq: Option<String>,
+    /// Read the --rabbitmq URL from this file (e.g. a mounted secret).
+    #[arg(long, env = "MP3CONV_RABBITMQ_URL_FILE", conflicts_with = "rabbitmq")]
+    rabbitmq_file: Option<PathBuf>,
     /// Where the worker's internal API listens (loopback only by default; port 0 picks one).
     #[arg(long, env = "MP3CONV_WORKER_LISTEN", default_value = "127.0.0.1:0")]
     worker_listen: SocketAddr,
@@ -121,12 +135,17 @@ struct UpArgs {
 struct ServeArgs {
     #[command(flatten)]
     host: HostArgs,
-    /// Run the eventing bridge with these sources (eventing.toml); needs --rabbitmq.
-    #[arg(long, env = "MP3CONV_EVENTING", requires = "rabbitmq")]
+    /// Run the eventing bridge with these sources (eventing.toml); needs --rabbitmq or
+    /// --rabbitmq-file.
+    #[arg(long, env = "MP3CONV_EVENTING")]
     eventing: Option<PathBuf>,
-    /// The RabbitMQ the worker announces on, for the eventing bridge.
+    /// The RabbitMQ the worker announces on, for the eventing bridge. A URL with a password
+    /// belongs in the environment or in --rabbitmq-file: `ps` shows command lines.
     #[arg(long, env = "MP3CONV_RABBITMQ_URL")]
     rabbitmq: Option<String>,
+    /// Read the --rabbitmq URL from this file (e.g. a mounted secret).
+    #[arg(long, env = "MP3CONV_RABBITMQ_URL_FILE", conflicts_with = "rabbitmq")]
+    rabbitmq_file: Option<PathBuf>,
     /// The worker's queue-name prefix (its MP3CONV_WORKER__QUEUE__PREFIX).
     #[arg(long, env = "MP3CONV_QUEUE_PREFIX", default_value = "")]
     queue_prefix: String,
@@ -154,9 +173,24 @@ struct HostArgs {
     /// Memory cap of each component instance (e.g. 128MiB).
     #[arg(long, env = "MP3CONV_MEMORY_LIMIT", default_value = "128MiB", value_parser = parse_size)]
     memory_limit: usize,
-    /// Time limit of each request (e.g. 60s).
+    /// Work limit of each request (e.g. 60s): the CPU time its guest may use and the time it
+    /// may go without progress; a transfer that keeps moving is not cut.
     #[arg(long, env = "MP3CONV_REQUEST_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     request_timeout: Duration,
+    /// How long a request body may stall before the request is answered 408.
+    #[arg(long, env = "MP3CONV_BODY_IDLE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    body_idle_timeout: Duration,
+    /// How long a client may take to send a request's headers.
+    #[arg(long, env = "MP3CONV_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    header_read_timeout: Duration,
+    /// Requests handled at once for one client (an IPv4 address, an IPv6 /64); more are
+    /// answered 429.
+    #[arg(long, env = "MP3CONV_MAX_REQUESTS_PER_CLIENT", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    max_requests_per_client: u32,
+    /// PEM root certificates to trust for outbound https besides the Mozilla roots.
+    #[arg(long, env = "SSL_CERT_FILE", value_name = "PEM")]
+    ssl_cert_file: Option<PathBuf>,
     /// Per-component limits: NAME:memory=64MiB,timeout=10s (repeatable).
     #[arg(long = "component-limit", value_name = "NAME:LIMITS")]
     component_limits: Vec<String>,
@@ -191,6 +225,10 @@ impl HostArgs {
             data_dir: self.data_dir,
             cache_dir: self.cache_dir,
             max_concurrent_requests: self.max_concurrent_requests as usize,
+            max_requests_per_client: self.max_requests_per_client as usize,
+            body_idle_timeout: self.body_idle_timeout,
+            header_read_timeout: self.header_read_timeout,
+            extra_root_certificates: self.ssl_cert_file,
             limits,
             component_limits,
             shutdown_grace: self.shutdown_grace,
@@ -247,12 +285,14 @@ async fn serve_command(command: Command) -> anyhow::Result<()> {
         Command::Up(args) => up(args).await,
         Command::Serve(args) => serve(args).await,
         Command::Migrate(MigrateArgs {
-            mysql: Some(url), ..
-        }) => crate::migrate::mysql(&url).await,
-        Command::Migrate(MigrateArgs {
             sqlite: Some(path), ..
         }) => crate::migrate::sqlite(&path).await,
-        Command::Migrate(_) => unreachable!("clap requires --mysql or --sqlite"),
+        Command::Migrate(MigrateArgs {
+            mysql, mysql_file, ..
+        }) => match url_from(mysql, mysql_file.as_deref(), "--mysql")? {
+            Some(url) => crate::migrate::mysql(&url).await,
+            None => unreachable!("clap requires --mysql, --mysql-file or --sqlite"),
+        },
         Command::Keys(KeysCommand::Generate { dir }) => {
             let pair = crate::keys::generate()?;
             crate::keys::write(&dir, &pair)?;
@@ -265,9 +305,13 @@ async fn serve_command(command: Command) -> anyhow::Result<()> {
 
 /// The whole system on embedded defaults: development keys from the data directory (unless
 /// `SPIN_VARIABLE_JWT_*` supply real ones), the users database migrated, then the host.
-async fn up(args: UpArgs) -> anyhow::Result<()> {
+async fn up(mut args: UpArgs) -> anyhow::Result<()> {
+    args.mysql = url_from(args.mysql, args.mysql_file.as_deref(), "--mysql")?;
+    args.mongodb = url_from(args.mongodb, args.mongodb_file.as_deref(), "--mongodb")?;
+    args.rabbitmq = url_from(args.rabbitmq, args.rabbitmq_file.as_deref(), "--rabbitmq")?;
     let mut config = args.host.into_config()?;
-    std::fs::create_dir_all(&config.data_dir)
+    private_files();
+    mp3conv_host::create_private_dir(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let keys = crate::keys::load_or_generate(&config.data_dir.join("keys"))?;
     config
@@ -339,6 +383,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         .variables
         .insert("worker_url".into(), format!("http://{worker_addr}"));
     config.variables.insert("worker_token".into(), token);
+    let events_token = supply_events_token(&mut config)?;
 
     let variables = mp3conv_host::app_variables(&config)?;
     match variables.get("auth_database").map(String::as_str) {
@@ -373,7 +418,10 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
                     "the in-process queue has one consumer: eventing.toml may list one source"
                 ),
             };
-            let sink = source.sink_url(host.local_addr());
+            let sink = crate::eventing::Target {
+                url: source.sink_url(host.local_addr()),
+                token: events_token.clone(),
+            };
             tokio::spawn(crate::eventing::run(
                 source,
                 queue,
@@ -407,6 +455,42 @@ async fn until_stopped(mut stopped: tokio::sync::watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
 }
 
+/// The token the notifier requires on `/events` and the eventing bridge sends: the manifest's
+/// `events_token` (`SPIN_VARIABLE_EVENTS_TOKEN`) when given, else one made for this run, so
+/// `/events` is never open to whoever reaches the listener.
+fn supply_events_token(config: &mut HostConfig) -> anyhow::Result<String> {
+    config
+        .variables
+        .insert("events_token".into(), crate::keys::random_token()?);
+    let token = mp3conv_host::app_variables(config)?
+        .get("events_token")
+        .map(|token| token.trim().to_owned())
+        .unwrap_or_default();
+    // The notifier refuses shorter ones; say so now rather than dead-letter every event.
+    anyhow::ensure!(
+        token.is_empty() || token.chars().count() >= 16,
+        "SPIN_VARIABLE_EVENTS_TOKEN must be at least 16 characters (unset, one is made for the run)"
+    );
+    Ok(token)
+}
+
+/// A service URL given as itself (flag or environment variable) or in a file (`--*-file`, its
+/// surrounding whitespace dropped). Files and the environment keep passwords out of `ps`.
+fn url_from(
+    direct: Option<String>,
+    file: Option<&std::path::Path>,
+    flag: &str,
+) -> anyhow::Result<Option<String>> {
+    let (None, Some(path)) = (&direct, file) else {
+        return Ok(direct);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the {flag} URL from {}", path.display()))?;
+    let url = text.trim();
+    anyhow::ensure!(!url.is_empty(), "{} holds no {flag} URL", path.display());
+    Ok(Some(url.to_owned()))
+}
+
 /// `host:port` of a MySQL URL, for `allowed_outbound_hosts`.
 fn mysql_host(url: &str) -> anyhow::Result<String> {
     let rest = url
@@ -437,18 +521,35 @@ fn announce(host: &Host, worker: Option<SocketAddr>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// Files and directories this process creates (users database and its WAL, job store, blobs,
+/// keys, caches) are readable by this user only: umask 077.
+fn private_files() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
+async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
+    private_files();
+    args.rabbitmq = url_from(args.rabbitmq, args.rabbitmq_file.as_deref(), "--rabbitmq")?;
+    anyhow::ensure!(
+        args.eventing.is_none() || args.rabbitmq.is_some(),
+        "--eventing needs --rabbitmq or --rabbitmq-file (or MP3CONV_RABBITMQ_URL)"
+    );
     let eventing = args
         .eventing
         .as_deref()
         .map(crate::eventing::EventingFile::load)
         .transpose()?;
-    let host = Host::build(args.host.into_config()?).await?;
+    let mut config = args.host.into_config()?;
+    let events_token = supply_events_token(&mut config)?;
+    let host = Host::build(config).await?;
     announce(&host, None)?;
     let stopped = stop_on_signal();
     if let (Some(eventing), Some(url)) = (eventing, args.rabbitmq) {
         for source in eventing.sources {
-            let sink = source.sink_url(host.local_addr());
+            let sink = crate::eventing::Target {
+                url: source.sink_url(host.local_addr()),
+                token: events_token.clone(),
+            };
             let queue = crate::eventing::Queue::Rabbitmq {
                 url: url.clone(),
                 prefix: args.queue_prefix.clone(),
@@ -476,6 +577,59 @@ mod tests {
             "127.0.0.1:3306"
         );
         assert!(mysql_host("postgres://x").is_err());
+    }
+
+    #[test]
+    fn service_urls_come_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("amqp-url");
+        std::fs::write(&file, "amqp://u:secret@127.0.0.1:5672/%2f\n").unwrap();
+        assert_eq!(
+            url_from(None, Some(&file), "--rabbitmq")
+                .unwrap()
+                .as_deref(),
+            Some("amqp://u:secret@127.0.0.1:5672/%2f")
+        );
+        assert_eq!(url_from(None, None, "--rabbitmq").unwrap(), None);
+        std::fs::write(&file, " \n").unwrap();
+        assert!(url_from(None, Some(&file), "--rabbitmq").is_err());
+        assert!(url_from(None, Some(&dir.path().join("none")), "--rabbitmq").is_err());
+        let both = [
+            "mp3conv",
+            "up",
+            "--rabbitmq",
+            "amqp://x",
+            "--rabbitmq-file",
+            "f",
+        ];
+        assert!(Cli::try_parse_from(both).is_err());
+    }
+
+    /// What a user gets without flags is what the host documents and defaults to.
+    #[test]
+    fn host_defaults() {
+        for subcommand in ["up", "serve"] {
+            let cli = Cli::try_parse_from(["mp3conv", subcommand]).unwrap();
+            let args = match cli.command {
+                Command::Up(args) => args.host,
+                Command::Serve(args) => args.host,
+                _ => unreachable!(),
+            };
+            let config = args.into_config().unwrap();
+            let defaults = HostConfig::new("spin.toml".into());
+            assert_eq!(config.limits, defaults.limits);
+            assert_eq!(config.limits.timeout, Duration::from_secs(60));
+            assert_eq!(config.body_idle_timeout, Duration::from_secs(10));
+            assert_eq!(config.body_idle_timeout, defaults.body_idle_timeout);
+            assert_eq!(config.header_read_timeout, Duration::from_secs(10));
+            assert_eq!(config.header_read_timeout, defaults.header_read_timeout);
+            assert_eq!(config.max_concurrent_requests, 128);
+            assert_eq!(config.max_requests_per_client, 64);
+            assert_eq!(
+                config.max_requests_per_client,
+                defaults.max_requests_per_client
+            );
+        }
     }
 
     #[test]

@@ -12,6 +12,14 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
+/// A reqwest client. Built together with the rest of the workspace, reqwest has TLS but no
+/// crypto provider of its own (the build links only ring), so one is installed first.
+pub fn http_client() -> reqwest::Client {
+    // An error means a provider is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// One request; its status and body.
 pub async fn send(addr: SocketAddr, spec: Spec) -> anyhow::Result<(u16, Bytes)> {
     let stream = tokio::net::TcpStream::connect(addr).await?;

@@ -249,7 +249,7 @@ impl System {
             base: format!("http://{}", process.addr),
             process,
             _worker: worker,
-            client: reqwest::Client::new(),
+            client: mp3conv_bench::http_client(),
         }
     }
 

@@ -70,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
         "Serving http://",
     )?;
 
-    let client = reqwest::Client::new();
+    let client = mp3conv_bench::http_client();
     let base = format!("http://{}", host.addr);
     let token = register_and_login(&client, &base, "gateway-bench@example.com").await?;
     let me: Value = client
@@ -166,7 +166,7 @@ async fn notification_latency(mp3conv: &Path, root: &Path, dir: &Path) -> anyhow
         "Serving http://",
     )?;
     let base = format!("http://{}", up.addr);
-    let client = reqwest::Client::new();
+    let client = mp3conv_bench::http_client();
     let token = register_and_login(&client, &base, "notify-bench@example.com").await?;
     let mut jobs = Vec::new();
     for _ in 0..NOTIFIED_JOBS {

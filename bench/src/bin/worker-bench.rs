@@ -196,7 +196,7 @@ impl Worker {
         Ok(Worker {
             child,
             base,
-            client: reqwest::Client::new(),
+            client: mp3conv_bench::http_client(),
         })
     }
 
