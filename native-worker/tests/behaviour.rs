@@ -1,27 +1,12 @@
 //! The worker's behaviour over HTTP, each test run against both backend sets: embedded
 //! (directory + SQLite + in-process queue) and services (GridFS + MongoDB + RabbitMQ).
 
+#[macro_use]
 mod common;
 
 use common::{Backend, TestApp, body, link_host, media, probe, spawn, spawn_named, spawn_with};
 use reqwest::Method;
 use serde_json::Value;
-
-/// Runs `$test(Backend)` once per backend set.
-macro_rules! on_both_backends {
-    ($($test:ident),* $(,)?) => {$(
-        mod $test {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn embedded() {
-                super::$test(super::Backend::Embedded).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn services() {
-                super::$test(super::Backend::Services).await;
-            }
-        }
-    )*};
-}
 
 on_both_backends!(
     every_input_format_becomes_an_announced_mp3,

@@ -1,11 +1,10 @@
 //! Hostile and awkward inputs, each test run against both backend sets: uploads that try to make
 //! ffmpeg read other files, and ordinary media that must still convert.
 
+#[macro_use]
 mod common;
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::path::Path;
 use std::time::Duration;
 
 use axum::Router;
@@ -23,102 +22,12 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Runs `$test(Backend)` once per backend set.
-macro_rules! on_both_backends {
-    ($($test:ident),* $(,)?) => {$(
-        mod $test {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn embedded() {
-                super::$test(super::Backend::Embedded).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn services() {
-                super::$test(super::Backend::Services).await;
-            }
-        }
-    )*};
-}
-
 on_both_backends!(
     playlists_manifests_and_file_lists_are_refused,
     ordinary_formats_still_convert,
     slow_links_leave_the_conversion_slots_free,
     slow_links_fail_as_too_slow,
 );
-
-/// More test media than `common::media` makes: 3 s of a 440 Hz tone, with a video track for
-/// the video containers.
-fn more_media(kind: &str) -> Vec<u8> {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    static MADE: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
-    let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap());
-    let mut made = MADE.get_or_init(Default::default).lock().unwrap();
-    if let Some(path) = made.get(kind) {
-        return std::fs::read(path).unwrap();
-    }
-    let video = [
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc=size=176x144:rate=10:duration=3",
-    ];
-    let audio = ["-f", "lavfi", "-i", "sine=frequency=440:duration=3"];
-    let (file, args): (&str, Vec<&str>) = match kind {
-        "m4a" => ("a.m4a", [&audio[..], &["-c:a", "aac"]].concat()),
-        "mp3" => ("a.mp3", audio.to_vec()),
-        "ogg" => ("a.ogg", [&audio[..], &["-c:a", "libvorbis"]].concat()),
-        "wav" => ("a.wav", audio.to_vec()),
-        "flac" => ("a.flac", audio.to_vec()),
-        "aac" => ("a.aac", [&audio[..], &["-c:a", "aac"]].concat()),
-        "flv" => ("a.flv", [&video[..], &audio].concat()),
-        "ts" => ("a.ts", [&video[..], &audio].concat()),
-        "wmv" => ("a.wmv", [&video[..], &audio].concat()),
-        "3gp" => (
-            "a.3gp",
-            [&video[..], &audio, &["-c:v", "h263", "-c:a", "aac"]].concat(),
-        ),
-        // A phone's recording: 8 kHz mono, whose MP3 frames are three times as long.
-        "8k.3gp" => (
-            "a8k.3gp",
-            [
-                &video[..],
-                &[
-                    "-f",
-                    "lavfi",
-                    "-i",
-                    "sine=frequency=440:duration=3:sample_rate=8000",
-                ],
-                &["-c:v", "h263", "-c:a", "aac", "-ac", "1"],
-            ]
-            .concat(),
-        ),
-        "rm" => (
-            "a.rm",
-            [&video[..], &audio, &["-c:v", "rv10", "-c:a", "ac3"]].concat(),
-        ),
-        "nut" => ("a.nut", [&video[..], &audio].concat()),
-        "au" => ("a.au", audio.to_vec()),
-        "dts" => (
-            "a.dts",
-            [
-                &audio[..],
-                &["-ar", "48000", "-c:a", "dca", "-strict", "-2"],
-            ]
-            .concat(),
-        ),
-        other => panic!("no media kind {other}"),
-    };
-    let path = dir.path().join(file);
-    let status = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-y"])
-        .args(&args)
-        .arg(&path)
-        .status()
-        .unwrap();
-    assert!(status.success(), "ffmpeg could not make {kind}");
-    made.insert(kind.into(), path.clone());
-    std::fs::read(path).unwrap()
-}
 
 /// Serves `files` (path, content type, body) on 127.0.0.1 port 0; returns the base URL.
 async fn serve(files: Vec<(&'static str, &'static str, Vec<u8>)>) -> String {
@@ -196,9 +105,9 @@ async fn playlists_manifests_and_file_lists_are_refused(backend: Backend) {
     let app = spawn(backend).await;
     // Media on the worker's disk, with the extensions ffmpeg's HLS and DASH readers accept.
     let on_disk_mp3 = app.dir.path().join("secret.mp3");
-    std::fs::write(&on_disk_mp3, more_media("mp3")).unwrap();
+    std::fs::write(&on_disk_mp3, media("mp3")).unwrap();
     let on_disk_m4a = app.dir.path().join("secret.m4a");
-    std::fs::write(&on_disk_m4a, more_media("m4a")).unwrap();
+    std::fs::write(&on_disk_m4a, media("m4a")).unwrap();
     // Another user's video, stored (in the embedded store as `blobs/videos/<video_id>`, beside
     // the attacker's upload, where a relative ffconcat entry finds it).
     let theirs = app.upload_ok("victim", "private.mp4", media("mp4")).await;
@@ -258,7 +167,7 @@ async fn ordinary_formats_still_convert(backend: Backend) {
         "m4a", "mp3", "ogg", "wav", "flac", "aac", "flv", "ts", "wmv", "3gp", "8k.3gp", "rm",
         "nut", "au", "dts",
     ] {
-        uploads.push((kind.to_owned(), more_media(kind)));
+        uploads.push((kind.to_owned(), media(kind)));
     }
     let mut ids = Vec::new();
     for (kind, bytes) in &uploads {

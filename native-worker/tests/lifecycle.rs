@@ -309,11 +309,13 @@ async fn start_up_removes_old_orphan_gridfs_files_and_keeps_the_rest() {
     app.stop().await;
 }
 
-/// What the converter relies on from a job store's lease: one holder at a time, taken over only
-/// after it expires, untouched by saves.
-async fn lease_contract(store: &dyn native_worker::jobs::JobStore) {
+/// A new link job of `owner`'s in `store`, leased by holder "a" from now for 30 s.
+async fn leased_job(
+    store: &dyn native_worker::jobs::JobStore,
+    owner: &str,
+) -> (Job, chrono::DateTime<chrono::Utc>, chrono::Duration) {
     let job = Job::new(
-        "lena".into(),
+        owner.into(),
         Source::Link {
             url: "http://example.com/a.mp4".into(),
         },
@@ -328,6 +330,13 @@ async fn lease_contract(store: &dyn native_worker::jobs::JobStore) {
             .await
             .unwrap()
     );
+    (job, now, ttl)
+}
+
+/// What the converter relies on from a job store's lease: one holder at a time, taken over only
+/// after it expires, untouched by saves.
+async fn lease_contract(store: &dyn native_worker::jobs::JobStore) {
+    let (job, now, ttl) = leased_job(store, "lena").await;
     assert!(
         !store
             .acquire_lease(job.id, "b", now, now + ttl)
@@ -521,22 +530,7 @@ async fn a_job_deleted_under_the_lease_leaves_no_files() {
 /// converter that no longer holds the lease writes nothing, and existence checks in batches.
 async fn fencing_and_batches(store: &dyn native_worker::jobs::JobStore) {
     use native_worker::jobs::Saved;
-    let job = Job::new(
-        "fred".into(),
-        Source::Link {
-            url: "http://example.com/a.mp4".into(),
-        },
-        Default::default(),
-    );
-    store.insert(&job).await.unwrap();
-    let now = chrono::Utc::now();
-    let ttl = chrono::Duration::seconds(30);
-    assert!(
-        store
-            .acquire_lease(job.id, "a", now, now + ttl)
-            .await
-            .unwrap()
-    );
+    let (job, now, ttl) = leased_job(store, "fred").await;
     let mut done = job.clone();
     done.progress = 100;
     assert_eq!(store.save_held(&done, "a").await.unwrap(), Saved::Saved);

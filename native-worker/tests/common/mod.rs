@@ -26,6 +26,23 @@ use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// Runs `$test(Backend)` once per backend set (`#[macro_use] mod common;`).
+#[allow(unused_macros)]
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {$(
+        mod $test {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                super::$test(super::Backend::Embedded).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn services() {
+                super::$test(super::Backend::Services).await;
+            }
+        }
+    )*};
+}
+
 pub const TOKEN: &str = "test-internal-token-0123456789";
 /// How long a job may take to settle in a test before it counts as lost.
 pub const JOB_DEADLINE: Duration = Duration::from_secs(60);
@@ -426,8 +443,58 @@ pub fn media(kind: &str) -> Vec<u8> {
         "-c:a",
         "aac",
     ];
+    // QCIF, the size H.263 (3gp) and RealVideo take.
+    let qcif = [
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=176x144:rate=10:duration=3",
+    ];
     let (file, args): (&str, Vec<&str>) = match kind {
         "mp4" => ("a.mp4", [&video[..], &audio, &h264_aac].concat()),
+        "m4a" => ("a.m4a", [&audio[..], &["-c:a", "aac"]].concat()),
+        "mp3" => ("a.mp3", audio.to_vec()),
+        "ogg" => ("a.ogg", [&audio[..], &["-c:a", "libvorbis"]].concat()),
+        "wav" => ("a.wav", audio.to_vec()),
+        "flac" => ("a.flac", audio.to_vec()),
+        "aac" => ("a.aac", [&audio[..], &["-c:a", "aac"]].concat()),
+        "flv" => ("a.flv", [&qcif[..], &audio].concat()),
+        "ts" => ("a.ts", [&qcif[..], &audio].concat()),
+        "wmv" => ("a.wmv", [&qcif[..], &audio].concat()),
+        "3gp" => (
+            "a.3gp",
+            [&qcif[..], &audio, &["-c:v", "h263", "-c:a", "aac"]].concat(),
+        ),
+        // A phone's recording: 8 kHz mono, whose MP3 frames are three times as long.
+        "8k.3gp" => (
+            "a8k.3gp",
+            [
+                &qcif[..],
+                &[
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    "sine=frequency=440:duration=3:sample_rate=8000",
+                ],
+                &["-c:v", "h263", "-c:a", "aac", "-ac", "1"],
+            ]
+            .concat(),
+        ),
+        "rm" => (
+            "a.rm",
+            [&qcif[..], &audio, &["-c:v", "rv10", "-c:a", "ac3"]].concat(),
+        ),
+        "nut" => ("a.nut", [&qcif[..], &audio].concat()),
+        "au" => ("a.au", audio.to_vec()),
+        "dts" => (
+            "a.dts",
+            [
+                &audio[..],
+                &["-ar", "48000", "-c:a", "dca", "-strict", "-2"],
+            ]
+            .concat(),
+        ),
+
         "mp4-faststart" => (
             "b.mp4",
             [&video[..], &audio, &h264_aac, &["-movflags", "+faststart"]].concat(),
