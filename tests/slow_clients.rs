@@ -150,6 +150,44 @@ async fn a_stalled_body_and_a_busy_guest_are_still_stopped() {
     assert!(started.elapsed() < Duration::from_secs(15));
 }
 
+/// A body that trickles a byte every 300 ms is never idle for the body idle timeout (the
+/// setting under test, 1 s), but brings far less than its minimum per window: 408, at once,
+/// not after the 60 s the trickle would take.
+#[tokio::test]
+async fn a_trickling_body_is_answered_408() {
+    let host = start(&["--body-idle-timeout", "1s"]);
+    let started = Instant::now();
+    let (mut reader, mut writer) = stalled_upload(&host, "127.0.0.1").await.into_split();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if writer.write_all(b"x").await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut text = Vec::new();
+    let answered = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buffer = [0u8; 4096];
+        while !(text.windows(4).any(|w| w == b"\r\n\r\n") && text.ends_with(b"}")) {
+            match reader.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => text.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    trickle.abort();
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        answered.is_ok(),
+        "no answer while the body trickled: {text}"
+    );
+    assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
+    assert!(text.contains("\"body_timeout\""), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
+
 /// 130 connections from one client send bodies slowly: beyond its share (64 of 128 slots by
 /// default) they are refused at once with 429, the rest are answered 408 once their bodies
 /// stall for the body idle timeout (the setting under test, shortened to 1 s), and another

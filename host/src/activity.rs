@@ -8,7 +8,7 @@
 //!   chunk was taken by the client, the guest did not run (a guest waiting on a host call or
 //!   an outbound request that never answers), or
 //! - the client's request body stalls, with the guest waiting for it, for the (shorter)
-//!   body idle timeout.
+//!   body idle timeout, or brings less than [`MIN_BODY_BYTES_PER_WINDOW`] in such a window.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -153,13 +153,25 @@ impl<F: Future> Future for Metered<F> {
     }
 }
 
+/// The least a client's request body must bring in each `idle_limit` window: a body
+/// trickling a byte now and then is never idle, yet holds a slot for as long as it likes.
+/// 1 KiB per window (about 100 B/s with the default 10 s) is far below any honest upload.
+pub const MIN_BODY_BYTES_PER_WINDOW: u64 = 1024;
+
 /// A body whose frames count as progress. With `idle_limit` (the client's request body), a
-/// wait of that long for the next frame stalls the request.
+/// wait of that long for the next frame, or a window of that long bringing less than
+/// [`MIN_BODY_BYTES_PER_WINDOW`], stalls the request.
 pub struct Watched<B> {
     inner: B,
     activity: Arc<Activity>,
     idle_limit: Option<Duration>,
     waiting: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Time spent waiting for the client in the current rate window, and what the window
+    /// brought so far: only waiting counts, so a guest slow to read is never taken for a slow
+    /// client.
+    window: (Duration, u64),
+    /// Since when the body has been waiting for the client's next frame.
+    pending_since: Option<Instant>,
 }
 
 impl<B> Watched<B> {
@@ -169,7 +181,39 @@ impl<B> Watched<B> {
             activity,
             idle_limit,
             waiting: None,
+            window: (Duration::ZERO, 0),
+            pending_since: None,
         }
+    }
+}
+
+impl<B> Watched<B> {
+    /// Counts `size` more bytes and the wait for them; whether a window that has ended
+    /// brought too little.
+    fn too_slow(&mut self, limit: Duration, size: u64) -> bool {
+        let waited = self
+            .pending_since
+            .take()
+            .map_or(Duration::ZERO, |at| at.elapsed());
+        let (window, bytes) = &mut self.window;
+        *window += waited;
+        *bytes += size;
+        if *window < limit {
+            return false;
+        }
+        let slow = *bytes < MIN_BODY_BYTES_PER_WINDOW;
+        self.window = (Duration::ZERO, 0);
+        slow
+    }
+
+    /// Marks the request stalled: the body ends in an error and its idle limit is spent.
+    fn stall(&mut self) -> wasmtime_wasi_http::Error {
+        self.idle_limit = None;
+        self.activity
+            .awaiting_client
+            .store(false, Ordering::Relaxed);
+        self.activity.stall();
+        wasmtime_wasi_http::Error::ConnectionReadTimeout
     }
 }
 
@@ -188,10 +232,17 @@ where
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 self.waiting = None;
-                if self.idle_limit.is_some() {
+                if let Some(limit) = self.idle_limit {
                     self.activity
                         .awaiting_client
                         .store(false, Ordering::Relaxed);
+                    let size = match &frame {
+                        Some(Ok(frame)) => frame.data_ref().map_or(0, |data| data.len() as u64),
+                        _ => 0,
+                    };
+                    if matches!(frame, Some(Ok(_))) && self.too_slow(limit, size) {
+                        return Poll::Ready(Some(Err(self.stall())));
+                    }
                 }
                 if matches!(frame, Some(Ok(_))) {
                     self.activity.progress();
@@ -203,18 +254,12 @@ where
                     return Poll::Pending;
                 };
                 self.activity.awaiting_client.store(true, Ordering::Relaxed);
+                self.pending_since.get_or_insert_with(Instant::now);
                 let waiting = self
                     .waiting
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
                 match waiting.as_mut().poll(cx) {
-                    Poll::Ready(()) => {
-                        self.idle_limit = None;
-                        self.activity
-                            .awaiting_client
-                            .store(false, Ordering::Relaxed);
-                        self.activity.stall();
-                        Poll::Ready(Some(Err(wasmtime_wasi_http::Error::ConnectionReadTimeout)))
-                    }
+                    Poll::Ready(()) => Poll::Ready(Some(Err(self.stall()))),
                     Poll::Pending => Poll::Pending,
                 }
             }
@@ -302,6 +347,35 @@ mod tests {
         }
         assert!(activity.is_stalled());
         drop(sender);
+    }
+
+    #[tokio::test]
+    async fn a_trickling_body_is_stopped_but_a_slow_honest_one_is_not() {
+        use http_body_util::BodyExt as _;
+        let window = Duration::from_millis(200);
+        for (chunk, stopped) in [(1usize, true), (4096, false)] {
+            let activity = Arc::new(Activity::new(Duration::from_secs(60)));
+            // A frame every 50 ms for 600 ms: three windows.
+            let frames = futures::stream::unfold(0u32, move |sent| async move {
+                if sent == 12 {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let frame = Frame::data(Bytes::from(vec![b'x'; chunk]));
+                Some((Ok::<_, wasmtime_wasi_http::Error>(frame), sent + 1))
+            });
+            let body = http_body_util::StreamBody::new(Box::pin(frames));
+            let mut body = Watched::new(body, activity.clone(), Some(window));
+            let mut failed = false;
+            while let Some(frame) = body.frame().await {
+                if frame.is_err() {
+                    failed = true;
+                    break;
+                }
+            }
+            assert_eq!(failed, stopped, "{chunk}-byte frames");
+            assert_eq!(activity.is_stalled(), stopped);
+        }
     }
 
     fn tokio_stream_from<T: Send + 'static>(
