@@ -53,6 +53,8 @@ async fn fuzz(base: &str, token: &str, selection: &[String]) -> String {
         .args(["--max-examples", MAX_EXAMPLES])
         // One worker: the same order of requests every run.
         .args(["--workers", "1"])
+        // The fuzzer's own client timeout per request (schemathesis's flag); the host under
+        // test runs with its defaults.
         .args(["--request-timeout", "60"])
         // Nothing remembered between runs: the seed alone decides.
         .args(["--generation-database", "none"])
