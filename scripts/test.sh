@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 scripts/toolchain.sh
 eval "$(scripts/services.sh env)"
 
+# The tests build these themselves before running one (tests/common/mod.rs, `COMPONENTS`), so
+# `cargo test` alone never runs a stale component; building them first here only puts compile
+# errors before the test run. Keep the package list the same as `COMPONENTS`: another set can
+# resolve shared dependencies' features differently and rebuild them back and forth.
 echo "test: building the components (wasm32-wasip2)" >&2
 cargo build --release --target wasm32-wasip2 -p auth -p gateway -p notifier -p probe
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mp3conv_host::telemetry::LogFormat;
+use mp3conv_host::variables::Supplied;
 use mp3conv_host::{Host, HostConfig, Limits};
 
 #[derive(Debug, Parser)]
@@ -305,10 +306,18 @@ async fn serve_command(command: Command) -> anyhow::Result<()> {
 
 /// The whole system on embedded defaults: development keys from the data directory (unless
 /// `SPIN_VARIABLE_JWT_*` supply real ones), the users database migrated, then the host.
+/// Refuses to start when the environment sets a variable it supplies itself ([`up_supplies`]).
 async fn up(mut args: UpArgs) -> anyhow::Result<()> {
     args.mysql = url_from(args.mysql, args.mysql_file.as_deref(), "--mysql")?;
     args.mongodb = url_from(args.mongodb, args.mongodb_file.as_deref(), "--mongodb")?;
     args.rabbitmq = url_from(args.rabbitmq, args.rabbitmq_file.as_deref(), "--rabbitmq")?;
+    mp3conv_host::variables::refuse_overrides(&up_supplies(&args), &|name| {
+        std::env::var(name).ok()
+    })
+    .context(
+        "`mp3conv up` supplies these variables itself (`mp3conv serve` takes them from the \
+         environment)",
+    )?;
     let mut config = args.host.into_config()?;
     private_files();
     mp3conv_host::create_private_dir(&config.data_dir)
@@ -438,6 +447,40 @@ async fn up(mut args: UpArgs) -> anyhow::Result<()> {
             .context("the worker stopped")
     },)?;
     Ok(())
+}
+
+/// The variables `up` supplies and the environment may not replace: the in-process worker's
+/// address and its token for the run, and with `--mysql` the users database. (Its development
+/// keys and events token are defaults: `SPIN_VARIABLE_JWT_*` and `SPIN_VARIABLE_EVENTS_TOKEN`
+/// replace them.)
+fn up_supplies(args: &UpArgs) -> Vec<Supplied> {
+    let mut supplied = vec![
+        Supplied {
+            name: "worker_url",
+            what: "the worker in this process",
+        },
+        Supplied {
+            name: "worker_token",
+            what: "made for this run's worker",
+        },
+    ];
+    if args.mysql.is_some() {
+        supplied.extend([
+            Supplied {
+                name: "auth_database",
+                what: "`mysql`, from --mysql",
+            },
+            Supplied {
+                name: "mysql_url",
+                what: "--mysql",
+            },
+            Supplied {
+                name: "mysql_host",
+                what: "the host of --mysql",
+            },
+        ]);
+    }
+    supplied
 }
 
 /// SIGTERM or SIGINT, once, for every part that must stop: each waits on its own receiver with
@@ -630,6 +673,30 @@ mod tests {
                 defaults.max_requests_per_client
             );
         }
+    }
+
+    /// `up` refuses a stray worker address or token always, and database variables only when
+    /// `--mysql` supplies them; its keys and events token stay open to the environment.
+    #[test]
+    fn up_supplies_the_worker_always_and_the_database_with_mysql() {
+        let names = |argv: &[&str]| match Cli::try_parse_from(argv).unwrap().command {
+            Command::Up(args) => up_supplies(&args)
+                .into_iter()
+                .map(|supplied| supplied.name)
+                .collect::<Vec<_>>(),
+            _ => unreachable!(),
+        };
+        assert_eq!(names(&["mp3conv", "up"]), ["worker_url", "worker_token"]);
+        assert_eq!(
+            names(&["mp3conv", "up", "--mysql", "mysql://root@db/x"]),
+            [
+                "worker_url",
+                "worker_token",
+                "auth_database",
+                "mysql_url",
+                "mysql_host"
+            ]
+        );
     }
 
     #[test]

@@ -11,14 +11,29 @@
 //!
 //! Every event carries `Authorization: Bearer <events_token>`: the notifier refuses events
 //! without it, so `/events` on the public listener tells an outsider nothing.
+//!
+//! Each event goes on in the trace its message carries (the AMQP `traceparent` header) as the
+//! HTTP `traceparent` header, as the CloudEvents distributed-tracing extension says for HTTP;
+//! a message without one starts a trace. Log lines about an event carry its `trace_id`.
+//!
+//! Kept crates do the standard parts: `cloudevents-sdk` the event and its binary-mode headers
+//! (its own reqwest binding is built on reqwest 0.12, so the headers it writes into an
+//! `http::Request` are handed to this build's reqwest), `iso8601` the durations, `backon` the
+//! retry loop.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use backon::Retryable as _;
+use cloudevents::EventBuilder as _;
+use cloudevents::message::BinaryDeserializer as _;
 use futures::StreamExt as _;
+use mp3conv_contract::trace::TraceParent;
 use serde::Deserialize;
+use tracing::Instrument as _;
 
 /// `type` the source gives every event.
 pub const EVENT_TYPE: &str = "dev.knative.rabbitmq.event";
@@ -149,14 +164,12 @@ impl SourceSpec {
         Ok(())
     }
 
-    /// The wait before retry `n` (1-based): `delay × 2^n` (exponential) or `delay × n`
-    /// (linear), as the source computes it.
-    pub fn backoff(&self, n: u32) -> Duration {
+    /// The waits before each of the `delivery.retry` retries, as the source computes them:
+    /// before retry `n` (1-based), `delay × 2^n` (exponential) or `delay × n` (linear).
+    pub fn schedule(&self) -> impl Iterator<Item = Duration> + Send + Sync + Unpin + use<> {
         let delay = parse_iso8601(&self.delivery.backoff_delay).unwrap_or_default();
-        match self.delivery.backoff_policy {
-            BackoffPolicy::Exponential => delay.saturating_mul(1 << n.min(20)),
-            BackoffPolicy::Linear => delay.saturating_mul(n),
-        }
+        let policy = self.delivery.backoff_policy;
+        (1..=self.delivery.retry).map(move |n| policy.wait(delay, n))
     }
 
     /// The sink's URL, relative routes resolved against the host.
@@ -177,43 +190,33 @@ impl SourceSpec {
     }
 }
 
-/// An ISO 8601 duration of days, hours, minutes and (fractional) seconds: `PT0.2S`,
-/// `PT1M30S`, `P1DT2H`.
-pub fn parse_iso8601(text: &str) -> Option<Duration> {
-    let rest = text.strip_prefix('P')?;
-    let (date, time) = match rest.split_once('T') {
-        Some((date, time)) => (date, Some(time)),
-        None => (rest, None),
-    };
-    let mut seconds = 0f64;
-    let mut any = false;
-    let mut take = |part: &str, units: &[(char, f64)]| -> Option<()> {
-        let mut number = String::new();
-        let mut order = 0;
-        for c in part.chars() {
-            if c.is_ascii_digit() || c == '.' {
-                number.push(c);
-                continue;
-            }
-            let position = units.iter().position(|(u, _)| *u == c)?;
-            if position < order || number.is_empty() {
-                return None;
-            }
-            order = position + 1;
-            seconds += number.parse::<f64>().ok()? * units[position].1;
-            number.clear();
-            any = true;
+impl BackoffPolicy {
+    /// The wait before retry `n` (1-based) for a `backoffDelay` of `delay`: `delay × 2^n`
+    /// (exponential) or `delay × n` (linear).
+    fn wait(self, delay: Duration, n: u32) -> Duration {
+        match self {
+            BackoffPolicy::Exponential => delay.saturating_mul(1 << n.min(20)),
+            BackoffPolicy::Linear => delay.saturating_mul(n),
         }
-        number.is_empty().then_some(())
-    };
-    take(date, &[('D', 86_400.0)])?;
-    if let Some(time) = time {
-        if time.is_empty() {
-            return None;
-        }
-        take(time, &[('H', 3600.0), ('M', 60.0), ('S', 1.0)])?;
     }
-    (any && seconds.is_finite()).then(|| Duration::from_secs_f64(seconds))
+}
+
+/// An ISO 8601 duration of weeks, days, hours, minutes and seconds (to the millisecond):
+/// `PT0.2S`, `PT1M30S`, `P1DT2H`, `P1W`. Years and months are refused: their length varies.
+pub fn parse_iso8601(text: &str) -> Option<Duration> {
+    // The crate's own `duration()` ignores what follows a valid start (`PT1S1M`), and takes a
+    // `T` with no time after it (`PT`, `P1DT`): both are refused here.
+    let (rest, duration) = iso8601::parsers::parse_duration(text.as_bytes()).ok()?;
+    if !rest.is_empty() || text.ends_with('T') {
+        return None;
+    }
+    match duration {
+        iso8601::Duration::YMDHMS {
+            year: 0, month: 0, ..
+        }
+        | iso8601::Duration::Weeks(_) => Some(duration.into()),
+        iso8601::Duration::YMDHMS { .. } => None,
+    }
 }
 
 /// A message taken from the queue.
@@ -256,7 +259,8 @@ impl std::fmt::Debug for Target {
     }
 }
 
-/// Delivers one message to `sink` as a binary-mode CloudEvent, retrying as the spec says.
+/// Delivers one message to `sink` as a binary-mode CloudEvent, retrying as the spec says,
+/// and logs the outcome with the event's id and trace id.
 pub async fn deliver(
     client: &reqwest::Client,
     spec: &SourceSpec,
@@ -268,53 +272,125 @@ pub async fn deliver(
         .clone()
         .filter(|id| !id.is_empty())
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let mut reason = String::new();
-    for attempt in 0..=spec.delivery.retry {
-        if attempt > 0 {
-            tokio::time::sleep(spec.backoff(attempt)).await;
-        }
-        let mut request = client
-            .post(&sink.url)
-            .timeout(SINK_TIMEOUT)
-            .bearer_auth(&sink.token)
-            .header("ce-specversion", "1.0")
-            .header("ce-id", &id)
-            .header("ce-source", spec.event_source())
-            .header("ce-type", EVENT_TYPE)
-            .header("ce-subject", &id)
-            .header("kn-namespace", &spec.namespace)
-            .body(message.body.clone());
-        if let Some(time) = message.timestamp.and_then(rfc3339) {
-            request = request.header("ce-time", time);
-        }
-        if let Some(content_type) = message.content_type.as_deref().map(str::trim) {
-            request = request.header("content-type", content_type);
-        }
-        if let Some(traceparent) = &message.traceparent {
-            request = request.header("traceparent", traceparent);
-        }
-        match request.send().await {
-            Ok(response) if response.status().is_success() => {
-                return Verdict::Delivered {
-                    attempts: attempt + 1,
-                };
+    let trace = TraceParent::continue_or_start(message.traceparent.as_deref(), random());
+    let span = tracing::info_span!("event", event_id = %id, trace_id = %trace.trace_id());
+    async {
+        let verdict = match event_request(spec, message, &id) {
+            Ok(event) => send_with_retries(client, spec, sink, &event, &trace).await,
+            // Nothing the sink could accept: a message that cannot be an event.
+            Err(reason) => Verdict::DeadLetter {
+                attempts: 0,
+                reason,
+            },
+        };
+        match &verdict {
+            Verdict::Delivered { attempts } => tracing::info!(attempts, "event delivered"),
+            Verdict::DeadLetter { attempts, reason } => {
+                tracing::warn!(attempts, %reason, "event dead-lettered")
             }
-            Ok(response) if retryable(response.status().as_u16()) => {
-                reason = format!("the sink answered {}", response.status());
-            }
-            Ok(response) => {
-                return Verdict::DeadLetter {
-                    attempts: attempt + 1,
-                    reason: format!("the sink refused it: {}", response.status()),
-                };
-            }
-            Err(err) => reason = format!("the sink is unreachable: {err}"),
         }
-        tracing::debug!(event_id = %id, attempt = attempt + 1, %reason, "event not delivered");
+        verdict
     }
-    Verdict::DeadLetter {
-        attempts: spec.delivery.retry + 1,
-        reason,
+    .instrument(span)
+    .await
+}
+
+/// The CloudEvent the source makes of a message, as binary-mode HTTP headers and body.
+fn event_request(
+    spec: &SourceSpec,
+    message: &Message,
+    id: &str,
+) -> Result<http::Request<Option<Vec<u8>>>, String> {
+    let mut builder = cloudevents::EventBuilderV10::new()
+        .id(id)
+        .source(spec.event_source())
+        .ty(EVENT_TYPE)
+        .subject(id);
+    if let Some(time) = message.timestamp.and_then(rfc3339) {
+        builder = builder.time(time);
+    }
+    let mut event = builder
+        .build()
+        .map_err(|err| format!("not a CloudEvent: {err}"))?;
+    match message.content_type.as_deref().map(str::trim) {
+        Some(content_type) => {
+            event.set_data(content_type, message.body.clone());
+        }
+        None => {
+            event.set_data_unchecked(message.body.clone());
+        }
+    }
+    event
+        .deserialize_binary(http::Request::builder())
+        .map_err(|err| format!("not a CloudEvent: {err}"))
+}
+
+/// Why one attempt did not deliver.
+enum Failure {
+    /// The sink may take it later (5xx, 404, 408, 413, 425, 429, unreachable).
+    Retry(String),
+    /// The sink refused it for good.
+    Refused(String),
+}
+
+async fn send_with_retries(
+    client: &reqwest::Client,
+    spec: &SourceSpec,
+    sink: &Target,
+    event: &http::Request<Option<Vec<u8>>>,
+    trace: &TraceParent,
+) -> Verdict {
+    let attempts = AtomicU32::new(0);
+    let attempt = || {
+        attempts.fetch_add(1, Ordering::Relaxed);
+        send(client, spec, sink, event, trace)
+    };
+    let sent = attempt
+        .retry(spec.schedule())
+        .sleep(tokio::time::sleep)
+        .when(|failure| matches!(failure, Failure::Retry(_)))
+        .notify(|failure, wait| {
+            if let Failure::Retry(reason) = failure {
+                tracing::debug!(%reason, wait_ms = wait.as_millis() as u64, "event not delivered; retrying");
+            }
+        })
+        .await;
+    let attempts = attempts.load(Ordering::Relaxed);
+    match sent {
+        Ok(()) => Verdict::Delivered { attempts },
+        Err(Failure::Retry(reason) | Failure::Refused(reason)) => {
+            Verdict::DeadLetter { attempts, reason }
+        }
+    }
+}
+
+/// One POST of the event to the sink.
+async fn send(
+    client: &reqwest::Client,
+    spec: &SourceSpec,
+    sink: &Target,
+    event: &http::Request<Option<Vec<u8>>>,
+    trace: &TraceParent,
+) -> Result<(), Failure> {
+    let request = client
+        .post(&sink.url)
+        .timeout(SINK_TIMEOUT)
+        .headers(event.headers().clone())
+        .bearer_auth(&sink.token)
+        .header("kn-namespace", &spec.namespace)
+        .header(mp3conv_contract::trace::TRACEPARENT, trace.to_string())
+        .body(event.body().clone().unwrap_or_default());
+    match request.send().await {
+        Ok(response) if response.status().is_success() => Ok(()),
+        Ok(response) if retryable(response.status().as_u16()) => Err(Failure::Retry(format!(
+            "the sink answered {}",
+            response.status()
+        ))),
+        Ok(response) => Err(Failure::Refused(format!(
+            "the sink refused it: {}",
+            response.status()
+        ))),
+        Err(err) => Err(Failure::Retry(format!("the sink is unreachable: {err}"))),
     }
 }
 
@@ -322,6 +398,17 @@ fn rfc3339(unix_seconds: u64) -> Option<String> {
     let time = time::OffsetDateTime::from_unix_timestamp(i64::try_from(unix_seconds).ok()?).ok()?;
     time.format(&time::format_description::well_known::Rfc3339)
         .ok()
+}
+
+/// Random bytes for the span ids of the bridge (and for a trace it has to start). The OS
+/// source does not fail on a running system; if it did, ids would repeat rather than events
+/// stop.
+fn random<const N: usize>() -> [u8; N] {
+    let mut bytes = [0; N];
+    if let Err(err) = getrandom::fill(&mut bytes) {
+        tracing::warn!("no random bytes for a trace id: {err}");
+    }
+    bytes
 }
 
 /// Where the bridge reads messages from.
@@ -379,21 +466,9 @@ async fn memory(
                 traceparent: outgoing.traceparent,
                 body: outgoing.body,
             };
-            report(&message, deliver(client, spec, sink, &message).await);
+            deliver(client, spec, sink, &message).await;
         })
         .await;
-}
-
-fn report(message: &Message, verdict: Verdict) {
-    let id = message.message_id.as_deref().unwrap_or("-");
-    match verdict {
-        Verdict::Delivered { attempts } => {
-            tracing::debug!(event_id = %id, attempts, "event delivered")
-        }
-        Verdict::DeadLetter { attempts, reason } => {
-            tracing::warn!(event_id = %id, attempts, %reason, "event dead-lettered")
-        }
-    }
 }
 
 /// Consumes the queue, reconnecting (with a growing pause, up to 10 s) whenever the broker
@@ -496,7 +571,6 @@ async fn consume(
             if let Err(err) = settled {
                 tracing::warn!("eventing bridge: cannot settle a message: {err}");
             }
-            report(&message, verdict);
         })
         .await;
     Ok(())
@@ -526,6 +600,61 @@ mod tests {
         }
     }
 
+    #[test]
+    fn iso8601_weeks_are_fixed_but_years_and_months_are_not() {
+        assert_eq!(parse_iso8601("P1W"), Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_iso8601("PT90S"), Some(Duration::from_secs(90)));
+        assert_eq!(
+            parse_iso8601("PT1H2M3.004S"),
+            Some(Duration::from_millis(3_723_004))
+        );
+        for calendar in ["P1Y", "P1M", "P1Y2DT3H", "P1DT", "PT1H "] {
+            assert_eq!(parse_iso8601(calendar), None, "{calendar}");
+        }
+    }
+
+    #[test]
+    fn a_message_becomes_a_binary_mode_cloudevent() {
+        let spec = spec("exponential");
+        let message = Message {
+            message_id: Some("job-1.done".into()),
+            timestamp: Some(1_700_000_000),
+            content_type: Some(" application/json ".into()),
+            traceparent: None,
+            body: b"{\"job_id\":\"job-1\"}".to_vec(),
+        };
+        let request = event_request(&spec, &message, "job-1.done").unwrap();
+        let header = |name: &str| request.headers()[name].to_str().unwrap().to_owned();
+        assert_eq!(header("ce-specversion"), "1.0");
+        assert_eq!(header("ce-id"), "job-1.done");
+        assert_eq!(header("ce-subject"), "job-1.done");
+        assert_eq!(header("ce-type"), EVENT_TYPE);
+        assert_eq!(
+            header("ce-source"),
+            "/apis/v1/namespaces/mp3conv/rabbitmqsources/mp3-notifier#mp3"
+        );
+        let time = time::OffsetDateTime::parse(
+            &header("ce-time"),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        assert_eq!(time.unix_timestamp(), 1_700_000_000);
+        assert_eq!(header("content-type"), "application/json");
+        assert_eq!(
+            request.body().as_deref(),
+            Some(&b"{\"job_id\":\"job-1\"}"[..])
+        );
+        // No timestamp, no content type: neither header.
+        let bare = Message {
+            timestamp: None,
+            content_type: None,
+            ..message
+        };
+        let request = event_request(&spec, &bare, "x").unwrap();
+        assert!(request.headers().get("ce-time").is_none());
+        assert!(request.headers().get("content-type").is_none());
+    }
+
     fn spec(policy: &str) -> SourceSpec {
         toml::from_str::<EventingFile>(&format!(
             r#"
@@ -544,11 +673,11 @@ mod tests {
 
     #[test]
     fn backoff_as_the_source_computes_it() {
+        let ms = |waits: Vec<Duration>| waits.iter().map(Duration::as_millis).collect::<Vec<_>>();
         let exponential = spec("exponential");
-        assert_eq!(exponential.backoff(1), Duration::from_millis(200));
-        assert_eq!(exponential.backoff(3), Duration::from_millis(800));
+        assert_eq!(ms(exponential.schedule().collect()), [200, 400, 800]);
         let linear = spec("linear");
-        assert_eq!(linear.backoff(3), Duration::from_millis(300));
+        assert_eq!(ms(linear.schedule().collect()), [100, 200, 300]);
         assert_eq!(
             exponential.event_source(),
             "/apis/v1/namespaces/mp3conv/rabbitmqsources/mp3-notifier#mp3"

@@ -6,8 +6,8 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use auth::keys::{Jwks, PublicJwk};
 use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+use mp3conv_tokens::keys::{Jwks, PublicJwk};
 
 /// A signing key and the public key set that verifies it.
 pub struct KeyPair {
@@ -81,7 +81,7 @@ pub fn load_or_generate(dir: &Path) -> anyhow::Result<KeyPair> {
     if path.exists() {
         let signing_pem = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
-        let signing = auth::keys::signing_key_from_pem(&signing_pem)
+        let signing = mp3conv_tokens::keys::signing_key_from_pem(&signing_pem)
             .map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
         return Ok(KeyPair {
             jwks: jwks_for(&signing),

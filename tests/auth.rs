@@ -1,5 +1,6 @@
 //! The auth function through the host, from the repository's `spin.toml`, against SQLite and
-//! against the real MariaDB: registration, login (JSON and Basic), throttling, tokens.
+//! against the real MariaDB: registration, login (JSON and Basic), throttling, tokens. Every
+//! answer goes through [`common::api::send`], which checks it against `openapi.yaml`.
 
 mod common;
 
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::api::send;
 use common::{HostOptions, HostProcess, client, mp3conv, repo_manifest};
 use serde_json::{Value, json};
 
@@ -91,23 +93,13 @@ impl Backend {
 }
 
 async fn post(host: &HostProcess, path: &str, body: Value) -> (u16, Value) {
-    let response = client()
-        .post(host.url(path))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = send(client().post(host.url(path)).json(&body)).await;
     let status = response.status().as_u16();
     (status, response.json().await.unwrap())
 }
 
 async fn validate(host: &HostProcess, token: &str) -> (u16, Value) {
-    let response = client()
-        .post(host.url("/auth/validate"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+    let response = send(client().post(host.url("/auth/validate")).bearer_auth(token)).await;
     let status = response.status().as_u16();
     (status, response.json().await.unwrap())
 }
@@ -190,12 +182,12 @@ async fn scenario(backend: Backend) {
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["expires_in"], 3600);
     let token = body["access_token"].as_str().unwrap().to_owned();
-    let response = client()
-        .post(host.url("/auth/login"))
-        .basic_auth("ann@example.com", Some("correct horse"))
-        .send()
-        .await
-        .unwrap();
+    let response = send(
+        client()
+            .post(host.url("/auth/login"))
+            .basic_auth("ann@example.com", Some("correct horse")),
+    )
+    .await;
     assert_eq!(response.status(), 200);
 
     // Wrong password and unknown email: the same answer.
@@ -253,11 +245,7 @@ async fn scenario(backend: Backend) {
     }
 
     // The public keys, for offline verification.
-    let response = client()
-        .get(host.url("/auth/jwks.json"))
-        .send()
-        .await
-        .unwrap();
+    let response = send(client().get(host.url("/auth/jwks.json"))).await;
     assert_eq!(response.status(), 200);
     let jwks: Value = response.json().await.unwrap();
     assert_eq!(jwks["keys"][0]["kid"], keys.kid);
@@ -312,7 +300,7 @@ async fn scenario(backend: Backend) {
         (client().get(host.url("/auth/unknown")), 404, "not_found"),
     ];
     for (request, status, code) in cases {
-        let response = request.send().await.unwrap();
+        let response = send(request).await;
         assert_eq!(response.status().as_u16(), status, "{code}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"]["code"], code);
@@ -350,12 +338,12 @@ async fn time_scenario(backend: Backend) {
         let (status, _) = login(&host, "cy@example.com", "wrong password").await;
         assert_eq!(status, 401, "attempt {attempt}");
     }
-    let response = client()
-        .post(host.url("/auth/login"))
-        .json(&json!({ "email": "CY@example.com", "password": "right password" }))
-        .send()
-        .await
-        .unwrap();
+    let response = send(
+        client()
+            .post(host.url("/auth/login"))
+            .json(&json!({ "email": "CY@example.com", "password": "right password" })),
+    )
+    .await;
     assert_eq!(
         response.status(),
         429,

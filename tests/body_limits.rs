@@ -2,14 +2,14 @@
 //! the notifier's `/events` (64 KiB) and auth (16 KiB). A request declaring 120 MB, or sending
 //! it chunked with no length, is answered 413 with a JSON error after the first megabyte, while
 //! the client still holds the rest back, and two dozen of them in parallel leave the host's
-//! memory flat.
+//! memory flat. Every answer is checked against `openapi.yaml`.
 
 mod common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::api::System;
+use common::api::{System, conforms};
 use common::rss;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -77,6 +77,14 @@ async fn oversized(
     let (status, body) = answer.unwrap_or_else(|_| {
         panic!("{path} ({framing:?}): no answer within 30 s after {sent_when_answered} bytes")
     });
+    // `read_response` has checked the content type; the answer is the documented one.
+    conforms(
+        "POST",
+        path,
+        status,
+        Some("application/json"),
+        body.to_string().as_bytes(),
+    );
     (status, body, sent_when_answered)
 }
 

@@ -1,7 +1,8 @@
 //! The `mp3conv` client against the running system, in both shapes (`mp3conv up`, and the host
 //! plus the worker on MariaDB, RabbitMQ and SecantusDB): register, log in, convert an upload and
 //! a link, wait, download, list, status, delete; and the exit codes scripts rely on (0 ok,
-//! 1 job failed, 2 usage, 3 auth, 4 server unreachable).
+//! 1 job failed, 2 usage, 3 auth, 4 server unreachable). The client talks to the system
+//! through a proxy that checks every answer against `openapi.yaml`.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::Stdio;
 
-use common::api::{System, video_site};
+use common::api::{CheckingProxy, System, video_site};
 use common::{media, probe_audio};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt as _;
@@ -85,7 +86,8 @@ fn assert_mp3(path: &Path, seconds: f64) {
 }
 
 async fn scenario(system: &System) {
-    let cli = Cli::new(&system.url(""));
+    let proxy = CheckingProxy::start(&system.url("")).await;
+    let cli = Cli::new(&proxy.url);
     let email = format!("cli-{}@example.com", common::api::uuid_like());
 
     // Not logged in yet.
@@ -198,6 +200,7 @@ async fn scenario(system: &System) {
     assert!(run.stderr.contains("bitrate"), "{}", run.stderr);
     let run = cli.run(&["convert", "/nonexistent/video.mp4"], "").await;
     assert_eq!(run.code, 2, "{}", run.stderr);
+    proxy.assert_conforming();
 }
 
 #[tokio::test]
@@ -231,4 +234,15 @@ async fn an_unreachable_server_is_exit_4_and_bad_usage_exit_2() {
     assert_eq!(run.code, 2, "clap's usage error: {}", run.stderr);
     let run = Cli::new("ftp://example.com").run(&["jobs"], "").await;
     assert_eq!(run.code, 2, "{}", run.stderr);
+    // A job id is a job id: `rm ../me` once resolved to `DELETE /v1/me` (the account).
+    for args in [
+        &["rm", "../me"][..],
+        &["rm", "../me/webhook"],
+        &["status", "x/../../v1/me"],
+        &["download", "../me"],
+    ] {
+        let run = cli.run(args, "").await;
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains("job id"), "{args:?}: {}", run.stderr);
+    }
 }

@@ -5,12 +5,13 @@
 //! MongoDB-compatible server).
 //!
 //! Every response any test here receives is checked against `openapi.yaml`: a status code the
-//! document does not list for that route fails the test.
+//! document does not list for that route, another content type or a JSON body its schema
+//! refuses fails the test (`common::openapi`).
 
 mod common;
 
 use common::api::{
-    INTERNAL_TOKEN, System, documented, expect, expect_error, send, uuid_like, video_site,
+    INTERNAL_TOKEN, System, conforms, documented, expect, expect_error, send, uuid_like, video_site,
 };
 use common::{HostOptions, HostProcess, media, mp3conv, probe_audio, repo_manifest};
 use reqwest::{Method, RequestBuilder};
@@ -190,64 +191,94 @@ async fn original_curl_flow(system: &System) {
         201,
     )
     .await;
-    let curl = |args: Vec<String>| async move {
-        let output = tokio::process::Command::new("curl")
-            .arg("--silent")
-            .arg("--show-error")
-            .args(&args)
-            .output()
-            .await
-            .expect("running curl");
-        assert!(
-            output.status.success(),
-            "curl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    };
-    let token = curl(vec![
-        "-u".into(),
-        format!("{email}:correct horse battery"),
-        "-X".into(),
-        "POST".into(),
-        system.url("/login"),
-    ])
+    let out = tempfile::tempdir().unwrap();
+    // curl reports the status and content type after the body, so every answer it gets is
+    // checked against openapi.yaml like the others (`conforms`); `method` is what the original
+    // flags below make curl send.
+    let curl =
+        |method: &'static str, path: String, args: Vec<String>, saved: Option<&'static str>| {
+            let saved = saved.map(|name| out.path().join(name));
+            async move {
+                let mut command = tokio::process::Command::new("curl");
+                command.arg("--silent").arg("--show-error").args(&args);
+                if let Some(file) = &saved {
+                    command.arg("--output").arg(file);
+                }
+                let output = command
+                    .args(["--write-out", "\n%{http_code} %{content_type}"])
+                    .arg(system.url(&path))
+                    .output()
+                    .await
+                    .expect("running curl");
+                assert!(
+                    output.status.success(),
+                    "curl {args:?}: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                let stdout = String::from_utf8(output.stdout).unwrap();
+                let (body, trailer) = stdout.rsplit_once('\n').unwrap();
+                let (status, content_type) = trailer.split_once(' ').unwrap();
+                let status: u16 = status.parse().unwrap();
+                let received = match &saved {
+                    Some(file) => std::fs::read(file).unwrap(),
+                    None => body.as_bytes().to_vec(),
+                };
+                let route = path.split('?').next().unwrap();
+                let content_type = Some(content_type).filter(|t| !t.is_empty());
+                conforms(method, route, status, content_type, &received);
+                (status, body.to_owned())
+            }
+        };
+    let (status, token) = curl(
+        "POST",
+        "/login".into(),
+        vec![
+            "-u".into(),
+            format!("{email}:correct horse battery"),
+            "-X".into(),
+            "POST".into(),
+        ],
+        None,
+    )
     .await;
+    assert_eq!(status, 200);
     assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
 
     let clip = media("clip");
-    let job: Value = serde_json::from_str(
-        &curl(vec![
+    let (status, job) = curl(
+        "POST",
+        "/upload".into(),
+        vec![
             "-F".into(),
             format!("file=@{}", clip.display()),
             "-H".into(),
             format!("Authorization: Bearer {token}"),
-            system.url("/upload"),
-        ])
-        .await,
+        ],
+        None,
     )
-    .unwrap();
+    .await;
+    assert_eq!(status, 200);
+    let job: Value = serde_json::from_str(&job).unwrap();
     let id = job["id"].as_str().expect("the job's id").to_owned();
     assert_eq!(job["status"], "queued");
     let done = system.settled(&token, &id).await;
     assert_eq!(done["status"], "done", "{done}");
 
-    let out = tempfile::tempdir().unwrap();
-    let file = out.path().join("mp3_download.mp3");
     for fid in [id.clone(), done["audio"]["id"].as_str().unwrap().to_owned()] {
-        let status = curl(vec![
-            "--output".into(),
-            file.display().to_string(),
-            "--write-out".into(),
-            "%{http_code}".into(),
-            "-X".into(),
-            "GET".into(),
-            "-H".into(),
-            format!("Authorization: Bearer {token}"),
-            system.url(&format!("/download?fid={fid}")),
-        ])
+        let (status, _) = curl(
+            "GET",
+            format!("/download?fid={fid}"),
+            vec![
+                "-X".into(),
+                "GET".into(),
+                "-H".into(),
+                format!("Authorization: Bearer {token}"),
+            ],
+            Some("mp3_download.mp3"),
+        )
         .await;
-        assert_eq!(status, "200");
+        assert_eq!(status, 200);
+        let file = out.path().join("mp3_download.mp3");
         let (codec, duration) = probe_audio(&std::fs::read(&file).unwrap());
         assert_eq!(codec, "mp3");
         assert!((duration - 3.0).abs() <= 0.1, "duration {duration}");

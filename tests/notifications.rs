@@ -251,8 +251,10 @@ async fn events_tell_nobody_whether_a_job_exists() {
                     .header("ce-id", format!("forged-{n}-{}", uuid_like()))
                     .header("ce-source", "/outside")
                     .header("ce-type", "dev.knative.rabbitmq.event")
+                    // Shaped like the worker's announcements (mp3conv_contract's JobMessage).
                     .json(&json!({
                         "job_id": job_id, "owner": owner, "status": status, "username": owner,
+                        "video_fid": job_id, "mp3_fid": null, "attempt": 1,
                     }));
                 if let Some(value) = &authorization {
                     request = request.header("authorization", value);
@@ -299,9 +301,12 @@ fn a_short_events_token_is_refused_at_start() {
     for subcommand in ["up", "serve"] {
         let mut options = HostOptions::new(repo_manifest())
             .env("SPIN_VARIABLE_EVENTS_TOKEN", "short")
-            .env("SPIN_VARIABLE_WORKER_TOKEN", INTERNAL_TOKEN)
             .env("SPIN_VARIABLE_JWT_SIGNING_KEY", "unused")
             .env("SPIN_VARIABLE_JWT_PUBLIC_KEYS", "unused");
+        if subcommand == "serve" {
+            // `up` supplies its own worker token (and refuses one from the environment).
+            options = options.env("SPIN_VARIABLE_WORKER_TOKEN", INTERNAL_TOKEN);
+        }
         options.subcommand = subcommand;
         let failed = HostProcess::start_failing(options);
         assert_ne!(failed.code, Some(0), "{subcommand}");
@@ -492,5 +497,240 @@ async fn dead_letter(channel: &lapin::Channel, queue: &str) -> Vec<u8> {
         }
         assert!(Instant::now() < deadline, "nothing reached {queue}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A receiver as plain as Python's `http.server`: HTTP/1.1 read by hand, the body read as
+/// exactly `Content-Length` bytes, `Transfer-Encoding: chunked` refused (411), one request per
+/// connection. It reports every request it read on a channel, with its verdict: a `/hook`
+/// delivery must verify with the webhook secret (Standard Webhooks), a `/send` email request
+/// must be the JSON email. 204 when the verdict is good, 400 when not.
+mod strict {
+    use std::collections::HashMap;
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::{Arc, Mutex, mpsc};
+    use std::time::Duration;
+
+    /// A request the receiver read (or refused).
+    #[derive(Debug)]
+    pub struct Received {
+        pub path: String,
+        /// Lower-case names.
+        pub headers: HashMap<String, String>,
+        pub body: Vec<u8>,
+        /// `Ok` when the body is what the path expects, else why not.
+        pub verdict: Result<(), String>,
+    }
+
+    pub struct Receiver {
+        pub url: String,
+        pub received: mpsc::Receiver<Received>,
+        pub secret: Arc<Mutex<Option<String>>>,
+    }
+
+    pub fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (sender, received) = mpsc::channel();
+        let secret = Arc::new(Mutex::new(None::<String>));
+        let shared = secret.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let (sender, secret) = (sender.clone(), shared.clone());
+                std::thread::spawn(move || {
+                    if let Some(received) = serve(stream, &secret) {
+                        let _ = sender.send(received);
+                    }
+                });
+            }
+        });
+        Receiver {
+            url,
+            received,
+            secret,
+        }
+    }
+
+    fn serve(stream: TcpStream, secret: &Mutex<Option<String>>) -> Option<Received> {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let path = line.split_whitespace().nth(1)?.to_owned();
+        let mut headers = HashMap::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).ok()?;
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':')?;
+            headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
+        }
+        let length = headers.get("content-length").and_then(|v| v.parse().ok());
+        let (status, body, verdict) = match (headers.get("transfer-encoding"), length) {
+            (Some(encoding), _) => (
+                411,
+                Vec::new(),
+                Err(format!("transfer-encoding {encoding}, no content-length")),
+            ),
+            (None, length) => {
+                // Like `http.server` handlers: no length, no body.
+                let mut body = vec![0; length.unwrap_or(0)];
+                reader.read_exact(&mut body).ok()?;
+                let verdict = check(&path, &headers, &body, secret);
+                (if verdict.is_ok() { 204 } else { 400 }, body, verdict)
+            }
+        };
+        let mut stream = stream;
+        let _ = write!(
+            stream,
+            "HTTP/1.1 {status} Answer\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        );
+        Some(Received {
+            path,
+            headers,
+            body,
+            verdict,
+        })
+    }
+
+    fn check(
+        path: &str,
+        headers: &HashMap<String, String>,
+        body: &[u8],
+        secret: &Mutex<Option<String>>,
+    ) -> Result<(), String> {
+        match path {
+            "/hook" => {
+                let secret = secret.lock().unwrap().clone().ok_or("no secret yet")?;
+                let mut map = http::HeaderMap::new();
+                for (name, value) in headers {
+                    map.insert(
+                        http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                        value.parse().unwrap(),
+                    );
+                }
+                standardwebhooks::Webhook::new(&secret)
+                    .unwrap()
+                    .verify(body, &map)
+                    .map_err(|err| format!("the signature does not verify: {err}"))
+            }
+            "/send" => serde_json::from_slice::<serde_json::Value>(body)
+                .map_err(|err| format!("not JSON: {err}"))
+                .and_then(|mail| {
+                    mail["to"]
+                        .is_string()
+                        .then_some(())
+                        .ok_or_else(|| format!("no recipient in {mail}"))
+                }),
+            other => Err(format!("unexpected path {other}")),
+        }
+    }
+}
+
+/// Webhooks and email-API requests carry a `Content-Length`, so a receiver that reads exactly
+/// that (and refuses chunked bodies, as many plain servers do) gets the whole body: the
+/// webhook's signature verifies and the email is whole. Internal request ids stay inside.
+#[tokio::test]
+async fn plain_receivers_read_whole_signed_deliveries() {
+    let receiver = strict::start();
+    let env = [
+        ("SPIN_VARIABLE_WEBHOOK_ALLOW_LOCAL", "true".to_owned()),
+        (
+            "SPIN_VARIABLE_WEBHOOK_HOSTS",
+            "http://127.0.0.1:*".to_owned(),
+        ),
+        ("SPIN_VARIABLE_WEBHOOK_BACKOFF_MS", "50".to_owned()),
+        (
+            "SPIN_VARIABLE_EMAIL_API_URL",
+            format!("{}/send", receiver.url),
+        ),
+        ("SPIN_VARIABLE_EMAIL_API_ORIGIN", receiver.url.clone()),
+        ("SPIN_VARIABLE_EMAIL_API_KEY", "test-mail-key".to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let system = System::embedded_with(&[], &env);
+    let token = system.user("plain").await;
+    let me = expect(system.authed(&token, Method::GET, "/v1/me"), 200).await;
+    let hook = expect(
+        system
+            .authed(&token, Method::PUT, "/v1/me/webhook")
+            .json(&json!({ "url": format!("{}/hook", receiver.url) })),
+        200,
+    )
+    .await;
+    *receiver.secret.lock().unwrap() = Some(hook["secret"].as_str().unwrap().to_owned());
+
+    let job = system.upload_clip(&token, None).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    assert_eq!(system.settled(&token, &id).await["status"], "done");
+
+    // The first delivery of each kind decides: a refused or unverifiable one fails the test
+    // (today's retries would only repeat it).
+    let mut first = std::collections::HashMap::new();
+    while first.len() < 2 {
+        let received = receiver
+            .received
+            .recv_timeout(Duration::from_secs(120))
+            .expect("a webhook delivery and an email request");
+        first.entry(received.path.clone()).or_insert(received);
+    }
+    for (path, received) in &first {
+        assert_eq!(received.verdict, Ok(()), "{path}: {received:?}");
+        assert_eq!(
+            received.headers["content-length"],
+            received.body.len().to_string(),
+            "{path}"
+        );
+        assert!(
+            !received.headers.contains_key("x-request-id"),
+            "{path}: internal request ids stay inside: {:?}",
+            received.headers
+        );
+    }
+    let delivery: Value = serde_json::from_slice(&first["/hook"].body).unwrap();
+    assert_eq!(
+        (
+            delivery["type"].as_str(),
+            delivery["data"]["job_id"].as_str()
+        ),
+        (Some("job.done"), Some(id.as_str()))
+    );
+    let mail: Value = serde_json::from_slice(&first["/send"].body).unwrap();
+    assert_eq!(mail["to"], me["email"]);
+    assert_eq!(
+        first["/send"].headers["authorization"],
+        "Bearer test-mail-key"
+    );
+
+    // The notifier's lines about the event name it and the request's trace, the delivery
+    // lines with their attempt and answer.
+    let event = format!("event={id}.done: ");
+    let log = system.host.log();
+    let traced = |line: &str| {
+        line.split_once("notifier: trace=")
+            .is_some_and(|(_, rest)| {
+                rest.len() > 32 && rest[..32].bytes().all(|b| b.is_ascii_hexdigit())
+            })
+    };
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|line| traced(line) && line.contains(&event))
+        .collect();
+    for expected in [
+        "webhook attempt 1/3: delivered (answered 204)",
+        "email attempt 1/3: delivered (answered 204)",
+        "recorded; webhook delivered (attempts: 1); email delivered (attempts: 1)",
+    ] {
+        assert!(
+            lines.iter().any(|line| line.contains(expected)),
+            "no `{expected}` among {lines:#?}"
+        );
     }
 }

@@ -1,11 +1,13 @@
 //! Time limits bound work, not transfers: a slow upload or download that keeps moving
 //! outlasts the request timeout, while a stalled body or a busy guest is still stopped; and
-//! clients sending bodies slowly cannot take every slot of the host.
+//! clients sending bodies slowly cannot take every slot of the host. The host's own answers
+//! (408, 429, 504) are checked against the responses `openapi.yaml` documents for them.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
+use common::api::conforms_to_response;
 use common::{HostOptions, HostProcess, client, component};
 use futures::StreamExt;
 use serde_json::Value;
@@ -100,6 +102,18 @@ async fn stalled_upload(host: &HostProcess, local: &str) -> tokio::net::TcpStrea
     stream
 }
 
+/// Checks a raw answer (head and body) against the response `name` of `openapi.yaml`.
+fn documented_as(name: &str, text: &str) {
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
+    let content_type = head.lines().find_map(|line| {
+        let (header, value) = line.split_once(':')?;
+        header
+            .eq_ignore_ascii_case("content-type")
+            .then_some(value.trim())
+    });
+    conforms_to_response(name, content_type, body.as_bytes());
+}
+
 /// The status line and body of the response on `stream`, within `within`.
 async fn response_of(mut stream: tokio::net::TcpStream, within: Duration) -> (u16, String) {
     let mut text = Vec::new();
@@ -136,6 +150,7 @@ async fn a_stalled_body_and_a_busy_guest_are_still_stopped() {
     let (status, text) = response_of(stalled, Duration::from_secs(30)).await;
     assert_eq!(status, 408, "{text}");
     assert!(text.contains("\"body_timeout\""), "{text}");
+    documented_as("Error408", &text);
     assert!(started.elapsed() < Duration::from_secs(10));
 
     let started = Instant::now();
@@ -145,7 +160,13 @@ async fn a_stalled_body_and_a_busy_guest_are_still_stopped() {
         .await
         .unwrap();
     assert_eq!(response.status(), 504);
-    let body: Value = response.json().await.unwrap();
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let text = response.text().await.unwrap();
+    conforms_to_response("Error504", Some(&content_type), text.as_bytes());
+    let body: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(body["error"]["code"], "timeout");
     assert!(started.elapsed() < Duration::from_secs(15));
 }
@@ -185,6 +206,7 @@ async fn a_trickling_body_is_answered_408() {
     );
     assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
     assert!(text.contains("\"body_timeout\""), "{text}");
+    documented_as("Error408", &text);
     assert!(started.elapsed() < Duration::from_secs(15));
 }
 
@@ -215,6 +237,16 @@ async fn slow_bodies_from_one_client_leave_room_for_others() {
             .iter()
             .all(|(_, text)| text.contains("too_many_requests") || text.contains("body_timeout"))
     );
+    for (status, text) in &answers {
+        documented_as(
+            if *status == 429 {
+                "Error429"
+            } else {
+                "Error408"
+            },
+            text,
+        );
+    }
     // The slots are back.
     let response = client().get(host.url("/probe/hello")).send().await.unwrap();
     assert_eq!(response.status(), 200);

@@ -24,6 +24,7 @@ pub mod spin;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
+mod trace;
 pub mod variables;
 
 use std::net::SocketAddr;

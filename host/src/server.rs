@@ -25,8 +25,9 @@ use crate::activity::{Metered, Watched};
 use crate::config::HostConfig;
 use crate::error::RequestError;
 use crate::runtime::Runtime;
+use crate::trace::RequestContext;
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const REQUEST_ID: HeaderName = HeaderName::from_static(mp3conv_contract::trace::REQUEST_ID);
 const WELL_KNOWN: &str = "/.well-known/spin/";
 
 /// Serves `runtime` on `listener` until `shutdown` resolves, then drains for up to
@@ -197,25 +198,26 @@ impl Handler {
         client: SocketAddr,
     ) -> Response<HyperOutgoingBody> {
         let started = Instant::now();
-        let request_id = request_id(request.headers());
+        let context = RequestContext::from_headers(request.headers());
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let span = tracing::info_span!("request", id = %request_id);
+        let span = tracing::info_span!(
+            "request",
+            request_id = %context.request_id,
+            trace_id = %context.trace_id(),
+        );
         async {
             let mut outcome = Outcome::default();
-            let mut response = match self
-                .dispatch(request, client, &request_id, &mut outcome)
-                .await
-            {
+            let mut response = match self.dispatch(request, client, &context, &mut outcome).await {
                 Ok(response) => response,
                 Err(err) => {
                     if let RequestError::Component { cause, .. } = &err {
                         tracing::error!("{cause:?}");
                     }
-                    error_response(&err, &request_id)
+                    error_response(&err, &context.request_id)
                 }
             };
-            if let Ok(value) = HeaderValue::from_str(&request_id) {
+            if let Ok(value) = HeaderValue::from_str(&context.request_id) {
                 response.headers_mut().insert(REQUEST_ID, value);
             }
             tracing::info!(
@@ -238,7 +240,7 @@ impl Handler {
         &self,
         request: Request<Incoming>,
         client: SocketAddr,
-        request_id: &str,
+        context: &RequestContext,
         outcome: &mut Outcome,
     ) -> Result<Response<HyperOutgoingBody>, RequestError> {
         let path = request.uri().path().to_owned();
@@ -294,7 +296,7 @@ impl Handler {
                 component_route: matched.route.without_wildcard(),
                 client,
                 params: &matched.params,
-                request_id,
+                context,
             },
         )?;
 
@@ -369,7 +371,8 @@ pub(crate) async fn chain(
         .path_and_query()
         .map_or("/", |pq| pq.as_str())
         .to_owned();
-    let request_id = request_id(&parts.headers);
+    // The calling component passes its request's id and trace on, or a new one starts here.
+    let context = RequestContext::from_headers(&parts.headers);
     // The component's own route, when the path matches it, as Spin reports it.
     let matched = runtime
         .router
@@ -396,7 +399,7 @@ pub(crate) async fn chain(
             component_route,
             client: SocketAddr::from(([127, 0, 0, 1], 0)),
             params,
-            request_id: &request_id,
+            context: &context,
         },
     )
     .map_err(internal)?;
@@ -593,10 +596,11 @@ struct SpinHeaders<'a> {
     component_route: &'a str,
     client: SocketAddr,
     params: &'a [(String, String)],
-    request_id: &'a str,
+    context: &'a RequestContext,
 }
 
-/// Sets the headers Spin gives every request, after removing any a client sent itself.
+/// Sets the headers Spin gives every request, after removing any a client sent itself, and
+/// the request's id and trace context.
 fn set_spin_headers(headers: &mut HeaderMap, spin: SpinHeaders<'_>) -> Result<(), RequestError> {
     let forged: Vec<HeaderName> = headers
         .keys()
@@ -628,23 +632,8 @@ fn set_spin_headers(headers: &mut HeaderMap, spin: SpinHeaders<'_>) -> Result<()
             value,
         )?;
     }
-    set(REQUEST_ID.as_str().into(), spin.request_id)?;
+    spin.context.apply(headers);
     Ok(())
-}
-
-/// The client's request id when it is a sane token, a fresh one otherwise.
-fn request_id(headers: &HeaderMap) -> String {
-    headers
-        .get(REQUEST_ID)
-        .and_then(|value| value.to_str().ok())
-        .filter(|id| {
-            (1..=128).contains(&id.len())
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        })
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
 }
 
 fn text_response(
@@ -695,21 +684,12 @@ mod tests {
     }
 
     #[test]
-    fn request_ids_are_kept_only_when_sane() {
-        let mut headers = HeaderMap::new();
-        headers.insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
-        assert_eq!(request_id(&headers), "abc-123");
-        headers.insert(REQUEST_ID, HeaderValue::from_static("bad id with spaces"));
-        let fresh = request_id(&headers);
-        assert_eq!(fresh.len(), 32);
-        assert_ne!(fresh, request_id(&HeaderMap::new()));
-    }
-
-    #[test]
     fn forged_spin_headers_are_replaced() {
         let mut headers = HeaderMap::new();
         headers.insert("spin-client-addr", HeaderValue::from_static("10.0.0.1:1"));
         headers.insert("spin-made-up", HeaderValue::from_static("x"));
+        headers.insert("x-request-id", HeaderValue::from_static("r1"));
+        let context = RequestContext::from_headers(&headers);
         set_spin_headers(
             &mut headers,
             SpinHeaders {
@@ -719,7 +699,7 @@ mod tests {
                 component_route: "/a",
                 client: "127.0.0.1:5".parse().unwrap(),
                 params: &[("id".into(), "7".into())],
-                request_id: "r1",
+                context: &context,
             },
         )
         .unwrap();
@@ -729,5 +709,6 @@ mod tests {
         assert_eq!(headers["spin-component-route"], "/a");
         assert_eq!(headers["spin-path-match-id"], "7");
         assert_eq!(headers["x-request-id"], "r1");
+        assert_eq!(headers["traceparent"], context.trace.to_string().as_str());
     }
 }

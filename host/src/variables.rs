@@ -91,6 +91,65 @@ pub fn resolve_app_variables(
     Ok(resolved)
 }
 
+/// A variable whose value the program supplies itself and the environment may not replace:
+/// `mp3conv up` points the gateway at the worker in its own process, with a token made for the
+/// run, and a `SPIN_VARIABLE_WORKER_URL` left in a shell would otherwise send every request
+/// elsewhere without a word. (Values the program only defaults, such as generated development
+/// keys, go in [`crate::HostConfig::variables`], where the environment wins.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Supplied {
+    /// The variable's name in `[variables]`.
+    pub name: &'static str,
+    /// What the program's value is, for the message that names a conflict.
+    pub what: &'static str,
+}
+
+/// The environment sets variables the program supplies itself. Names only: values may be
+/// secrets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct Overridden {
+    /// The supplied variables the environment also sets, in the order they were given.
+    pub conflicts: Vec<Supplied>,
+}
+
+impl fmt::Display for Overridden {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, supplied) in self.conflicts.iter().enumerate() {
+            let separator = if index == 0 { "" } else { ", " };
+            write!(
+                f,
+                "{separator}{} would replace `{}` ({})",
+                env_name(supplied.name),
+                supplied.name,
+                supplied.what
+            )?;
+        }
+        let pronoun = if self.conflicts.len() == 1 {
+            "it"
+        } else {
+            "them"
+        };
+        write!(f, "; unset {pronoun}")
+    }
+}
+
+/// Refuses an environment that sets any of `supplied` (`SPIN_VARIABLE_<NAME>`, looked up with
+/// `lookup` as [`resolve_app_variables`] would), naming every conflict at once.
+pub fn refuse_overrides(
+    supplied: &[Supplied],
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), Overridden> {
+    let conflicts: Vec<Supplied> = supplied
+        .iter()
+        .filter(|supplied| lookup(&env_name(supplied.name)).is_some())
+        .copied()
+        .collect();
+    match conflicts.is_empty() {
+        true => Ok(()),
+        false => Err(Overridden { conflicts }),
+    }
+}
+
 /// A string with `{{ variable }}` references.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Template {
@@ -226,5 +285,63 @@ mod tests {
         let resolved = resolve_app_variables(&declared, &lookup).unwrap();
         assert_eq!(resolved["plain"].value, "from-env");
         assert!(!format!("{:?}", resolved["key"]).contains("hunter2"));
+    }
+
+    const WORKER: [Supplied; 2] = [
+        Supplied {
+            name: "worker_url",
+            what: "the worker in this process",
+        },
+        Supplied {
+            name: "worker_token",
+            what: "made for this run",
+        },
+    ];
+
+    #[test]
+    fn supplied_variables_the_environment_leaves_alone_pass() {
+        let lookup = |name: &str| {
+            (name == "SPIN_VARIABLE_EVENTS_TOKEN").then(|| "an events token, long".to_owned())
+        };
+        assert_eq!(refuse_overrides(&WORKER, &lookup), Ok(()));
+        assert_eq!(refuse_overrides(&[], &lookup), Ok(()));
+    }
+
+    #[test]
+    fn a_supplied_variable_set_in_the_environment_is_refused_by_name() {
+        let lookup = |name: &str| {
+            (name == "SPIN_VARIABLE_WORKER_URL").then(|| "http://elsewhere".to_owned())
+        };
+        let refused = refuse_overrides(&WORKER, &lookup).unwrap_err();
+        assert_eq!(refused.conflicts, [WORKER[0]]);
+        assert_eq!(
+            refused.to_string(),
+            "SPIN_VARIABLE_WORKER_URL would replace `worker_url` (the worker in this process); \
+             unset it"
+        );
+    }
+
+    #[test]
+    fn every_conflict_is_named_and_no_value_is_printed() {
+        // Set but empty still replaces the value in resolution, so it conflicts too.
+        let lookup = |name: &str| match name {
+            "SPIN_VARIABLE_WORKER_URL" => Some(String::new()),
+            "SPIN_VARIABLE_WORKER_TOKEN" => Some("hunter2-hunter2-hunter2".to_owned()),
+            _ => None,
+        };
+        let refused = refuse_overrides(&WORKER, &lookup).unwrap_err();
+        assert_eq!(refused.conflicts, WORKER);
+        let message = refused.to_string();
+        assert!(
+            message.contains("SPIN_VARIABLE_WORKER_URL would replace"),
+            "{message}"
+        );
+        assert!(
+            message.contains("SPIN_VARIABLE_WORKER_TOKEN would replace"),
+            "{message}"
+        );
+        assert!(message.ends_with("; unset them"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(!format!("{refused:?}").contains("hunter2"));
     }
 }

@@ -261,7 +261,7 @@ pub async fn to_mp3(
         .arg("-i")
         .arg(input)
         .args(["-map", "0:a:0", "-vn", "-c:a", "libmp3lame"])
-        .args(job.bitrate.ffmpeg_args())
+        .args(crate::job::ffmpeg_args(job.bitrate))
         .arg("-metadata")
         .arg(format!("title={}", job.title))
         .args([

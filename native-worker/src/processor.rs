@@ -22,7 +22,7 @@ use crate::convert::{self, Conversion};
 use crate::error::{Error, error_chain};
 use crate::job::{Audio, Job, JobId, Source, Status};
 use crate::jobs::Saved;
-use crate::queue::{Delivery, JobMessage, Outcome, Route};
+use crate::queue::{Delivery, JobMessage, MessageExt as _, Outcome, Route};
 
 /// Pause before a delivery is requeued because a dependency failed, so a broken database does
 /// not turn into a hot redelivery loop.
@@ -111,7 +111,7 @@ async fn handle(state: &State, delivery: Delivery) {
         job_id = %message.job_id,
         attempt = message.attempt,
         redelivered = delivery.redelivered,
-        traceparent = delivery.traceparent.as_deref().unwrap_or(""),
+        trace_id = %trace_id(delivery.traceparent.as_deref()),
     );
     let traceparent = delivery.traceparent.clone();
     let deadline = delivery_deadline(state, delivery.received_at);
@@ -204,7 +204,7 @@ async fn leased(
     let holder = format!("{}/{}", state.holder, uuid::Uuid::new_v4().simple());
     // The lease runs from before the request: its expiry is never later than we think.
     let asked = tokio::time::Instant::now();
-    let now = chrono::Utc::now();
+    let now = time::OffsetDateTime::now_utc();
     match state.jobs.acquire_lease(id, &holder, now, now + ttl).await {
         Ok(true) => {}
         Ok(false) => return defer(state, message, traceparent).await,
@@ -235,7 +235,7 @@ async fn keep_lease(state: &State, id: JobId, holder: &str, asked: tokio::time::
         let renewal = async {
             tokio::time::sleep_until(next).await;
             let sent = tokio::time::Instant::now();
-            let until = chrono::Utc::now() + ttl;
+            let until = time::OffsetDateTime::now_utc() + ttl;
             (sent, state.jobs.renew_lease(id, holder, until).await)
         };
         let (sent, renewed) = tokio::select! {
@@ -473,16 +473,26 @@ async fn finish(
         return then;
     }
     let announcement = JobMessage::for_job(job, attempt).outgoing(Route::Mp3, traceparent);
+    let message_id = announcement.message_id.clone();
     if let Err(e) = state.queue.publish(Route::Mp3, announcement).await {
         tracing::warn!(error = %error_chain(&e), "cannot announce; will retry");
         return Outcome::Requeue;
     }
+    tracing::info!(%message_id, "announced");
     job.announced = true;
     match state.jobs.save_held(job, holder).await {
         Ok(_) => then,
         // Announced but not recorded: a redelivery announces again with the same message_id.
         Err(_) => Outcome::Requeue,
     }
+}
+
+/// The trace id of a message's `traceparent`, or nothing when it has none (or a broken one).
+fn trace_id(traceparent: Option<&str>) -> String {
+    traceparent
+        .and_then(|t| mp3conv_contract::trace::TraceParent::parse(t).ok())
+        .map(|t| t.trace_id().to_string())
+        .unwrap_or_default()
 }
 
 async fn cleanup_deleted(state: &State, video_id: &str, id: JobId) -> Outcome {

@@ -139,10 +139,12 @@ async fn bad_requests_get_documented_4xx(backend: Backend) {
             serde_json::json!({"url": "http://169.254.169.254/"}),
             "link_forbidden",
         ),
+        // One rule with the gateway (the contract's `LinkRequest::parse`).
         (
             serde_json::json!({"link": "http://example.com/"}),
-            "invalid_json",
+            "unknown_field",
         ),
+        (serde_json::json!({"bitrate": "128"}), "invalid_json"),
         (
             serde_json::json!({"url": "http://example.com/a.mp4", "bitrate": "v12"}),
             "invalid_bitrate",

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{Backend, Names, media, spawn_named, spawn_with, start, worker_command};
 use mongodb::bson::{Binary, DateTime, Document, doc, oid::ObjectId, spec::BinarySubtype};
 use native_worker::job::{Job, Source};
-use native_worker::queue::{JobMessage, Route};
+use native_worker::queue::{JobMessage, MessageExt as _, Route};
 use serde_json::Value;
 
 /// Polls `/metrics` until `line` appears (fails after [`common::JOB_DEADLINE`]).
@@ -313,7 +313,7 @@ async fn start_up_removes_old_orphan_gridfs_files_and_keeps_the_rest() {
 async fn leased_job(
     store: &dyn native_worker::jobs::JobStore,
     owner: &str,
-) -> (Job, chrono::DateTime<chrono::Utc>, chrono::Duration) {
+) -> (Job, time::OffsetDateTime, time::Duration) {
     let job = Job::new(
         owner.into(),
         Source::Link {
@@ -322,8 +322,8 @@ async fn leased_job(
         Default::default(),
     );
     store.insert(&job).await.unwrap();
-    let now = chrono::Utc::now();
-    let ttl = chrono::Duration::seconds(30);
+    let now = time::OffsetDateTime::now_utc();
+    let ttl = time::Duration::seconds(30);
     assert!(
         store
             .acquire_lease(job.id, "a", now, now + ttl)
@@ -359,7 +359,7 @@ async fn lease_contract(store: &dyn native_worker::jobs::JobStore) {
     );
     assert!(store.renew_lease(job.id, "a", now + ttl).await.unwrap());
     // Expired: another takes it over and the old holder can no longer renew or release it.
-    let later = now + ttl + chrono::Duration::seconds(1);
+    let later = now + ttl + time::Duration::seconds(1);
     assert!(
         store
             .acquire_lease(job.id, "b", later, later + ttl)
@@ -459,12 +459,12 @@ async fn a_converter_that_loses_the_lease_stops_and_requeues() {
     let id = app.upload_ok("lars", "taken.mp4", media("mp4")).await;
     app.wait_for("lars", &id, |j| j["status"] == "converting")
         .await;
-    let until = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let until = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
     let taken = jobs_collection(&app.names.database)
         .await
         .update_one(
             doc! {"_id": &id},
-            doc! {"$set": {"lease_holder": "thief", "lease_until": until.timestamp_millis()}},
+            doc! {"$set": {"lease_holder": "thief", "lease_until": (until.unix_timestamp_nanos() / 1_000_000) as i64}},
         )
         .await
         .unwrap();
@@ -535,7 +535,7 @@ async fn fencing_and_batches(store: &dyn native_worker::jobs::JobStore) {
     done.progress = 100;
     assert_eq!(store.save_held(&done, "a").await.unwrap(), Saved::Saved);
     // "a" stalled past its lease and "b" took over.
-    let later = now + ttl + chrono::Duration::seconds(1);
+    let later = now + ttl + time::Duration::seconds(1);
     assert!(
         store
             .acquire_lease(job.id, "b", later, later + ttl)

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use common::{Backend, Names, count, drain, media, queue_depth, spawn, start, worker_command};
 use native_worker::job::{Job, Source};
 use native_worker::queue::rabbitmq::QueueNames;
-use native_worker::queue::{JobMessage, Route};
+use native_worker::queue::{JobMessage, MessageExt as _, Route};
 use serde_json::Value;
 
 /// Polls `queue` until it yields at least one message.

@@ -14,6 +14,12 @@ use std::time::{Duration, Instant};
 
 use clap::Subcommand;
 use futures::StreamExt as _;
+use mp3conv_contract::error::ErrorBody;
+use mp3conv_contract::job::{
+    Bitrate, JobId, LinkRequest, PublicJob, PublicJobPage, Source, Status,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use credentials::Credentials;
@@ -55,15 +61,15 @@ pub enum ClientCommand {
         limit: u32,
     },
     /// One job's status.
-    Status { id: String },
+    Status { id: JobId },
     /// Download a job's MP3.
     Download {
-        id: String,
+        id: JobId,
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
     /// Delete a job, its video and its MP3.
-    Rm { id: String },
+    Rm { id: JobId },
 }
 
 /// Why a command failed, and the exit code that says so.
@@ -152,12 +158,12 @@ impl Client {
             } => self.convert(&input, bitrate, wait, output).await,
             ClientCommand::Jobs { limit } => self.jobs(limit).await,
             ClientCommand::Status { id } => {
-                let job = self.job(&id).await?;
+                let job = self.job(id).await?;
                 self.print(&job, || describe(&job));
                 Ok(())
             }
             ClientCommand::Download { id, output } => {
-                let job = self.job(&id).await?;
+                let job = self.job(id).await?;
                 let path = output.unwrap_or_else(|| default_output(&job));
                 self.download(&job, &path).await
             }
@@ -182,9 +188,9 @@ impl Client {
     }
 
     /// Prints `value` as JSON with --json, else `text()`.
-    fn print(&self, value: &Value, text: impl FnOnce() -> String) {
+    fn print(&self, value: &impl Serialize, text: impl FnOnce() -> String) {
         if self.json {
-            println!("{value}");
+            println!("{}", json!(value));
         } else {
             println!("{}", text());
         }
@@ -260,7 +266,7 @@ impl Client {
             server: self.server.clone(),
             email: email.to_owned(),
             token: token.to_owned(),
-            expires_at: now_secs() + login["expires_in"].as_u64().unwrap_or(0),
+            expires_at: now_secs().saturating_add(login["expires_in"].as_u64().unwrap_or(0)),
         };
         let path = credentials::save(&stored)
             .map_err(|err| Failure::Other(format!("cannot keep the token: {err:#}")))?;
@@ -271,7 +277,7 @@ impl Client {
         Ok(())
     }
 
-    async fn job(&self, id: &str) -> Result<Value, Failure> {
+    async fn job(&self, id: JobId) -> Result<PublicJob, Failure> {
         let token = self.token()?;
         let response = self
             .send(
@@ -280,7 +286,7 @@ impl Client {
                     .bearer_auth(&token),
             )
             .await?;
-        Ok(check(response).await?.json().await.unwrap_or_default())
+        read(check(response).await?).await
     }
 
     async fn jobs(&self, limit: u32) -> Outcome {
@@ -292,13 +298,16 @@ impl Client {
                     .bearer_auth(&token),
             )
             .await?;
-        let page: Value = check(response).await?.json().await.unwrap_or_default();
+        let page: PublicJobPage = read(check(response).await?).await?;
         self.print(&page, || {
-            let jobs = page["jobs"].as_array().cloned().unwrap_or_default();
-            if jobs.is_empty() {
+            if page.jobs.is_empty() {
                 return "no jobs yet: `mp3conv convert <file-or-url>`".into();
             }
-            jobs.iter().map(describe).collect::<Vec<_>>().join("\n")
+            page.jobs
+                .iter()
+                .map(describe)
+                .collect::<Vec<_>>()
+                .join("\n")
         });
         Ok(())
     }
@@ -310,13 +319,17 @@ impl Client {
         wait: bool,
         output: Option<PathBuf>,
     ) -> Outcome {
+        let bitrate = bitrate
+            .map(|b| b.parse::<Bitrate>())
+            .transpose()
+            .map_err(|err| Failure::Usage(err.to_string()))?;
         let token = self.token()?;
         let is_link = input.starts_with("http://") || input.starts_with("https://");
         let request = if is_link {
-            let mut body = json!({ "url": input });
-            if let Some(bitrate) = &bitrate {
-                body["bitrate"] = json!(bitrate);
-            }
+            let body = LinkRequest {
+                url: input.to_owned(),
+                bitrate,
+            };
             self.http.post(self.url("/v1/jobs")).json(&body)
         } else {
             let path = Path::new(input);
@@ -344,16 +357,16 @@ impl Client {
             )
             .file_name(name);
             let mut form = reqwest::multipart::Form::new();
-            if let Some(bitrate) = &bitrate {
-                form = form.text("bitrate", bitrate.clone());
+            if let Some(bitrate) = bitrate {
+                form = form.text("bitrate", bitrate.to_string());
             }
             self.http
                 .post(self.url("/v1/jobs"))
                 .multipart(form.part("file", part))
         };
         let response = self.send(request.bearer_auth(&token)).await?;
-        let job: Value = check(response).await?.json().await.unwrap_or_default();
-        let id = job["id"].as_str().unwrap_or_default().to_owned();
+        let job: PublicJob = read(check(response).await?).await?;
+        let id = job.id;
         if !(wait || output.is_some()) {
             self.print(&job, || format!("{id} queued: `mp3conv status {id}`"));
             return Ok(());
@@ -361,11 +374,11 @@ impl Client {
         if !self.json {
             self.note(&format!("{id} queued"));
         }
-        let job = self.follow(&id).await?;
-        if job["status"] == "failed" {
-            let reason = job["error"]["message"].as_str().unwrap_or("unknown");
+        let job = self.follow(id).await?;
+        if job.status == Status::Failed {
+            let reason = job.error.as_ref().map_or("unknown", |e| e.message.as_str());
             if self.json {
-                println!("{job}");
+                println!("{}", json!(job));
             }
             return Err(Failure::JobFailed(format!(
                 "the conversion failed: {reason}"
@@ -376,17 +389,17 @@ impl Client {
     }
 
     /// Polls the job until it is done or failed, showing its progress.
-    async fn follow(&self, id: &str) -> Result<Value, Failure> {
+    async fn follow(&self, id: JobId) -> Result<PublicJob, Failure> {
         let progress = Progress::new(self.terminal, "convert", 100);
         let mut shown = 0;
         loop {
             let job = self.job(id).await?;
-            let percent = job["progress"].as_u64().unwrap_or(0);
+            let percent = u64::from(job.progress);
             if percent > shown {
                 progress.advance(percent - shown);
                 shown = percent;
             }
-            if job["status"] == "done" || job["status"] == "failed" {
+            if job.status.is_terminal() {
                 progress.finish();
                 return Ok(job);
             }
@@ -394,12 +407,12 @@ impl Client {
         }
     }
 
-    async fn download(&self, job: &Value, path: &Path) -> Outcome {
+    async fn download(&self, job: &PublicJob, path: &Path) -> Outcome {
         let token = self.token()?;
-        let id = job["id"].as_str().unwrap_or_default();
-        if job["status"] != "done" {
-            let status = job["status"].as_str().unwrap_or("unknown");
-            return Err(if status == "failed" {
+        let id = job.id;
+        if job.status != Status::Done {
+            let status = job.status;
+            return Err(if status == Status::Failed {
                 Failure::JobFailed(format!("{id} failed: nothing to download"))
             } else {
                 Failure::Usage(format!("{id} is {status}: no MP3 yet"))
@@ -440,13 +453,12 @@ async fn check(response: reqwest::Response) -> Result<reqwest::Response, Failure
     if status < 400 {
         return Ok(response);
     }
-    let body: Value = response.json().await.unwrap_or_default();
-    let message = body["error"]["message"]
-        .as_str()
-        .map_or_else(|| format!("the server answered {status}"), str::to_owned);
-    let code = body["error"]["code"].as_str().unwrap_or_default();
+    let (code, message) = match response.json::<ErrorBody>().await {
+        Ok(body) => (body.error.code, body.error.message),
+        Err(_) => (String::new(), format!("the server answered {status}")),
+    };
     Err(match status {
-        401 => Failure::Auth(match code {
+        401 => Failure::Auth(match code.as_str() {
             "invalid_credentials" => "wrong email or password".to_owned(),
             "missing_token" | "invalid_token" | "unknown_user" => {
                 format!("{message}: run `mp3conv login`")
@@ -459,37 +471,39 @@ async fn check(response: reqwest::Response) -> Result<reqwest::Response, Failure
     })
 }
 
-fn describe(job: &Value) -> String {
-    let source = &job["source"];
-    let name = source["filename"]
-        .as_str()
-        .or_else(|| source["url"].as_str())
-        .unwrap_or("?");
+/// The body of a successful answer, as the contract's `T`.
+async fn read<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, Failure> {
+    let body = response
+        .bytes()
+        .await
+        .map_err(|err| Failure::Unreachable(format!("the answer broke off: {err}")))?;
+    serde_json::from_slice(&body).map_err(|err| {
+        Failure::Other(format!(
+            "the server's answer is not what this client understands: {err}"
+        ))
+    })
+}
+
+fn describe(job: &PublicJob) -> String {
+    let name = match &job.source {
+        Source::Upload { filename, .. } => filename.as_str(),
+        Source::Link { url } => url.as_str(),
+    };
     let mut line = format!(
         "{}  {:<11} {:>3}%  {name}",
-        job["id"].as_str().unwrap_or("?"),
-        job["status"].as_str().unwrap_or("?"),
-        job["progress"].as_u64().unwrap_or(0)
+        job.id,
+        job.status.as_str(),
+        job.progress
     );
-    if let Some(reason) = job["error"]["message"].as_str() {
-        line.push_str(&format!("  ({reason})"));
+    if let Some(error) = &job.error {
+        line.push_str(&format!("  ({})", error.message));
     }
     line
 }
 
 /// `<original name>.mp3` in the current directory.
-fn default_output(job: &Value) -> PathBuf {
-    let source = &job["source"];
-    let name = source["filename"]
-        .as_str()
-        .or_else(|| {
-            source["url"]
-                .as_str()
-                .and_then(|url| url.split(['?', '#']).next())
-                .and_then(|url| url.rsplit('/').find(|s| !s.is_empty()))
-        })
-        .unwrap_or("audio");
-    let stem = Path::new(name)
+fn default_output(job: &PublicJob) -> PathBuf {
+    let stem = Path::new(job.source.name())
         .file_stem()
         .map_or_else(|| "audio".into(), |s| s.to_string_lossy().into_owned());
     PathBuf::from(format!("{stem}.mp3"))

@@ -1,101 +1,234 @@
 //! Driving the system over HTTP as clients do, with every response checked against
-//! `openapi.yaml`: a status the document does not list for that route fails the test.
+//! `openapi.yaml` (see [`super::openapi`]): a status the document does not list for that
+//! route, a content type it does not name or a JSON body its schema refuses fails the test.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
 
+use super::openapi::{Exchange, document};
 use super::{HostOptions, HostProcess, WorkerProcess, client, media, mp3conv, repo_manifest};
 
 pub const INTERNAL_TOKEN: &str = "gateway-tests-internal-token";
 /// How long a job may take to settle before the test fails.
 pub const JOB_DEADLINE: Duration = Duration::from_secs(180);
 
-/// The documented statuses of every operation: (method, path template) -> statuses.
-pub fn documented() -> &'static BTreeMap<(String, String), Vec<u16>> {
-    static DOC: OnceLock<BTreeMap<(String, String), Vec<u16>>> = OnceLock::new();
-    DOC.get_or_init(|| {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml"))
-            .expect("reading openapi.yaml");
-        let doc: Value = serde_yaml::from_str(&text).expect("openapi.yaml is YAML");
-        assert_eq!(doc["openapi"], "3.1.0");
-        let mut operations = BTreeMap::new();
-        for (path, item) in doc["paths"].as_object().expect("paths") {
-            for (method, operation) in item.as_object().expect("a path item") {
-                if method == "parameters" {
-                    continue;
-                }
-                let statuses = operation["responses"]
-                    .as_object()
-                    .unwrap_or_else(|| panic!("{method} {path} documents no responses"))
-                    .keys()
-                    .map(|status| status.parse().expect("a numeric status"))
-                    .collect();
-                operations.insert((method.to_uppercase(), path.clone()), statuses);
-            }
-        }
-        operations
-    })
+/// The documented operations: (METHOD, path template) -> the status keys it documents.
+pub fn documented() -> &'static BTreeMap<(String, String), Vec<String>> {
+    static DOC: OnceLock<BTreeMap<(String, String), Vec<String>>> = OnceLock::new();
+    DOC.get_or_init(|| document().operations())
 }
 
 /// The documented path template a concrete path falls under.
 pub fn template(path: &str) -> Option<String> {
-    let segments: Vec<&str> = path.split('/').collect();
-    documented()
-        .keys()
-        .map(|(_, template)| template)
-        .find(|template| {
-            let parts: Vec<&str> = template.split('/').collect();
-            parts.len() == segments.len()
-                && parts
-                    .iter()
-                    .zip(&segments)
-                    .all(|(t, s)| t == s || (t.starts_with('{') && !s.is_empty()))
-        })
-        .cloned()
+    document().template(path).map(str::to_owned)
 }
 
-/// Sends a request and checks the answer against the OpenAPI document and the error rules:
-/// a documented status, JSON errors, a request id, never a 5xx other than a documented 503.
+/// Fails the test unless the answer is what `openapi.yaml` documents for the request.
+pub fn conforms(method: &str, path: &str, status: u16, content_type: Option<&str>, body: &[u8]) {
+    let exchange = Exchange {
+        method,
+        path,
+        status,
+        content_type,
+        body,
+    };
+    if let Err(drift) = document().check(&exchange) {
+        panic!(
+            "{method} {path} -> {status}: {drift}\nbody: {}",
+            String::from_utf8_lossy(&body[..body.len().min(2000)])
+        );
+    }
+}
+
+/// Fails the test unless an answer the host gives on its own (a raw-socket test's 408, say) is
+/// the response `name` in `components/responses` of `openapi.yaml`.
+pub fn conforms_to_response(name: &str, content_type: Option<&str>, body: &[u8]) {
+    let exchange = Exchange {
+        method: "",
+        path: "",
+        status: 0,
+        content_type,
+        body,
+    };
+    if let Err(drift) = document().check_component_response(name, &exchange) {
+        panic!(
+            "{name}: {drift}\nbody: {}",
+            String::from_utf8_lossy(&body[..body.len().min(2000)])
+        );
+    }
+}
+
+/// Sends a request and checks the answer against the OpenAPI document ([`conforms`]) and the
+/// error rules: JSON errors, a request id, never a 5xx other than 503. The body is read here
+/// to be checked; the returned response carries it unchanged.
 pub async fn send(request: RequestBuilder) -> Response {
     let (client, request) = request.build_split();
     let request = request.expect("a valid request");
     let method = request.method().to_string();
     let path = request.url().path().to_owned();
     let response = client.execute(request).await.expect("the system answers");
-    let status = response.status().as_u16();
+    let status = response.status();
+    let version = response.version();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.expect("the whole body");
     assert!(
-        response.headers().contains_key("x-request-id"),
+        headers.contains_key("x-request-id"),
         "{method} {path}: no x-request-id"
     );
-    if let Some(template) = template(&path) {
-        let method = if method == "HEAD" {
-            "GET".to_owned()
-        } else {
-            method.clone()
-        };
-        match documented().get(&(method.clone(), template.clone())) {
-            Some(statuses) => assert!(
-                statuses.contains(&status),
-                "{method} {path}: {status} is not documented for {template} ({statuses:?})"
-            ),
-            None => assert_eq!(
-                status, 405,
-                "{method} {template} is not documented, so it must be 405"
-            ),
-        }
-    }
-    if status >= 400 {
+    let content_type = headers
+        .get("content-type")
+        .map(|value| value.to_str().expect("an ASCII content type"));
+    conforms(&method, &path, status.as_u16(), content_type, &body);
+    assert!(
+        status.as_u16() < 500 || status.as_u16() == 503,
+        "{method} {path}: {status}"
+    );
+    if status.as_u16() >= 400 {
         assert_eq!(
-            response.headers()["content-type"],
-            "application/json",
+            content_type,
+            Some("application/json"),
             "{method} {path}: errors are JSON"
         );
     }
-    response
+    let mut rebuilt = http::Response::new(body);
+    *rebuilt.status_mut() = status;
+    *rebuilt.version_mut() = version;
+    *rebuilt.headers_mut() = headers;
+    Response::from(rebuilt)
+}
+
+/// A proxy in front of the system for clients the tests do not drive request by request (the
+/// `mp3conv` client): it passes every request on and every answer back unchanged, and checks
+/// each answer as [`send`] does. A task cannot fail the test, so what it finds is kept for
+/// [`CheckingProxy::assert_conforming`].
+pub struct CheckingProxy {
+    pub url: String,
+    checked: Arc<Mutex<Vec<String>>>,
+    drifts: Arc<Mutex<Vec<String>>>,
+}
+
+impl CheckingProxy {
+    /// Starts a proxy on 127.0.0.1 in front of `target` (`http://host:port`).
+    pub async fn start(target: &str) -> CheckingProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = CheckingProxy {
+            url: format!("http://{}", listener.local_addr().unwrap()),
+            checked: Arc::default(),
+            drifts: Arc::default(),
+        };
+        let (checked, drifts, target) = (
+            proxy.checked.clone(),
+            proxy.drifts.clone(),
+            target.to_owned(),
+        );
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (checked, drifts, target) = (checked.clone(), drifts.clone(), target.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        let (checked, drifts, target) =
+                            (checked.clone(), drifts.clone(), target.clone());
+                        async move {
+                            let (response, finding) = pass_on(&target, request).await;
+                            checked.lock().unwrap().push(finding.0);
+                            drifts.lock().unwrap().extend(finding.1);
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        proxy
+    }
+
+    /// Fails the test if any answer differed from the document, or if none passed at all.
+    pub fn assert_conforming(&self) {
+        let checked = self.checked.lock().unwrap();
+        assert!(!checked.is_empty(), "no request went through the proxy");
+        let drifts = self.drifts.lock().unwrap();
+        assert!(
+            drifts.is_empty(),
+            "answers that differ from openapi.yaml:\n{}",
+            drifts.join("\n")
+        );
+    }
+}
+
+/// Forwards one request, checks the answer: (the answer, ("METHOD path -> status", drifts)).
+async fn pass_on(
+    target: &str,
+    request: http::Request<hyper::body::Incoming>,
+) -> (
+    http::Response<http_body_util::Full<bytes::Bytes>>,
+    (String, Option<String>),
+) {
+    use http_body_util::BodyExt as _;
+    let (parts, body) = request.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let path = parts.uri.path().to_owned();
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let mut forwarded = client()
+        .request(parts.method.clone(), format!("{target}{path_and_query}"))
+        .body(body);
+    for (name, value) in &parts.headers {
+        if !matches!(
+            name.as_str(),
+            "host" | "content-length" | "transfer-encoding" | "connection"
+        ) {
+            forwarded = forwarded.header(name, value);
+        }
+    }
+    let method = parts.method.as_str();
+    let seen = |status: u16| format!("{method} {path} -> {status}");
+    let response = match forwarded.send().await {
+        Ok(response) => response,
+        Err(err) => {
+            let mut answer = http::Response::new(http_body_util::Full::default());
+            *answer.status_mut() = http::StatusCode::BAD_GATEWAY;
+            return (answer, (seen(502), Some(format!("{method} {path}: {err}"))));
+        }
+    };
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.unwrap_or_default();
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok());
+    let exchange = Exchange {
+        method,
+        path: &path,
+        status: status.as_u16(),
+        content_type,
+        body: &body,
+    };
+    let drift = match document().check(&exchange) {
+        Err(drift) => Some(format!("{}: {drift}", seen(status.as_u16()))),
+        Ok(()) if !headers.contains_key("x-request-id") => {
+            Some(format!("{}: no x-request-id", seen(status.as_u16())))
+        }
+        Ok(()) if status.as_u16() >= 500 && status.as_u16() != 503 => Some(seen(status.as_u16())),
+        Ok(()) => None,
+    };
+    let mut answer = http::Response::new(http_body_util::Full::new(body));
+    *answer.status_mut() = status;
+    for (name, value) in &headers {
+        if !matches!(
+            name.as_str(),
+            "content-length" | "transfer-encoding" | "connection"
+        ) {
+            answer.headers_mut().append(name, value.clone());
+        }
+    }
+    (answer, (seen(status.as_u16()), drift))
 }
 
 /// Sends, checks the status, and returns the JSON error code (or the body for 2xx).

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod api;
+pub mod openapi;
 pub mod tls;
 
 use std::io::{BufRead, BufReader};
@@ -23,19 +24,66 @@ pub fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// A component built by the test command (`make test` builds them before the tests run).
+/// The components the tests run. They are built in one cargo command, the same one
+/// `scripts/test.sh` runs up front: building a subset could resolve their shared dependencies'
+/// features differently and rebuild them back and forth.
+pub const COMPONENTS: [&str; 4] = ["auth", "gateway", "notifier", "probe"];
+
+/// Where cargo puts the components.
+pub fn components_dir() -> PathBuf {
+    target_dir().join("wasm32-wasip2").join("release")
+}
+
+/// A component as its sources are now: the first call in a test process runs
+/// [`build_components`], so a test never runs a component older than the code it tests.
 pub fn component(name: &str) -> PathBuf {
-    let path = target_dir()
-        .join("wasm32-wasip2")
-        .join("release")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build --release --target wasm32-wasip2 -p {name}` \
-         (`make test` does this)",
-        path.display()
-    );
-    path
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    assert!(COMPONENTS.contains(&name), "`{name}` is not in COMPONENTS");
+    if let Err(failure) = BUILT.get_or_init(|| build_components().map(drop)) {
+        panic!("{failure}");
+    }
+    components_dir().join(format!("{name}.wasm"))
+}
+
+/// Runs `cargo build --release --target wasm32-wasip2 -p auth -p gateway -p notifier -p probe`
+/// into this build's target directory and returns cargo's report (stderr). Cargo rebuilds a
+/// component when any file it was built from changed (it lists them in the `.d` file beside the
+/// `.wasm`, path dependencies included) or the manifests or lock file did, and only checks
+/// otherwise. `cargo test` does not hold cargo's build lock while tests run; another cargo
+/// building in the same directory makes this wait for it.
+pub fn build_components() -> Result<String, String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let mut command = Command::new(cargo);
+    command
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target_dir());
+    for name in COMPONENTS {
+        command.args(["-p", name]);
+    }
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|err| format!("cannot run cargo to build the components: {err}"))?;
+    let report = String::from_utf8_lossy(&output.stderr).into_owned();
+    if !output.status.success() {
+        return Err(format!(
+            "building the components failed ({command:?}): {}\n{report}",
+            output.status
+        ));
+    }
+    for line in report.lines().filter(|line| line.contains("Compiling")) {
+        eprintln!("components: {}", line.trim());
+    }
+    Ok(report)
 }
 
 /// The repository's own `spin.toml`, with component sources pointed at this build's target
@@ -43,15 +91,12 @@ pub fn component(name: &str) -> PathBuf {
 pub fn repo_manifest() -> String {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("spin.toml"))
         .expect("reading spin.toml");
-    let components = target_dir().join("wasm32-wasip2").join("release");
-    let replaced = text.replace(
+    // Built (or found fresh) before any test reads the manifest's component paths.
+    component("gateway");
+    text.replace(
         "\"target/wasm32-wasip2/release/",
-        &format!("\"{}/", components.display()),
-    );
-    for name in ["auth", "gateway", "notifier"] {
-        component(name);
-    }
-    replaced
+        &format!("\"{}/", components_dir().display()),
+    )
 }
 
 /// Runs an `mp3conv` subcommand to completion, panicking with its output when it fails.

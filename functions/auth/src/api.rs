@@ -33,28 +33,9 @@ pub struct Request<'a> {
     pub body: &'a [u8],
 }
 
-/// A response, independent of the HTTP library that carries it.
-#[derive(Debug, PartialEq)]
-pub struct Reply {
-    pub status: u16,
-    pub headers: Vec<(&'static str, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(status: u16, value: serde_json::Value) -> Reply {
-        Reply {
-            status,
-            headers: vec![("content-type", "application/json".into())],
-            body: value.to_string().into_bytes(),
-        }
-    }
-
-    fn with_header(mut self, name: &'static str, value: String) -> Reply {
-        self.headers.push((name, value));
-        self
-    }
-}
+/// A response, independent of the HTTP library that carries it (the functions' one reply
+/// type).
+pub use mp3conv_kit::reply::Reply;
 
 /// What a request runs against.
 pub struct Context<'a> {
@@ -143,10 +124,7 @@ impl ApiError {
                 "something went wrong on our side".to_owned(),
             ),
         };
-        let reply = Reply::json(
-            status,
-            json!({ "error": { "code": code, "message": message } }),
-        );
+        let reply = Reply::error(status, code, &message);
         match self {
             ApiError::MethodNotAllowed(allow) => reply.with_header("allow", (*allow).to_owned()),
             ApiError::TooManyAttempts { retry_after_secs } => {
@@ -184,10 +162,10 @@ pub fn handle(request: &Request<'_>, context: &Context<'_>) -> Result<Reply, Api
         ("/auth/validate", _) => Err(ApiError::MethodNotAllowed("POST")),
         ("/auth/jwks.json", "GET" | "HEAD") => Ok(Reply::json(
             200,
-            serde_json::to_value(context.tokens.jwks())
+            &serde_json::to_value(context.tokens.jwks())
                 .map_err(|e| ApiError::Internal(e.to_string()))?,
         )
-        .with_header("cache-control", "public, max-age=300".into())),
+        .with_header("cache-control", "public, max-age=300")),
         ("/auth/jwks.json", _) => Err(ApiError::MethodNotAllowed("GET")),
         ("/auth/me", "DELETE") => delete_account(request, context),
         ("/auth/me", _) => Err(ApiError::MethodNotAllowed("DELETE")),
@@ -265,7 +243,7 @@ fn register(request: &Request<'_>, context: &Context<'_>) -> Result<Reply, ApiEr
     context.store.insert(&user)?;
     Ok(Reply::json(
         201,
-        json!({ "id": user.id, "email": user.email, "created_at": rfc3339(user.created_at) }),
+        &json!({ "id": user.id, "email": user.email, "created_at": rfc3339(user.created_at) }),
     ))
 }
 
@@ -353,9 +331,9 @@ fn login(request: &Request<'_>, context: &Context<'_>) -> Result<Reply, ApiError
         .map_err(ApiError::Internal)?;
     Ok(Reply::json(
         200,
-        json!({ "access_token": token, "token_type": "Bearer", "expires_in": expires_in }),
+        &json!({ "access_token": token, "token_type": "Bearer", "expires_in": expires_in }),
     )
-    .with_header("cache-control", "no-store".into()))
+    .with_header("cache-control", "no-store"))
 }
 
 /// The claims of the request's bearer token.
@@ -380,18 +358,14 @@ fn delete_account(request: &Request<'_>, context: &Context<'_>) -> Result<Reply,
     if !context.store.delete_user(&claims.sub)? {
         return Err(ApiError::InvalidToken);
     }
-    Ok(Reply {
-        status: 204,
-        headers: Vec::new(),
-        body: Vec::new(),
-    })
+    Ok(Reply::empty(204))
 }
 
 fn validate(request: &Request<'_>, context: &Context<'_>) -> Result<Reply, ApiError> {
     let claims = bearer_claims(request, context)?;
     Ok(Reply::json(
         200,
-        serde_json::to_value(claims).map_err(|e| ApiError::Internal(e.to_string()))?,
+        &serde_json::to_value(claims).map_err(|e| ApiError::Internal(e.to_string()))?,
     ))
 }
 

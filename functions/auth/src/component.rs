@@ -1,10 +1,11 @@
 //! The Spin entry point: turns Spin's request, variables and databases into what [`crate::api`]
-//! needs, and its [`Reply`](crate::api::Reply) back into a response. No decisions are made here.
+//! needs, and its [`Reply`](crate::api::Reply) back into a response (both through
+//! `mp3conv_kit`). No decisions are made here.
 
 use std::cell::OnceCell;
 
-use futures::StreamExt as _;
-use spin_sdk::http::{Fields, IncomingRequest, OutgoingResponse, ResponseOutparam};
+use mp3conv_kit::reply::{self, BodyError};
+use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
 
 use crate::api::{self, ApiError, Context, MAX_BODY_BYTES, Reply, Request};
@@ -14,16 +15,17 @@ use crate::tokens::Tokens;
 
 #[http_component]
 async fn handle(request: IncomingRequest, out: ResponseOutparam) {
+    let trace = reply::trace(&request);
     let reply = match serve(request).await {
         Ok(reply) => reply,
         Err(err) => {
             if let ApiError::Internal(cause) = &err {
-                eprintln!("auth: internal error: {cause}");
+                eprintln!("auth: trace={}: internal error: {cause}", trace.log_id());
             }
             err.reply()
         }
     };
-    send(out, reply).await;
+    reply::send(out, reply).await;
 }
 
 async fn serve(request: IncomingRequest) -> Result<Reply, ApiError> {
@@ -34,23 +36,20 @@ async fn serve(request: IncomingRequest) -> Result<Reply, ApiError> {
         .next()
         .unwrap_or_default()
         .to_owned();
-    let header = |name: &str| {
-        request
-            .headers()
-            .get(name)
-            .first()
-            .map(|value| String::from_utf8_lossy(value).into_owned())
-    };
-    let authorization = header("authorization");
-    let content_type = header("content-type");
-    let declared_length = header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
-    if declared_length.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
-        return Err(ApiError::BodyTooLarge);
-    }
-    let body = read_body(request).await?;
+    let authorization = reply::header(&request, "authorization");
+    let content_type = reply::header(&request, "content-type");
+    // Refused as soon as it passes the limit (declared or while arriving); nothing drained.
+    let body = reply::read_body(request, MAX_BODY_BYTES, 0)
+        .await
+        .map_err(|err| match err {
+            BodyError::TooLarge { .. } => ApiError::BodyTooLarge,
+            BodyError::Unreadable => {
+                ApiError::MalformedJson("the body could not be read".to_owned())
+            }
+        })?;
 
-    let config =
-        Config::load(|name| spin_sdk::variables::get(name).ok()).map_err(ApiError::Internal)?;
+    let config = Config::load(|name| spin_sdk::variables::get(name).ok())
+        .map_err(|err| ApiError::Internal(format!("configuration: {err}")))?;
     let tokens = Tokens::new(&config).map_err(ApiError::Internal)?;
     let store = LazyStore {
         database: &config.database,
@@ -73,35 +72,6 @@ async fn serve(request: IncomingRequest) -> Result<Reply, ApiError> {
         now_ms,
     };
     api::handle(&request, &context)
-}
-
-/// Reads the body, refusing it as soon as it passes the limit.
-async fn read_body(request: IncomingRequest) -> Result<Vec<u8>, ApiError> {
-    let mut body = Vec::new();
-    let mut stream = request.into_body_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|err| {
-            ApiError::MalformedJson(format!("the body could not be read: {err:?}"))
-        })?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(ApiError::BodyTooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-async fn send(out: ResponseOutparam, reply: Reply) {
-    let headers: Vec<(String, Vec<u8>)> = reply
-        .headers
-        .iter()
-        .map(|(name, value)| ((*name).to_owned(), value.clone().into_bytes()))
-        .collect();
-    let response = OutgoingResponse::new(Fields::from_list(&headers).expect("valid header names"));
-    response
-        .set_status_code(reply.status)
-        .expect("a valid status code");
-    out.set_with_body(response, reply.body).await.ok();
 }
 
 /// Opens the database on first use: the JWKS and validate routes never touch it.

@@ -1,26 +1,22 @@
 //! The function's settings, read once per request from Spin variables (they are cheap host
-//! calls) and validated; a bad setting is a configuration error, never a guess.
+//! calls) by the kit's typed loader into [`Variables`], then checked; a bad setting is a
+//! configuration error, never a guess. Secrets are wrapped and never print.
 
 use std::time::Duration;
 
+use mp3conv_kit::config::{self, ConfigError, Json, Seconds, Secret};
+use serde::Deserialize;
+
 use crate::keys::{Jwks, PublicJwk, signing_key_from_pem};
 
-/// Where users live.
-pub use mp3conv_sql::Database;
+/// Where users live (prints without the MySQL URL).
+pub use mp3conv_kit::config::Database;
 
 /// The signing key, as PEM, and the key id derived from its public half.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct SigningKey {
-    pub pem: String,
+    pub pem: Secret,
     pub kid: String,
-}
-
-impl std::fmt::Debug for SigningKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey")
-            .field("kid", &self.kid)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Everything the auth function needs.
@@ -38,82 +34,90 @@ pub struct Config {
     pub login_window: Duration,
 }
 
-/// The variable names, as declared for the component in `spin.toml`.
-pub mod var {
-    pub const DATABASE: &str = "database";
-    pub const MYSQL_URL: &str = "mysql_url";
-    pub const SIGNING_KEY: &str = "jwt_signing_key";
-    pub const PUBLIC_KEYS: &str = "jwt_public_keys";
-    pub const ISSUER: &str = "jwt_issuer";
-    pub const AUDIENCE: &str = "jwt_audience";
-    pub const TOKEN_TTL: &str = "token_ttl_seconds";
-    pub const LOGIN_MAX_FAILURES: &str = "login_max_failures";
-    pub const LOGIN_WINDOW: &str = "login_window_seconds";
+/// The variables, as declared for the component in `spin.toml` (field name = variable name).
+#[derive(Debug, Deserialize)]
+struct Variables {
+    database: Database,
+    jwt_signing_key: Secret,
+    jwt_public_keys: Json<Jwks>,
+    #[serde(default = "default_name")]
+    jwt_issuer: String,
+    #[serde(default = "default_name")]
+    jwt_audience: String,
+    #[serde(default = "default_token_ttl")]
+    token_ttl_seconds: Seconds,
+    #[serde(default = "default_login_max_failures")]
+    login_max_failures: u32,
+    #[serde(default = "default_login_window")]
+    login_window_seconds: Seconds,
+}
+
+fn default_name() -> String {
+    "mp3conv".into()
+}
+
+fn default_token_ttl() -> Seconds {
+    Seconds(Duration::from_secs(3600))
+}
+
+fn default_login_max_failures() -> u32 {
+    5
+}
+
+fn default_login_window() -> Seconds {
+    Seconds(Duration::from_secs(900))
 }
 
 impl Config {
     /// Builds the settings from a variable lookup (Spin's `variables::get` in the component).
-    pub fn load(get: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
-        let required = |name: &str| {
-            get(name)
-                .filter(|v| !v.trim().is_empty())
-                .ok_or(format!("variable `{name}` is not set"))
-        };
-        let database = match required(var::DATABASE)?.trim() {
-            "sqlite" => Database::Sqlite,
-            "mysql" => Database::Mysql(required(var::MYSQL_URL)?),
-            other => {
-                return Err(format!(
-                    "variable `{}`: `{other}` is neither sqlite nor mysql",
-                    var::DATABASE
-                ));
-            }
-        };
-        let pem = required(var::SIGNING_KEY)?;
-        let signing = signing_key_from_pem(&pem)
-            .map_err(|e| format!("variable `{}`: {e}", var::SIGNING_KEY))?;
+    pub fn load(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let vars: Variables = config::load(get)?;
+        let signing = signing_key_from_pem(vars.jwt_signing_key.expose())
+            .map_err(|e| ConfigError::new("jwt_signing_key", e))?;
         let own = PublicJwk::from_public_key(&signing.verifying_key().to_bytes());
-        let public_keys: Jwks = serde_json::from_str(&required(var::PUBLIC_KEYS)?)
-            .map_err(|e| format!("variable `{}` is not a JWKS: {e}", var::PUBLIC_KEYS))?;
+        let Json(public_keys) = vars.jwt_public_keys;
         for key in &public_keys.keys {
             if key.kty != "OKP" || key.crv != "Ed25519" {
-                return Err(format!(
-                    "variable `{}`: key `{}` is not an Ed25519 key",
-                    var::PUBLIC_KEYS,
-                    key.kid
+                return Err(ConfigError::new(
+                    "jwt_public_keys",
+                    format!("key `{}` is not an Ed25519 key", key.kid),
                 ));
             }
         }
         if !public_keys.keys.iter().any(|key| key.x == own.x) {
-            return Err(format!(
-                "variable `{}` does not contain the signing key's public key (kid {})",
-                var::PUBLIC_KEYS,
-                own.kid
+            return Err(ConfigError::new(
+                "jwt_public_keys",
+                format!(
+                    "does not contain the signing key's public key (kid {})",
+                    own.kid
+                ),
             ));
         }
-        let number = |name: &str, default: u64| -> Result<u64, String> {
-            match get(name) {
-                None => Ok(default),
-                Some(text) => match text.trim().parse::<u64>() {
-                    Ok(value) if value > 0 => Ok(value),
-                    _ => Err(format!(
-                        "variable `{name}`: `{text}` is not a positive whole number"
-                    )),
-                },
-            }
-        };
         Ok(Config {
-            database,
-            signing_key: SigningKey { pem, kid: own.kid },
+            database: vars.database,
+            signing_key: SigningKey {
+                pem: vars.jwt_signing_key,
+                kid: own.kid,
+            },
             public_keys,
-            issuer: get(var::ISSUER).unwrap_or_else(|| "mp3conv".into()),
-            audience: get(var::AUDIENCE).unwrap_or_else(|| "mp3conv".into()),
-            token_ttl: Duration::from_secs(number(var::TOKEN_TTL, 3600)?),
-            login_max_failures: u32::try_from(number(var::LOGIN_MAX_FAILURES, 5)?)
-                .map_err(|_| "login_max_failures is too large".to_owned())?,
-            login_window: Duration::from_secs(number(var::LOGIN_WINDOW, 900)?),
+            issuer: vars.jwt_issuer,
+            audience: vars.jwt_audience,
+            token_ttl: positive("token_ttl_seconds", vars.token_ttl_seconds.0)?,
+            login_max_failures: positive("login_max_failures", vars.login_max_failures)?,
+            login_window: positive("login_window_seconds", vars.login_window_seconds.0)?,
         })
     }
+}
+
+/// `value`, unless it is zero (the rule for every count and duration here).
+fn positive<T: Default + PartialEq>(variable: &str, value: T) -> Result<T, ConfigError> {
+    if value == T::default() {
+        return Err(ConfigError::new(
+            variable,
+            "must be a positive whole number",
+        ));
+    }
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -132,9 +136,9 @@ pub(crate) mod tests {
 
     pub fn variables() -> HashMap<&'static str, String> {
         HashMap::from([
-            (var::DATABASE, "sqlite".to_owned()),
-            (var::SIGNING_KEY, TEST_KEY.to_owned()),
-            (var::PUBLIC_KEYS, test_jwks()),
+            ("database", "sqlite".to_owned()),
+            ("jwt_signing_key", TEST_KEY.to_owned()),
+            ("jwt_public_keys", test_jwks()),
         ])
     }
 
@@ -146,30 +150,51 @@ pub(crate) mod tests {
     #[test]
     fn defaults() {
         let config = test_config();
-        assert_eq!(config.database, Database::Sqlite);
+        assert_eq!(*config.database, mp3conv_sql::Database::Sqlite);
         assert_eq!(config.token_ttl, Duration::from_secs(3600));
         assert_eq!(config.login_max_failures, 5);
         assert_eq!(config.login_window, Duration::from_secs(900));
+        assert_eq!(
+            (config.issuer.as_str(), config.audience.as_str()),
+            ("mp3conv", "mp3conv")
+        );
         assert!(
             !format!("{config:?}").contains("PRIVATE KEY"),
             "the key never prints"
+        );
+        let mut vars = variables();
+        vars.insert("database", "mysql".into());
+        vars.insert("mysql_url", "mysql://auth:db-password@db/mp3conv".into());
+        let config = Config::load(|n| vars.get(n).cloned()).unwrap();
+        assert!(
+            !format!("{config:?}").contains("db-password"),
+            "nor the database password"
         );
     }
 
     #[test]
     fn bad_settings_are_refused() {
-        let cases: [(&str, &str, &str); 5] = [
-            (var::DATABASE, "postgres", "neither sqlite nor mysql"),
-            (var::DATABASE, "mysql", "mysql_url"),
-            (var::SIGNING_KEY, "nope", "PKCS#8"),
-            (var::PUBLIC_KEYS, r#"{"keys":[]}"#, "does not contain"),
-            (var::TOKEN_TTL, "-5", "positive"),
+        let cases: [(&str, &str, &str); 10] = [
+            ("database", "postgres", "one of sqlite, mysql"),
+            ("database", "mysql", "variable `mysql_url` is not set"),
+            ("jwt_signing_key", "nope", "PKCS#8"),
+            ("jwt_public_keys", r#"{"keys":[]}"#, "does not contain"),
+            ("jwt_public_keys", "not json", "not valid JSON"),
+            ("token_ttl_seconds", "-5", "whole number"),
+            ("token_ttl_seconds", "0", "positive"),
+            ("login_max_failures", "0", "positive"),
+            ("login_max_failures", "99999999999", "whole number"),
+            ("login_window_seconds", "0", "positive"),
         ];
         for (name, value, expected) in cases {
             let mut vars = variables();
             vars.insert(name, value.to_owned());
-            let err = Config::load(|n| vars.get(n).cloned()).unwrap_err();
+            let err = Config::load(|n| vars.get(n).cloned())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(expected), "{name}={value}: {err}");
+            let variable = if value == "mysql" { "mysql_url" } else { name };
+            assert!(err.starts_with(&format!("variable `{variable}`")), "{err}");
         }
     }
 }

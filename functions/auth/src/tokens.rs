@@ -22,7 +22,7 @@ pub struct Tokens {
 
 impl Tokens {
     pub fn new(config: &Config) -> Result<Tokens, String> {
-        let encoding = EncodingKey::from_ed_pem(config.signing_key.pem.as_bytes())
+        let encoding = EncodingKey::from_ed_pem(config.signing_key.pem.expose().as_bytes())
             .map_err(|err| format!("signing key: {err}"))?;
         let verifier = Verifier::new(&config.public_keys, &config.issuer, &config.audience)?;
         Ok(Tokens {
@@ -114,7 +114,7 @@ mod tests {
         let new_jwk = crate::keys::PublicJwk::from_public_key(&new_key.verifying_key().to_bytes());
         let mut rotated = old.clone();
         rotated.signing_key = crate::config::SigningKey {
-            pem: new_pem,
+            pem: mp3conv_kit::config::Secret::new(new_pem),
             kid: new_jwk.kid.clone(),
         };
         rotated.public_keys.keys.push(new_jwk);

@@ -2,6 +2,7 @@
 //! mode (`ce-*` headers, the body is the data) and structured mode
 //! (`application/cloudevents+json`), and the job announcement they carry.
 
+use mp3conv_contract::message::JobMessage;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -11,7 +12,7 @@ pub const MAX_EVENT_BYTES: usize = 64 * 1024;
 /// The `type` RabbitmqSource gives every message it forwards.
 pub const RABBITMQ_EVENT_TYPE: &str = "dev.knative.rabbitmq.event";
 /// The AMQP `type` the worker gives announcements (what a source preserving it would send).
-pub const WORKER_EVENT_TYPE: &str = "mp3conv.mp3.ready";
+pub use mp3conv_contract::message::MP3_TYPE;
 
 /// A CloudEvent (specversion 1.0), as far as the notifier needs it.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,56 +126,33 @@ fn structured(body: &[u8]) -> Result<CloudEvent, Malformed> {
     })
 }
 
-/// What an announcement on the `mp3` queue says (the worker's message body).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobEvent {
-    pub job_id: String,
-    pub owner: String,
-    /// `done` or `failed`.
-    pub status: String,
-}
-
-#[derive(Deserialize)]
-struct Body {
-    job_id: String,
-    owner: String,
-    status: String,
-}
-
-/// The announcement an event carries.
-pub fn job_event(event: &CloudEvent) -> Result<JobEvent, Malformed> {
-    if event.kind != RABBITMQ_EVENT_TYPE && event.kind != WORKER_EVENT_TYPE {
+/// The announcement an event carries: the worker's [`JobMessage`] about a job in a final
+/// state (`done` or `failed`).
+pub fn job_event(event: &CloudEvent) -> Result<JobMessage, Malformed> {
+    if event.kind != RABBITMQ_EVENT_TYPE && event.kind != MP3_TYPE {
         return Err(malformed(format!(
             "type `{}` is not an mp3 announcement",
             event.kind
         )));
     }
-    let body: Body = serde_json::from_slice(&event.data)
+    let message: JobMessage = serde_json::from_slice(&event.data)
         .map_err(|err| malformed(format!("the data is not a job announcement: {err}")))?;
-    if body.status != "done" && body.status != "failed" {
+    if !message.status.is_terminal() {
         return Err(malformed(format!(
             "status `{}` is not a final state",
-            body.status
+            message.status
         )));
     }
-    let id_ok = body.job_id.len() == 36
-        && body
-            .job_id
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() || b == b'-');
-    if !id_ok || body.owner.is_empty() || body.owner.len() > 256 {
-        return Err(malformed("job_id must be a job id and owner a user id"));
+    if message.owner.is_empty() || message.owner.len() > 256 {
+        return Err(malformed("owner must be a user id"));
     }
-    Ok(JobEvent {
-        job_id: body.job_id.to_ascii_lowercase(),
-        owner: body.owner,
-        status: body.status,
-    })
+    Ok(message)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mp3conv_contract::job::Status;
 
     const JOB: &str = r#"{"video_fid":"v","mp3_fid":"m","username":"u1","job_id":"0192f1a4-7c2b-7d3e-8f00-123456789abc","owner":"u1","attempt":1,"status":"done"}"#;
 
@@ -219,7 +197,7 @@ mod tests {
             job_event(&from_binary).unwrap(),
             job_event(&from_structured).unwrap()
         );
-        assert_eq!(job_event(&from_binary).unwrap().status, "done");
+        assert_eq!(job_event(&from_binary).unwrap().status, Status::Done);
     }
 
     #[test]
@@ -260,12 +238,16 @@ mod tests {
             time: None,
             data: data.as_bytes().to_vec(),
         };
-        assert!(job_event(&event(WORKER_EVENT_TYPE, JOB)).is_ok());
+        assert!(job_event(&event(MP3_TYPE, JOB)).is_ok());
         assert!(job_event(&event("com.example.other", JOB)).is_err());
         assert!(job_event(&event(RABBITMQ_EVENT_TYPE, "not json")).is_err());
         let queued = JOB.replace("\"done\"", "\"queued\"");
         assert!(job_event(&event(RABBITMQ_EVENT_TYPE, &queued)).is_err());
         let bad_id = JOB.replace("0192f1a4-7c2b-7d3e-8f00-123456789abc", "x'; DROP TABLE");
         assert!(job_event(&event(RABBITMQ_EVENT_TYPE, &bad_id)).is_err());
+        let no_owner = JOB.replace(r#""owner":"u1""#, r#""owner":"""#);
+        assert!(job_event(&event(RABBITMQ_EVENT_TYPE, &no_owner)).is_err());
+        let unknown_status = JOB.replace("\"done\"", "\"exploded\"");
+        assert!(job_event(&event(RABBITMQ_EVENT_TYPE, &unknown_status)).is_err());
     }
 }

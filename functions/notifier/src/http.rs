@@ -2,7 +2,8 @@
 //! one answer for every event the source may send, so that no answer tells whether a job
 //! exists or whose it is.
 
-use serde_json::{Value, json};
+use mp3conv_kit::reply::{BodyError, Reply};
+use serde_json::json;
 
 use crate::event::MAX_EVENT_BYTES;
 use crate::notify::{Failure, Outcome};
@@ -21,42 +22,37 @@ pub enum Refusal {
     Misconfigured,
 }
 
-/// A status, extra headers and a JSON body.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Answer {
-    pub status: u16,
-    pub headers: Vec<(&'static str, String)>,
-    pub body: Value,
-}
-
-fn error(status: u16, code: &str, message: &str) -> Answer {
-    Answer {
-        status,
-        headers: Vec::new(),
-        body: json!({ "error": { "code": code, "message": message } }),
+impl From<BodyError> for Refusal {
+    fn from(err: BodyError) -> Refusal {
+        match err {
+            BodyError::TooLarge { .. } => Refusal::TooLarge,
+            BodyError::Unreadable => Refusal::Unreadable,
+        }
     }
 }
 
 impl Refusal {
-    pub fn answer(&self) -> Answer {
+    pub fn reply(&self) -> Reply {
         match self {
             Refusal::MethodNotAllowed => {
-                let mut answer = error(405, "method_not_allowed", "POST a CloudEvent");
-                answer.headers.push(("allow", "POST".into()));
-                answer
+                Reply::error(405, "method_not_allowed", "POST a CloudEvent")
+                    .with_header("allow", "POST")
             }
             Refusal::Unauthorized => {
-                let mut answer = error(401, "unauthorized", "events come from the event source");
-                answer.headers.push(("www-authenticate", "Bearer".into()));
-                answer
+                Reply::error(401, "unauthorized", "events come from the event source")
+                    .with_header("www-authenticate", "Bearer")
             }
-            Refusal::TooLarge => error(
+            Refusal::TooLarge => Reply::error(
                 413,
                 "body_too_large",
                 &format!("events are limited to {MAX_EVENT_BYTES} bytes"),
             ),
-            Refusal::Unreadable => error(400, "malformed_event", "the body could not be read"),
-            Refusal::Misconfigured => error(500, "internal", "the notifier is misconfigured"),
+            Refusal::Unreadable => {
+                Reply::error(400, "malformed_event", "the body could not be read")
+            }
+            Refusal::Misconfigured => {
+                Reply::error(500, "internal", "the notifier is misconfigured")
+            }
         }
     }
 }
@@ -65,54 +61,24 @@ impl Refusal {
 /// owner's, an outcome the job does not have): all `200 {"status":"accepted"}`, so the source
 /// acks and learns nothing else. 400 only for an event that cannot be read at all; 503 when
 /// the database or the worker cannot answer now.
-pub fn answer(result: &Result<Outcome, Failure>) -> Answer {
+pub fn answer(result: &Result<Outcome, Failure>) -> Reply {
     match result {
-        Ok(_) => Answer {
-            status: 200,
-            headers: Vec::new(),
-            body: json!({ "status": "accepted" }),
-        },
-        Err(Failure::Malformed(message)) => error(400, "malformed_event", message),
+        Ok(_) => Reply::json(200, &json!({ "status": "accepted" })),
+        Err(Failure::Malformed(message)) => Reply::error(400, "malformed_event", message),
         Err(Failure::Transient(_)) => {
-            let mut answer = error(503, "unavailable", "try again later");
-            answer.headers.push(("retry-after", "1".into()));
-            answer
+            Reply::error(503, "unavailable", "try again later").with_header("retry-after", "1")
         }
-    }
-}
-
-/// Collects a body chunk by chunk, refusing it as soon as it passes [`MAX_EVENT_BYTES`]:
-/// nothing larger is ever held.
-#[derive(Debug, Default)]
-pub struct BoundedBody {
-    bytes: Vec<u8>,
-}
-
-impl BoundedBody {
-    /// Refuses a body whose declared `content-length` is already too large.
-    pub fn new(declared_length: Option<&str>) -> Result<BoundedBody, Refusal> {
-        match declared_length.map(|v| v.trim().parse::<u64>()) {
-            Some(Ok(length)) if length > MAX_EVENT_BYTES as u64 => Err(Refusal::TooLarge),
-            _ => Ok(BoundedBody::default()),
-        }
-    }
-
-    pub fn push(&mut self, chunk: &[u8]) -> Result<(), Refusal> {
-        if self.bytes.len() + chunk.len() > MAX_EVENT_BYTES {
-            return Err(Refusal::TooLarge);
-        }
-        self.bytes.extend_from_slice(chunk);
-        Ok(())
-    }
-
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.bytes
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
+
+    fn body(reply: &Reply) -> Value {
+        serde_json::from_slice(&reply.body).unwrap()
+    }
 
     #[test]
     fn every_handled_event_gets_the_same_answer() {
@@ -126,29 +92,31 @@ mod tests {
         assert_eq!(answer(&recorded), answer(&ignored));
         assert_eq!(answer(&recorded).status, 200);
         assert_eq!(
-            answer(&Err(Failure::Transient("worker down".into()))).body["error"]["message"],
+            body(&answer(&Err(Failure::Transient("worker down".into()))))["error"]["message"],
             "try again later",
             "causes stay in the log"
         );
     }
 
     #[test]
-    fn bodies_are_bounded_while_they_arrive() {
+    fn refusals_have_their_status_and_code() {
+        let too_large: Refusal = BodyError::TooLarge {
+            limit: MAX_EVENT_BYTES as u64,
+        }
+        .into();
+        let reply = too_large.reply();
         assert_eq!(
-            BoundedBody::new(Some((MAX_EVENT_BYTES + 1).to_string().as_str())).unwrap_err(),
-            Refusal::TooLarge
-        );
-        let mut body = BoundedBody::new(Some("12")).unwrap();
-        body.push(&[b'x'; 1000]).unwrap();
-        body.push(&vec![b'x'; MAX_EVENT_BYTES - 1000]).unwrap();
-        assert_eq!(body.push(b"x"), Err(Refusal::TooLarge));
-        let mut chunked = BoundedBody::new(None).unwrap();
-        chunked.push(b"{}").unwrap();
-        assert_eq!(chunked.into_bytes(), b"{}");
-        let answer = Refusal::TooLarge.answer();
-        assert_eq!(
-            (answer.status, answer.body["error"]["code"].as_str()),
+            (reply.status, body(&reply)["error"]["code"].as_str()),
             (413, Some("body_too_large"))
+        );
+        let unreadable: Refusal = BodyError::Unreadable.into();
+        assert_eq!(unreadable.reply().status, 400);
+        let unauthorized = Refusal::Unauthorized.reply();
+        assert_eq!(unauthorized.status, 401);
+        assert!(
+            unauthorized
+                .headers
+                .contains(&("www-authenticate".to_owned(), "Bearer".to_owned()))
         );
     }
 }

@@ -3,10 +3,12 @@
 //! notification per job outcome, a signed webhook delivery and an email (a Spin HTTP
 //! component).
 //!
-//! [`event`] reads CloudEvents, [`notify`] decides and records, [`webhook`] signs, [`http`]
-//! answers (who may post, how large, one answer for every event); all plain
-//! Rust tested natively. The component (`component`, wasm only) supplies Spin's database,
-//! outbound HTTP and clock.
+//! [`event`] reads CloudEvents (the worker's `mp3conv_contract` announcement inside),
+//! [`notify`] decides, records, delivers (with backon's retry schedule) and logs, [`webhook`]
+//! signs (the `standardwebhooks` crate), [`http`] answers (who may post, how large, one answer
+//! for every event); all plain Rust tested natively. The component (`component`, wasm only)
+//! supplies Spin's database, the kit's outbound HTTP client (trace headers forwarded), the
+//! clock and the log.
 
 pub mod config;
 pub mod event;

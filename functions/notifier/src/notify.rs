@@ -2,30 +2,35 @@
 //! job (events are not trusted: the job is), record the notification once, then deliver it by
 //! webhook and email, each at most once and with bounded retries.
 //!
-//! Everything outside (the worker, webhook receivers, the email API, the clock) comes through
-//! [`Outside`], so this runs natively in tests against a real SQLite database.
+//! Everything outside (the worker, webhook receivers, the email API, the clock, the log)
+//! comes through [`Outside`], so this runs natively in tests against a real SQLite database.
+//! Every line logged about an event names it (its id, or `-` before it is read).
 
 use std::time::Duration;
 
+use backon::{BackoffBuilder as _, ExponentialBuilder};
+use mp3conv_contract::job::{Job, JobId, Source, Status};
 use mp3conv_sql::Db;
 use mp3conv_sql::notifications::{self, Delivery, Notification};
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::event::{self, Malformed};
+use crate::event::{self, CloudEvent, Malformed};
 use crate::webhook;
 
 /// The world beyond the database.
 pub trait Outside {
     /// The worker's record of a job: `Ok(None)` when the owner has no such job; `Err` when the
     /// worker cannot say now.
-    fn job(&self, job_id: &str, owner: &str) -> Result<Option<Value>, String>;
+    fn job(&self, job_id: &JobId, owner: &str) -> Result<Option<Job>, String>;
     /// POSTs `body`; the status, or why there is none.
     fn post(&self, url: &str, headers: &[(String, String)], body: &[u8]) -> Result<u16, String>;
     fn sleep(&self, duration: Duration);
     /// Unix milliseconds.
     fn now_ms(&self) -> i64;
     fn new_id(&self) -> String;
+    /// Logs `line` about the event `event_id` (the component adds the request's trace id).
+    fn log(&self, event_id: &str, line: &str);
 }
 
 /// How a channel fared.
@@ -101,7 +106,7 @@ fn transient(err: impl std::fmt::Display) -> Failure {
     Failure::Transient(err.to_string())
 }
 
-/// Handles one event delivered over HTTP.
+/// Handles one event delivered over HTTP, logging what became of it.
 pub fn handle(
     config: &Config,
     db: &dyn Db,
@@ -109,8 +114,30 @@ pub fn handle(
     headers: &[(String, String)],
     body: &[u8],
 ) -> Result<Outcome, Failure> {
-    let event = event::parse(headers, body)?;
-    let announced = event::job_event(&event)?;
+    let event = match event::parse(headers, body) {
+        Ok(event) => event,
+        Err(Malformed(message)) => {
+            outside.log("-", &format!("malformed event: {message}"));
+            return Err(Failure::Malformed(message));
+        }
+    };
+    let result = handle_event(config, db, outside, &event);
+    let line = match &result {
+        Ok(outcome) => outcome.to_string(),
+        Err(Failure::Transient(message)) => format!("transient failure: {message}"),
+        Err(Failure::Malformed(message)) => format!("malformed event: {message}"),
+    };
+    outside.log(&event.id, &line);
+    result
+}
+
+fn handle_event(
+    config: &Config,
+    db: &dyn Db,
+    outside: &dyn Outside,
+    event: &CloudEvent,
+) -> Result<Outcome, Failure> {
+    let announced = event::job_event(event)?;
     let Some(job) = outside
         .job(&announced.job_id, &announced.owner)
         .map_err(Failure::Transient)?
@@ -119,26 +146,32 @@ pub fn handle(
             "the job no longer exists (deleted by its owner)".into(),
         ));
     };
-    let status = job["status"].as_str().unwrap_or_default();
-    if status != announced.status {
+    if job.status != announced.status {
         // Forged or stale: nothing to tell, and answered like any other event so the answer
         // never says what the job is.
         return Ok(Outcome::Ignored(format!(
-            "the event says the job is {} but it is {status}",
-            announced.status
+            "the event says the job is {} but it is {}",
+            announced.status, job.status
         )));
     }
+    let job_id = announced.job_id.to_string();
     let fresh = notification(config, &job, &event.id, &announced.owner, outside);
     let inserted = notifications::insert(db, &fresh).map_err(transient)?;
     let recorded = if inserted {
         fresh
     } else {
-        notifications::find_existing(db, &event.id, &announced.job_id, &announced.status)
+        notifications::find_existing(db, &event.id, &job_id, announced.status.as_str())
             .map_err(transient)?
             .ok_or_else(|| Failure::Transient("the duplicate notification vanished".into()))?
     };
-    let webhook = deliver_webhook(config, db, outside, &recorded)?;
-    let email = deliver_email(config, db, outside, &recorded)?;
+    let deliveries = Deliveries {
+        config,
+        db,
+        outside,
+        event_id: &event.id,
+    };
+    let webhook = deliveries.webhook(&recorded)?;
+    let email = deliveries.email(&recorded)?;
     Ok(Outcome::Recorded {
         notification_id: recorded.id,
         duplicate: !inserted,
@@ -147,27 +180,60 @@ pub fn handle(
     })
 }
 
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Recorded {
+                notification_id,
+                duplicate,
+                webhook,
+                email,
+            } => write!(
+                f,
+                "notification {notification_id} {}; webhook {webhook}; email {email}",
+                if *duplicate {
+                    "already recorded"
+                } else {
+                    "recorded"
+                }
+            ),
+            Outcome::Ignored(why) => write!(f, "ignored: {why}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Channel::Off => f.write_str("off"),
+            Channel::Delivered { attempts } => write!(f, "delivered (attempts: {attempts})"),
+            Channel::Failed { attempts, error } => {
+                write!(f, "failed (attempts: {attempts}; last: {error})")
+            }
+        }
+    }
+}
+
 /// The notification for a job in its final state.
 fn notification(
     config: &Config,
-    job: &Value,
+    job: &Job,
     event_id: &str,
     owner: &str,
     outside: &dyn Outside,
 ) -> Notification {
-    let job_id = job["id"].as_str().unwrap_or_default().to_owned();
-    let source = &job["source"];
-    let title = source["filename"]
-        .as_str()
-        .or_else(|| source["url"].as_str())
-        .unwrap_or("your video")
-        .chars()
-        .take(200)
-        .collect::<String>();
-    let done = job["status"] == "done";
+    let job_id = job.id.to_string();
+    let title = match &job.source {
+        Source::Upload { filename, .. } => filename.as_str(),
+        Source::Link { url } => url.as_str(),
+    }
+    .chars()
+    .take(200)
+    .collect::<String>();
+    let done = job.status == Status::Done;
     let audio_url = done.then(|| format!("{}/v1/jobs/{job_id}/audio", config.public_url));
-    let error_code = job["error"]["code"].as_str().map(str::to_owned);
-    let message = match (&audio_url, job["error"]["message"].as_str()) {
+    let error_code = job.error.as_ref().map(|e| e.code.clone());
+    let message = match (&audio_url, job.error.as_ref().map(|e| e.message.as_str())) {
         (Some(url), _) => format!("Your MP3 of {title} is ready: {url}"),
         (None, Some(reason)) => format!("We could not convert {title}: {reason}"),
         (None, None) => format!("We could not convert {title}."),
@@ -177,7 +243,7 @@ fn notification(
         user_id: owner.to_owned(),
         event_id: event_id.to_owned(),
         job_id,
-        status: job["status"].as_str().unwrap_or_default().to_owned(),
+        status: job.status.as_str().to_owned(),
         title,
         message,
         audio_url,
@@ -214,102 +280,136 @@ fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// POSTs with up to `config.webhook_attempts` attempts, waiting `webhook_backoff` before the
-/// second and twice as long before each later one. 2xx is delivered.
-fn with_retries(
-    config: &Config,
-    outside: &dyn Outside,
-    mut attempt_once: impl FnMut() -> Result<u16, String>,
-) -> Delivery {
-    let mut last_error = String::new();
-    for attempt in 1..=config.webhook_attempts {
-        if attempt > 1 {
-            outside.sleep(config.webhook_backoff * (1 << (attempt - 2).min(10)));
-        }
-        match attempt_once() {
-            Ok(status) if (200..300).contains(&status) => {
-                return Delivery {
-                    state: "delivered".into(),
-                    attempts: i64::from(attempt),
-                    last_error: None,
-                };
+fn whole_ms(duration: Duration) -> Duration {
+    Duration::from_millis((duration.as_secs_f64() * 1000.0).round() as u64)
+}
+
+/// Delivers one event's notification by webhook and email, logging every attempt.
+struct Deliveries<'a> {
+    config: &'a Config,
+    db: &'a dyn Db,
+    outside: &'a dyn Outside,
+    event_id: &'a str,
+}
+
+impl Deliveries<'_> {
+    /// POSTs with up to `config.webhook_attempts` attempts, waiting `webhook_backoff` before
+    /// the second and twice as long before each later one (backon's exponential schedule; the
+    /// waits go through [`Outside::sleep`]). 2xx is delivered.
+    fn with_retries(
+        &self,
+        channel: &str,
+        mut attempt_once: impl FnMut() -> Result<u16, String>,
+    ) -> Delivery {
+        let attempts = self.config.webhook_attempts;
+        let backoff = self.config.webhook_backoff;
+        let mut waits = ExponentialBuilder::default()
+            .with_min_delay(backoff)
+            .with_factor(2.0)
+            .with_max_delay(backoff * 1024)
+            .with_max_times(attempts.saturating_sub(1) as usize)
+            .build();
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let error = match attempt_once() {
+                Ok(status) if (200..300).contains(&status) => {
+                    self.log(channel, attempt, &format!("delivered (answered {status})"));
+                    return Delivery {
+                        state: "delivered".into(),
+                        attempts: i64::from(attempt),
+                        last_error: None,
+                    };
+                }
+                Ok(status) => format!("answered {status}"),
+                Err(err) => err,
+            };
+            self.log(channel, attempt, &error);
+            match waits.next() {
+                // backon computes in floating point; the setting is whole milliseconds.
+                Some(wait) => self.outside.sleep(whole_ms(wait)),
+                None => {
+                    return Delivery {
+                        state: "failed".into(),
+                        attempts: i64::from(attempt),
+                        last_error: Some(error),
+                    };
+                }
             }
-            Ok(status) => last_error = format!("answered {status}"),
-            Err(err) => last_error = err,
         }
     }
-    Delivery {
-        state: "failed".into(),
-        attempts: i64::from(config.webhook_attempts),
-        last_error: Some(last_error),
-    }
-}
 
-fn deliver_webhook(
-    config: &Config,
-    db: &dyn Db,
-    outside: &dyn Outside,
-    n: &Notification,
-) -> Result<Channel, Failure> {
-    const CHANNEL: &str = "webhook";
-    if let Some(done) = notifications::delivery(db, &n.id, CHANNEL).map_err(transient)? {
-        return Ok(Channel::from_delivery(&done));
+    fn log(&self, channel: &str, attempt: u32, what: &str) {
+        let attempts = self.config.webhook_attempts;
+        self.outside.log(
+            self.event_id,
+            &format!("{channel} attempt {attempt}/{attempts}: {what}"),
+        );
     }
-    let Some(hook) = notifications::webhook(db, &n.user_id).map_err(transient)? else {
-        return Ok(Channel::Off);
-    };
-    // The id stays the same across attempts and redeliveries: receivers deduplicate on it.
-    let id = format!("msg_{}", n.id);
-    let delivery = with_retries(config, outside, || {
-        let now = outside.now_ms();
-        let body = payload(n, &rfc3339(now)).to_string();
-        let headers = webhook::headers(&hook.secret, &id, now / 1000, body.as_bytes())?;
-        outside.post(&hook.url, &headers, body.as_bytes())
-    });
-    notifications::record_delivery(db, &n.id, CHANNEL, &delivery, outside.now_ms())
-        .map_err(transient)?;
-    Ok(Channel::from_delivery(&delivery))
-}
 
-fn deliver_email(
-    config: &Config,
-    db: &dyn Db,
-    outside: &dyn Outside,
-    n: &Notification,
-) -> Result<Channel, Failure> {
-    const CHANNEL: &str = "email";
-    let Some(api) = &config.email else {
-        return Ok(Channel::Off);
-    };
-    if let Some(done) = notifications::delivery(db, &n.id, CHANNEL).map_err(transient)? {
-        return Ok(Channel::from_delivery(&done));
+    fn webhook(&self, n: &Notification) -> Result<Channel, Failure> {
+        const CHANNEL: &str = "webhook";
+        let (db, outside) = (self.db, self.outside);
+        if let Some(done) = notifications::delivery(db, &n.id, CHANNEL).map_err(transient)? {
+            return Ok(Channel::from_delivery(&done));
+        }
+        let Some(hook) = notifications::webhook(db, &n.user_id).map_err(transient)? else {
+            return Ok(Channel::Off);
+        };
+        // The id stays the same across attempts and redeliveries: receivers deduplicate on it.
+        let id = format!("msg_{}", n.id);
+        let delivery = self.with_retries(CHANNEL, || {
+            let now = outside.now_ms();
+            let body = payload(n, &rfc3339(now)).to_string();
+            let headers = webhook::headers(&hook.secret, &id, now / 1000, body.as_bytes())?;
+            outside.post(&hook.url, &headers, body.as_bytes())
+        });
+        notifications::record_delivery(db, &n.id, CHANNEL, &delivery, outside.now_ms())
+            .map_err(transient)?;
+        Ok(Channel::from_delivery(&delivery))
     }
-    let Some(to) = notifications::user_email(db, &n.user_id).map_err(transient)? else {
-        return Ok(Channel::Off);
-    };
-    let subject = match n.status.as_str() {
-        "done" => format!("Your MP3 is ready: {}", n.title),
-        _ => format!("We could not convert {}", n.title),
-    };
-    let body = json!({
-        "from": api.from,
-        "to": to,
-        "subject": subject,
-        "text": n.message,
-    })
-    .to_string();
-    let headers = vec![
-        ("content-type".to_owned(), "application/json".to_owned()),
-        ("authorization".to_owned(), format!("Bearer {}", api.key)),
-        // Providers that support it drop a repeated send of the same message.
-        ("idempotency-key".to_owned(), n.id.clone()),
-    ];
-    let delivery = with_retries(config, outside, || {
-        outside.post(&api.url, &headers, body.as_bytes())
-    });
-    notifications::record_delivery(db, &n.id, CHANNEL, &delivery, outside.now_ms())
-        .map_err(transient)?;
-    Ok(Channel::from_delivery(&delivery))
+
+    fn email(&self, n: &Notification) -> Result<Channel, Failure> {
+        const CHANNEL: &str = "email";
+        let (db, outside) = (self.db, self.outside);
+        let Some(api) = &self.config.email else {
+            return Ok(Channel::Off);
+        };
+        if let Some(done) = notifications::delivery(db, &n.id, CHANNEL).map_err(transient)? {
+            return Ok(Channel::from_delivery(&done));
+        }
+        let Some(to) = notifications::user_email(db, &n.user_id).map_err(transient)? else {
+            return Ok(Channel::Off);
+        };
+        let subject = match n.status.as_str() {
+            "done" => format!("Your MP3 is ready: {}", n.title),
+            _ => format!("We could not convert {}", n.title),
+        };
+        let body = json!({
+            "from": api.from,
+            "to": to,
+            "subject": subject,
+            "text": n.message,
+        })
+        .to_string();
+        let mut headers = vec![
+            ("content-type".to_owned(), "application/json".to_owned()),
+            // Providers that support it drop a repeated send of the same message.
+            ("idempotency-key".to_owned(), n.id.clone()),
+        ];
+        if let Some(key) = &api.key {
+            headers.push((
+                "authorization".to_owned(),
+                format!("Bearer {}", key.expose()),
+            ));
+        }
+        let delivery = self.with_retries(CHANNEL, || {
+            outside.post(api.url.as_str(), &headers, body.as_bytes())
+        });
+        notifications::record_delivery(db, &n.id, CHANNEL, &delivery, outside.now_ms())
+            .map_err(transient)?;
+        Ok(Channel::from_delivery(&delivery))
+    }
 }
 
 #[cfg(test)]
@@ -320,7 +420,10 @@ mod tests {
     use mp3conv_sql::{Param, notifications::Webhook};
 
     use super::*;
-    use crate::config::EmailApi;
+    use crate::config::{EmailApi, EventsAuth};
+    use mp3conv_contract::job::{Bitrate, JobError};
+    use mp3conv_contract::message::JobMessage;
+    use mp3conv_kit::config::{BaseUrl, HttpUrl, Secret, ServiceToken};
 
     const JOB_ID: &str = "0192f1a4-7c2b-7d3e-8f00-123456789abc";
 
@@ -328,41 +431,56 @@ mod tests {
     type Post = (String, Vec<(String, String)>, Vec<u8>);
 
     struct Fake {
-        job: Option<Value>,
+        job: Option<Job>,
         worker_down: bool,
         /// Statuses the next POSTs answer, in order; then 200.
         answers: RefCell<Vec<Result<u16, String>>>,
         posts: RefCell<Vec<Post>>,
         slept: RefCell<Vec<Duration>>,
         ids: Cell<u32>,
+        /// (event id, line) of every line logged.
+        logged: RefCell<Vec<(String, String)>>,
     }
 
     impl Fake {
-        fn with_job(status: &str) -> Fake {
+        fn with_job(status: Status) -> Fake {
+            let mut job = Job::new(
+                "u1".into(),
+                Source::Upload {
+                    filename: "Talk.mp4".into(),
+                    content_type: None,
+                },
+                Bitrate::default(),
+            );
+            job.id = JOB_ID.parse().unwrap();
+            job.status = status;
+            if status == Status::Failed {
+                job.error = Some(JobError {
+                    code: "no_audio".into(),
+                    message: "the video has no audio track".into(),
+                });
+            }
             Fake {
-                job: Some(json!({
-                    "id": JOB_ID, "owner": "u1", "status": status,
-                    "source": {"kind": "upload", "filename": "Talk.mp4"},
-                    "error": if status == "failed" { json!({"code": "no_audio", "message": "the video has no audio track"}) } else { Value::Null },
-                })),
+                job: Some(job),
                 worker_down: false,
                 answers: RefCell::new(Vec::new()),
                 posts: RefCell::new(Vec::new()),
                 slept: RefCell::new(Vec::new()),
                 ids: Cell::new(0),
+                logged: RefCell::new(Vec::new()),
             }
         }
     }
 
     impl Outside for Fake {
-        fn job(&self, job_id: &str, owner: &str) -> Result<Option<Value>, String> {
+        fn job(&self, job_id: &JobId, owner: &str) -> Result<Option<Job>, String> {
             if self.worker_down {
                 return Err("connection refused".into());
             }
             Ok(self
                 .job
                 .clone()
-                .filter(|job| job["id"] == job_id && job["owner"] == owner))
+                .filter(|job| job.id == *job_id && job.owner == owner))
         }
         fn post(
             &self,
@@ -390,23 +508,28 @@ mod tests {
             self.ids.set(self.ids.get() + 1);
             format!("n{}", self.ids.get())
         }
+        fn log(&self, event_id: &str, line: &str) {
+            self.logged
+                .borrow_mut()
+                .push((event_id.to_owned(), line.to_owned()));
+        }
     }
 
     fn config(email: bool) -> Config {
         Config {
-            database: mp3conv_sql::Database::Sqlite,
-            worker_url: "http://worker".into(),
-            worker_token: "t".repeat(20),
-            public_url: "https://mp3conv.example".into(),
+            database: mp3conv_sql::Database::Sqlite.into(),
+            worker_url: BaseUrl::new("http://worker").unwrap(),
+            worker_token: ServiceToken::new("t".repeat(20)).unwrap(),
+            public_url: HttpUrl::new("https://mp3conv.example").unwrap(),
             email: email.then(|| EmailApi {
-                url: "https://mail.example/send".into(),
-                key: "key".into(),
+                url: HttpUrl::new("https://mail.example/send").unwrap(),
+                key: Some(Secret::new("key")),
                 from: "mp3conv <noreply@mp3conv.example>".into(),
             }),
             webhook_attempts: 3,
             webhook_backoff: Duration::from_millis(200),
             outbound_timeout: Duration::from_secs(5),
-            events: crate::config::EventsAuth::Closed,
+            events: EventsAuth::Closed,
         }
     }
 
@@ -436,7 +559,7 @@ mod tests {
         db
     }
 
-    fn event(id: &str, status: &str) -> (Vec<(String, String)>, Vec<u8>) {
+    fn event(id: &str, status: Status) -> (Vec<(String, String)>, Vec<u8>) {
         let headers = [
             ("ce-specversion", "1.0"),
             ("ce-id", id),
@@ -450,14 +573,24 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        let body = json!({"job_id": JOB_ID, "owner": "u1", "status": status, "username": "u1"});
-        (headers, body.to_string().into_bytes())
+        let body = JobMessage {
+            video_fid: "v".into(),
+            mp3_fid: None,
+            username: "u1".into(),
+            job_id: JOB_ID.parse().unwrap(),
+            owner: "u1".into(),
+            attempt: 1,
+            status,
+            audio: None,
+            error: None,
+        };
+        (headers, serde_json::to_vec(&body).unwrap())
     }
 
     #[test]
     fn a_done_job_is_recorded_and_delivered_once_per_channel() {
-        let (db, fake, config) = (database(), Fake::with_job("done"), config(true));
-        let (headers, body) = event("e1", "done");
+        let (db, fake, config) = (database(), Fake::with_job(Status::Done), config(true));
+        let (headers, body) = event("e1", Status::Done);
         let outcome = handle(&config, &db, &fake, &headers, &body).unwrap();
         assert_eq!(
             outcome,
@@ -488,7 +621,7 @@ mod tests {
 
         // The same event again, and another event about the same outcome: nothing new.
         for id in ["e1", "e2"] {
-            let (headers, body) = event(id, "done");
+            let (headers, body) = event(id, Status::Done);
             match handle(&config, &db, &fake, &headers, &body).unwrap() {
                 Outcome::Recorded { duplicate, .. } => assert!(duplicate),
                 other => panic!("{other:?}"),
@@ -505,9 +638,9 @@ mod tests {
 
     #[test]
     fn a_failing_webhook_is_retried_a_bounded_number_of_times() {
-        let (db, fake, config) = (database(), Fake::with_job("failed"), config(false));
+        let (db, fake, config) = (database(), Fake::with_job(Status::Failed), config(false));
         *fake.answers.borrow_mut() = vec![Ok(500), Err("connection refused".into()), Ok(503)];
-        let (headers, body) = event("e1", "failed");
+        let (headers, body) = event("e1", Status::Failed);
         let outcome = handle(&config, &db, &fake, &headers, &body).unwrap();
         let Outcome::Recorded { webhook, email, .. } = outcome else {
             panic!("{outcome:?}")
@@ -524,6 +657,21 @@ mod tests {
             *fake.slept.borrow(),
             [Duration::from_millis(200), Duration::from_millis(400)]
         );
+        let lines: Vec<String> = fake
+            .logged
+            .borrow()
+            .iter()
+            .map(|(event, line)| format!("{event}: {line}"))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "e1: webhook attempt 1/3: answered 500",
+                "e1: webhook attempt 2/3: connection refused",
+                "e1: webhook attempt 3/3: answered 503",
+                "e1: notification n1 recorded; webhook failed (attempts: 3; last: answered 503); email off",
+            ]
+        );
         // In-app, the failure is there with its reason.
         let recorded = notifications::list(&db, "u1", false, 10, None).unwrap();
         assert_eq!(recorded[0].error_code.as_deref(), Some("no_audio"));
@@ -535,9 +683,9 @@ mod tests {
 
     #[test]
     fn a_webhook_that_recovers_is_delivered_once() {
-        let (db, fake, config) = (database(), Fake::with_job("done"), config(false));
+        let (db, fake, config) = (database(), Fake::with_job(Status::Done), config(false));
         *fake.answers.borrow_mut() = vec![Ok(502)];
-        let (headers, body) = event("e1", "done");
+        let (headers, body) = event("e1", Status::Done);
         let Outcome::Recorded { webhook, .. } =
             handle(&config, &db, &fake, &headers, &body).unwrap()
         else {
@@ -562,21 +710,21 @@ mod tests {
         let config = config(false);
         let db = database();
         // The worker cannot answer: try again later.
-        let mut down = Fake::with_job("done");
+        let mut down = Fake::with_job(Status::Done);
         down.worker_down = true;
-        let (headers, body) = event("e1", "done");
+        let (headers, body) = event("e1", Status::Done);
         assert!(matches!(
             handle(&config, &db, &down, &headers, &body),
             Err(Failure::Transient(_))
         ));
         // The event claims an outcome the job does not have: nothing to tell.
-        let queued = Fake::with_job("converting");
+        let queued = Fake::with_job(Status::Converting);
         assert!(matches!(
             handle(&config, &db, &queued, &headers, &body),
             Ok(Outcome::Ignored(_))
         ));
         // Another owner's job, or a deleted one: nothing to tell.
-        let mut gone = Fake::with_job("done");
+        let mut gone = Fake::with_job(Status::Done);
         gone.job = None;
         assert!(matches!(
             handle(&config, &db, &gone, &headers, &body).unwrap(),

@@ -1,42 +1,29 @@
-//! Webhook deliveries signed the Standard Webhooks way (<https://www.standardwebhooks.com>):
-//! `webhook-id`, `webhook-timestamp`, and `webhook-signature: v1,<base64 HMAC-SHA256>` over
-//! `id.timestamp.body` with the secret's bytes (`whsec_<base64>`), so receivers can check
-//! them with the existing libraries.
+//! Webhook deliveries signed the Standard Webhooks way (<https://www.standardwebhooks.com>), by
+//! the `standardwebhooks` crate: `webhook-id`, `webhook-timestamp`, and
+//! `webhook-signature: v1,<base64 HMAC-SHA256>` over `id.timestamp.body` with the secret's
+//! bytes (`whsec_<base64>`), so receivers can check them with the existing libraries.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use standardwebhooks::{
+    HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP, Webhook,
+};
 
-/// The `v1,` signature of a delivery.
-pub fn signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<String, String> {
-    let key = STANDARD
-        .decode(secret.strip_prefix("whsec_").unwrap_or(secret))
-        .map_err(|_| "the webhook secret is not whsec_<base64>".to_owned())?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).map_err(|err| err.to_string())?;
-    mac.update(format!("{id}.{timestamp}.").as_bytes());
-    mac.update(body);
-    Ok(format!(
-        "v1,{}",
-        STANDARD.encode(mac.finalize().into_bytes())
-    ))
-}
-
-/// The headers of a delivery of `body`.
+/// The headers of a delivery of `body` (JSON).
 pub fn headers(
     secret: &str,
     id: &str,
     timestamp: i64,
     body: &[u8],
 ) -> Result<Vec<(String, String)>, String> {
+    let signer =
+        Webhook::new(secret).map_err(|_| "the webhook secret is not whsec_<base64>".to_owned())?;
+    let signature = signer
+        .sign(id, timestamp, body)
+        .map_err(|err| format!("signing the delivery: {err}"))?;
     Ok(vec![
         ("content-type".into(), "application/json".into()),
-        ("webhook-id".into(), id.to_owned()),
-        ("webhook-timestamp".into(), timestamp.to_string()),
-        (
-            "webhook-signature".into(),
-            signature(secret, id, timestamp, body)?,
-        ),
+        (HEADER_WEBHOOK_ID.into(), id.to_owned()),
+        (HEADER_WEBHOOK_TIMESTAMP.into(), timestamp.to_string()),
+        (HEADER_WEBHOOK_SIGNATURE.into(), signature),
     ])
 }
 
@@ -45,7 +32,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_standard_webhooks_library_verifies_our_signatures() {
+    fn deliveries_verify_and_tampering_does_not() {
         let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
         let body = br#"{"type":"job.done","data":{"job_id":"j"}}"#;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -56,16 +43,35 @@ mod tests {
                 value.parse().unwrap(),
             );
         }
-        let verifier = standardwebhooks::Webhook::new(secret).unwrap();
+        let verifier = Webhook::new(secret).unwrap();
         verifier.verify(body, &map).unwrap();
         // A changed body, or another secret, does not verify.
         assert!(verifier.verify(b"{}", &map).is_err());
-        let other = standardwebhooks::Webhook::new("whsec_dGhlIG90aGVyIHNlY3JldCBrZXk=").unwrap();
+        let other = Webhook::new("whsec_dGhlIG90aGVyIHNlY3JldCBrZXk=").unwrap();
         assert!(other.verify(body, &map).is_err());
     }
 
     #[test]
+    fn the_signature_is_the_specification_s_test_vector() {
+        // The example of the Standard Webhooks specification's test suite.
+        let headers = headers(
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            br#"{"test": 2432232314}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            headers[3],
+            (
+                "webhook-signature".to_owned(),
+                "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=".to_owned()
+            )
+        );
+    }
+
+    #[test]
     fn a_secret_that_is_not_base64_is_an_error() {
-        assert!(signature("whsec_***", "id", 1, b"").is_err());
+        assert!(headers("whsec_***", "id", 1, b"{}").is_err());
     }
 }

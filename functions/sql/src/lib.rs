@@ -67,10 +67,20 @@ impl std::fmt::Display for DbError {
 }
 
 /// Which database: Spin's SQLite (`default`, the embedded default) or MySQL at an address.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Database {
     Sqlite,
     Mysql(String),
+}
+
+/// The MySQL URL holds a password: it never prints.
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite => f.write_str("Sqlite"),
+            Database::Mysql(_) => f.write_str("Mysql([redacted])"),
+        }
+    }
 }
 
 impl Database {
@@ -102,6 +112,12 @@ pub use spin::open;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mysql_url_never_prints() {
+        let db = Database::Mysql("mysql://app:hunter2@db:3306/mp3conv".into());
+        assert_eq!(format!("{db:?}"), "Mysql([redacted])");
+    }
 
     #[test]
     fn databases_from_variables() {

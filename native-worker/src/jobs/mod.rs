@@ -6,7 +6,7 @@ pub mod sqlite;
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use time::OffsetDateTime;
 
 use crate::error::Error;
 use crate::job::{Job, JobId};
@@ -14,6 +14,11 @@ use crate::job::{Job, JobId};
 /// How many ids one [`JobStore::existing`] query asks about at most (SQLite binds each as a
 /// parameter; MongoDB gets them in one `$in`).
 pub const EXISTING_BATCH: usize = 500;
+
+/// A time as Unix milliseconds, as leases are stored.
+pub(crate) fn unix_ms(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
 
 /// What a [`JobStore::save_held`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,8 +72,8 @@ pub trait JobStore: Send + Sync + 'static {
         &self,
         id: JobId,
         holder: &str,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
     ) -> Result<bool, Error>;
 
     /// Extends `holder`'s lease to `until`; `false` if `holder` holds it no longer (another
@@ -77,7 +82,7 @@ pub trait JobStore: Send + Sync + 'static {
         &self,
         id: JobId,
         holder: &str,
-        until: DateTime<Utc>,
+        until: OffsetDateTime,
     ) -> Result<bool, Error>;
 
     /// Gives up `holder`'s lease; nothing happens if `holder` does not hold it.

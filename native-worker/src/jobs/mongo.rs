@@ -3,15 +3,16 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::bson::{Document, doc};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, Database, IndexModel};
+use time::OffsetDateTime;
 
 use super::{EXISTING_BATCH, JobStore, Saved};
 use crate::error::Error;
 use crate::job::{Job, JobId};
+use crate::jobs::unix_ms;
 
 /// The `jobs` collection: `_id` is the job id, `owner` is indexed with `_id` for listing. A
 /// converter's lease lives in the same document (`lease_holder`, `lease_until` in Unix
@@ -173,8 +174,8 @@ impl JobStore for MongoJobs {
         &self,
         id: JobId,
         holder: &str,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
     ) -> Result<bool, Error> {
         // One document update is atomic: the filter is the compare, `$set` the swap.
         let filter = doc! {
@@ -182,14 +183,14 @@ impl JobStore for MongoJobs {
             "$or": [
                 {"lease_holder": null},
                 {"lease_holder": holder},
-                {"lease_until": {"$lt": now.timestamp_millis()}},
+                {"lease_until": {"$lt": unix_ms(now)}},
             ],
         };
         let result = self
             .jobs
             .update_one(
                 filter,
-                doc! {"$set": {"lease_holder": holder, "lease_until": until.timestamp_millis()}},
+                doc! {"$set": {"lease_holder": holder, "lease_until": unix_ms(until)}},
             )
             .await
             .map_err(db_error)?;
@@ -200,13 +201,13 @@ impl JobStore for MongoJobs {
         &self,
         id: JobId,
         holder: &str,
-        until: DateTime<Utc>,
+        until: OffsetDateTime,
     ) -> Result<bool, Error> {
         let result = self
             .jobs
             .update_one(
                 doc! {"_id": id.to_string(), "lease_holder": holder},
-                doc! {"$set": {"lease_until": until.timestamp_millis()}},
+                doc! {"$set": {"lease_until": unix_ms(until)}},
             )
             .await
             .map_err(db_error)?;

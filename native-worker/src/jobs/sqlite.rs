@@ -5,13 +5,14 @@ use std::path::Path;
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+use time::OffsetDateTime;
 
 use super::{EXISTING_BATCH, JobStore, Saved};
 use crate::error::Error;
 use crate::job::{Job, JobId};
+use crate::jobs::unix_ms;
 
 /// A `jobs` table: id and owner as columns for lookups, the job itself as JSON, and the
 /// converter's lease (`lease_holder`, `lease_until` in Unix milliseconds) beside it.
@@ -192,18 +193,18 @@ impl JobStore for SqliteJobs {
         &self,
         id: JobId,
         holder: &str,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
     ) -> Result<bool, Error> {
         let result = sqlx::query(
             "UPDATE jobs SET lease_holder = ?, lease_until = ?
              WHERE id = ? AND (lease_holder IS NULL OR lease_holder = ? OR lease_until < ?)",
         )
         .bind(holder)
-        .bind(until.timestamp_millis())
+        .bind(unix_ms(until))
         .bind(id.to_string())
         .bind(holder)
-        .bind(now.timestamp_millis())
+        .bind(unix_ms(now))
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
@@ -214,11 +215,11 @@ impl JobStore for SqliteJobs {
         &self,
         id: JobId,
         holder: &str,
-        until: DateTime<Utc>,
+        until: OffsetDateTime,
     ) -> Result<bool, Error> {
         let result =
             sqlx::query("UPDATE jobs SET lease_until = ? WHERE id = ? AND lease_holder = ?")
-                .bind(until.timestamp_millis())
+                .bind(unix_ms(until))
                 .bind(id.to_string())
                 .bind(holder)
                 .execute(&self.pool)

@@ -6,75 +6,27 @@ pub mod rabbitmq;
 
 use std::time::{Duration, Instant};
 
+use crate::error::Error;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
-use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
-use crate::job::{Audio, Job, JobError, JobId, Status};
+pub use mp3conv_contract::message::{JobMessage, MP3_TYPE, VIDEO_TYPE};
 
-/// AMQP `type` of a job waiting for conversion.
-pub const VIDEO_TYPE: &str = "mp3conv.video.queued";
-/// AMQP `type` of an announcement: the job is done or failed.
-pub const MP3_TYPE: &str = "mp3conv.mp3.ready";
-
-/// The body of a message on the `video` and `mp3` queues.
-///
-/// It keeps the original system's fields (`video_fid`, `mp3_fid`, `username`) so existing
-/// consumers keep working, and adds the job's identity and state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JobMessage {
-    /// Blob id of the video.
-    pub video_fid: String,
-    /// Blob id of the MP3, once there is one.
-    pub mp3_fid: Option<String>,
-    /// The owner (the original system's name for it).
-    pub username: String,
-    /// The job.
-    pub job_id: JobId,
-    /// The owner's user id.
-    pub owner: String,
-    /// 1 for the first attempt, then 2, 3...
-    pub attempt: u32,
-    /// Job state when the message was sent.
-    pub status: Status,
-    /// The MP3, in announcements of done jobs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub audio: Option<Audio>,
-    /// The reason, in announcements of failed jobs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<JobError>,
+/// What the worker adds to the contract's message: the AMQP envelope.
+pub trait MessageExt {
+    /// The outgoing message for `route`.
+    fn outgoing(&self, route: Route, traceparent: Option<String>) -> Outgoing;
 }
 
-impl JobMessage {
-    /// The message describing `job` at `attempt`.
-    pub fn for_job(job: &Job, attempt: u32) -> Self {
-        Self {
-            video_fid: job.video_id.clone(),
-            mp3_fid: job.audio.as_ref().map(|a| a.id.clone()),
-            username: job.owner.clone(),
-            job_id: job.id,
-            owner: job.owner.clone(),
-            attempt,
-            status: job.status,
-            audio: job.audio.clone(),
-            error: job.error.clone(),
-        }
-    }
-
+impl MessageExt for JobMessage {
     /// The outgoing message: `message_id` depends only on the job (and, for announcements, its
     /// final state), so it stays the same across redeliveries and retries.
-    pub fn outgoing(&self, route: Route, traceparent: Option<String>) -> Outgoing {
-        let (message_id, kind) = match route {
-            Route::Mp3 => (
-                format!("{}.{}", self.job_id, self.status.as_str()),
-                MP3_TYPE,
-            ),
-            Route::Video | Route::Retry { .. } => (self.job_id.to_string(), VIDEO_TYPE),
-        };
+    fn outgoing(&self, route: Route, traceparent: Option<String>) -> Outgoing {
+        let announcement = route == Route::Mp3;
+        let kind = if announcement { MP3_TYPE } else { VIDEO_TYPE };
         Outgoing {
-            message_id,
+            message_id: self.message_id(announcement),
             kind,
             body: serde_json::to_vec(self).expect("a JobMessage always serializes"),
             traceparent,
@@ -201,7 +153,7 @@ mod tests {
 
     #[test]
     fn message_ids_are_stable_per_job_and_state() {
-        let job = Job::new(
+        let job = crate::job::Job::new(
             "alice".into(),
             crate::job::Source::Link {
                 url: "http://example.com/a.mp4".into(),
@@ -211,17 +163,12 @@ mod tests {
         let first = JobMessage::for_job(&job, 1).outgoing(Route::Video, None);
         let retry = JobMessage::for_job(&job, 2).outgoing(Route::Retry { attempt: 2 }, None);
         assert_eq!(first.message_id, retry.message_id);
-        let body: serde_json::Value = serde_json::from_slice(&first.body).unwrap();
-        for field in [
-            "video_fid",
-            "mp3_fid",
-            "username",
-            "job_id",
-            "owner",
-            "attempt",
-            "status",
-        ] {
-            assert!(body.get(field).is_some(), "{field} missing from {body}");
-        }
+        assert_eq!(first.kind, VIDEO_TYPE);
+        // The body is the contract's message (its fields are tested there).
+        let body: JobMessage = serde_json::from_slice(&first.body).unwrap();
+        assert_eq!(body, JobMessage::for_job(&job, 1));
+        let announced = JobMessage::for_job(&job, 1).outgoing(Route::Mp3, None);
+        assert_eq!(announced.kind, MP3_TYPE);
+        assert_eq!(announced.message_id, format!("{}.queued", job.id));
     }
 }

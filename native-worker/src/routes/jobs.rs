@@ -10,19 +10,17 @@ use axum::extract::{Path, Query, State as AxumState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
-use serde::{Deserialize, Serialize};
+use mp3conv_contract::job::{DEFAULT_PAGE, MAX_PAGE};
+use serde::Deserialize;
 
 use super::Owner;
 use crate::State;
 use crate::error::Error;
-use crate::job::{Bitrate, Job, JobId, Source, Status};
-use crate::queue::{JobMessage, Route};
+use crate::job::{Bitrate, InvalidBitrate, Job, JobId, JobPage, LinkRequest, Source, Status};
+use crate::queue::{JobMessage, MessageExt as _, Route};
 
 /// Largest JSON body accepted for a link.
 const LINK_BODY_LIMIT: usize = 64 * 1024;
-/// Default and largest page sizes.
-const DEFAULT_PAGE: u32 = 20;
-const MAX_PAGE: u32 = 100;
 
 /// Query of `POST /internal/jobs`.
 #[derive(Debug, Deserialize)]
@@ -33,17 +31,9 @@ pub(super) struct CreateQuery {
     bitrate: Option<String>,
 }
 
-/// Body of `POST /internal/jobs` with `Content-Type: application/json`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LinkRequest {
-    url: String,
-    bitrate: Option<String>,
-}
-
 fn parse_bitrate(value: Option<&str>) -> Result<Bitrate, Error> {
     value.map_or(Ok(Bitrate::default()), |b| {
-        Bitrate::from_str(b).map_err(|e| Error::bad_request("invalid_bitrate", e.to_string()))
+        Bitrate::from_str(b).map_err(|e| Error::bad_request(InvalidBitrate::CODE, e.to_string()))
     })
 }
 
@@ -60,7 +50,7 @@ fn traceparent(headers: &HeaderMap) -> Option<String> {
 /// `{"url": "...", "bitrate": "..."}`. Answers 202 with the queued job.
 ///
 /// Errors: 400 `empty_upload`, `invalid_bitrate`, `invalid_url`, `link_forbidden`,
-/// `invalid_json`, `body_read`; 413 `too_large`.
+/// `invalid_json`, `unknown_field`, `body_read`; 413 `too_large`.
 pub(super) async fn create(
     AxumState(state): AxumState<Arc<State>>,
     Owner(owner): Owner,
@@ -76,9 +66,12 @@ pub(super) async fn create(
         let bytes = axum::body::to_bytes(body, LINK_BODY_LIMIT)
             .await
             .map_err(|e| Error::bad_request("invalid_json", e.to_string()))?;
-        let link: LinkRequest = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::bad_request("invalid_json", e.to_string()))?;
-        let bitrate = parse_bitrate(link.bitrate.as_deref().or(query.bitrate.as_deref()))?;
+        let link =
+            LinkRequest::parse(&bytes).map_err(|e| Error::bad_request(e.code(), e.to_string()))?;
+        let bitrate = match link.bitrate {
+            Some(bitrate) => bitrate,
+            None => parse_bitrate(query.bitrate.as_deref())?,
+        };
         let url = state
             .fetcher
             .check_url(&link.url)
@@ -156,14 +149,6 @@ pub(super) struct ListQuery {
     cursor: Option<String>,
 }
 
-/// A page of jobs.
-#[derive(Debug, Serialize)]
-struct JobPage {
-    jobs: Vec<Job>,
-    /// Pass as `?cursor=` for the next page; `null` on the last page.
-    next_cursor: Option<String>,
-}
-
 /// `GET /internal/jobs?limit=&cursor=`: the owner's jobs, newest first.
 ///
 /// Errors: 400 `invalid_cursor`, `invalid_limit`, `owner_mismatch`.
@@ -193,7 +178,7 @@ pub(super) async fn list(
         .map_err(|_| Error::bad_request("invalid_cursor", "the cursor is not one we gave out"))?;
     let jobs = state.jobs.list(&owner, before, limit).await?;
     let next_cursor = (jobs.len() == limit as usize)
-        .then(|| jobs.last().map(|j| j.id.to_string()))
+        .then(|| jobs.last().map(|j| j.id))
         .flatten();
     Ok(Json(JobPage { jobs, next_cursor }))
 }

@@ -1,0 +1,45 @@
+//! The error body every part answers with: `{"error": {"code": "...", "message": "..."}}`.
+
+use serde::{Deserialize, Serialize};
+
+/// The JSON body of every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong: a stable code for programs, a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable, `snake_case`.
+    pub code: String,
+    /// Human-readable; never holds server paths or secrets.
+    pub message: String,
+}
+
+impl ErrorBody {
+    /// An error body with `code` and `message`.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            error: ErrorDetail {
+                code: code.into(),
+                message: message.into(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_error_body_has_its_documented_shape() {
+        let body = serde_json::to_value(ErrorBody::new("not_found", "no such job")).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"error": {"code": "not_found", "message": "no such job"}})
+        );
+        assert!(serde_json::from_str::<ErrorBody>(r#"{"error":{"code":"x"}}"#).is_err());
+    }
+}

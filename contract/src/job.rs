@@ -1,0 +1,574 @@
+//! The job: one video on its way to becoming an MP3, as the worker stores and serves it
+//! ([`Job`]) and as users see it ([`PublicJob`]).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Default page size of job listings.
+pub const DEFAULT_PAGE: u32 = 20;
+/// Largest page size of job listings.
+pub const MAX_PAGE: u32 = 100;
+
+/// A job id: a UUID v7, so ids sort by creation time (newest first = descending id). Written
+/// hyphenated and lower-case; read in any case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(Uuid);
+
+impl JobId {
+    /// A fresh id, later than every id made before it in this process.
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+/// Text that is not a job id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidJobId;
+
+impl fmt::Display for InvalidJobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a job id is a hyphenated UUID")
+    }
+}
+
+impl std::error::Error for InvalidJobId {}
+
+impl FromStr for JobId {
+    type Err = InvalidJobId;
+
+    /// Only the hyphenated form the worker writes: braces, `urn:uuid:` and the simple form
+    /// name no job.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != 36 {
+            return Err(InvalidJobId);
+        }
+        Uuid::try_parse(s).map(Self).map_err(|_| InvalidJobId)
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Waiting for a converter.
+    Queued,
+    /// Its link is being downloaded.
+    Downloading,
+    /// ffmpeg is running.
+    Converting,
+    /// The MP3 is stored.
+    Done,
+    /// It will not produce an MP3; see `error`.
+    Failed,
+}
+
+impl Status {
+    /// The lower-case name used in JSON and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Downloading => "downloading",
+            Self::Converting => "converting",
+            Self::Done => "done",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Done or failed: nothing more will happen.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Done | Self::Failed)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where the video came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Source {
+    /// Uploaded in the request body.
+    Upload {
+        /// Original file name, used for the ID3 title.
+        filename: String,
+        /// Content type the client declared.
+        content_type: Option<String>,
+    },
+    /// Downloaded from a link.
+    Link {
+        /// The link as submitted.
+        url: String,
+    },
+}
+
+impl Source {
+    /// The name the source goes by: the file's name, or the link's last path segment.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Upload { filename, .. } => filename,
+            Self::Link { url } => {
+                let path = url.split(['?', '#']).next().unwrap_or(url);
+                path.rsplit('/').find(|s| !s.is_empty()).unwrap_or(path)
+            }
+        }
+    }
+
+    /// Title for the MP3's ID3 tag and its download name: [`Source::name`] without its
+    /// extension or control characters, at most 200 characters.
+    pub fn title(&self) -> String {
+        let name = self.name();
+        let stem = match name.rsplit_once('.') {
+            Some((stem, _)) if !stem.is_empty() => stem,
+            _ => name,
+        };
+        stem.chars().filter(|c| !c.is_control()).take(200).collect()
+    }
+}
+
+/// Requested MP3 quality: `128`, `192`, `256` or `320` (kbit/s, constant) or `v0`..`v9`
+/// (LAME variable-bitrate quality, 0 best). Written as those strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bitrate {
+    /// Constant bitrate in kbit/s.
+    Constant(u16),
+    /// LAME VBR quality 0..=9.
+    Variable(u8),
+}
+
+impl Default for Bitrate {
+    fn default() -> Self {
+        Self::Constant(192)
+    }
+}
+
+impl fmt::Display for Bitrate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Constant(kbps) => write!(f, "{kbps}"),
+            Self::Variable(q) => write!(f, "v{q}"),
+        }
+    }
+}
+
+/// A bitrate that is not one of the accepted values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidBitrate;
+
+impl InvalidBitrate {
+    /// The error code clients get.
+    pub const CODE: &'static str = "invalid_bitrate";
+}
+
+impl fmt::Display for InvalidBitrate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("bitrate must be 128, 192, 256, 320 or v0..v9")
+    }
+}
+
+impl std::error::Error for InvalidBitrate {}
+
+impl FromStr for Bitrate {
+    type Err = InvalidBitrate;
+
+    /// The accepted values, in any case, with surrounding whitespace ignored.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        match s {
+            "128" => Ok(Self::Constant(128)),
+            "192" => Ok(Self::Constant(192)),
+            "256" => Ok(Self::Constant(256)),
+            "320" => Ok(Self::Constant(320)),
+            _ => match s.strip_prefix(['v', 'V']).map(str::parse::<u8>) {
+                Some(Ok(q)) if q <= 9 && s.len() == 2 => Ok(Self::Variable(q)),
+                _ => Err(InvalidBitrate),
+            },
+        }
+    }
+}
+
+impl Serialize for Bitrate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bitrate {
+    /// A string, or a number for the constant rates (`{"bitrate": 320}`).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Text {
+            Text(String),
+            Number(u64),
+        }
+        let text =
+            match Text::deserialize(d).map_err(|_| serde::de::Error::custom(InvalidBitrate))? {
+                Text::Text(text) => text,
+                Text::Number(n) => n.to_string(),
+            };
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The finished MP3.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Audio {
+    /// Blob id in the MP3 store.
+    pub id: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Duration in seconds, as ffprobe measured it.
+    pub duration: f64,
+    /// Quality it was encoded at.
+    pub bitrate: Bitrate,
+}
+
+/// Why a job failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobError {
+    /// Stable machine-readable code, e.g. `no_audio`, `not_media`, `link_not_found`.
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+/// One video on its way to becoming an MP3: the worker's record, as its internal API serves it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// Its id.
+    pub id: JobId,
+    /// User id of the owner (from the gateway's verified token).
+    pub owner: String,
+    /// Where it is.
+    pub status: Status,
+    /// Conversion progress, 0-100.
+    pub progress: u8,
+    /// Where the video came from.
+    pub source: Source,
+    /// Requested quality.
+    pub bitrate: Bitrate,
+    /// Blob id of the video in the video store (assigned up front; a link's video lands there
+    /// once downloaded).
+    pub video_id: String,
+    /// The MP3, once done.
+    pub audio: Option<Audio>,
+    /// The reason, once failed.
+    pub error: Option<JobError>,
+    /// Conversion attempts started so far.
+    pub attempts: u32,
+    /// Whether the final state was announced on the `mp3` queue.
+    pub announced: bool,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+impl Job {
+    /// A new queued job. The video and MP3 blobs are named after the job, which keeps every
+    /// step idempotent: a redelivered job overwrites, never duplicates.
+    pub fn new(owner: String, source: Source, bitrate: Bitrate) -> Self {
+        let id = JobId::new();
+        let now = OffsetDateTime::now_utc();
+        Self {
+            id,
+            owner,
+            status: Status::Queued,
+            progress: 0,
+            source,
+            bitrate,
+            video_id: id.to_string(),
+            audio: None,
+            error: None,
+            attempts: 0,
+            announced: false,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// Marks the job failed with a reason.
+    pub fn fail(&mut self, code: &str, message: impl Into<String>) {
+        self.status = Status::Failed;
+        self.error = Some(JobError {
+            code: code.to_owned(),
+            message: message.into(),
+        });
+        self.touch();
+    }
+
+    /// Moves the job to `status`.
+    pub fn set_status(&mut self, status: Status) {
+        self.status = status;
+        self.touch();
+    }
+
+    fn touch(&mut self) {
+        self.updated_at = OffsetDateTime::now_utc();
+    }
+}
+
+/// A job as its owner sees it: no owner, blob ids or delivery bookkeeping. Readers accept
+/// fields they do not know (a newer server may add some).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublicJob {
+    pub id: JobId,
+    pub status: Status,
+    pub progress: u8,
+    pub source: Source,
+    pub bitrate: Bitrate,
+    pub audio: Option<Audio>,
+    pub error: Option<JobError>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+impl From<Job> for PublicJob {
+    fn from(job: Job) -> Self {
+        Self {
+            id: job.id,
+            status: job.status,
+            progress: job.progress,
+            source: job.source,
+            bitrate: job.bitrate,
+            audio: job.audio,
+            error: job.error,
+            created_at: job.created_at,
+            updated_at: job.updated_at,
+        }
+    }
+}
+
+/// A page of a listing, newest first, with the cursor of the next page (`None` on the last).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub jobs: Vec<T>,
+    /// Pass as `?cursor=` for the next page.
+    pub next_cursor: Option<JobId>,
+}
+
+/// A page of the worker's records.
+pub type JobPage = Page<Job>;
+/// A page of jobs as users see them.
+pub type PublicJobPage = Page<PublicJob>;
+
+impl From<JobPage> for PublicJobPage {
+    fn from(page: JobPage) -> Self {
+        Self {
+            jobs: page.jobs.into_iter().map(PublicJob::from).collect(),
+            next_cursor: page.next_cursor,
+        }
+    }
+}
+
+/// The body of a link job's creation (`POST /v1/jobs` and the worker's `POST /internal/jobs`
+/// with `Content-Type: application/json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkRequest {
+    /// An absolute http(s) link.
+    pub url: String,
+    /// The quality; the default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bitrate: Option<Bitrate>,
+}
+
+impl LinkRequest {
+    /// Reads a link request's JSON body: one rule for the gateway and the worker.
+    pub fn parse(body: &[u8]) -> Result<Self, BadLinkRequest> {
+        serde_json::from_slice(body).map_err(|err| {
+            let message = err.to_string();
+            if message.starts_with(&InvalidBitrate.to_string()) {
+                BadLinkRequest::Bitrate
+            } else if message.starts_with("unknown field") {
+                BadLinkRequest::UnknownField(message)
+            } else {
+                BadLinkRequest::Json(message)
+            }
+        })
+    }
+}
+
+/// Why a link request's body was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadLinkRequest {
+    /// The bitrate is not one of the accepted values.
+    Bitrate,
+    /// A field the request does not take.
+    UnknownField(String),
+    /// Not JSON of the request's shape.
+    Json(String),
+}
+
+impl BadLinkRequest {
+    /// The error code clients get.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Bitrate => InvalidBitrate::CODE,
+            Self::UnknownField(_) => "unknown_field",
+            Self::Json(_) => "invalid_json",
+        }
+    }
+}
+
+impl fmt::Display for BadLinkRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Bitrate => InvalidBitrate.fmt(f),
+            Self::UnknownField(message) | Self::Json(message) => f.write_str(message),
+        }
+    }
+}
+
+/// Query parameter names of an upload to the worker (`POST /internal/jobs?filename=&bitrate=`).
+pub mod upload_query {
+    /// The uploaded file's name.
+    pub const FILENAME: &str = "filename";
+    /// The [`super::Bitrate`].
+    pub const BITRATE: &str = "bitrate";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bitrates_parse_and_print_back() {
+        for ok in ["128", "192", "256", "320", "v0", "v9"] {
+            assert_eq!(ok.parse::<Bitrate>().unwrap().to_string(), ok);
+        }
+        assert_eq!("V2".parse::<Bitrate>().unwrap(), Bitrate::Variable(2));
+        assert_eq!(" 320 ".parse::<Bitrate>().unwrap(), Bitrate::Constant(320));
+        for bad in ["", "64", "v", "v10", "v-1", "192k", "vv", "1e3", "v+1"] {
+            assert!(bad.parse::<Bitrate>().is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn bitrates_read_strings_and_numbers() {
+        let read = |json: &str| serde_json::from_str::<Bitrate>(json);
+        assert_eq!(read("320").unwrap(), Bitrate::Constant(320));
+        assert_eq!(read(r#""v2""#).unwrap(), Bitrate::Variable(2));
+        for bad in ["999", r#""999""#, "[1]", "true", "-1", "1.5", "null"] {
+            let err = read(bad).unwrap_err().to_string();
+            assert!(err.contains("bitrate must be"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn ids_sort_by_creation_and_read_only_their_own_shape() {
+        let ids: Vec<JobId> = (0..100).map(|_| JobId::new()).collect();
+        let mut as_strings: Vec<String> = ids.iter().map(JobId::to_string).collect();
+        as_strings.sort();
+        assert_eq!(
+            as_strings,
+            ids.iter().map(JobId::to_string).collect::<Vec<_>>()
+        );
+        let id = "0192f1a4-7c2b-7d3e-8f00-123456789abc";
+        assert_eq!(id.to_uppercase().parse::<JobId>().unwrap().to_string(), id);
+        for bad in [
+            "",
+            "nope",
+            "0192f1a47c2b7d3e8f00123456789abc",
+            "{0192f1a4-7c2b-7d3e-8f00-123456789abc}",
+            "urn:uuid:0192f1a4-7c2b-7d3e-8f00-123456789abc",
+            "0192f1a4-7c2b-7d3e-8f00-123456789abg",
+            "0192f1a4+7c2b-7d3e-8f00-123456789abc",
+        ] {
+            assert!(bad.parse::<JobId>().is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn titles_drop_the_extension() {
+        let upload = Source::Upload {
+            filename: "My holiday.final.mp4".into(),
+            content_type: None,
+        };
+        assert_eq!(upload.title(), "My holiday.final");
+        let link = Source::Link {
+            url: "http://example.com/media/clip.webm?x=1.2#t".into(),
+        };
+        assert_eq!(link.title(), "clip");
+        let bare = Source::Link {
+            url: "http://example.com/".into(),
+        };
+        assert_eq!(bare.title(), "example");
+    }
+
+    #[test]
+    fn public_jobs_hide_internal_fields() {
+        let job = Job::new(
+            "owner-1".into(),
+            Source::Link {
+                url: "https://example.com/a.mp4".into(),
+            },
+            Bitrate::Variable(0),
+        );
+        let internal = serde_json::to_value(&job).unwrap();
+        for field in ["owner", "video_id", "attempts", "announced"] {
+            assert!(internal.get(field).is_some(), "{field}");
+        }
+        let public = serde_json::to_value(PublicJob::from(job.clone())).unwrap();
+        for field in ["owner", "video_id", "attempts", "announced"] {
+            assert!(public.get(field).is_none(), "{field} shown");
+        }
+        assert_eq!(public["bitrate"], "v0");
+        assert_eq!(public["source"]["kind"], "link");
+        // Round trip through the worker's JSON.
+        let back: Job = serde_json::from_value(internal).unwrap();
+        assert_eq!(back, job);
+    }
+
+    #[test]
+    fn link_requests_refuse_unknown_fields() {
+        let ok: LinkRequest =
+            serde_json::from_str(r#"{"url":"https://x.test/v.mp4","bitrate":320}"#).unwrap();
+        assert_eq!(ok.bitrate, Some(Bitrate::Constant(320)));
+        for (body, code) in [
+            (r#"{"url":"u","x":1}"#, "unknown_field"),
+            (r#"{"url":"u","bitrate":"999"}"#, "invalid_bitrate"),
+            (r#"{"url":"u","bitrate":[1]}"#, "invalid_bitrate"),
+            (r#"{"bitrate":"128"}"#, "invalid_json"),
+            ("not json", "invalid_json"),
+        ] {
+            assert_eq!(
+                LinkRequest::parse(body.as_bytes()).unwrap_err().code(),
+                code,
+                "{body}"
+            );
+        }
+        assert_eq!(
+            serde_json::to_string(&LinkRequest {
+                url: "u".into(),
+                bitrate: None
+            })
+            .unwrap(),
+            r#"{"url":"u"}"#
+        );
+    }
+}

@@ -1,0 +1,206 @@
+//! One request, from its route to its answer, in plain Rust: the component hands over the
+//! request's parts and the services ([`Worker`], [`Auth`], the database); this decides
+//! everything else. Runs natively in the tests against in-memory services.
+
+use mp3conv_kit::Trace;
+use mp3conv_kit::reply::Reply;
+use mp3conv_sql::Db;
+use time::OffsetDateTime;
+
+use crate::body::{self, Body};
+use crate::caller;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::routes::{self, CallerRoute, Route};
+use crate::upstream::{Auth, Streamed, Worker};
+use crate::{account, audio, jobs, notifications, webhook};
+
+/// The OpenAPI document, served as it is kept in the repository.
+pub const OPENAPI: &str = include_str!("../../../openapi.yaml");
+
+/// A request's parts.
+pub struct Request<B> {
+    pub method: String,
+    pub path_with_query: String,
+    /// Names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: B,
+}
+
+impl<B> Request<B> {
+    /// The first value of the header `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn path_and_query(&self) -> (&str, &str) {
+        self.path_with_query
+            .split_once('?')
+            .unwrap_or((self.path_with_query.as_str(), ""))
+    }
+}
+
+/// What a request is answered with.
+pub enum Answer<A> {
+    Reply(Reply),
+    /// A worker response streamed on as it arrives.
+    Stream(Streamed<A>),
+}
+
+impl<A> From<Reply> for Answer<A> {
+    fn from(reply: Reply) -> Answer<A> {
+        Answer::Reply(reply)
+    }
+}
+
+/// A request's route, or its whole answer when it needs no settings (404/405, `GET /`,
+/// `GET /openapi.yaml`).
+pub fn route<B>(request: &Request<B>) -> Result<Route, Reply> {
+    let (path, _) = request.path_and_query();
+    let route = routes::route(&request.method, path).map_err(|err| err.reply())?;
+    match fixed(&route) {
+        Some(reply) => Err(reply),
+        None => Ok(route),
+    }
+}
+
+/// The answer of a route that is always the same.
+fn fixed(route: &Route) -> Option<Reply> {
+    match route {
+        Route::Root => Some(root()),
+        Route::OpenApi => Some(openapi()),
+        Route::Login | Route::Caller(_) => None,
+    }
+}
+
+/// `GET /openapi.yaml`.
+fn openapi() -> Reply {
+    Reply::bytes(200, "application/yaml", OPENAPI)
+}
+
+/// `GET /`.
+fn root() -> Reply {
+    Reply::json(
+        200,
+        &serde_json::json!({
+            "service": "mp3conv",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Turns videos into MP3 files.",
+            "api": "/openapi.yaml",
+        }),
+    )
+}
+
+/// Opens the users and notifications database (only for requests that need it).
+pub type OpenDb<'a> = dyn Fn() -> Result<Box<dyn Db>, String> + 'a;
+
+/// The services one request is served with.
+pub struct Gateway<'a, W, A> {
+    pub config: &'a Config,
+    pub worker: &'a W,
+    pub auth: &'a A,
+    pub db: &'a OpenDb<'a>,
+    pub trace: &'a Trace,
+    pub now: OffsetDateTime,
+}
+
+impl<W: Worker, A: Auth> Gateway<'_, W, A> {
+    /// Serves a routed request: the answer, or the error's (internal errors logged).
+    pub async fn serve<B: Body>(&self, route: Route, request: Request<B>) -> Answer<W::Audio> {
+        match self.answer(route, request).await {
+            Ok(answer) => answer,
+            Err(err) => err.logged_reply(self.trace).into(),
+        }
+    }
+
+    async fn answer<B: Body>(
+        &self,
+        route: Route,
+        request: Request<B>,
+    ) -> Result<Answer<W::Audio>, ApiError> {
+        match route {
+            Route::Caller(route) => self.for_caller(route, request).await,
+            Route::Login => account::login(self.auth, request.header("authorization"))
+                .await
+                .map(Answer::from),
+            Route::Root => Ok(root().into()),
+            Route::OpenApi => Ok(openapi().into()),
+        }
+    }
+
+    /// Verifies the caller (token, then that the user still exists), then serves `route`.
+    async fn for_caller<B: Body>(
+        &self,
+        route: CallerRoute,
+        request: Request<B>,
+    ) -> Result<Answer<W::Audio>, ApiError> {
+        let authorization = request.header("authorization").map(str::to_owned);
+        let verifier = self.config.verifier().map_err(ApiError::Internal)?;
+        let caller = caller::verify(authorization.as_deref(), &verifier)?;
+        let db = (self.db)().map_err(|err| ApiError::Internal(format!("database: {err}")))?;
+        let caller = caller::known(caller, db.as_ref())?;
+        let (owner, db) = (caller.id.as_str(), db.as_ref());
+        let query = request.path_and_query().1.to_owned();
+        let (worker, now) = (self.worker, self.now);
+        let reply = match route {
+            CallerRoute::Upload | CallerRoute::CreateJob => {
+                let content_type = request.header("content-type").map(str::to_owned);
+                let length = request.header("content-length").map(str::to_owned);
+                let creation = jobs::Creation {
+                    body: request.body,
+                    content_type: content_type.as_deref(),
+                    content_length: length.as_deref(),
+                    query: &query,
+                    original: route == CallerRoute::Upload,
+                    max_upload_bytes: self.config.max_upload_bytes,
+                };
+                jobs::create(worker, owner, creation).await?
+            }
+            CallerRoute::ListJobs => jobs::list(worker, owner, &query).await?,
+            CallerRoute::GetJob(id) => jobs::get(worker, owner, id).await?,
+            CallerRoute::DeleteJob(id) => jobs::delete(worker, owner, id).await?,
+            CallerRoute::Audio(id) => return self.audio(owner, id, &request).await,
+            CallerRoute::Download => {
+                let id = audio::download_id(&query)?;
+                return self.audio(owner, id, &request).await;
+            }
+            CallerRoute::Me => caller.reply(),
+            CallerRoute::DeleteMe => {
+                let authorization = authorization.as_deref().unwrap_or_default();
+                account::delete(worker, self.auth, db, owner, authorization).await?
+            }
+            CallerRoute::ListNotifications => notifications::list(db, owner, &query)?,
+            CallerRoute::ReadNotification(id) => notifications::mark_read(db, owner, &id, now)?,
+            CallerRoute::GetWebhook => webhook::get(db, owner)?,
+            CallerRoute::PutWebhook => {
+                webhook::check_content_type(request.header("content-type"))?;
+                let length = request.header("content-length").map(str::to_owned);
+                let body =
+                    body::read(request.body, length.as_deref(), webhook::MAX_BODY_BYTES).await?;
+                let allow_local = self.config.webhook_allow_local;
+                webhook::put(db, owner, &body, allow_local, now)?
+            }
+            CallerRoute::DeleteWebhook => webhook::delete(db, owner)?,
+        };
+        Ok(reply.into())
+    }
+
+    async fn audio<B>(
+        &self,
+        owner: &str,
+        id: mp3conv_contract::job::JobId,
+        request: &Request<B>,
+    ) -> Result<Answer<W::Audio>, ApiError> {
+        let header = |name: &str| request.header(name).map(str::to_owned);
+        Ok(Answer::Stream(
+            audio::open(self.worker, owner, id, header).await?,
+        ))
+    }
+}
+
+#[cfg(test)]
+#[path = "gateway_tests.rs"]
+mod tests;

@@ -1,0 +1,237 @@
+//! Which route a request is, and the query-string helpers the routes share.
+//!
+//! Routes (documented in full in `openapi.yaml`, served at `GET /openapi.yaml`):
+//!
+//! | route | success |
+//! |---|---|
+//! | `POST /login` (HTTP Basic) | 200, the token as `text/plain` |
+//! | `POST /upload` (multipart, exactly one file) | 200 the job |
+//! | `GET /download?fid=<id>` | 200/206 the MP3 |
+//! | `POST /v1/jobs` (multipart `file` [+ `bitrate` before it], or JSON `{"url","bitrate"}`) | 202 the job, `Location` |
+//! | `GET /v1/jobs?limit=&cursor=` | 200 `{"jobs","next_cursor"}` |
+//! | `GET /v1/jobs/{id}`, `DELETE /v1/jobs/{id}` | 200 the job, 204 |
+//! | `GET /v1/jobs/{id}/audio` | 200/206 the MP3 |
+//! | `GET /v1/me`, `DELETE /v1/me` | 200 the caller, 204 (account and jobs gone) |
+//! | `GET /v1/notifications?unread=&limit=&cursor=` | 200 `{"notifications","next_cursor"}` |
+//! | `POST /v1/notifications/{id}/read` | 204 |
+//! | `PUT /v1/me/webhook {"url"}`, `GET`, `DELETE` | 200 with the secret (once), 200, 204 |
+
+use mp3conv_contract::job::{DEFAULT_PAGE, JobId, MAX_PAGE};
+
+use crate::error::ApiError;
+
+/// A route, with what its path names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Root,
+    OpenApi,
+    Login,
+    /// A route that needs a verified caller.
+    Caller(CallerRoute),
+}
+
+/// A route that needs a verified caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallerRoute {
+    Upload,
+    Download,
+    CreateJob,
+    ListJobs,
+    GetJob(JobId),
+    DeleteJob(JobId),
+    Audio(JobId),
+    Me,
+    DeleteMe,
+    ListNotifications,
+    /// A notification id (a UUID, lower-case).
+    ReadNotification(String),
+    GetWebhook,
+    PutWebhook,
+    DeleteWebhook,
+}
+
+/// Matches a request to its route: 404 for unknown paths, 405 (with `Allow`) for known paths
+/// and other methods.
+pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let method = if method == "HEAD" { "GET" } else { method };
+    let allow = |allowed: &'static str| ApiError::MethodNotAllowed(allowed);
+    use CallerRoute as C;
+    let caller = |route: CallerRoute| Ok(Route::Caller(route));
+    match (segments.as_slice(), method) {
+        ([""], "GET") => Ok(Route::Root),
+        ([""], _) => Err(allow("GET")),
+        (["openapi.yaml"], "GET") => Ok(Route::OpenApi),
+        (["openapi.yaml"], _) => Err(allow("GET")),
+        (["login"], "POST") => Ok(Route::Login),
+        (["login"], _) => Err(allow("POST")),
+        (["upload"], "POST") => caller(C::Upload),
+        (["upload"], _) => Err(allow("POST")),
+        (["download"], "GET") => caller(C::Download),
+        (["download"], _) => Err(allow("GET")),
+        (["v1", "jobs"], "POST") => caller(C::CreateJob),
+        (["v1", "jobs"], "GET") => caller(C::ListJobs),
+        (["v1", "jobs"], _) => Err(allow("GET, POST")),
+        (["v1", "jobs", id], "GET") => caller(C::GetJob(job_id(id)?)),
+        (["v1", "jobs", id], "DELETE") => caller(C::DeleteJob(job_id(id)?)),
+        (["v1", "jobs", _], _) => Err(allow("GET, DELETE")),
+        (["v1", "jobs", id, "audio"], "GET") => caller(C::Audio(job_id(id)?)),
+        (["v1", "jobs", _, "audio"], _) => Err(allow("GET")),
+        (["v1", "me"], "GET") => caller(C::Me),
+        (["v1", "me"], "DELETE") => caller(C::DeleteMe),
+        (["v1", "me"], _) => Err(allow("GET, DELETE")),
+        (["v1", "me", "webhook"], "GET") => caller(C::GetWebhook),
+        (["v1", "me", "webhook"], "PUT") => caller(C::PutWebhook),
+        (["v1", "me", "webhook"], "DELETE") => caller(C::DeleteWebhook),
+        (["v1", "me", "webhook"], _) => Err(allow("GET, PUT, DELETE")),
+        (["v1", "notifications"], "GET") => caller(C::ListNotifications),
+        (["v1", "notifications"], _) => Err(allow("GET")),
+        (["v1", "notifications", id, "read"], "POST") => caller(C::ReadNotification(
+            uuid_text(id).ok_or(ApiError::NotificationNotFound)?,
+        )),
+        (["v1", "notifications", _, "read"], _) => Err(allow("POST")),
+        _ => Err(ApiError::NotFound),
+    }
+}
+
+/// A job id as the worker makes them. Anything else names no job: 404, exactly like a job that
+/// does not exist or is someone else's.
+pub fn job_id(text: &str) -> Result<JobId, ApiError> {
+    text.parse().map_err(|_| ApiError::JobNotFound)
+}
+
+/// A hyphenated UUID (a notification's id), lower-cased; `None` for anything else.
+pub fn uuid_text(text: &str) -> Option<String> {
+    // Job ids and notification ids have the same shape.
+    text.parse::<JobId>().ok().map(|id| id.to_string())
+}
+
+/// The query string's parameters, percent-decoded.
+pub fn query_params(query: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// The first value of the parameter `name`.
+pub fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// 400 `unknown_parameter` for the first parameter not in `known`.
+pub fn only_params(params: &[(String, String)], known: &[&str]) -> Result<(), ApiError> {
+    match params.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+        Some((name, _)) => Err(ApiError::bad_request(
+            "unknown_parameter",
+            format!(
+                "`{name}` is not a parameter of this route; use {}",
+                known.join(", ")
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `?limit=` of a listing: 1 to [`MAX_PAGE`], [`DEFAULT_PAGE`] when absent.
+pub fn page_limit(params: &[(String, String)]) -> Result<u32, ApiError> {
+    let Some(text) = param(params, "limit") else {
+        return Ok(DEFAULT_PAGE);
+    };
+    text.parse::<u32>()
+        .ok()
+        .filter(|n| (1..=MAX_PAGE).contains(n))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_limit",
+                format!("limit must be a whole number from 1 to {MAX_PAGE}"),
+            )
+        })
+}
+
+/// 400 `invalid_cursor`.
+pub fn invalid_cursor() -> ApiError {
+    ApiError::bad_request("invalid_cursor", "the cursor is not one we gave out")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let id = "0192f1a4-7c2b-7d3e-8f00-123456789abc";
+        let job: JobId = id.parse().unwrap();
+        use CallerRoute as C;
+        for (method, path, expected) in [
+            ("GET", "/", Ok(Route::Root)),
+            ("HEAD", "/", Ok(Route::Root)),
+            ("POST", "/login", Ok(Route::Login)),
+            ("POST", "/upload", Ok(Route::Caller(C::Upload))),
+            ("GET", "/download", Ok(Route::Caller(C::Download))),
+            ("POST", "/v1/jobs", Ok(Route::Caller(C::CreateJob))),
+            ("GET", "/v1/jobs", Ok(Route::Caller(C::ListJobs))),
+            (
+                "GET",
+                &format!("/v1/jobs/{}", id.to_uppercase()),
+                Ok(Route::Caller(C::GetJob(job))),
+            ),
+            (
+                "DELETE",
+                &format!("/v1/jobs/{id}"),
+                Ok(Route::Caller(C::DeleteJob(job))),
+            ),
+            (
+                "GET",
+                &format!("/v1/jobs/{id}/audio"),
+                Ok(Route::Caller(C::Audio(job))),
+            ),
+            ("GET", "/v1/me", Ok(Route::Caller(C::Me))),
+            (
+                "POST",
+                &format!("/v1/notifications/{}/read", id.to_uppercase()),
+                Ok(Route::Caller(C::ReadNotification(id.into()))),
+            ),
+            (
+                "POST",
+                "/v1/notifications/nope/read",
+                Err(ApiError::NotificationNotFound),
+            ),
+            ("GET", "/v1/jobs/nope", Err(ApiError::JobNotFound)),
+            (
+                "GET",
+                "/v1/jobs/{0192f1a4-7c2b-7d3e-8f00-123456789abc}",
+                Err(ApiError::JobNotFound),
+            ),
+            ("GET", "/v1/jobs/../../etc", Err(ApiError::NotFound)),
+            (
+                "PUT",
+                "/v1/jobs",
+                Err(ApiError::MethodNotAllowed("GET, POST")),
+            ),
+            ("GET", "/login", Err(ApiError::MethodNotAllowed("POST"))),
+            ("GET", "/nope", Err(ApiError::NotFound)),
+            ("GET", "/v1/jobs/", Err(ApiError::JobNotFound)),
+        ] {
+            assert_eq!(route(method, path), expected, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn page_limits() {
+        let limit = |q: &str| page_limit(&query_params(q));
+        assert_eq!(limit(""), Ok(DEFAULT_PAGE));
+        assert_eq!(limit("limit=100"), Ok(100));
+        for bad in ["limit=0", "limit=101", "limit=-1", "limit=ten"] {
+            assert!(matches!(
+                limit(bad),
+                Err(ApiError::BadRequest {
+                    code: "invalid_limit",
+                    ..
+                })
+            ));
+        }
+    }
+}

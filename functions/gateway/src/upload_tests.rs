@@ -1,0 +1,255 @@
+//! The upload's rules, run natively against the in-memory worker through `jobs::create`.
+
+use futures::executor::block_on;
+use mp3conv_contract::job::Bitrate;
+use mp3conv_kit::reply::Reply;
+use serde_json::Value;
+
+use super::*;
+use crate::jobs::{Creation, create};
+use crate::testing::{BOUNDARY, FakeWorker, Part, broken, chunks, multipart};
+
+const OWNER: &str = "owner-1";
+const VIDEO: &str = "0123456789abcdefghij";
+
+fn content_type() -> String {
+    format!("multipart/form-data; boundary={BOUNDARY}")
+}
+
+fn send(worker: &FakeWorker, body: impl Body, v1: bool, limit: u64) -> Result<Reply, ApiError> {
+    let content_type = content_type();
+    block_on(create(
+        worker,
+        OWNER,
+        Creation {
+            body,
+            content_type: Some(&content_type),
+            content_length: None,
+            query: "",
+            original: !v1,
+            max_upload_bytes: limit,
+        },
+    ))
+}
+
+fn upload(worker: &FakeWorker, parts: &[Part<'_>], v1: bool) -> Result<Reply, ApiError> {
+    let pieces = multipart(parts, true);
+    let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    send(worker, chunks(&pieces), v1, 1024)
+}
+
+fn code(result: Result<Reply, ApiError>) -> &'static str {
+    match result {
+        Err(ApiError::BadRequest { code, .. }) => code,
+        other => panic!("not a 400: {other:?}"),
+    }
+}
+
+#[test]
+fn one_file_streams_through_with_the_bitrate_before_it() {
+    let worker = FakeWorker::default();
+    let parts = [
+        ("bitrate", None, "V2"),
+        ("file", Some("../holiday.mp4"), VIDEO),
+    ];
+    let reply = upload(&worker, &parts, true).unwrap();
+    assert_eq!(reply.status, 202);
+    let job: Value = serde_json::from_slice(&reply.body).unwrap();
+    let location = reply.headers.iter().find(|(n, _)| n == "location").unwrap();
+    assert_eq!(
+        location.1,
+        format!("/v1/jobs/{}", job["id"].as_str().unwrap())
+    );
+    assert_eq!(job["bitrate"], "v2");
+    assert!(
+        job.get("owner").is_none(),
+        "the worker's record leaked: {job}"
+    );
+    let uploads = worker.uploads.borrow();
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(uploads[0].bytes, VIDEO.as_bytes());
+    assert!(uploads[0].finished);
+    assert_eq!(uploads[0].upload.filename, "holiday.mp4");
+    assert_eq!(uploads[0].upload.content_type, "video/mp4");
+    assert_eq!(uploads[0].upload.bitrate, Some(Bitrate::Variable(2)));
+}
+
+#[test]
+fn the_original_route_takes_any_part_name_and_ignores_text() {
+    let worker = FakeWorker::default();
+    let parts = [("note", None, "hi"), ("video", Some("a.mp4"), VIDEO)];
+    let reply = upload(&worker, &parts, false).unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(worker.uploads.borrow()[0].upload.bitrate, None);
+}
+
+#[test]
+fn a_second_file_refuses_the_request_and_deletes_the_first_job() {
+    let worker = FakeWorker::default();
+    for v1 in [true, false] {
+        let parts = [
+            ("file", Some("a.mp4"), VIDEO),
+            (if v1 { "file" } else { "other" }, Some("b.mp4"), VIDEO),
+        ];
+        assert_eq!(code(upload(&worker, &parts, v1)), "too_many_files");
+        assert!(worker.jobs.borrow().is_empty(), "the first job was kept");
+    }
+    let calls = worker.calls();
+    assert!(calls[1].starts_with("delete "), "{calls:?}");
+    assert_eq!(
+        worker.uploads.borrow().len(),
+        2,
+        "only the first file of each request is sent"
+    );
+}
+
+#[test]
+fn a_bitrate_after_the_file_is_a_field_order_error() {
+    let worker = FakeWorker::default();
+    let parts = [("file", Some("a.mp4"), VIDEO), ("bitrate", None, "320")];
+    assert_eq!(code(upload(&worker, &parts, true)), "field_order");
+    assert!(worker.jobs.borrow().is_empty());
+    assert!(worker.calls()[1].starts_with("delete "));
+}
+
+#[test]
+fn bad_fields_are_refused_before_anything_is_sent() {
+    for (parts, expected) in [
+        (
+            vec![("colour", None, "blue"), ("file", Some("a.mp4"), VIDEO)],
+            "unknown_field",
+        ),
+        (vec![("video", Some("a.mp4"), VIDEO)], "unknown_field"),
+        (
+            vec![("bitrate", None, "1000"), ("file", Some("a.mp4"), VIDEO)],
+            "invalid_bitrate",
+        ),
+        (vec![("bitrate", None, &"1".repeat(65))], "field_too_large"),
+        (vec![("bitrate", None, "128")], "missing_file"),
+        (vec![("file", None, "not a file")], "missing_file"),
+        (vec![], "missing_file"),
+    ] {
+        let worker = FakeWorker::default();
+        assert_eq!(code(upload(&worker, &parts, true)), expected, "{parts:?}");
+        assert!(worker.calls().is_empty(), "{parts:?}: {:?}", worker.calls());
+    }
+}
+
+#[test]
+fn a_file_past_the_limit_is_aborted_at_the_worker() {
+    let worker = FakeWorker::default();
+    let pieces = multipart(&[("file", Some("a.mp4"), VIDEO)], true);
+    let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    let limit = VIDEO.len() as u64 - 1;
+    assert_eq!(
+        send(&worker, chunks(&pieces), true, limit),
+        Err(ApiError::BodyTooLarge { limit })
+    );
+    let uploads = worker.uploads.borrow();
+    assert!(!uploads[0].finished, "the worker saw a finished body");
+    assert!(worker.jobs.borrow().is_empty());
+}
+
+#[test]
+fn a_declared_length_far_past_the_limit_is_refused_unread() {
+    let worker = FakeWorker::default();
+    let content_type = content_type();
+    let result = block_on(create(
+        &worker,
+        OWNER,
+        Creation {
+            body: chunks(&["never read"]),
+            content_type: Some(&content_type),
+            content_length: Some("99999999"),
+            query: "",
+            original: false,
+            max_upload_bytes: 1024,
+        },
+    ));
+    assert_eq!(result, Err(ApiError::BodyTooLarge { limit: 1024 }));
+    assert!(worker.calls().is_empty());
+}
+
+#[test]
+fn a_body_that_breaks_mid_file_aborts_the_upload() {
+    let worker = FakeWorker::default();
+    let video = "v".repeat(20_000);
+    let pieces = multipart(&[("file", Some("a.mp4"), &video)], false);
+    // The headers and the first half of the file in small pieces, then the connection breaks.
+    let mut arriving = vec![pieces[0].as_str()];
+    arriving.extend((0..10).map(|i| &pieces[1][i * 1000..(i + 1) * 1000]));
+    let result = send(&worker, broken(&arriving), true, 1 << 20);
+    assert_eq!(code(result), "invalid_multipart");
+    let uploads = worker.uploads.borrow();
+    assert_eq!(uploads.len(), 1);
+    assert!(
+        !uploads[0].bytes.is_empty(),
+        "nothing was streamed before the break"
+    );
+    assert!(!uploads[0].finished, "a partial file was finished");
+    assert!(worker.jobs.borrow().is_empty());
+}
+
+#[test]
+fn the_workers_refusal_and_outage_are_the_answer() {
+    let worker = FakeWorker::default();
+    let refusal = ApiError::Upstream {
+        status: 400,
+        body: br#"{"error":{"code":"not_media","message":"m"}}"#.to_vec(),
+        headers: vec![],
+    };
+    *worker.upload_refusal.borrow_mut() = Some(refusal.clone());
+    let parts = [("file", Some("a.mp4"), VIDEO)];
+    assert_eq!(upload(&worker, &parts, true), Err(refusal));
+
+    let worker = FakeWorker::default();
+    worker.calls_before_outage.set(Some(0));
+    assert_eq!(
+        upload(&worker, &parts, true),
+        Err(ApiError::WorkerUnavailable)
+    );
+}
+
+#[test]
+fn a_refused_request_is_refused_even_if_its_job_cannot_be_deleted() {
+    let worker = FakeWorker::default();
+    // The upload succeeds; the worker is gone when the job is to be deleted.
+    worker.calls_before_outage.set(Some(1));
+    let parts = [
+        ("file", Some("a.mp4"), VIDEO),
+        ("file", Some("b.mp4"), VIDEO),
+    ];
+    assert_eq!(code(upload(&worker, &parts, true)), "too_many_files");
+    // The second file was never sent: the refusal came first.
+    assert_eq!(worker.calls().len(), 2, "{:?}", worker.calls());
+}
+
+#[test]
+fn uploads_are_files_whatever_the_part_declares() {
+    for (declared, sent) in [
+        (Some("video/mp4"), "video/mp4"),
+        (Some("Video/MP4; codecs=avc1"), "video/mp4"),
+        (Some("audio/x-wav"), "audio/x-wav"),
+        (Some("application/json"), "application/octet-stream"),
+        (
+            Some("application/json; charset=utf-8"),
+            "application/octet-stream",
+        ),
+        (Some("video/"), "application/octet-stream"),
+        (
+            Some("video/mp4\r\nx-mp3conv-owner: someone"),
+            "application/octet-stream",
+        ),
+        (Some("text/plain"), "application/octet-stream"),
+        (None, "application/octet-stream"),
+    ] {
+        assert_eq!(upload_content_type(declared), sent, "{declared:?}");
+    }
+}
+
+#[test]
+fn filenames_are_made_safe() {
+    assert_eq!(clean_filename("../../etc/passwd"), "passwd");
+    assert_eq!(clean_filename("C:\\videos\\a.mp4"), "a.mp4");
+    assert_eq!(clean_filename("..\u{0}"), "video");
+}

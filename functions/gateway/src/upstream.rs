@@ -1,0 +1,214 @@
+//! The two services the gateway calls, as small traits: the worker's internal API ([`Worker`])
+//! and the auth function ([`Auth`]). The component implements them over WASI HTTP
+//! (`crate::spin`); the tests implement them in memory (`crate::testing`), so everything the
+//! gateway decides around the calls runs natively.
+
+use bytes::Bytes;
+use futures::Stream;
+use mp3conv_contract::job::{Bitrate, Job, JobId, JobPage, LinkRequest};
+
+use mp3conv_kit::Trace;
+use mp3conv_kit::http::{Method, Request};
+
+use crate::config::Config;
+use crate::error::ApiError;
+
+/// A chunk of a body sent on as it arrives; an `Err` means the body is refused part-way.
+pub type Chunk = Result<Bytes, ApiError>;
+
+/// Which page of the owner's jobs (`GET /internal/jobs?limit=&cursor=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobsQuery {
+    pub limit: u32,
+    pub cursor: Option<JobId>,
+}
+
+impl JobsQuery {
+    /// The worker's query string.
+    pub fn to_query(&self) -> String {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query.append_pair("limit", &self.limit.to_string());
+        if let Some(cursor) = self.cursor {
+            query.append_pair("cursor", &cursor.to_string());
+        }
+        query.finish()
+    }
+}
+
+/// An uploaded file, as the worker is told about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    /// The file's name, made safe ([`crate::upload::clean_filename`]).
+    pub filename: String,
+    /// The `Content-Type` the worker gets ([`crate::upload::upload_content_type`]).
+    pub content_type: String,
+    pub bitrate: Option<Bitrate>,
+}
+
+impl Upload {
+    /// The worker's query string (`?filename=&bitrate=`).
+    pub fn to_query(&self) -> String {
+        use mp3conv_contract::job::upload_query::{BITRATE, FILENAME};
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query.append_pair(FILENAME, &self.filename);
+        if let Some(bitrate) = self.bitrate {
+            query.append_pair(BITRATE, &bitrate.to_string());
+        }
+        query.finish()
+    }
+}
+
+/// A response whose body is streamed on to the client.
+#[derive(Debug)]
+pub struct Streamed<B> {
+    pub status: u16,
+    /// Every header the worker sent, as text; the gateway picks which to pass on.
+    pub headers: Vec<(String, String)>,
+    pub body: B,
+}
+
+/// An answer read whole (auth's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answered {
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+/// The worker's internal API, called for a verified `owner` (its user id). An answer of 400 or
+/// more is an `Err` (see [`crate::error::upstream_error`]); no answer is
+/// [`ApiError::WorkerUnavailable`].
+// Spin's executor is single-threaded: no `Send` bounds wanted on these futures.
+#[allow(async_fn_in_trait)]
+pub trait Worker {
+    /// The body of an MP3 being streamed.
+    type Audio;
+
+    /// One job.
+    async fn job(&self, owner: &str, id: JobId) -> Result<Job, ApiError>;
+    /// A page of the owner's jobs, newest first.
+    async fn jobs(&self, owner: &str, query: JobsQuery) -> Result<JobPage, ApiError>;
+    /// Deletes a job.
+    async fn delete_job(&self, owner: &str, id: JobId) -> Result<(), ApiError>;
+    /// Creates a job from a link.
+    async fn create_link_job(&self, owner: &str, link: &LinkRequest) -> Result<Job, ApiError>;
+    /// Creates a job from a file whose bytes arrive as `body`, written to the worker chunk
+    /// by chunk. At an `Err` chunk the request is abandoned unfinished (the worker sees an
+    /// aborted body and makes no job) and that error is returned.
+    async fn create_upload_job<S>(
+        &self,
+        owner: &str,
+        upload: &Upload,
+        body: S,
+    ) -> Result<Job, ApiError>
+    where
+        S: Stream<Item = Chunk> + Unpin;
+    /// Opens a job's MP3, passing on `forwarded` (`Range`, `If-None-Match`).
+    async fn audio(
+        &self,
+        owner: &str,
+        id: JobId,
+        forwarded: &[(String, String)],
+    ) -> Result<Streamed<Self::Audio>, ApiError>;
+}
+
+/// The auth function. Its answers are given whole; what they mean is the gateway's to say.
+#[allow(async_fn_in_trait)]
+pub trait Auth {
+    /// `POST /auth/login` with the client's HTTP Basic `authorization`.
+    async fn login(&self, authorization: &str) -> Result<Answered, ApiError>;
+    /// `DELETE /auth/me` with the client's bearer `authorization`.
+    async fn delete_account(&self, authorization: &str) -> Result<Answered, ApiError>;
+}
+
+/// A call to the worker's internal API on behalf of `owner`: the internal token, the owner's
+/// id and the request's trace ride on every one.
+pub fn worker_request(
+    config: &Config,
+    trace: &Trace,
+    method: Method,
+    owner: &str,
+    path_and_query: &str,
+) -> Request {
+    Request::to(method, &config.worker_url, path_and_query)
+        .bearer(&config.worker_token)
+        .header("x-mp3conv-owner", owner)
+        .trace(trace)
+}
+
+/// A call to auth with the client's own `authorization`, and the request's trace.
+pub fn auth_request(
+    config: &Config,
+    trace: &Trace,
+    method: Method,
+    path: &str,
+    authorization: &str,
+) -> Request {
+    let request = Request::to(method, &config.auth_url, path)
+        .header("authorization", authorization)
+        .trace(trace);
+    match method {
+        // An empty body, sent with `Content-Length: 0`.
+        Method::Post => request.body(Vec::new()),
+        _ => request,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn every_call_carries_the_trace() {
+        let config = crate::config::tests::load(&crate::config::tests::variables()).unwrap();
+        let incoming = [("x-request-id", "req-7"), ("traceparent", PARENT)];
+        let trace =
+            Trace::from_headers(|name| incoming.iter().find(|(n, _)| *n == name).map(|(_, v)| *v));
+        let header = |request: &Request, name: &str| {
+            request
+                .wire_headers()
+                .into_iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| String::from_utf8(v).unwrap())
+        };
+        let worker = worker_request(&config, &trace, Method::Get, "u1", "/internal/jobs");
+        assert_eq!(worker.url(), "http://127.0.0.1:8090/internal/jobs");
+        let login = auth_request(&config, &trace, Method::Post, "/auth/login", "Basic YTpi");
+        assert_eq!(login.url(), "http://auth.spin.internal/auth/login");
+        for request in [&worker, &login] {
+            assert_eq!(header(request, "x-request-id").as_deref(), Some("req-7"));
+            assert_eq!(header(request, "traceparent").as_deref(), Some(PARENT));
+        }
+        assert_eq!(
+            header(&worker, "authorization").as_deref(),
+            Some("Bearer a-long-internal-token")
+        );
+        assert_eq!(header(&worker, "x-mp3conv-owner").as_deref(), Some("u1"));
+        assert_eq!(
+            header(&login, "authorization").as_deref(),
+            Some("Basic YTpi")
+        );
+        assert_eq!(header(&login, "content-length").as_deref(), Some("0"));
+    }
+
+    #[test]
+    fn worker_queries() {
+        let id: JobId = "0192f1a4-7c2b-7d3e-8f00-123456789abc".parse().unwrap();
+        assert_eq!(
+            JobsQuery {
+                limit: 5,
+                cursor: Some(id)
+            }
+            .to_query(),
+            "limit=5&cursor=0192f1a4-7c2b-7d3e-8f00-123456789abc"
+        );
+        let upload = Upload {
+            filename: "a b&c.mp4".into(),
+            content_type: "video/mp4".into(),
+            bitrate: Some(Bitrate::Variable(2)),
+        };
+        assert_eq!(upload.to_query(), "filename=a+b%26c.mp4&bitrate=v2");
+    }
+}

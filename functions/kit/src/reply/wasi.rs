@@ -1,0 +1,105 @@
+//! The WASI half of replies and bodies: thin calls on Spin's request and response types.
+
+use futures::{SinkExt as _, StreamExt as _};
+use spin_sdk::http::{Fields, IncomingRequest, OutgoingResponse, ResponseOutparam};
+
+use super::{BodyError, Reply, drain_stream, read_stream};
+use crate::http::Response;
+
+/// Sends `reply`.
+pub async fn send(out: ResponseOutparam, reply: Reply) {
+    let response = head(reply.status, reply.headers);
+    // The client may be gone: nothing to do about it.
+    let _ = out.set_with_body(response, reply.body).await;
+}
+
+/// Sends `response`'s status with `headers` (the caller picks which of the peer's to pass
+/// on), then its body chunk by chunk as it arrives: nothing is held.
+pub async fn stream_back(
+    out: ResponseOutparam,
+    response: Response,
+    headers: Vec<(String, String)>,
+) {
+    let outgoing = head(response.status(), headers);
+    let mut sink = outgoing.take_body();
+    out.set(outgoing);
+    let incoming = response.into_incoming();
+    let mut chunks = incoming.take_body_stream();
+    while let Some(Ok(chunk)) = chunks.next().await {
+        if sink.send(chunk).await.is_err() {
+            break; // the client went away
+        }
+    }
+}
+
+fn head(status: u16, headers: Vec<(String, String)>) -> OutgoingResponse {
+    let fields: Vec<(String, Vec<u8>)> = headers
+        .into_iter()
+        .map(|(name, value)| (name, value.into_bytes()))
+        .collect();
+    let fields = Fields::from_list(&fields).unwrap_or_else(|err| {
+        eprintln!("reply: dropping invalid headers: {err:?}");
+        Fields::new()
+    });
+    let response = OutgoingResponse::new(fields);
+    if response.set_status_code(status).is_err() {
+        let _ = response.set_status_code(500);
+    }
+    response
+}
+
+/// Reads the request body, at most `limit` bytes; see [`super::read_stream`].
+pub async fn read_body(
+    request: IncomingRequest,
+    limit: usize,
+    drain_up_to: usize,
+) -> Result<Vec<u8>, BodyError> {
+    let declared = header(&request, "content-length");
+    read_stream(
+        request.into_body_stream(),
+        declared.as_deref(),
+        limit,
+        drain_up_to,
+    )
+    .await
+}
+
+/// Reads and drops a refused body, up to about `up_to` bytes.
+pub async fn drain(request: IncomingRequest, up_to: usize) {
+    drain_stream(request.into_body_stream(), up_to).await;
+}
+
+/// The first value of the request header `name`, as text.
+pub fn header(request: &IncomingRequest, name: &str) -> Option<String> {
+    request
+        .headers()
+        .get(name)
+        .first()
+        .map(|value| String::from_utf8_lossy(value).into_owned())
+}
+
+/// Every request header, names lower-cased, values as text.
+pub fn headers(request: &IncomingRequest) -> Vec<(String, String)> {
+    request
+        .headers()
+        .entries()
+        .into_iter()
+        .map(|(name, value)| {
+            (
+                name.to_ascii_lowercase(),
+                String::from_utf8_lossy(&value).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The request's trace headers ([`crate::trace::Trace`]).
+pub fn trace(request: &IncomingRequest) -> crate::trace::Trace {
+    let headers = headers(request);
+    crate::trace::Trace::from_headers(|name| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    })
+}
