@@ -16,6 +16,7 @@ pub mod body;
 pub mod caller;
 pub mod config;
 pub mod error;
+pub mod framing;
 pub mod gateway;
 pub mod jobs;
 pub mod notifications;

@@ -10,11 +10,12 @@
 use std::cell::RefCell;
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use mp3conv_contract::job::{Bitrate, Job};
 
 use crate::body::{Body, MAX_DRAIN_BYTES};
 use crate::error::ApiError;
+use crate::framing::Framing;
 use crate::jobs::{checked_bitrate, essence};
 use crate::upstream::{Chunk, Upload, Worker};
 
@@ -40,6 +41,13 @@ pub async fn create(
     body: impl Body,
     mut form: Form,
 ) -> Result<Job, ApiError> {
+    // The parser holds what it reads until the next delimiter: bound what is not file data.
+    let mut framing = Framing::new(&form.boundary);
+    let body = body.map(move |chunk| {
+        let bytes = chunk?;
+        framing.check(&bytes).map_err(std::io::Error::other)?;
+        Ok::<Bytes, std::io::Error>(bytes)
+    });
     let mut multipart = multer::Multipart::new(body, form.boundary.clone());
     let mut job: Option<Job> = None;
     let outcome = read_form(worker, owner, &mut multipart, &mut form, &mut job).await;
@@ -195,9 +203,14 @@ async fn drain(multipart: &mut multer::Multipart<'_>) {
 }
 
 fn multipart_error(err: multer::Error) -> ApiError {
+    // A read failure's own words (e.g. the framing bound) say more than "failed to read".
+    let detail = match &err {
+        multer::Error::StreamReadFailed(source) => source.to_string(),
+        other => other.to_string(),
+    };
     ApiError::bad_request(
         "invalid_multipart",
-        format!("the multipart body is malformed: {err}"),
+        format!("the multipart body is malformed: {detail}"),
     )
 }
 

@@ -253,3 +253,53 @@ fn filenames_are_made_safe() {
     assert_eq!(clean_filename("C:\\videos\\a.mp4"), "a.mp4");
     assert_eq!(clean_filename("..\u{0}"), "video");
 }
+
+/// A stream of `total` zero bytes in 1 KiB chunks that counts what was read of it.
+fn zeros(total: usize, read: &std::sync::Arc<std::sync::atomic::AtomicUsize>) -> impl Body {
+    let read = read.clone();
+    futures::stream::iter((0..total / 1024).map(move |_| {
+        read.fetch_add(1024, std::sync::atomic::Ordering::Relaxed);
+        Ok(bytes::Bytes::from(vec![0u8; 1024]))
+    }))
+}
+
+#[test]
+fn a_body_without_a_delimiter_is_refused_after_a_bounded_read() {
+    // Once a 150 MB body like this was held whole by the parser: the instance ran out of
+    // memory and answered 500.
+    let worker = FakeWorker::default();
+    let read = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let result = send(&worker, zeros(8 << 20, &read), true, 1 << 30);
+    match &result {
+        Err(ApiError::BadRequest { message, .. }) => assert!(
+            message.contains("no boundary delimiter in the first 64 KiB"),
+            "{message}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(code(result), "invalid_multipart");
+    let read = read.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(read < 128 * 1024, "read {read} bytes before refusing");
+    assert!(worker.calls().is_empty());
+}
+
+#[test]
+fn endless_part_headers_are_refused_after_a_bounded_read() {
+    let worker = FakeWorker::default();
+    let head = format!(
+        "--{BOUNDARY}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"a.mp4\"\r\nx-pad: "
+    );
+    let read = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let body = futures::stream::iter([Ok(bytes::Bytes::from(head))]).chain(
+        zeros(8 << 20, &read).map(|chunk: std::io::Result<bytes::Bytes>| {
+            chunk.map(|_| bytes::Bytes::from(vec![b'a'; 1024]))
+        }),
+    );
+    assert_eq!(
+        code(send(&worker, body, true, 1 << 30)),
+        "invalid_multipart"
+    );
+    let read = read.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(read < 64 * 1024, "read {read} bytes before refusing");
+    assert!(worker.calls().is_empty());
+}
