@@ -6,6 +6,7 @@
 #   host and auth      bench/src/main.rs
 #   gateway, notifier  bench/src/bin/gateway-bench.rs
 #   end to end         bench/src/bin/e2e-bench.rs   (both shapes; needs the services)
+#   live events        bench/src/bin/events-bench.rs (both shapes; needs the services)
 #   worker             bench/src/bin/worker-bench.rs (inputs cached in ~/.cache/mp3conv/bench)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,7 @@ section() {   # section TITLE FILE COMMAND...
 section "host and auth" host.md ./target/release/mp3conv-bench ./target/release/mp3conv ./target/wasm32-wasip2/release/probe.wasm .
 section "gateway and notifications" gateway.md ./target/release/gateway-bench ./target/release/mp3conv ./target/release/mp3conv-worker .
 section "end to end" e2e.md ./target/release/e2e-bench ./target/release/mp3conv ./target/release/mp3conv-worker .
+section "live events" events.md ./target/release/events-bench ./target/release/mp3conv ./target/release/mp3conv-worker .
 section "worker" worker.md ./target/release/worker-bench ./target/release/mp3conv-worker
 
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
@@ -55,6 +57,13 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
   echo "separate processes on MariaDB, RabbitMQ and SecantusDB), against bare ffmpeg."
   echo
   cat "$out/e2e.md"
+  echo
+  echo "## Live events"
+  echo
+  echo "Server-Sent Events through the gateway in both shapes: how soon an event reaches a client, and"
+  echo "what 200 idle streams cost against none, measured over the same 60 s window length."
+  echo
+  cat "$out/events.md"
   echo
   echo "## Worker"
   echo

@@ -189,6 +189,18 @@ struct HostArgs {
     #[arg(long, env = "MP3CONV_MAX_REQUESTS_PER_CLIENT", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     max_requests_per_client: u32,
+    /// Event streams (GET requests of a path ending in /events that accept
+    /// text/event-stream) open at once; more are answered 503. Streams have their own slots, apart from --max-concurrent-requests, so
+    /// open streams never starve ordinary requests (each reserves an instance's address
+    /// space too, hence the upper bound).
+    #[arg(long, env = "MP3CONV_MAX_STREAMS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    max_streams: u32,
+    /// Event streams open at once for one client (an IPv4 address, an IPv6 /64); more are
+    /// answered 429.
+    #[arg(long, env = "MP3CONV_MAX_STREAMS_PER_CLIENT", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    max_streams_per_client: u32,
     /// PEM root certificates to trust for outbound https besides the Mozilla roots.
     #[arg(long, env = "SSL_CERT_FILE", value_name = "PEM")]
     ssl_cert_file: Option<PathBuf>,
@@ -227,6 +239,8 @@ impl HostArgs {
             cache_dir: self.cache_dir,
             max_concurrent_requests: self.max_concurrent_requests as usize,
             max_requests_per_client: self.max_requests_per_client as usize,
+            max_streams: self.max_streams as usize,
+            max_streams_per_client: self.max_streams_per_client as usize,
             body_idle_timeout: self.body_idle_timeout,
             header_read_timeout: self.header_read_timeout,
             extra_root_certificates: self.ssl_cert_file,
@@ -672,6 +686,49 @@ mod tests {
                 config.max_requests_per_client,
                 defaults.max_requests_per_client
             );
+            assert_eq!(config.max_streams, 1024);
+            assert_eq!(config.max_streams, defaults.max_streams);
+            assert_eq!(config.max_streams_per_client, 16);
+            assert_eq!(
+                config.max_streams_per_client,
+                defaults.max_streams_per_client
+            );
+        }
+    }
+
+    /// The stream caps reach the host from both commands, and stay within their bounds.
+    #[test]
+    fn stream_caps_are_host_options() {
+        for subcommand in ["up", "serve"] {
+            let argv = [
+                "mp3conv",
+                subcommand,
+                "--max-streams",
+                "3",
+                "--max-streams-per-client",
+                "2",
+            ];
+            let args = match Cli::try_parse_from(argv).unwrap().command {
+                Command::Up(args) => args.host,
+                Command::Serve(args) => args.host,
+                _ => unreachable!(),
+            };
+            let config = args.into_config().unwrap();
+            assert_eq!(config.max_streams, 3);
+            assert_eq!(config.max_streams_per_client, 2);
+            assert_eq!(
+                config.max_concurrent_requests, 128,
+                "the ordinary cap is apart"
+            );
+            for bad in [
+                ["--max-streams", "0"],
+                ["--max-streams", "4097"],
+                ["--max-streams-per-client", "0"],
+                ["--max-streams-per-client", "many"],
+            ] {
+                let argv = ["mp3conv", subcommand, bad[0], bad[1]];
+                assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
+            }
         }
     }
 

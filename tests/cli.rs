@@ -130,8 +130,10 @@ async fn scenario(system: &System) {
         .mode();
     assert_eq!(mode & 0o777, 0o600, "the token file is private");
 
-    // An upload, waited for and saved; progress as plain lines (no terminal here).
+    // An upload, waited for and saved; progress as plain lines (no terminal here). The client
+    // follows the job's event stream rather than polling it.
     let clip = media("clip-10");
+    proxy.take_seen();
     let out = cli.cwd.path().join("out.mp3");
     let run = cli
         .ok(&[
@@ -146,6 +148,15 @@ async fn scenario(system: &System) {
     assert!(run.stderr.contains("upload: 100%"), "{}", run.stderr);
     assert!(run.stderr.contains("convert: 100%"), "{}", run.stderr);
     assert_mp3(&out, 10.0);
+    let seen = proxy.take_seen();
+    let followed =
+        |line: &String| line.starts_with("GET /v1/jobs/") && line.ends_with("/events -> 200");
+    assert_eq!(seen.iter().filter(|l| followed(l)).count(), 1, "{seen:#?}");
+    let polled = |line: &String| {
+        line.strip_prefix("GET /v1/jobs/")
+            .is_some_and(|rest| !rest.contains('/'))
+    };
+    assert!(!seen.iter().any(polled), "polled instead: {seen:#?}");
 
     // A link, with JSON output; saved under the link's name.
     let site = video_site().await;

@@ -839,10 +839,7 @@ async fn worker_unreachable_is_503() {
         .env("SPIN_VARIABLE_WORKER_URL", &format!("http://{closed}"))
         .env("SPIN_VARIABLE_WORKER_TOKEN", INTERNAL_TOKEN);
     options.dir = Some(dir);
-    let system = System {
-        host: HostProcess::start(options),
-        worker: None,
-    };
+    let system = System::from_parts(HostProcess::start(options), None);
     let token = system.user("lonely").await;
     let response = send(system.authed(&token, Method::GET, "/v1/jobs")).await;
     assert_eq!(response.status(), 503);

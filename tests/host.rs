@@ -734,3 +734,280 @@ fn compiled_components_are_cached_by_content() {
     let second = start();
     assert!(second.log().contains("cached=true"), "{}", second.log());
 }
+
+/// Asks the probe for an event stream (`GET .../events`, `Accept: text/event-stream`) sending
+/// `beats` heartbeat comments `ms` apart; the response as it comes, admitted or not.
+async fn ask_for_stream(host: &HostProcess, beats: u32, ms: u32) -> reqwest::Response {
+    ask_for_stream_on(&client(), host, beats, ms).await
+}
+
+async fn ask_for_stream_on(
+    client: &reqwest::Client,
+    host: &HostProcess,
+    beats: u32,
+    ms: u32,
+) -> reqwest::Response {
+    client
+        .get(host.url(&format!("/probe/sse/events?beats={beats}&ms={ms}")))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap()
+}
+
+/// An event stream that is certainly open: its head and its first frame came. It stays open
+/// (a heartbeat every 100 ms, for a minute at most) until dropped.
+async fn open_stream(host: &HostProcess) -> reqwest::Response {
+    open_stream_beating(host, 600, 100).await
+}
+
+async fn open_stream_beating(host: &HostProcess, beats: u32, ms: u32) -> reqwest::Response {
+    let mut response = ask_for_stream(host, beats, ms).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let chunk = response.chunk().await.unwrap().expect("the first frame");
+    assert_eq!(&chunk[..], b"retry: 3000\n\n");
+    response
+}
+
+/// A refusal by a cap: the given status, `Retry-After`, and the host's JSON error.
+async fn assert_refused(response: reqwest::Response, status: u16, code: &str) {
+    assert_eq!(response.status(), status);
+    let retry_after = response.headers()["retry-after"].to_str().unwrap();
+    assert!(retry_after.parse::<u64>().unwrap() >= 1, "{retry_after}");
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+}
+
+/// Streams hold an instance for minutes: they have slots of their own, so ordinary requests
+/// filling theirs do not keep a stream out.
+#[tokio::test]
+async fn a_stream_is_served_while_ordinary_slots_are_full() {
+    let host = HostProcess::start(
+        HostOptions::new(probe_manifest(""))
+            .env("SPIN_VARIABLE_API_TOKEN", "x")
+            .arg("--max-concurrent-requests")
+            .arg("2"),
+    );
+    let first = Echo::start(&host).await;
+    let second = Echo::start(&host).await;
+    let response = client().get(host.url("/probe/hello")).send().await.unwrap();
+    assert_refused(response, 503, "overloaded").await;
+    // Only a GET of a path ending in `/events` is a stream: the header alone is not, so it
+    // cannot move other work out of the ordinary cap.
+    let not_streams = [
+        client().get(host.url("/probe/sse?beats=0&ms=0")),
+        client().post(host.url("/probe/sse/events?beats=0&ms=0")),
+        client().get(host.url("/probe/hello")),
+    ];
+    for request in not_streams {
+        let response = request
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        assert_refused(response, 503, "overloaded").await;
+    }
+    // Nor is a stream refused by `q=0`.
+    let response = client()
+        .get(host.url("/probe/sse/events?beats=0&ms=0"))
+        .header("accept", "text/event-stream;q=0")
+        .send()
+        .await
+        .unwrap();
+    assert_refused(response, 503, "overloaded").await;
+
+    let mut stream = open_stream(&host).await;
+    let chunk = stream.chunk().await.unwrap().expect("a heartbeat");
+    assert_eq!(&chunk[..], b": keepalive\n\n");
+    assert_eq!(first.finish(b"rest").await, b"rest");
+    assert_eq!(second.finish(b"rest").await, b"rest");
+    let log = host.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("path=/probe/sse/events") && l.contains("stream=true")),
+        "{log}"
+    );
+}
+
+/// One client's open streams are capped (429), and that cap leaves its ordinary requests
+/// alone; a stream that ends gives its slot back.
+#[tokio::test]
+async fn streams_beyond_the_per_client_cap_get_429() {
+    let host = HostProcess::start(
+        HostOptions::new(probe_manifest(""))
+            .env("SPIN_VARIABLE_API_TOKEN", "x")
+            .arg("--max-streams-per-client")
+            .arg("2"),
+    );
+    let first = open_stream(&host).await;
+    let _second = open_stream(&host).await;
+    assert_refused(ask_for_stream(&host, 1, 0).await, 429, "too_many_streams").await;
+    let response = client().get(host.url("/probe/hello")).send().await.unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "ordinary requests have their own slots"
+    );
+    assert_eq!(response.text().await.unwrap(), "hello");
+
+    // The client goes away; the host stops its guest and its slot comes back.
+    drop(first);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let response = ask_for_stream(&host, 0, 0).await;
+        if response.status() == 200 {
+            assert_eq!(response.text().await.unwrap(), "retry: 3000\n\n");
+            break;
+        }
+        assert_refused(response, 429, "too_many_streams").await;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a closed stream's slot never came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The host's open streams are capped (503); ordinary requests still get through.
+#[tokio::test]
+async fn streams_beyond_the_host_cap_get_503() {
+    let host = HostProcess::start(
+        HostOptions::new(probe_manifest(""))
+            .env("SPIN_VARIABLE_API_TOKEN", "x")
+            .arg("--max-streams")
+            .arg("2"),
+    );
+    let _first = open_stream(&host).await;
+    let _second = open_stream(&host).await;
+    assert_refused(ask_for_stream(&host, 1, 0).await, 503, "too_many_streams").await;
+    let response = client().get(host.url("/probe/hello")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+/// The request timeout bounds work and time without progress, not a stream's life: a stream
+/// idle but for a heartbeat (1 s apart here, 15 s in production) outlives a 3 s timeout, while
+/// one silent for longer than the timeout is cut.
+#[tokio::test]
+async fn a_stream_with_heartbeats_outlives_the_request_timeout() {
+    let host = HostProcess::start(
+        HostOptions::new(probe_manifest(""))
+            .env("SPIN_VARIABLE_API_TOKEN", "x")
+            .arg("--request-timeout")
+            .arg("3s"),
+    );
+    let beating = async {
+        let started = std::time::Instant::now();
+        let response = ask_for_stream(&host, 6, 1000).await;
+        assert_eq!(response.status(), 200);
+        let body = response
+            .text()
+            .await
+            .expect("the whole stream, ended cleanly");
+        (started.elapsed(), body)
+    };
+    let silent = async {
+        let mut response = ask_for_stream(&host, 2, 5000).await;
+        assert_eq!(response.status(), 200);
+        let mut body = Vec::new();
+        let ended = loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => break "cleanly",
+                Err(_) => break "with an error",
+            }
+        };
+        (String::from_utf8(body).unwrap(), ended)
+    };
+    let ((lived, body), (silent_body, silent_end)) = tokio::join!(beating, silent);
+    assert!(
+        lived >= std::time::Duration::from_secs(6),
+        "the stream lived {lived:?}"
+    );
+    assert_eq!(
+        body,
+        format!("retry: 3000\n\n{}", ": keepalive\n\n".repeat(6))
+    );
+    assert_eq!(
+        (silent_body.as_str(), silent_end),
+        ("retry: 3000\n\n", "with an error"),
+        "a stream silent past the timeout is cut"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !host
+        .log()
+        .contains("time limit reached while streaming the response")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no time-limit log line: {}",
+            host.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A client that disconnects from its streams gets their slots back at once: the host stops
+/// their guests when it drops their response bodies, instead of the guests learning it at
+/// their next write (a heartbeat, 30 s away here).
+#[tokio::test]
+async fn a_stream_left_by_its_client_frees_its_slots_at_once() {
+    const PER_CLIENT: usize = 16;
+    let host = HostProcess::start(
+        HostOptions::new(probe_manifest(""))
+            .env("SPIN_VARIABLE_API_TOKEN", "x")
+            .arg("--max-streams-per-client")
+            .arg(PER_CLIENT.to_string()),
+    );
+    let mut streams = Vec::new();
+    for _ in 0..PER_CLIENT {
+        streams.push(open_stream_beating(&host, 2, 30_000).await);
+    }
+    assert_refused(ask_for_stream(&host, 0, 0).await, 429, "too_many_streams").await;
+
+    // The client goes away: every connection closes.
+    drop(streams);
+    let left = std::time::Instant::now();
+    let deadline = left + std::time::Duration::from_secs(5);
+    // Their slots come back at once: the client may open as many streams again. (A new
+    // `Client`: no connection of the old streams is reused.)
+    let again = client();
+    let mut reopened = Vec::new();
+    while reopened.len() < PER_CLIENT {
+        let mut response = ask_for_stream_on(&again, &host, 2, 30_000).await;
+        if response.status() == 429 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the closed streams' slots are still held: {} of {PER_CLIENT} came back",
+                reopened.len()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            continue;
+        }
+        assert_eq!(response.status(), 200);
+        let chunk = response.chunk().await.unwrap().expect("the first frame");
+        assert_eq!(&chunk[..], b"retry: 3000\n\n");
+        reopened.push(response);
+    }
+    // Because their guests were stopped, each saying so.
+    let stopped = |log: &str| {
+        log.matches("the client left the stream: component stopped")
+            .count()
+    };
+    while stopped(&host.log()) < PER_CLIENT {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every guest of the closed streams was stopped: {}",
+            host.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_refused(
+        ask_for_stream_on(&again, &host, 0, 0).await,
+        429,
+        "too_many_streams",
+    )
+    .await;
+}

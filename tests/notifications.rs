@@ -373,10 +373,7 @@ sink = {{ uri = "{}/events" }}
     for (key, value) in notifier_env(&recorder) {
         options = options.env(&key, &value);
     }
-    let system = System {
-        host: HostProcess::start(options),
-        worker: Some(worker),
-    };
+    let system = System::from_parts(HostProcess::start(options), Some(worker));
     recorder.forward("/events", &system.url(""));
 
     // The notifier fails twice (500): the bridge retries with backoff, then it is delivered.

@@ -12,6 +12,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
+pub mod system;
+
 /// A reqwest client. Built together with the rest of the workspace, reqwest has TLS but no
 /// crypto provider of its own (the build links only ring), so one is installed first.
 pub fn http_client() -> reqwest::Client {

@@ -6,6 +6,8 @@
 //!   view of it; a link request.
 //! - [`message`]: the `video` and `mp3` queue messages (the announcement the notifier reads).
 //! - [`notification`]: notifications as users read them.
+//! - [`event`]: live job events, their envelope between the worker's processes, and the
+//!   Server-Sent Events framing.
 //! - [`error`]: the JSON error body.
 //! - [`address`]: which IP addresses and host names are public, for anything the system fetches
 //!   or calls on a user's behalf (links, webhooks).
@@ -14,6 +16,7 @@
 
 pub mod address;
 pub mod error;
+pub mod event;
 pub mod job;
 pub mod message;
 pub mod notification;

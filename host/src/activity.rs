@@ -13,10 +13,11 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::task::AtomicWaker;
 use http_body::Frame;
 
 /// One request's activity, shared by its guest task, its bodies and its epoch callback.
@@ -33,6 +34,10 @@ pub struct Activity {
     /// Whether the guest is waiting for the client's request body, which has a (shorter) idle
     /// limit of its own: that limit then decides, so a stall is always a 408, never a 504.
     awaiting_client: AtomicBool,
+    /// Whether the guest was stopped (time limit, trap) before it finished.
+    abandoned: AtomicBool,
+    /// Cancelled when the client left an event stream before its end.
+    client_left: tokio_util::sync::CancellationToken,
     /// The limit on CPU time and on time without progress.
     pub limit: Duration,
 }
@@ -47,6 +52,8 @@ impl Activity {
             stalled: AtomicBool::new(false),
             stalled_notify: tokio::sync::Notify::new(),
             awaiting_client: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
+            client_left: tokio_util::sync::CancellationToken::new(),
             limit,
         }
     }
@@ -97,6 +104,24 @@ impl Activity {
         }
     }
 
+    /// Marks the guest as stopped before it finished, before its store (and with it the
+    /// sending end of its response body) is dropped: the body then ends in an error instead
+    /// of looking complete.
+    pub fn abandon(&self) {
+        self.abandoned.store(true, Ordering::Release);
+    }
+
+    /// Resolves once the client has left an event stream before its end (see
+    /// [`StopWhenLeft`]).
+    pub async fn client_left(&self) {
+        self.client_left.cancelled().await;
+    }
+
+    /// Whether the client has left an event stream before its end.
+    pub fn has_client_left(&self) -> bool {
+        self.client_left.is_cancelled()
+    }
+
     fn stall(&self) {
         self.stalled.store(true, Ordering::Relaxed);
         self.stalled_notify.notify_waiters();
@@ -120,17 +145,46 @@ impl Activity {
 }
 
 /// A future (the guest's run) whose polls are timed: their time is the guest's CPU time, and
-/// each poll is progress.
+/// each poll the guest was woken for is progress. The guest shares its task with the watchdog
+/// timers that bound it, so their wake-ups poll it too; those polls run no guest code and must
+/// not count, or a timer checking for idleness would itself reset the idle time.
 pub struct Metered<F> {
     inner: Pin<Box<F>>,
     activity: Arc<Activity>,
+    wake: Arc<GuestWake>,
+    waker: Waker,
+    polled: bool,
+}
+
+/// The waker the guest is polled with: it notes that the guest was woken, then wakes the task.
+struct GuestWake {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for GuestWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
 }
 
 impl<F: Future> Metered<F> {
     pub fn new(inner: F, activity: Arc<Activity>) -> Metered<F> {
+        let wake = Arc::new(GuestWake {
+            woken: AtomicBool::new(false),
+            task: AtomicWaker::new(),
+        });
         Metered {
             inner: Box::pin(inner),
             activity,
+            waker: Waker::from(wake.clone()),
+            wake,
+            polled: false,
         }
     }
 }
@@ -139,16 +193,22 @@ impl<F: Future> Future for Metered<F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.wake.task.register(cx.waker());
+        let woken = self.wake.woken.swap(false, Ordering::AcqRel) || !self.polled;
+        self.polled = true;
         let activity = self.activity.clone();
         let started = activity.now();
         activity.poll_started.store(started + 1, Ordering::Relaxed);
-        let result = self.inner.as_mut().poll(cx);
+        let waker = self.waker.clone();
+        let result = self.inner.as_mut().poll(&mut Context::from_waker(&waker));
         let ended = activity.now();
         activity.poll_started.store(0, Ordering::Relaxed);
         activity
             .busy
             .fetch_add(ended.saturating_sub(started), Ordering::Relaxed);
-        activity.progress();
+        if woken || result.is_ready() {
+            activity.progress();
+        }
         result
     }
 }
@@ -247,6 +307,12 @@ where
                 if matches!(frame, Some(Ok(_))) {
                     self.activity.progress();
                 }
+                // wasmtime ends a body whose store was dropped as if it were complete.
+                if frame.is_none() && self.activity.abandoned.load(Ordering::Acquire) {
+                    return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::InternalError(Some(
+                        "the component stopped before finishing the body".into(),
+                    )))));
+                }
                 Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
             }
             Poll::Pending => {
@@ -272,6 +338,60 @@ where
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// An event stream's response body. Dropped before its end (the connection closed: the
+/// client left), it tells its guest to stop at once, giving back the stream's slots, its
+/// instance and its upstream connection. Without it the guest would learn only at its next
+/// write (a heartbeat, seconds away), holding all of them until then.
+pub struct StopWhenLeft<B: http_body::Body> {
+    inner: B,
+    activity: Arc<Activity>,
+    ended: bool,
+}
+
+impl<B: http_body::Body> StopWhenLeft<B> {
+    /// `inner`, the body of the stream whose guest `activity` watches.
+    pub fn new(inner: B, activity: Arc<Activity>) -> StopWhenLeft<B> {
+        StopWhenLeft {
+            inner,
+            activity,
+            ended: false,
+        }
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for StopWhenLeft<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        // An error ends the body too: the guest has stopped already.
+        if let Poll::Ready(None | Some(Err(_))) = &frame {
+            self.ended = true;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: http_body::Body> Drop for StopWhenLeft<B> {
+    fn drop(&mut self) {
+        if !self.ended && !self.inner.is_end_stream() {
+            self.activity.client_left.cancel();
+        }
     }
 }
 
@@ -308,6 +428,114 @@ mod tests {
         )
         .await;
         assert!(activity.over_cpu_limit(), "{:?}", activity.busy());
+    }
+
+    /// The watchdog shares the guest's task: its wake-ups poll the guest, which must not count
+    /// as the guest running, or the idle limit would never be reached.
+    #[tokio::test]
+    async fn a_timer_waking_the_task_is_not_guest_progress() {
+        let limit = Duration::from_millis(200);
+        let activity = Arc::new(Activity::new(limit));
+        let mut guest = Metered::new(std::future::pending::<()>(), activity.clone());
+        let started = Instant::now();
+        let stopped = tokio::time::timeout(Duration::from_secs(2), async {
+            // The timer's wake-up polls the guest first.
+            tokio::select! {
+                biased;
+                () = &mut guest => unreachable!(),
+                () = activity.idle_too_long() => {}
+            }
+        })
+        .await;
+        assert!(stopped.is_ok(), "an idle guest was never stopped");
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < limit * 2,
+            "stopped after {elapsed:?}, the limit being {limit:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_guest_woken_by_its_own_events_makes_progress() {
+        let activity = Arc::new(Activity::new(Duration::from_secs(60)));
+        let guest = Metered::new(
+            async {
+                for _ in 0..3 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            activity.clone(),
+        );
+        let mut guest = std::pin::pin!(guest);
+        tokio::time::timeout(Duration::from_millis(150), &mut guest)
+            .await
+            .expect_err("still running");
+        assert!(activity.idle_for() < Duration::from_millis(100));
+        guest.await;
+        assert!(activity.idle_for() < Duration::from_millis(50));
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_short_ends_in_an_error() {
+        use http_body_util::BodyExt as _;
+        for abandoned in [false, true] {
+            let activity = Arc::new(Activity::new(Duration::from_secs(60)));
+            let body = http_body_util::Full::new(Bytes::from_static(b"part"))
+                .map_err(|never| -> wasmtime_wasi_http::Error { match never {} });
+            let mut body = Watched::new(body, activity.clone(), None);
+            assert!(body.frame().await.unwrap().is_ok());
+            if abandoned {
+                activity.abandon();
+            }
+            let end = body.frame().await;
+            assert_eq!(end.is_some_and(|frame| frame.is_err()), abandoned);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_dropped_before_its_end_tells_its_guest_the_client_left() {
+        use http_body_util::BodyExt as _;
+        // Dropped unfinished: the client left.
+        let activity = Arc::new(Activity::new(Duration::from_secs(60)));
+        let (sender, receiver) =
+            tokio::sync::mpsc::channel::<Result<Frame<Bytes>, wasmtime_wasi_http::Error>>(1);
+        let body = http_body_util::StreamBody::new(tokio_stream_from(receiver));
+        let mut body = StopWhenLeft::new(body, activity.clone());
+        sender
+            .try_send(Ok(Frame::data(Bytes::from_static(b"retry: 3000\n\n"))))
+            .unwrap();
+        assert!(body.frame().await.unwrap().is_ok());
+        assert!(!activity.has_client_left());
+        drop(body);
+        assert!(activity.has_client_left());
+        tokio::time::timeout(Duration::from_secs(1), activity.client_left())
+            .await
+            .expect("the guest hears of it");
+        drop(sender);
+
+        // Read to its end (or its error): nobody left.
+        for end in [None, Some(wasmtime_wasi_http::Error::ConnectionReadTimeout)] {
+            let activity = Arc::new(Activity::new(Duration::from_secs(60)));
+            let (sender, receiver) =
+                tokio::sync::mpsc::channel::<Result<Frame<Bytes>, wasmtime_wasi_http::Error>>(1);
+            let body = http_body_util::StreamBody::new(tokio_stream_from(receiver));
+            let mut body = StopWhenLeft::new(body, activity.clone());
+            let failed = end.is_some();
+            if let Some(err) = end {
+                sender.try_send(Err(err)).unwrap();
+            }
+            drop(sender);
+            let last = body.frame().await;
+            assert_eq!(last.is_some(), failed);
+            drop(body);
+            assert!(!activity.has_client_left(), "failed: {failed}");
+        }
+
+        // A body that says it is complete was not left either.
+        let activity = Arc::new(Activity::new(Duration::from_secs(60)));
+        let body = http_body_util::Empty::<Bytes>::new();
+        drop(StopWhenLeft::new(body, activity.clone()));
+        assert!(!activity.has_client_left());
     }
 
     #[tokio::test]

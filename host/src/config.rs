@@ -44,6 +44,13 @@ pub struct HostConfig {
     /// Requests in flight at once from one client IP address; more are answered 429, so one
     /// client cannot take every slot.
     pub max_requests_per_client: usize,
+    /// Event streams (`GET` requests of a path ending in `/events` that accept
+    /// `text/event-stream`, see [`crate::capacity::is_event_stream`]) open at once; more
+    /// are answered 503. A stream holds an instance for minutes, so streams have slots of their
+    /// own and never take the ordinary requests' ones.
+    pub max_streams: usize,
+    /// Event streams open at once from one client IP address; more are answered 429.
+    pub max_streams_per_client: usize,
     /// How long a client's request body may stall (the guest waiting for it) before the
     /// request is answered 408: much shorter than the work limit, so slow senders do not
     /// hold slots.
@@ -73,6 +80,8 @@ impl std::fmt::Debug for HostConfig {
             .field("cache_dir", &self.cache_dir)
             .field("max_concurrent_requests", &self.max_concurrent_requests)
             .field("max_requests_per_client", &self.max_requests_per_client)
+            .field("max_streams", &self.max_streams)
+            .field("max_streams_per_client", &self.max_streams_per_client)
             .field("body_idle_timeout", &self.body_idle_timeout)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("limits", &self.limits)
@@ -85,6 +94,7 @@ impl std::fmt::Debug for HostConfig {
 }
 
 impl HostConfig {
+    /// The defaults, serving `manifest`.
     pub fn new(manifest: PathBuf) -> HostConfig {
         HostConfig {
             manifest,
@@ -93,6 +103,8 @@ impl HostConfig {
             cache_dir: None,
             max_concurrent_requests: 128,
             max_requests_per_client: 64,
+            max_streams: 1024,
+            max_streams_per_client: 16,
             body_idle_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             limits: Limits::default(),
@@ -116,6 +128,13 @@ impl HostConfig {
         self.cache_dir
             .clone()
             .unwrap_or_else(|| self.data_dir.join("cache").join("components"))
+    }
+
+    /// Instances that may be alive at once: one per ordinary request slot and one per stream
+    /// slot (the pooling allocator reserves address space for each).
+    pub fn max_instances(&self) -> usize {
+        self.max_concurrent_requests
+            .saturating_add(self.max_streams)
     }
 }
 

@@ -54,6 +54,10 @@ pub enum RequestError {
     BodyStalled(std::time::Duration),
     #[error("this client already has {0} requests in flight")]
     TooManyFromClient(usize),
+    #[error("the host is at its limit of {0} open event streams")]
+    TooManyStreams(usize),
+    #[error("this client already has {0} event streams open")]
+    TooManyStreamsFromClient(usize),
     #[error("the component `{component}` failed: {cause:#}")]
     Component {
         component: String,
@@ -69,12 +73,14 @@ impl RequestError {
     pub fn status(&self) -> StatusCode {
         match self {
             RequestError::NoRoute => StatusCode::NOT_FOUND,
-            RequestError::Overloaded(_) | RequestError::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            RequestError::Overloaded(_)
+            | RequestError::TooManyStreams(_)
+            | RequestError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             RequestError::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
             RequestError::BodyStalled(_) => StatusCode::REQUEST_TIMEOUT,
-            RequestError::TooManyFromClient(_) => StatusCode::TOO_MANY_REQUESTS,
+            RequestError::TooManyFromClient(_) | RequestError::TooManyStreamsFromClient(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             RequestError::Component { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             RequestError::BadRequest(_) => StatusCode::BAD_REQUEST,
         }
@@ -89,6 +95,9 @@ impl RequestError {
             RequestError::Timeout(..) => "timeout",
             RequestError::BodyStalled(_) => "body_timeout",
             RequestError::TooManyFromClient(_) => "too_many_requests",
+            RequestError::TooManyStreams(_) | RequestError::TooManyStreamsFromClient(_) => {
+                "too_many_streams"
+            }
             RequestError::Component { .. } => "component_failed",
             RequestError::BadRequest(_) => "bad_request",
         }
@@ -113,14 +122,23 @@ impl RequestError {
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if matches!(
-            self,
-            RequestError::Overloaded(_)
-                | RequestError::ShuttingDown
-                | RequestError::TooManyFromClient(_)
-        ) {
-            headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        if let Some(seconds) = self.retry_after() {
+            headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static(seconds));
         }
         response
+    }
+
+    /// Seconds a client should wait before trying again, for the answers worth a retry. A
+    /// stream slot frees when a stream ends (minutes apart), an ordinary one in moments.
+    fn retry_after(&self) -> Option<&'static str> {
+        match self {
+            RequestError::Overloaded(_)
+            | RequestError::ShuttingDown
+            | RequestError::TooManyFromClient(_) => Some("1"),
+            RequestError::TooManyStreams(_) | RequestError::TooManyStreamsFromClient(_) => {
+                Some("5")
+            }
+            _ => None,
+        }
     }
 }

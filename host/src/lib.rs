@@ -12,6 +12,7 @@
 //! ```
 
 pub mod activity;
+pub mod capacity;
 pub mod config;
 pub mod connector;
 pub mod error;

@@ -51,7 +51,7 @@ impl Runtime {
             .map(|name| config.limits_for(name).memory)
             .max()
             .unwrap_or(config.limits.memory);
-        let engine = engine(config.max_concurrent_requests, max_memory)?;
+        let engine = engine(config.max_instances(), max_memory)?;
 
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)

@@ -1,9 +1,8 @@
 //! The HTTP side: accepts connections, answers Spin's well-known routes, routes everything
 //! else to a fresh component instance, and drains in-flight requests on shutdown.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -15,13 +14,14 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::oneshot;
 use tracing::Instrument;
 use wasmtime_wasi_http::WasiHttpView as _;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use crate::activity::{Metered, Watched};
+use crate::activity::{Metered, StopWhenLeft, Watched};
+use crate::capacity::{Capacity, Slot, is_event_stream};
 use crate::config::HostConfig;
 use crate::error::RequestError;
 use crate::runtime::Runtime;
@@ -39,13 +39,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let local_addr = listener.local_addr()?;
-    let max_concurrent_requests = config.max_concurrent_requests;
     let grace = config.shutdown_grace;
     let handler = Arc::new(Handler {
         runtime: runtime.clone(),
-        permits: Arc::new(Semaphore::new(max_concurrent_requests)),
-        max_concurrent_requests,
-        clients: ClientSlots::new(config.max_requests_per_client),
+        capacity: Capacity::new(config),
         body_idle_timeout: config.body_idle_timeout,
         local_addr,
     });
@@ -102,85 +99,9 @@ pub async fn serve(
 
 struct Handler {
     runtime: Arc<Runtime>,
-    permits: Arc<Semaphore>,
-    max_concurrent_requests: usize,
-    clients: Arc<ClientSlots>,
+    capacity: Capacity,
     body_idle_timeout: Duration,
     local_addr: SocketAddr,
-}
-
-/// Requests in flight per client IP address, bounded so that one client (e.g. many
-/// connections sending bodies slowly) cannot take every slot of the host.
-struct ClientSlots {
-    max: usize,
-    in_flight: std::sync::Mutex<HashMap<IpAddr, usize>>,
-}
-
-/// One request's share of its client's slots, given back when dropped.
-pub(crate) struct ClientSlot {
-    slots: Arc<ClientSlots>,
-    ip: IpAddr,
-}
-
-impl ClientSlots {
-    fn new(max: usize) -> Arc<ClientSlots> {
-        Arc::new(ClientSlots {
-            max,
-            in_flight: std::sync::Mutex::new(HashMap::new()),
-        })
-    }
-
-    fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {
-        let ip = client_key(ip);
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        let count = in_flight.entry(ip).or_insert(0);
-        if *count >= self.max {
-            return None;
-        }
-        *count += 1;
-        Some(ClientSlot {
-            slots: self.clone(),
-            ip,
-        })
-    }
-}
-
-/// Who counts as one client: an IPv4 address, or an IPv6 /64 (the least a site is given, so
-/// one holder of a /64 cannot take a slot per address); IPv4-mapped IPv6 is its IPv4 address.
-fn client_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let network = u128::from(v6) & !((1u128 << 64) - 1);
-                IpAddr::V6(std::net::Ipv6Addr::from(network))
-            }
-        },
-    }
-}
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        let mut in_flight = self
-            .slots
-            .in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = in_flight.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                in_flight.remove(&self.ip);
-            }
-        }
-    }
-}
-
-/// What a client request holds while its guest runs: a host-wide slot and one of its
-/// client's.
-pub(crate) struct Slot {
-    _permit: OwnedSemaphorePermit,
-    _client: ClientSlot,
 }
 
 /// What one request did, for its log line.
@@ -189,6 +110,8 @@ struct Outcome {
     route: Option<String>,
     component: Option<String>,
     instantiate_us: Option<u64>,
+    /// Whether the request took an event stream's slot.
+    stream: bool,
 }
 
 impl Handler {
@@ -228,6 +151,7 @@ impl Handler {
                 status = response.status().as_u16(),
                 duration_ms = started.elapsed().as_secs_f64() * 1000.0,
                 instantiate_us = outcome.instantiate_us,
+                stream = outcome.stream,
                 "request"
             );
             response
@@ -251,19 +175,9 @@ impl Handler {
         let (matched, component_name) = runtime.router.route(&path).ok_or(RequestError::NoRoute)?;
         outcome.route = Some(matched.route.pattern().to_owned());
         outcome.component = Some(component_name.to_owned());
-        let client_slot = self
-            .clients
-            .acquire(client.ip())
-            .ok_or(RequestError::TooManyFromClient(self.clients.max))?;
-        let permit = self
-            .permits
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| RequestError::Overloaded(self.max_concurrent_requests))?;
-        let slot = Slot {
-            _permit: permit,
-            _client: client_slot,
-        };
+        // A stream holds its instance for minutes: it takes a stream's slot, not a request's.
+        outcome.stream = is_event_stream(&request);
+        let slot = self.capacity.admit(client.ip(), outcome.stream)?;
 
         let (mut parts, body) = request.into_parts();
         let host = match parts
@@ -306,6 +220,7 @@ impl Handler {
             Request::from_parts(parts, body),
             Some(slot),
             Some(self.body_idle_timeout),
+            outcome.stream,
         )
         .await;
         outcome.instantiate_us = Some(invoked.instantiate_us.load(Ordering::Relaxed));
@@ -323,6 +238,9 @@ impl Handler {
                     }
                     Ok(Err(Failure::Trap(err))) => {
                         tracing::warn!(%component, "component failed after sending the response head: {err:?}")
+                    }
+                    Ok(Err(Failure::ClientLeft)) => {
+                        tracing::info!(%component, "the client left the stream: component stopped")
                     }
                     Err(err) => tracing::error!(%component, "component task panicked: {err}"),
                 }
@@ -409,6 +327,7 @@ pub(crate) async fn chain(
         Request::from_parts(parts, body),
         None,
         None,
+        false,
     )
     .await;
     let (response, task) = invoked.result.map_err(|err| {
@@ -421,6 +340,10 @@ pub(crate) async fn chain(
             Ok(Ok(())) => Ok(()),
             Ok(Err(Failure::Timeout)) => Err(wasmtime_wasi_http::Error::HttpResponseTimeout),
             Ok(Err(Failure::BodyStalled)) => Err(wasmtime_wasi_http::Error::ConnectionReadTimeout),
+            // Not a stream: its guest is never stopped for the client leaving.
+            Ok(Err(Failure::ClientLeft)) => Err(wasmtime_wasi_http::Error::InternalError(Some(
+                "the client left".into(),
+            ))),
             Ok(Err(Failure::Trap(err))) => {
                 tracing::warn!(%component, "chained component failed: {err:?}");
                 Err(wasmtime_wasi_http::Error::InternalError(Some(
@@ -446,14 +369,16 @@ pub(crate) struct Invoked {
 pub(crate) type GuestTask = tokio::task::JoinHandle<Result<(), Failure>>;
 
 /// Runs one request through a fresh instance of `component_name`. Used for requests from
-/// clients (holding `slot`, their body stalling after `body_idle_timeout`) and for Spin
-/// service chaining (`http://<component>.spin.internal`).
+/// clients (holding `slot`, their body stalling after `body_idle_timeout`; an event `stream`
+/// stopping its guest as soon as the client leaves) and for Spin service chaining
+/// (`http://<component>.spin.internal`).
 pub(crate) async fn invoke<B>(
     runtime: &Runtime,
     component_name: &str,
     request: Request<B>,
     slot: Option<Slot>,
     body_idle_timeout: Option<Duration>,
+    stream: bool,
 ) -> Invoked
 where
     B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
@@ -466,6 +391,7 @@ where
         request,
         slot,
         body_idle_timeout,
+        stream,
         instantiate_us.clone(),
     )
     .await;
@@ -481,6 +407,7 @@ async fn run_guest<B>(
     request: Request<B>,
     slot: Option<Slot>,
     body_idle_timeout: Option<Duration>,
+    stream: bool,
     instantiate_record: Arc<AtomicU64>,
 ) -> Result<(Response<HyperOutgoingBody>, GuestTask), RequestError>
 where
@@ -524,7 +451,7 @@ where
                     .call_handle(&mut store, incoming, outparam)
                     .await
             };
-            tokio::select! {
+            let outcome = tokio::select! {
                 result = Metered::new(run, watched.clone()) => match result {
                     Ok(()) => Ok(()),
                     Err(err) if is_interrupt(&err) => Err(Failure::Timeout),
@@ -532,7 +459,14 @@ where
                 },
                 () = watched.idle_too_long() => Err(Failure::Timeout),
                 () = watched.body_stalled() => Err(Failure::BodyStalled),
+                // Only a stream's body tells (see `StopWhenLeft`).
+                () = watched.client_left() => Err(Failure::ClientLeft),
+            };
+            if outcome.is_err() {
+                // Before the store drops: a response body cut short must not look complete.
+                watched.abandon();
             }
+            outcome
         }
         .in_current_span(),
     );
@@ -543,7 +477,14 @@ where
             body_idle_timeout.unwrap_or(timeout),
         )),
         Ok(Ok(response)) => Ok((
-            response.map(|body| Watched::new(body, activity, None).boxed_unsync()),
+            response.map(|body| {
+                let body = Watched::new(body, activity.clone(), None);
+                if stream {
+                    StopWhenLeft::new(body, activity).boxed_unsync()
+                } else {
+                    body.boxed_unsync()
+                }
+            }),
             task,
         )),
         Ok(Err(code)) => Err(component_error(
@@ -560,6 +501,11 @@ where
                 RequestError::BodyStalled(body_idle_timeout.unwrap_or(timeout))
             }
             Ok(Err(Failure::Trap(err))) => component_error(component_name, err),
+            // Cannot happen: nobody held the body to leave.
+            Ok(Err(Failure::ClientLeft)) => component_error(
+                component_name,
+                anyhow::anyhow!("the client left before the response head"),
+            ),
             Err(err) => component_error(
                 component_name,
                 anyhow::anyhow!("component task panicked: {err}"),
@@ -572,6 +518,8 @@ pub(crate) enum Failure {
     Timeout,
     /// The client's request body stalled.
     BodyStalled,
+    /// The client left an event stream before its end.
+    ClientLeft,
     Trap(anyhow::Error),
 }
 
@@ -663,25 +611,6 @@ fn full(bytes: Bytes) -> HyperOutgoingBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn one_client_is_an_ipv4_address_or_an_ipv6_slash_64() {
-        let slots = ClientSlots::new(2);
-        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
-        let first = slots.acquire(ip("2001:db8:1:2::1")).unwrap();
-        let second = slots.acquire(ip("2001:db8:1:2:ffff::9")).unwrap();
-        assert!(
-            slots.acquire(ip("2001:db8:1:2::abcd")).is_none(),
-            "another address in the same /64 is the same client"
-        );
-        assert!(slots.acquire(ip("2001:db8:1:3::1")).is_some());
-        let v4 = slots.acquire(ip("192.0.2.7")).unwrap();
-        let _mapped = slots.acquire(ip("::ffff:192.0.2.7")).unwrap();
-        assert!(slots.acquire(ip("192.0.2.7")).is_none());
-        drop((first, second, v4));
-        assert!(slots.acquire(ip("2001:db8:1:2::abcd")).is_some());
-        assert!(slots.acquire(ip("192.0.2.7")).is_some());
-    }
 
     #[test]
     fn forged_spin_headers_are_replaced() {

@@ -56,6 +56,8 @@ pub struct Config {
     pub convert: ConvertConfig,
     /// Link download settings.
     pub fetch: FetchConfig,
+    /// Live job events (`/internal/events`).
+    pub events: EventsConfig,
 }
 
 impl Default for Config {
@@ -74,6 +76,7 @@ impl Default for Config {
             queue: QueueConfig::default(),
             convert: ConvertConfig::default(),
             fetch: FetchConfig::default(),
+            events: EventsConfig::default(),
         }
     }
 }
@@ -298,6 +301,46 @@ impl Default for FetchConfig {
     }
 }
 
+/// Live job events: the streams of `/internal/events` and `/internal/jobs/{id}/events`, and
+/// what each API process keeps to replay.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// A stream silent this long gets a `: keepalive` comment.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// Longest a stream stays open; the gateway's `X-Mp3conv-Stream-Until` may end it sooner.
+    #[serde(with = "humantime_serde")]
+    pub max_stream: Duration,
+    /// Events kept per user for `Last-Event-ID` resumes.
+    pub replay_events: usize,
+    /// How long an event stays resumable.
+    #[serde(with = "humantime_serde")]
+    pub replay_age: Duration,
+    /// At most one conversion-percent event per job this often (status changes and final
+    /// states are never held back).
+    #[serde(with = "humantime_serde")]
+    pub progress_interval: Duration,
+    /// Open streams per process; past it a new one gets 503 `too_many_streams`.
+    pub max_streams: usize,
+    /// Open streams per user per process; past it a new one gets 429 `too_many_streams`.
+    pub max_streams_per_user: usize,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(15),
+            max_stream: Duration::from_secs(300),
+            replay_events: 256,
+            replay_age: Duration::from_secs(600),
+            progress_interval: Duration::from_millis(250),
+            max_streams: 4096,
+            max_streams_per_user: 16,
+        }
+    }
+}
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -374,6 +417,19 @@ impl Config {
                  (a tenth, at most 1 min): a download runs on its delivery's time",
             );
         }
+        let events = &self.events;
+        if events.heartbeat.is_zero() || events.max_stream.is_zero() || events.replay_age.is_zero()
+        {
+            return invalid(
+                "events.heartbeat, events.max_stream and events.replay_age must be positive",
+            );
+        }
+        if !(1..=100_000).contains(&events.replay_events) {
+            return invalid("events.replay_events must be between 1 and 100000");
+        }
+        if events.max_streams == 0 || events.max_streams_per_user == 0 {
+            return invalid("events.max_streams and events.max_streams_per_user must be positive");
+        }
         if let Some(rate) = self.convert.read_rate
             && !(rate.is_finite() && rate > 0.0)
         {
@@ -438,6 +494,27 @@ mod tests {
         // Raising the broker's timeout makes room for it again.
         config.queue.broker_consumer_timeout = Duration::from_secs(2 * 3600);
         config.validate().expect("fits a 2 h budget");
+    }
+
+    #[test]
+    fn event_defaults() {
+        let events = Config::default().events;
+        assert_eq!(events.heartbeat, Duration::from_secs(15));
+        assert_eq!(events.max_stream, Duration::from_secs(300));
+        assert_eq!(events.replay_events, 256);
+        assert_eq!(events.replay_age, Duration::from_secs(600));
+        assert_eq!(events.progress_interval, Duration::from_millis(250));
+        assert_eq!(events.max_streams, 4096);
+        assert_eq!(events.max_streams_per_user, 16);
+        let mut config = Config {
+            internal_token: Some(SecretString::from("0123456789abcdef0123")),
+            ..Config::default()
+        };
+        config.events.heartbeat = Duration::ZERO;
+        assert!(config.validate().is_err());
+        config.events.heartbeat = Duration::from_millis(200);
+        config.events.max_streams_per_user = 0;
+        assert!(config.validate().is_err());
     }
 
     #[test]

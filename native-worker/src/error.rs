@@ -5,6 +5,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+/// `Retry-After` (seconds) of a `too_many_streams` answer.
+const STREAM_RETRY_AFTER: &str = "5";
+
 /// A boxed cause, kept for the logs.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -43,6 +46,13 @@ pub enum Error {
     RangeNotSatisfiable {
         /// Size of the whole file.
         size: u64,
+    },
+    /// 429 (`per_user`) or 503 `too_many_streams`, with `Retry-After`: this process holds as
+    /// many event streams as it may, for the user or in all.
+    #[error("too many open event streams {}; try again later", if *per_user { "for this user" } else { "on this server" })]
+    TooManyStreams {
+        /// Whether the user's own limit was reached (else the process's).
+        per_user: bool,
     },
     /// 503: a backend (database, blob store, broker) is unreachable or failing.
     #[error("{what} unavailable")]
@@ -90,6 +100,12 @@ impl Error {
             Self::RangeNotSatisfiable { .. } => {
                 (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
             }
+            Self::TooManyStreams { per_user: true } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_streams")
+            }
+            Self::TooManyStreams { per_user: false } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "too_many_streams")
+            }
             Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -99,7 +115,7 @@ impl Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let message = if status.is_server_error() {
+        let message = if status.is_server_error() && !matches!(self, Self::TooManyStreams { .. }) {
             tracing::error!(error = %error_chain(&self), "request failed");
             match status {
                 StatusCode::SERVICE_UNAVAILABLE => "a backend is unavailable; try again later",
@@ -118,6 +134,12 @@ impl IntoResponse for Error {
             && let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}"))
         {
             response.headers_mut().insert(header::CONTENT_RANGE, value);
+        }
+        if let Self::TooManyStreams { .. } = self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(STREAM_RETRY_AFTER),
+            );
         }
         response
     }

@@ -9,6 +9,7 @@ mod child;
 pub mod config;
 pub mod convert;
 pub mod error;
+mod events;
 pub mod fetch;
 pub mod job;
 pub mod jobs;
@@ -51,6 +52,10 @@ pub(crate) struct State {
     holder: String,
     /// Conversion slots (`concurrency`), taken only for converting: downloads have their own.
     conversion_slots: tokio::sync::Semaphore,
+    /// Live job events: publishing, the hub streams follow, stream limits.
+    events: events::Events,
+    /// Cancelled when the worker starts shutting down (open event streams end then).
+    shutdown: CancellationToken,
 }
 
 /// The worker: the internal HTTP API plus the converter.
@@ -59,6 +64,15 @@ pub struct Worker {
     memory_queue: Option<MemoryQueue>,
     /// The GridFS database to sweep for orphan files once serving, if this process does it.
     gridfs_sweep: Option<mongodb::Database>,
+    /// The RabbitMQ side of events, started by [`Worker::run_until_stopped`].
+    event_links: Option<EventLinks>,
+}
+
+/// What moves events through RabbitMQ: the publisher's outbox, and this process's bound
+/// events queue when it serves the API.
+struct EventLinks {
+    outbox: tokio::sync::mpsc::Receiver<events::Numbered>,
+    subscriber: Option<events::rabbitmq::Subscriber>,
 }
 
 /// Mongo clients are shared between the blob and job stores when they use the same URL.
@@ -141,14 +155,24 @@ impl Worker {
             }
         };
         let mut memory_queue = None;
-        let queue: Arc<dyn JobQueue> = match config.queue.kind {
+        let mut event_links = None;
+        let (queue, events): (Arc<dyn JobQueue>, _) = match config.queue.kind {
             QueueKind::Memory => {
                 let queue = MemoryQueue::new(config.queue.retry_delay);
                 memory_queue = Some(queue.clone());
-                Arc::new(queue)
+                (Arc::new(queue), events::Events::in_process(&config.events))
             }
             QueueKind::Rabbitmq => {
-                Arc::new(queue::rabbitmq::RabbitQueue::connect(config.queue.clone()).await?)
+                let queue = queue::rabbitmq::RabbitQueue::connect(config.queue.clone()).await?;
+                let (events, outbox) = events::Events::through_exchange(&config.events);
+                // Bound before the API serves: no event after the first request is missed.
+                let subscriber = if config.role.serves_api() {
+                    Some(events::rabbitmq::Subscriber::connect(&config.queue).await?)
+                } else {
+                    None
+                };
+                event_links = Some(EventLinks { outbox, subscriber });
+                (Arc::new(queue), events)
             }
         };
         let fetcher = Fetcher::new(&config.fetch)?;
@@ -176,9 +200,12 @@ impl Worker {
                 fetcher,
                 holder,
                 conversion_slots: tokio::sync::Semaphore::new(concurrency),
+                events,
+                shutdown: CancellationToken::new(),
             }),
             memory_queue,
             gridfs_sweep,
+            event_links,
         })
     }
 
@@ -188,14 +215,14 @@ impl Worker {
     }
 
     /// Serves the API on `listener` and converts jobs until `shutdown` completes; then stops
-    /// taking requests and jobs, lets in-flight conversions finish within the configured grace
-    /// period and abandons the rest to redelivery.
+    /// taking requests and jobs, ends the open event streams, lets in-flight conversions
+    /// finish within the configured grace period and abandons the rest to redelivery.
     pub async fn run_until_stopped(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
-        let token = CancellationToken::new();
+        let token = self.state.shutdown.clone();
         let trigger = token.clone();
         tokio::spawn(async move {
             shutdown.await;
@@ -215,6 +242,31 @@ impl Worker {
                 }
             })
         });
+        // The publisher outlives the converter (its last events are sent), the subscriber
+        // stops with the API.
+        let publisher_stop = CancellationToken::new();
+        let (publisher, subscriber) = match self.event_links {
+            Some(EventLinks { outbox, subscriber }) => {
+                let config = self.state.config.queue.clone();
+                // The events are stamped with the lease holder's name: unique per run.
+                let publisher = tokio::spawn(events::rabbitmq::publish(
+                    config.clone(),
+                    self.state.holder.clone(),
+                    outbox,
+                    publisher_stop.clone(),
+                ));
+                let subscriber = subscriber.map(|first| {
+                    tokio::spawn(events::rabbitmq::consume(
+                        config,
+                        Arc::clone(&self.state.events.hub),
+                        first,
+                        token.clone(),
+                    ))
+                });
+                (Some(publisher), subscriber)
+            }
+            None => (None, None),
+        };
         let served = axum::serve(listener, routes::router(Arc::clone(&self.state)))
             .with_graceful_shutdown(token.clone().cancelled_owned())
             .await;
@@ -224,6 +276,13 @@ impl Worker {
         }
         if let Some(sweeper) = sweeper {
             sweeper.await.map_err(Error::internal)?;
+        }
+        if let Some(subscriber) = subscriber {
+            subscriber.await.map_err(Error::internal)?;
+        }
+        publisher_stop.cancel();
+        if let Some(publisher) = publisher {
+            publisher.await.map_err(Error::internal)?;
         }
         self.state.queue.close().await;
         served.map_err(|e| Error::unavailable("http listener", e))?;

@@ -378,7 +378,7 @@ async fn process(
     if attempt < max_attempts {
         job.set_status(Status::Queued);
         match state.jobs.save_held(&job, holder).await {
-            Ok(Saved::Saved) => {}
+            Ok(Saved::Saved) => state.events.job(&job),
             Ok(Saved::Gone) => return cleanup_deleted(state, &job.video_id, job.id).await,
             Ok(Saved::NotHeld) => return lease_lost(state, message).await,
             Err(_) => return Outcome::Requeue,
@@ -446,6 +446,7 @@ async fn save_and_finish(
     match state.jobs.save_held(&job, holder).await {
         Ok(Saved::Saved) => {
             state.metrics.job(job.status);
+            state.events.job(&job);
             finish(state, &mut job, attempt, traceparent, holder, then).await
         }
         Ok(Saved::Gone) => cleanup_deleted(state, &job.video_id, job.id).await,
@@ -560,6 +561,7 @@ async fn prepare<'a>(
             job.set_status(Status::Downloading);
             save(state, job, holder).await?;
             state.metrics.job(Status::Downloading);
+            state.events.job(job);
             let size = state
                 .fetcher
                 .download(&url, state.videos.as_ref(), &job.video_id, limit)
@@ -579,6 +581,7 @@ async fn prepare<'a>(
             if job.status != Status::Queued {
                 job.set_status(Status::Queued);
                 save(state, job, holder).await?;
+                state.events.job(job);
             }
             Ok(state
                 .conversion_slots
@@ -600,6 +603,7 @@ async fn convert_job(
     job.progress = 0;
     save(state, job, holder).await?;
     state.metrics.job(Status::Converting);
+    state.events.job(job);
 
     let work = crate::sweep::JobDir::create(state.config.convert.temp_dir.as_deref())
         .map_err(|e| Failure::transient("temp_unavailable", &Error::internal(e)))?;
@@ -628,19 +632,41 @@ async fn convert_job(
         async move { convert::to_mp3(&state.config.convert, conversion, &progress).await };
     let jobs = Arc::clone(&state.jobs);
     let id = job.id;
+    let mut snapshot = job.clone();
+    let event_interval = state.config.events.progress_interval;
     let reporting = async move {
         // At most one write per PROGRESS_EVERY (values in between are skipped, never waited
         // for): clients poll, they need no more, and every write is disk traffic beside
         // ffmpeg's. The job's final save sets 100.
         let mut last_write: Option<Instant> = None;
-        while progress_rx.changed().await.is_ok() {
-            if last_write.is_some_and(|at| at.elapsed() < PROGRESS_EVERY) {
-                continue;
+        // At most one event per `event_interval`, always with the latest percent: a value
+        // held back goes out when the interval is over (unless the conversion ended first;
+        // its final event follows anyway).
+        let mut next_event = tokio::time::Instant::now();
+        let mut unsent = false;
+        loop {
+            tokio::select! {
+                changed = progress_rx.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let percent = *progress_rx.borrow_and_update();
+                    unsent = percent != snapshot.progress;
+                    if last_write.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY) {
+                        last_write = Some(Instant::now());
+                        if let Err(e) = jobs.set_progress(id, percent).await {
+                            tracing::debug!(error = %error_chain(&e), "progress not saved");
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(next_event), if unsent => {}
             }
-            let percent = *progress_rx.borrow_and_update();
-            last_write = Some(Instant::now());
-            if let Err(e) = jobs.set_progress(id, percent).await {
-                tracing::debug!(error = %error_chain(&e), "progress not saved");
+            let now = tokio::time::Instant::now();
+            if unsent && now >= next_event {
+                unsent = false;
+                next_event = now + event_interval;
+                snapshot.progress = *progress_rx.borrow();
+                state.events.job(&snapshot);
             }
         }
     };
@@ -682,6 +708,7 @@ async fn convert_job(
     job.set_status(Status::Done);
     save(state, job, holder).await?;
     state.metrics.job(Status::Done);
+    state.events.job(job);
     tracing::info!(
         size,
         duration = converted.duration,

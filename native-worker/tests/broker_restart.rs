@@ -1,6 +1,9 @@
 //! RabbitMQ restarted in the middle of a run: the worker reconnects, declares its queues again
 //! and resumes consuming, and every job it accepted is converted and announced exactly once.
 //!
+//! Live events lose what was published while the broker was away: open streams are told to
+//! resync, and a resume from before the gap gets a resync too.
+//!
 //! Its own test binary: it stops the broker everything else uses, so nothing may run beside it
 //! (cargo runs test binaries one after another).
 
@@ -8,7 +11,48 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Backend, media, spawn_with};
+use common::{Backend, TestApp, media, spawn_with};
+use futures::StreamExt;
+use mp3conv_contract::event::{Frame, Parser};
+
+/// An event stream of one owner, read frame by frame.
+struct EventStream {
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    parser: Parser,
+    frames: std::collections::VecDeque<Frame>,
+}
+
+impl EventStream {
+    async fn open(app: &TestApp, owner: &str, last_event_id: Option<&str>) -> EventStream {
+        let mut request = app.request(reqwest::Method::GET, "/internal/events", owner);
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        EventStream {
+            body: Box::pin(response.bytes_stream()),
+            parser: Parser::new(),
+            frames: Default::default(),
+        }
+    }
+
+    async fn next(&mut self) -> Frame {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(frame) = self.frames.pop_front() {
+                return frame;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let chunk = tokio::time::timeout(left, self.body.next())
+                .await
+                .expect("a frame in time")
+                .expect("the stream is open")
+                .unwrap();
+            self.frames.extend(self.parser.feed(&chunk));
+        }
+    }
+}
 
 fn rabbitmqctl(args: &[&str]) {
     let output = std::process::Command::new("rabbitmqctl")
@@ -32,6 +76,7 @@ async fn jobs_survive_a_broker_restart() {
     })
     .await;
     let clip = media("mp4");
+    let mut stream = EventStream::open(&app, "rita", None).await;
     let mut accepted = Vec::new();
     for _ in 0..4 {
         accepted.push(app.upload_ok("rita", "clip.mp4", clip.clone()).await);
@@ -47,6 +92,8 @@ async fn jobs_survive_a_broker_restart() {
 
     // The broker stops (connections drop, unacknowledged deliveries return to their durable
     // queues) and comes back.
+    let before_gap = stream.next().await;
+    assert_eq!(before_gap.event, "job.queued");
     rabbitmqctl(&["stop_app"]);
     // While it is down, an upload cannot be queued: refused with 503, nothing left behind.
     let refused = app.upload("rita", "clip.mp4", clip.clone()).await;
@@ -68,6 +115,17 @@ async fn jobs_survive_a_broker_restart() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     accepted.push(after);
+
+    // The open stream was told events may be lost (after what it got before the restart)...
+    loop {
+        let frame = stream.next().await;
+        if frame.event == "resync" {
+            break;
+        }
+    }
+    // ...and a resume from before the gap cannot pretend continuity.
+    let mut resumed = EventStream::open(&app, "rita", before_gap.id.as_deref()).await;
+    assert_eq!(resumed.next().await.event, "resync");
 
     // ...and every accepted job is done, with one announcement each.
     for id in &accepted {

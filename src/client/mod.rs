@@ -7,6 +7,7 @@
 //! on stdout for scripts.
 
 pub mod credentials;
+mod follow;
 
 use std::io::{IsTerminal as _, Read as _};
 use std::path::{Path, PathBuf};
@@ -388,19 +389,30 @@ impl Client {
         self.download(&job, &path).await
     }
 
-    /// Polls the job until it is done or failed, showing its progress.
+    /// Follows the job until it is done or failed, showing its progress: on the server's event
+    /// stream, or by polling when the server has none or it keeps breaking.
     async fn follow(&self, id: JobId) -> Result<PublicJob, Failure> {
-        let progress = Progress::new(self.terminal, "convert", 100);
-        let mut shown = 0;
+        let mut percent = follow::Percent::new(Progress::new(self.terminal, "convert", 100));
+        let token = self.token()?;
+        let job = match self.follow_events(id, &token, &mut percent).await? {
+            Some(job) => {
+                if job.status == Status::Done {
+                    percent.show(100);
+                }
+                job
+            }
+            None => self.poll(id, &mut percent).await?,
+        };
+        percent.finish();
+        Ok(job)
+    }
+
+    /// Polls the job until it is done or failed, showing its progress.
+    async fn poll(&self, id: JobId, percent: &mut follow::Percent) -> Result<PublicJob, Failure> {
         loop {
             let job = self.job(id).await?;
-            let percent = u64::from(job.progress);
-            if percent > shown {
-                progress.advance(percent - shown);
-                shown = percent;
-            }
+            percent.show(job.progress);
             if job.status.is_terminal() {
-                progress.finish();
                 return Ok(job);
             }
             tokio::time::sleep(Duration::from_millis(250)).await;

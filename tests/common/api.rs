@@ -108,6 +108,8 @@ pub async fn send(request: RequestBuilder) -> Response {
 pub struct CheckingProxy {
     pub url: String,
     checked: Arc<Mutex<Vec<String>>>,
+    /// How many of `checked` [`CheckingProxy::take_seen`] returned already.
+    seen: Mutex<usize>,
     drifts: Arc<Mutex<Vec<String>>>,
 }
 
@@ -118,6 +120,7 @@ impl CheckingProxy {
         let proxy = CheckingProxy {
             url: format!("http://{}", listener.local_addr().unwrap()),
             checked: Arc::default(),
+            seen: Mutex::default(),
             drifts: Arc::default(),
         };
         let (checked, drifts, target) = (
@@ -146,6 +149,15 @@ impl CheckingProxy {
             }
         });
         proxy
+    }
+
+    /// The exchanges passed on since the last call, as `METHOD path -> status`.
+    pub fn take_seen(&self) -> Vec<String> {
+        let checked = self.checked.lock().unwrap();
+        let mut seen = self.seen.lock().unwrap();
+        let new = checked[*seen..].to_vec();
+        *seen = checked.len();
+        new
     }
 
     /// Fails the test if any answer differed from the document, or if none passed at all.
@@ -276,9 +288,23 @@ pub fn services_worker_env(database: &str, prefix: &str) -> Vec<(String, String)
 pub struct System {
     pub host: HostProcess,
     pub worker: Option<WorkerProcess>,
+    /// A converter-role worker, when the roles run apart ([`System::services_split`]).
+    pub converter: Option<WorkerProcess>,
+    /// The worker's settings (cluster shape).
+    pub worker_env: Vec<(String, String)>,
 }
 
 impl System {
+    /// A system the test started itself.
+    pub fn from_parts(host: HostProcess, worker: Option<WorkerProcess>) -> System {
+        System {
+            host,
+            worker,
+            converter: None,
+            worker_env: Vec::new(),
+        }
+    }
+
     /// `mp3conv up`: everything in one process, embedded defaults.
     pub fn embedded(args: &[&str]) -> System {
         System::embedded_with(args, &[])
@@ -303,12 +329,26 @@ impl System {
         System {
             host: HostProcess::start(options),
             worker: None,
+            converter: None,
+            worker_env: Vec::new(),
         }
     }
 
     /// The cluster's shape: the host (`serve`) and the worker as separate processes on
     /// MariaDB, RabbitMQ and the MongoDB-compatible server.
     pub fn services() -> System {
+        System::services_with(&[], false)
+    }
+
+    /// [`System::services`] with the eventing bridge from the `mp3` queue to the notifier,
+    /// as the cluster's RabbitmqSource does it.
+    pub fn services_with_eventing() -> System {
+        System::services_with(&[], true)
+    }
+
+    /// [`System::services`] with extra `MP3CONV_WORKER__*` settings for the worker, and the
+    /// eventing bridge if `eventing`.
+    pub fn services_with(extra: &[(&str, &str)], eventing: bool) -> System {
         let keys = tempfile::tempdir().unwrap();
         mp3conv(&["keys", "generate", "--dir", keys.path().to_str().unwrap()]);
         let read = |name: &str| std::fs::read_to_string(keys.path().join(name)).unwrap();
@@ -323,10 +363,30 @@ impl System {
             .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_owned());
         let mysql_url = format!("{mysql_server}/{run}");
         mp3conv(&["migrate", "--mysql", &mysql_url]);
-        let env = services_worker_env(&run, &format!("{run}."));
+        let mut env = services_worker_env(&run, &format!("{run}."));
+        env.extend(
+            extra
+                .iter()
+                .map(|(key, value)| (format!("MP3CONV_WORKER__{key}"), (*value).to_owned())),
+        );
         let worker = WorkerProcess::start(&env);
         let mysql_host = mysql_server.rsplit('@').next().unwrap().to_owned();
-        let options = HostOptions::new(repo_manifest())
+        let mut options = HostOptions::new(repo_manifest());
+        if eventing {
+            let amqp = env
+                .iter()
+                .find(|(key, _)| key == "MP3CONV_WORKER__QUEUE__URL")
+                .map(|(_, url)| url.clone())
+                .unwrap();
+            options = options
+                .arg("--eventing")
+                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/eventing.toml"))
+                .arg("--queue-prefix")
+                .arg(format!("{run}."))
+                // The URL may carry a password: the environment, never the command line.
+                .env("MP3CONV_RABBITMQ_URL", &amqp);
+        }
+        let options = options
             .env("SPIN_VARIABLE_JWT_SIGNING_KEY", &read("jwt-signing.pem"))
             .env("SPIN_VARIABLE_JWT_PUBLIC_KEYS", &read("jwks.json"))
             .env("SPIN_VARIABLE_AUTH_DATABASE", "mysql")
@@ -337,7 +397,23 @@ impl System {
         System {
             host: HostProcess::start(options),
             worker: Some(worker),
+            converter: None,
+            worker_env: env,
         }
+    }
+
+    /// The cluster's shape with the worker's roles apart, as KEDA scales them: the host talks
+    /// to an API-role worker; a converter-role worker on the same stores and queues converts.
+    pub fn services_split() -> System {
+        let mut system = System::services_with(&[("ROLE", "api")], true);
+        let env = system.worker_env.clone();
+        let mut converter_env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(key, _)| key != "MP3CONV_WORKER__ROLE")
+            .collect();
+        converter_env.push(("MP3CONV_WORKER__ROLE".into(), "converter".into()));
+        system.converter = Some(WorkerProcess::start(&converter_env));
+        system
     }
 
     pub fn url(&self, path: &str) -> String {

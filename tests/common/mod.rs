@@ -416,6 +416,7 @@ impl Drop for WorkerProcess {
 
 /// A test video made by ffmpeg from its lavfi sources, cached per test process:
 /// `clip` (3 s MP4 H.264/AAC, index at the end), `clip-<seconds>` (the same, that long),
+/// `mute` (3 s MP4 H.264 with no sound track),
 /// `raw-<seconds>` (uncompressed 720p video
 /// with AAC audio in Matroska: about 41 MB per second, for large uploads).
 pub fn media(kind: &str) -> PathBuf {
@@ -435,6 +436,14 @@ pub fn media(kind: &str) -> PathBuf {
         (
             format!("clip-{seconds}.mp4"),
             format!("-f lavfi -i testsrc=size=160x120:rate=10:duration={seconds} -f lavfi -i sine=frequency=440:duration={seconds} -c:v libx264 -preset ultrafast -pix_fmt yuv420p -c:a aac")
+                .split(' ')
+                .map(str::to_owned)
+                .collect(),
+        )
+    } else if kind == "mute" {
+        (
+            "mute.mp4".into(),
+            "-f lavfi -i testsrc=size=160x120:rate=10:duration=3 -c:v libx264 -preset ultrafast -pix_fmt yuv420p"
                 .split(' ')
                 .map(str::to_owned)
                 .collect(),

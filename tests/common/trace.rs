@@ -213,10 +213,7 @@ sink = { uri = "/events" }
             .env("SPIN_VARIABLE_WEBHOOK_HOSTS", "http://127.0.0.1:*")
             .env("SPIN_VARIABLE_WEBHOOK_BACKOFF_MS", "50");
         Cluster {
-            system: System {
-                host: HostProcess::start(options),
-                worker: Some(api),
-            },
+            system: System::from_parts(HostProcess::start(options), Some(api)),
             converter,
             _eventing: eventing,
         }

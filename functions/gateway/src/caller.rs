@@ -27,10 +27,16 @@ impl Caller {
 /// The verified caller, if their account still exists (a deleted account's tokens stop working
 /// at once).
 pub fn known(caller: Caller, db: &dyn Db) -> Result<Caller, ApiError> {
-    if !user_exists(db, &caller.id)? {
+    exists(db, &caller.id)?;
+    Ok(caller)
+}
+
+/// 401 `unknown_user` unless the user `id` still exists.
+pub fn exists(db: &dyn Db, id: &str) -> Result<(), ApiError> {
+    if !user_exists(db, id)? {
         return Err(ApiError::Unauthorized("unknown_user"));
     }
-    Ok(caller)
+    Ok(())
 }
 
 /// Verifies the bearer token of `authorization`.

@@ -1,7 +1,9 @@
 //! The gateway's settings: its Spin variables (named as the fields), read by the kit's typed
 //! loader and validated; a bad setting is a configuration error (500, logged), never a guess.
 
-use mp3conv_kit::config::{self, BaseUrl, ConfigError, Database, Json, ServiceToken};
+use std::time::Duration;
+
+use mp3conv_kit::config::{self, BaseUrl, ConfigError, Database, Json, Seconds, ServiceToken};
 use mp3conv_tokens::Verifier;
 use mp3conv_tokens::keys::Jwks;
 use serde::Deserialize;
@@ -27,6 +29,21 @@ pub struct Config {
     /// Whether webhooks may use http and local addresses (local development only).
     #[serde(default)]
     pub webhook_allow_local: bool,
+    /// How long an event stream stays open at most (it also ends when the caller's token
+    /// expires); clients reconnect with `Last-Event-ID`. 1 s to 1 hour.
+    #[serde(default = "default_event_stream")]
+    pub event_stream_seconds: Seconds,
+    /// How long a ticket of `POST /v1/events/ticket` may be redeemed. 1 s to 10 minutes.
+    #[serde(default = "default_event_ticket")]
+    pub event_ticket_seconds: Seconds,
+}
+
+fn default_event_stream() -> Seconds {
+    Seconds(Duration::from_secs(300))
+}
+
+fn default_event_ticket() -> Seconds {
+    Seconds(Duration::from_secs(60))
 }
 
 impl Config {
@@ -43,6 +60,16 @@ impl Config {
                 "must be a positive number of bytes",
             ));
         }
+        config::in_range(
+            "event_stream_seconds",
+            config.event_stream_seconds.0.as_secs(),
+            1..=3600,
+        )?;
+        config::in_range(
+            "event_ticket_seconds",
+            config.event_ticket_seconds.0.as_secs(),
+            1..=600,
+        )?;
         config
             .verifier()
             .map_err(|err| ConfigError::new("jwt_public_keys", err))?;
@@ -94,6 +121,14 @@ pub(crate) mod tests {
         assert_eq!(config.max_upload_bytes, 1024);
         assert_eq!(*config.database.sql(), mp3conv_sql::Database::Sqlite);
         assert!(!config.webhook_allow_local);
+        assert_eq!(config.event_stream_seconds.0, Duration::from_secs(300));
+        assert_eq!(config.event_ticket_seconds.0, Duration::from_secs(60));
+        let mut vars = variables();
+        vars.push(("event_stream_seconds", "30".into()));
+        vars.push(("event_ticket_seconds", "5".into()));
+        let config = load(&vars).unwrap();
+        assert_eq!(config.event_stream_seconds.0, Duration::from_secs(30));
+        assert_eq!(config.event_ticket_seconds.0, Duration::from_secs(5));
         let printed = format!("{config:?}");
         assert!(!printed.contains("a-long-internal-token"), "{printed}");
     }
@@ -115,6 +150,11 @@ pub(crate) mod tests {
             ("max_upload_bytes", "0"),
             ("auth_url", ""),
             ("webhook_allow_local", "yes"),
+            ("event_stream_seconds", "0"),
+            ("event_stream_seconds", "3601"),
+            ("event_stream_seconds", "5m"),
+            ("event_ticket_seconds", "0"),
+            ("event_ticket_seconds", "601"),
         ] {
             let mut vars = variables();
             vars.retain(|(n, _)| *n != name);

@@ -19,8 +19,8 @@ pub enum ApiError {
     NotificationNotFound,
     WebhookNotFound,
     MethodNotAllowed(&'static str),
-    /// No usable bearer token; the code says which (`missing_token`, `invalid_token`,
-    /// `unknown_user`).
+    /// No usable bearer token or ticket; the code says which (`missing_token`,
+    /// `invalid_token`, `unknown_user`, `invalid_ticket`).
     Unauthorized(&'static str),
     /// `POST /login` without HTTP Basic credentials.
     BasicRequired,
@@ -32,9 +32,12 @@ pub enum ApiError {
         limit: u64,
     },
     UnsupportedMediaType(&'static str),
+    /// An event stream asked for without `Accept: text/event-stream`.
+    NotAcceptable,
     /// The worker (or auth) could not be reached or is overloaded.
     WorkerUnavailable,
-    /// An error the worker or auth answered, passed on as it is (4xx only).
+    /// An error the worker or auth answered, passed on as it is (4xx, and the worker's 503
+    /// `too_many_streams`).
     Upstream {
         status: u16,
         body: Vec<u8>,
@@ -86,6 +89,11 @@ impl ApiError {
             ApiError::UnsupportedMediaType(expected) => {
                 (415, "unsupported_media_type", format!("send {expected}"))
             }
+            ApiError::NotAcceptable => (
+                406,
+                "not_acceptable",
+                "this route is an event stream: send Accept: text/event-stream".to_owned(),
+            ),
             ApiError::WorkerUnavailable => (
                 503,
                 "unavailable",
@@ -132,6 +140,7 @@ fn unauthorized_message(code: &str) -> &'static str {
     match code {
         "missing_token" => "send Authorization: Bearer <token> (from POST /login)",
         "unknown_user" => "the account of this token no longer exists",
+        "invalid_ticket" => "the ticket is unknown, used or expired; get a new one",
         _ => "the token is malformed, expired or not ours",
     }
 }
@@ -164,11 +173,20 @@ impl From<HttpError> for ApiError {
 }
 
 /// What an error answer from the worker becomes. Client errors keep their status, JSON body
-/// and `Content-Range`/`Retry-After`; the worker refusing our service token is our
-/// misconfiguration; the rest means the service is unavailable.
+/// and `Content-Range`/`Retry-After`, and so does the worker's 503 `too_many_streams` (it is at
+/// its limit of event streams: a client should wait, as `Retry-After` says); the worker
+/// refusing our service token is our misconfiguration; the rest means the service is
+/// unavailable.
 pub fn upstream_error(status: u16, headers: &[(String, Vec<u8>)], body: Vec<u8>) -> ApiError {
-    let is_json_error = serde_json::from_slice::<ErrorBody>(&body).is_ok();
+    let error = serde_json::from_slice::<ErrorBody>(&body).ok();
+    let is_json_error = error.is_some();
+    let too_many_streams = error.is_some_and(|e| e.error.code == "too_many_streams");
     match status {
+        503 if too_many_streams => ApiError::Upstream {
+            status,
+            body,
+            headers: keep_headers(headers, &["retry-after"]),
+        },
         401 | 403 => ApiError::Internal(format!(
             "the upstream refused our credentials ({status}): check worker_token"
         )),
@@ -241,7 +259,20 @@ mod tests {
         );
         assert_eq!(passed.reply().status, 409);
         assert_eq!(upstream_error(404, &[], vec![]), ApiError::JobNotFound);
-        assert_eq!(upstream_error(500, &[], json), ApiError::WorkerUnavailable);
+        assert_eq!(
+            upstream_error(500, &[], json.clone()),
+            ApiError::WorkerUnavailable
+        );
+        assert_eq!(upstream_error(503, &[], json), ApiError::WorkerUnavailable);
+        let streams = br#"{"error":{"code":"too_many_streams","message":"m"}}"#.to_vec();
+        assert_eq!(
+            upstream_error(503, &headers, streams.clone()),
+            ApiError::Upstream {
+                status: 503,
+                body: streams,
+                headers: vec![("retry-after".into(), "3".into())],
+            }
+        );
         assert!(matches!(
             upstream_error(401, &[], vec![]),
             ApiError::Internal(_)

@@ -11,9 +11,9 @@ use crate::body::{self, Body};
 use crate::caller;
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::routes::{self, CallerRoute, Route};
-use crate::upstream::{Auth, Streamed, Worker};
-use crate::{account, audio, jobs, notifications, webhook};
+use crate::routes::{self, CallerRoute, EventsRoute, Route};
+use crate::upstream::{Auth, EventStream, Streamed, Worker};
+use crate::{account, audio, events, jobs, notifications, tickets, webhook};
 
 /// The OpenAPI document, served as it is kept in the repository.
 pub const OPENAPI: &str = include_str!("../../../openapi.yaml");
@@ -33,6 +33,14 @@ impl<B> Request<B> {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of the header `name`.
+    pub fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
 
@@ -72,7 +80,7 @@ fn fixed(route: &Route) -> Option<Reply> {
     match route {
         Route::Root => Some(root()),
         Route::OpenApi => Some(openapi()),
-        Route::Login | Route::Caller(_) => None,
+        Route::Login | Route::Caller(_) | Route::Events(_) => None,
     }
 }
 
@@ -123,6 +131,7 @@ impl<W: Worker, A: Auth> Gateway<'_, W, A> {
     ) -> Result<Answer<W::Audio>, ApiError> {
         match route {
             Route::Caller(route) => self.for_caller(route, request).await,
+            Route::Events(route) => self.events(route, &request).await,
             Route::Login => account::login(self.auth, request.header("authorization"))
                 .await
                 .map(Answer::from),
@@ -184,8 +193,69 @@ impl<W: Worker, A: Auth> Gateway<'_, W, A> {
                 webhook::put(db, owner, &body, allow_local, now)?
             }
             CallerRoute::DeleteWebhook => webhook::delete(db, owner)?,
+            CallerRoute::EventTicket => {
+                tickets::mint(db, &caller, now, self.config.event_ticket_seconds.0)?
+            }
         };
         Ok(reply.into())
+    }
+
+    /// An event stream: the `Accept` and the query checked first (a bad request spends no
+    /// ticket), then the caller by bearer token or else by ticket, then the worker's stream.
+    async fn events<B>(
+        &self,
+        route: EventsRoute,
+        request: &Request<B>,
+    ) -> Result<Answer<W::Audio>, ApiError> {
+        if !events::accepts_event_stream(request.headers_named("accept")) {
+            return Err(ApiError::NotAcceptable);
+        }
+        let query = events::stream_query(request.path_and_query().1)?;
+        // A ticket sent must be one, even beside a bearer token (which then counts instead).
+        if query
+            .ticket
+            .as_deref()
+            .is_some_and(|t| !tickets::well_formed(t))
+        {
+            return Err(ApiError::Unauthorized("invalid_ticket"));
+        }
+        let last_event_id = events::resume_point(
+            request.header("last-event-id"),
+            query.last_event_id.as_deref(),
+        )?;
+        let authorization = request.header("authorization");
+        let open_db = || (self.db)().map_err(|err| ApiError::Internal(format!("database: {err}")));
+        let (owner, token_expires_at) = match (authorization, &query.ticket) {
+            (None, Some(ticket)) => {
+                let db = open_db()?;
+                let claim = uuid::Uuid::new_v4().to_string();
+                let redeemed = tickets::redeem(db.as_ref(), ticket, self.now, &claim)?;
+                caller::exists(db.as_ref(), &redeemed.user_id)?;
+                (redeemed.user_id, redeemed.token_expires_at)
+            }
+            // A bearer token, when one is sent, is what counts (and none is 401).
+            _ => {
+                let verifier = self.config.verifier().map_err(ApiError::Internal)?;
+                let caller = caller::verify(authorization, &verifier)?;
+                let caller = caller::known(caller, open_db()?.as_ref())?;
+                (caller.id, caller.token_expires_at)
+            }
+        };
+        let stream = EventStream {
+            job: match route {
+                EventsRoute::All => None,
+                EventsRoute::Job(id) => Some(id),
+            },
+            last_event_id,
+            until_ms: events::stream_until(
+                self.now,
+                self.config.event_stream_seconds.0,
+                token_expires_at,
+            ),
+        };
+        Ok(Answer::Stream(
+            events::open(self.worker, &owner, &stream).await?,
+        ))
     }
 
     async fn audio<B>(

@@ -1,7 +1,9 @@
 //! Whole requests through [`Gateway::serve`]: routing, authentication, the database and the
 //! in-memory worker and auth together.
 
+use std::cell::Cell;
 use std::rc::Rc;
+use std::time::Duration;
 
 use futures::executor::block_on;
 use mp3conv_kit::Trace;
@@ -19,6 +21,8 @@ struct World {
     auth: FakeAuth,
     /// The database cannot be opened.
     db_down: bool,
+    /// The gateway's clock.
+    now: Cell<OffsetDateTime>,
 }
 
 impl World {
@@ -39,7 +43,13 @@ impl World {
             worker: FakeWorker::default(),
             auth: FakeAuth::default(),
             db_down: false,
+            now: Cell::new(OffsetDateTime::now_utc()),
         }
+    }
+
+    fn advance(&self, seconds: i64) {
+        self.now
+            .set(self.now.get() + time::Duration::seconds(seconds));
     }
 
     fn bearer(&self, user: &str) -> String {
@@ -83,7 +93,7 @@ impl World {
                     auth: &self.auth,
                     db: &open,
                     trace: &Trace::default(),
-                    now: OffsetDateTime::now_utc(),
+                    now: self.now.get(),
                 };
                 block_on(gateway.serve(route, request))
             }
@@ -291,4 +301,323 @@ fn failures_behind_the_gateway_are_503_or_an_opaque_500() {
         (500, Some("internal"))
     );
     assert!(!json.to_string().contains("no database"));
+}
+
+const STREAM: (&str, &str) = ("accept", "text/event-stream");
+
+impl World {
+    /// A new ticket for `authorization`'s caller.
+    fn ticket(&self, authorization: &str) -> String {
+        let (status, headers, json) = self.serve(
+            "POST",
+            "/v1/events/ticket",
+            &[("authorization", authorization)],
+            "",
+        );
+        assert_eq!(status, 201, "{json}");
+        assert!(headers.contains(&("cache-control".into(), "no-store".into())));
+        json["ticket"].as_str().unwrap().to_owned()
+    }
+
+    /// The last event stream the worker was asked for.
+    fn last_stream(&self) -> (String, EventStream) {
+        self.worker.streams.borrow().last().cloned().unwrap()
+    }
+
+    fn now_ms(&self) -> i64 {
+        crate::notifications::unix_ms(self.now.get())
+    }
+}
+
+fn code(json: &Value) -> Option<&str> {
+    json["error"]["code"].as_str()
+}
+
+#[test]
+fn event_streams_are_piped_back_by_bearer_token_or_ticket() {
+    let world = World::new();
+    let bearer = world.bearer("u1");
+    let (status, headers, body) = world.serve(
+        "GET",
+        "/v1/events",
+        &[("authorization", &bearer), STREAM],
+        "",
+    );
+    assert_eq!((status, body.as_str()), (200, Some("retry: 3000\n\n")));
+    assert_eq!(
+        headers,
+        [
+            ("content-type".to_owned(), "text/event-stream".to_owned()),
+            ("cache-control".to_owned(), "no-store".to_owned()),
+            ("x-accel-buffering".to_owned(), "no".to_owned()),
+        ],
+        "the worker's own headers stay inside"
+    );
+    let (owner, stream) = world.last_stream();
+    assert_eq!(
+        (owner.as_str(), stream.path()),
+        ("u1", "/internal/events".into())
+    );
+    assert_eq!(stream.last_event_id, None);
+
+    let ticket = world.ticket(&bearer);
+    assert_eq!(ticket.len(), crate::tickets::TICKET_CHARS);
+    let by_ticket = format!("/v1/events?ticket={ticket}");
+    let (status, _, body) = world.serve("GET", &by_ticket, &[STREAM], "");
+    assert_eq!((status, body.as_str()), (200, Some("retry: 3000\n\n")));
+    assert_eq!(world.last_stream().0, "u1");
+    // Single use.
+    let (status, headers, json) = world.serve("GET", &by_ticket, &[STREAM], "");
+    assert_eq!((status, code(&json)), (401, Some("invalid_ticket")));
+    assert!(headers.iter().any(|(n, _)| n == "www-authenticate"));
+    assert_eq!(world.worker.streams.borrow().len(), 2);
+}
+
+#[test]
+fn tickets_expire_and_are_no_bearer_tokens() {
+    let world = World::new();
+    let bearer = world.bearer("u1");
+    let ticket = world.ticket(&bearer);
+    world.advance(60);
+    let (status, _, json) =
+        world.serve("GET", &format!("/v1/events?ticket={ticket}"), &[STREAM], "");
+    assert_eq!(
+        (status, code(&json)),
+        (401, Some("invalid_ticket")),
+        "expired"
+    );
+
+    let ticket = world.ticket(&bearer);
+    let as_bearer = format!("Bearer {ticket}");
+    for (method, path, headers, expected) in [
+        (
+            "GET",
+            "/v1/me".to_owned(),
+            vec![("authorization", as_bearer.as_str())],
+            "invalid_token",
+        ),
+        (
+            "GET",
+            format!("/v1/jobs?ticket={ticket}"),
+            vec![],
+            "missing_token",
+        ),
+        (
+            "POST",
+            format!("/v1/events/ticket?ticket={ticket}"),
+            vec![],
+            "missing_token",
+        ),
+        (
+            "GET",
+            "/v1/events".to_owned(),
+            vec![("authorization", as_bearer.as_str()), STREAM],
+            "invalid_token",
+        ),
+    ] {
+        let (status, _, json) = world.serve(method, &path, &headers, "");
+        assert_eq!(
+            (status, code(&json)),
+            (401, Some(expected)),
+            "{method} {path}"
+        );
+    }
+    // A malformed ticket is refused even beside a good bearer token; a good one is left
+    // unspent (the token counts).
+    let (status, _, json) = world.serve(
+        "GET",
+        "/v1/events?ticket=nope",
+        &[("authorization", &bearer), STREAM],
+        "",
+    );
+    assert_eq!((status, code(&json)), (401, Some("invalid_ticket")));
+    assert!(world.worker.calls().is_empty());
+    let (status, _, _) = world.serve(
+        "GET",
+        &format!("/v1/events?ticket={ticket}"),
+        &[("authorization", &bearer), STREAM],
+        "",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(world.worker.calls().len(), 1);
+    // None of that spent it.
+    let (status, _, _) = world.serve("GET", &format!("/v1/events?ticket={ticket}"), &[STREAM], "");
+    assert_eq!(status, 200);
+
+    // The account is gone: its tickets are worth nothing.
+    let ticket = world.ticket(&bearer);
+    world
+        .db
+        .execute("DELETE FROM users WHERE id = 'u1'", &[])
+        .unwrap();
+    let (status, _, json) =
+        world.serve("GET", &format!("/v1/events?ticket={ticket}"), &[STREAM], "");
+    assert_eq!((status, code(&json)), (401, Some("unknown_user")));
+}
+
+#[test]
+fn event_streams_need_accept_text_event_stream() {
+    let world = World::new();
+    let bearer = world.bearer("u1");
+    let ticket = world.ticket(&bearer);
+    let by_ticket = format!("/v1/events?ticket={ticket}");
+    for accept in [None, Some("application/json"), Some("*/*")] {
+        let mut headers = vec![("authorization", bearer.as_str())];
+        headers.extend(accept.map(|a| ("accept", a)));
+        let (status, _, json) = world.serve("GET", "/v1/events", &headers, "");
+        assert_eq!(
+            (status, code(&json)),
+            (406, Some("not_acceptable")),
+            "{accept:?}"
+        );
+        let (status, _, _) = world.serve("GET", &by_ticket, &[], "");
+        assert_eq!(status, 406);
+    }
+    assert!(world.worker.calls().is_empty());
+    // A refused request does not spend the ticket.
+    let (status, _, _) = world.serve("GET", &by_ticket, &[STREAM], "");
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn resume_points_and_the_end_of_the_stream_reach_the_worker() {
+    let mut world = World::new();
+    let bearer = world.bearer("u1");
+    let with = |extra: &[(&str, &str)], path: &str| {
+        let mut headers = vec![("authorization", bearer.as_str()), STREAM];
+        headers.extend_from_slice(extra);
+        let (status, _, json) = world.serve("GET", path, &headers, "");
+        assert_eq!(status, 200, "{json}");
+        world.last_stream().1
+    };
+    assert_eq!(
+        with(&[("last-event-id", "e1")], "/v1/events")
+            .last_event_id
+            .as_deref(),
+        Some("e1")
+    );
+    assert_eq!(
+        with(&[], "/v1/events?last_event_id=e2")
+            .last_event_id
+            .as_deref(),
+        Some("e2")
+    );
+    assert_eq!(
+        with(&[("last-event-id", "e1")], "/v1/events?last_event_id=e2")
+            .last_event_id
+            .as_deref(),
+        Some("e1"),
+        "the header wins"
+    );
+    let stream = with(&[("last-event-id", "e1")], "/v1/events");
+    assert!(
+        stream
+            .headers()
+            .contains(&("last-event-id".into(), "e1".into()))
+    );
+    assert!(
+        stream
+            .headers()
+            .contains(&("accept".into(), "text/event-stream".into()))
+    );
+    // The token outlives event_stream_seconds: the setting decides.
+    assert_eq!(stream.until_ms, world.now_ms() + 300_000);
+    assert!(stream.headers().contains(&(
+        "x-mp3conv-stream-until".into(),
+        (world.now_ms() + 300_000).to_string()
+    )));
+    let (status, _, json) = world.serve(
+        "GET",
+        "/v1/events?last_event_id=caf%C3%A9",
+        &[("authorization", &bearer), STREAM],
+        "",
+    );
+    assert_eq!((status, code(&json)), (400, Some("invalid_last_event_id")));
+
+    // A token expiring sooner ends the stream with it, also through a ticket it minted.
+    let short = format!(
+        "Bearer {}",
+        world.keys.token_for("u1", "u1@example.com", 100)
+    );
+    let (_, _, me) = world.serve("GET", "/v1/me", &[("authorization", &short)], "");
+    let expiry_ms = me["token_expires_at"].as_i64().unwrap() * 1000;
+    let (status, _, _) = world.serve(
+        "GET",
+        "/v1/events",
+        &[("authorization", &short), STREAM],
+        "",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(world.last_stream().1.until_ms, expiry_ms);
+    let ticket = world.ticket(&short);
+    let (status, _, _) = world.serve("GET", &format!("/v1/events?ticket={ticket}"), &[STREAM], "");
+    assert_eq!(status, 200);
+    assert_eq!(world.last_stream().1.until_ms, expiry_ms);
+
+    world.config.event_stream_seconds = mp3conv_kit::config::Seconds(Duration::from_secs(30));
+    let bearer = world.bearer("u1");
+    let (status, _, _) = world.serve(
+        "GET",
+        "/v1/events",
+        &[("authorization", &bearer), STREAM],
+        "",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(world.last_stream().1.until_ms, world.now_ms() + 30_000);
+}
+
+#[test]
+fn a_job_stream_is_the_owners_only() {
+    let world = World::new();
+    let mine = world.worker.add_job("u1", "mine.mp4");
+    let theirs = world.worker.add_job("u2", "theirs.mp4");
+    let bearer = world.bearer("u1");
+    let headers = [("authorization", bearer.as_str()), STREAM];
+    let (status, _, body) =
+        world.serve("GET", &format!("/v1/jobs/{}/events", mine.id), &headers, "");
+    assert_eq!((status, body.as_str()), (200, Some("retry: 3000\n\n")));
+    let (owner, stream) = world.last_stream();
+    assert_eq!((owner.as_str(), stream.job), ("u1", Some(mine.id)));
+    assert_eq!(stream.path(), format!("/internal/jobs/{}/events", mine.id));
+    // The worker says 404 for another user's job, exactly as for a missing one.
+    let (status, _, json) = world.serve(
+        "GET",
+        &format!("/v1/jobs/{}/events", theirs.id),
+        &headers,
+        "",
+    );
+    assert_eq!((status, code(&json)), (404, Some("not_found")));
+    assert_eq!(
+        world.last_stream().1.job,
+        Some(theirs.id),
+        "the worker decided"
+    );
+    let calls = world.worker.calls().len();
+    let (status, _, _) = world.serve("GET", "/v1/jobs/nope/events", &headers, "");
+    assert_eq!(status, 404);
+    assert_eq!(
+        world.worker.calls().len(),
+        calls,
+        "a malformed id never reaches the worker"
+    );
+}
+
+#[test]
+fn the_workers_stream_limits_and_outages_are_passed_on() {
+    let world = World::new();
+    let bearer = world.bearer("u1");
+    let headers = [("authorization", bearer.as_str()), STREAM];
+    let refusal = crate::error::upstream_error(
+        429,
+        &[("retry-after".into(), b"2".to_vec())],
+        br#"{"error":{"code":"too_many_streams","message":"m"}}"#.to_vec(),
+    );
+    *world.worker.stream_refusal.borrow_mut() = Some(refusal);
+    let (status, headers_back, json) = world.serve("GET", "/v1/events", &headers, "");
+    assert_eq!((status, code(&json)), (429, Some("too_many_streams")));
+    assert!(headers_back.contains(&("retry-after".into(), "2".into())));
+    *world.worker.stream_refusal.borrow_mut() = None;
+    world.worker.calls_before_outage.set(Some(1));
+    let (status, _, json) = world.serve("GET", "/v1/events", &headers, "");
+    assert_eq!((status, code(&json)), (503, Some("unavailable")));
 }

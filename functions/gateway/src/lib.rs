@@ -7,8 +7,9 @@
 //! Everything is plain Rust, tested natively: [`gateway`] serves a request given its parts and
 //! the services behind small traits ([`upstream::Worker`], [`upstream::Auth`], the database);
 //! the modules per resource ([`jobs`], [`upload`], [`audio`], [`account`], [`notifications`],
-//! [`webhook`]) decide; [`error`] is the one mapping to HTTP. The component entry point
-//! (`component`, wasm only) only adapts Spin to it, with the WASI implementations in `spin`.
+//! [`webhook`], [`events`] and its [`tickets`]) decide; [`error`] is the one mapping to HTTP.
+//! The component entry point (`component`, wasm only) only adapts Spin to it, with the WASI
+//! implementations in `spin`.
 
 pub mod account;
 pub mod audio;
@@ -16,11 +17,13 @@ pub mod body;
 pub mod caller;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod framing;
 pub mod gateway;
 pub mod jobs;
 pub mod notifications;
 pub mod routes;
+pub mod tickets;
 pub mod upload;
 pub mod upstream;
 pub mod webhook;

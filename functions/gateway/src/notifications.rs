@@ -1,12 +1,9 @@
 //! `GET /v1/notifications` and `POST /v1/notifications/{id}/read`: what the notifier recorded
 //! for the caller, as the contract's [`Notification`] shapes.
 
-use mp3conv_contract::job::Status;
 use mp3conv_contract::notification::{Notification, NotificationPage};
 use mp3conv_kit::reply::Reply;
 use mp3conv_sql::{Db, DbError, notifications};
-use serde::Deserialize as _;
-use serde::de::IntoDeserializer as _;
 use time::OffsetDateTime;
 
 use crate::error::ApiError;
@@ -87,20 +84,7 @@ pub fn page(
 
 /// A stored notification as users see it.
 fn public(n: &notifications::Notification) -> Result<Notification, ApiError> {
-    let corrupt = |what: &str| ApiError::Internal(format!("notification {}: bad {what}", n.id));
-    let status = Status::deserialize(n.status.as_str().into_deserializer())
-        .map_err(|_: serde::de::value::Error| corrupt("status"))?;
-    Ok(Notification {
-        id: n.id.clone(),
-        job_id: n.job_id.parse().map_err(|_| corrupt("job id"))?,
-        status,
-        title: n.title.clone(),
-        message: n.message.clone(),
-        audio_url: n.audio_url.clone(),
-        error_code: n.error_code.clone(),
-        created_at: from_unix_ms(n.created_at).ok_or_else(|| corrupt("time"))?,
-        read: n.read_at.is_some(),
-    })
+    n.to_public().map_err(ApiError::Internal)
 }
 
 /// Unix milliseconds as a time.
@@ -121,6 +105,7 @@ fn database(err: DbError) -> ApiError {
 mod tests {
     use super::*;
     use crate::testing;
+    use mp3conv_contract::job::Status;
 
     const JOB: &str = "0192f1a4-7c2b-7d3e-8f00-123456789abc";
 

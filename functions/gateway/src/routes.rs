@@ -15,6 +15,8 @@
 //! | `GET /v1/notifications?unread=&limit=&cursor=` | 200 `{"notifications","next_cursor"}` |
 //! | `POST /v1/notifications/{id}/read` | 204 |
 //! | `PUT /v1/me/webhook {"url"}`, `GET`, `DELETE` | 200 with the secret (once), 200, 204 |
+//! | `GET /v1/events`, `GET /v1/jobs/{id}/events` (Bearer or `?ticket=`) | 200 `text/event-stream` |
+//! | `POST /v1/events/ticket` | 201 `{"ticket","expires_at"}` |
 
 use mp3conv_contract::job::{DEFAULT_PAGE, JobId, MAX_PAGE};
 
@@ -28,6 +30,17 @@ pub enum Route {
     Login,
     /// A route that needs a verified caller.
     Caller(CallerRoute),
+    /// An event stream: a caller verified by bearer token or by ticket.
+    Events(EventsRoute),
+}
+
+/// Which event stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventsRoute {
+    /// `GET /v1/events`: every event of the caller's.
+    All,
+    /// `GET /v1/jobs/{id}/events`: one job's, until it ends.
+    Job(JobId),
 }
 
 /// A route that needs a verified caller.
@@ -48,6 +61,8 @@ pub enum CallerRoute {
     GetWebhook,
     PutWebhook,
     DeleteWebhook,
+    /// `POST /v1/events/ticket`.
+    EventTicket,
 }
 
 /// Matches a request to its route: 404 for unknown paths, 405 (with `Allow`) for known paths
@@ -77,6 +92,12 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         (["v1", "jobs", _], _) => Err(allow("GET, DELETE")),
         (["v1", "jobs", id, "audio"], "GET") => caller(C::Audio(job_id(id)?)),
         (["v1", "jobs", _, "audio"], _) => Err(allow("GET")),
+        (["v1", "jobs", id, "events"], "GET") => Ok(Route::Events(EventsRoute::Job(job_id(id)?))),
+        (["v1", "jobs", _, "events"], _) => Err(allow("GET")),
+        (["v1", "events"], "GET") => Ok(Route::Events(EventsRoute::All)),
+        (["v1", "events"], _) => Err(allow("GET")),
+        (["v1", "events", "ticket"], "POST") => caller(C::EventTicket),
+        (["v1", "events", "ticket"], _) => Err(allow("POST")),
         (["v1", "me"], "GET") => caller(C::Me),
         (["v1", "me"], "DELETE") => caller(C::DeleteMe),
         (["v1", "me"], _) => Err(allow("GET, DELETE")),
@@ -189,6 +210,24 @@ mod tests {
                 Ok(Route::Caller(C::Audio(job))),
             ),
             ("GET", "/v1/me", Ok(Route::Caller(C::Me))),
+            ("GET", "/v1/events", Ok(Route::Events(EventsRoute::All))),
+            (
+                "GET",
+                &format!("/v1/jobs/{id}/events"),
+                Ok(Route::Events(EventsRoute::Job(job))),
+            ),
+            ("GET", "/v1/jobs/nope/events", Err(ApiError::JobNotFound)),
+            ("POST", "/v1/events", Err(ApiError::MethodNotAllowed("GET"))),
+            (
+                "POST",
+                "/v1/events/ticket",
+                Ok(Route::Caller(C::EventTicket)),
+            ),
+            (
+                "GET",
+                "/v1/events/ticket",
+                Err(ApiError::MethodNotAllowed("POST")),
+            ),
             (
                 "POST",
                 &format!("/v1/notifications/{}/read", id.to_uppercase()),

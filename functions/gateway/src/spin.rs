@@ -12,7 +12,8 @@ use crate::config::Config;
 use crate::error::{ApiError, upstream_error};
 use crate::jobs::MAX_JSON_BYTES;
 use crate::upstream::{
-    Answered, Auth, Chunk, JobsQuery, Streamed, Upload, Worker, auth_request, worker_request,
+    Answered, Auth, Chunk, EventStream, JobsQuery, Streamed, Upload, Worker, auth_request,
+    worker_request,
 };
 
 /// Largest job page read from the worker.
@@ -144,17 +145,32 @@ impl Worker for SpinWorker<'_> {
         let request = self
             .request(Method::Get, owner, &path)
             .headers(forwarded.to_vec());
-        let response = self.call(request)?;
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(name, value)| (name.clone(), String::from_utf8_lossy(value).into_owned()))
-            .collect();
-        Ok(Streamed {
-            status: response.status(),
-            headers,
-            body: response,
-        })
+        Ok(streamed(self.call(request)?))
+    }
+
+    async fn events(
+        &self,
+        owner: &str,
+        stream: &EventStream,
+    ) -> Result<Streamed<Response>, ApiError> {
+        let request = self
+            .request(Method::Get, owner, &stream.path())
+            .headers(stream.headers());
+        Ok(streamed(self.call(request)?))
+    }
+}
+
+/// A worker response whose body is to be streamed on, with its headers as text.
+fn streamed(response: Response) -> Streamed<Response> {
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| (name.clone(), String::from_utf8_lossy(value).into_owned()))
+        .collect();
+    Streamed {
+        status: response.status(),
+        headers,
+        body: response,
     }
 }
 

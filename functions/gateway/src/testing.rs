@@ -14,7 +14,7 @@ use mp3conv_tokens::keys::{Jwks, PublicJwk};
 
 use crate::body::Body;
 use crate::error::ApiError;
-use crate::upstream::{Answered, Auth, Chunk, JobsQuery, Streamed, Upload, Worker};
+use crate::upstream::{Answered, Auth, Chunk, EventStream, JobsQuery, Streamed, Upload, Worker};
 
 /// A body arriving as `parts`.
 pub fn chunks(parts: &[&str]) -> impl Body + use<> {
@@ -138,6 +138,11 @@ impl Keys {
 
     /// A valid token for `user` for the next hour.
     pub fn token(&self, user: &str, email: &str) -> String {
+        self.token_for(user, email, 3600)
+    }
+
+    /// A valid token for `user` for the next `seconds`.
+    pub fn token_for(&self, user: &str, email: &str, seconds: u64) -> String {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -146,7 +151,7 @@ impl Keys {
             sub: user.into(),
             email: email.into(),
             iat: now,
-            exp: now + 3600,
+            exp: now + seconds,
             iss: "mp3conv".into(),
             aud: "mp3conv".into(),
             jti: "j".into(),
@@ -181,6 +186,10 @@ pub struct FakeWorker {
     pub vanishing: RefCell<Vec<JobId>>,
     /// Jobs whose deletion is answered 204 but that stay listed (a broken worker).
     pub undeletable: RefCell<Vec<JobId>>,
+    /// Every event stream asked for, with its owner.
+    pub streams: RefCell<Vec<(String, EventStream)>>,
+    /// What the worker answers to an event stream instead of one (an error).
+    pub stream_refusal: RefCell<Option<ApiError>>,
 }
 
 impl FakeWorker {
@@ -334,6 +343,34 @@ impl Worker for FakeWorker {
                 header("x-mp3conv-owner", owner),
             ],
             body: b"ID3".to_vec(),
+        })
+    }
+
+    /// Like the worker: someone else's job (or none) is 404; a stream starts with `retry:`.
+    async fn events(
+        &self,
+        owner: &str,
+        stream: &EventStream,
+    ) -> Result<Streamed<Vec<u8>>, ApiError> {
+        self.call(format!("events {}", stream.path()))?;
+        self.streams
+            .borrow_mut()
+            .push((owner.to_owned(), stream.clone()));
+        if let Some(id) = stream.job {
+            self.owned(owner, id)?;
+        }
+        if let Some(err) = self.stream_refusal.borrow().clone() {
+            return Err(err);
+        }
+        let header = |n: &str, v: &str| (n.to_owned(), v.to_owned());
+        Ok(Streamed {
+            status: 200,
+            headers: vec![
+                header("Content-Type", "text/event-stream"),
+                header("cache-control", "no-store"),
+                header("x-mp3conv-owner", owner),
+            ],
+            body: b"retry: 3000\n\n".to_vec(),
         })
     }
 }

@@ -58,6 +58,43 @@ impl Upload {
     }
 }
 
+/// An event stream asked of the worker (`GET /internal/events` or
+/// `GET /internal/jobs/{id}/events`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventStream {
+    /// One job's events, or all of the owner's.
+    pub job: Option<JobId>,
+    /// Where to resume (`Last-Event-ID`), already checked.
+    pub last_event_id: Option<String>,
+    /// When the worker ends the stream, in unix milliseconds (`X-Mp3conv-Stream-Until`).
+    pub until_ms: i64,
+}
+
+impl EventStream {
+    /// The worker's path.
+    pub fn path(&self) -> String {
+        match self.job {
+            Some(id) => format!("/internal/jobs/{id}/events"),
+            None => "/internal/events".to_owned(),
+        }
+    }
+
+    /// The request headers the worker reads.
+    pub fn headers(&self) -> Vec<(String, String)> {
+        let mut headers = vec![
+            ("accept".to_owned(), "text/event-stream".to_owned()),
+            (
+                "x-mp3conv-stream-until".to_owned(),
+                self.until_ms.to_string(),
+            ),
+        ];
+        if let Some(id) = &self.last_event_id {
+            headers.push(("last-event-id".to_owned(), id.clone()));
+        }
+        headers
+    }
+}
+
 /// A response whose body is streamed on to the client.
 #[derive(Debug)]
 pub struct Streamed<B> {
@@ -81,7 +118,7 @@ pub struct Answered {
 // Spin's executor is single-threaded: no `Send` bounds wanted on these futures.
 #[allow(async_fn_in_trait)]
 pub trait Worker {
-    /// The body of an MP3 being streamed.
+    /// A body being streamed on (an MP3, an event stream).
     type Audio;
 
     /// One job.
@@ -109,6 +146,13 @@ pub trait Worker {
         owner: &str,
         id: JobId,
         forwarded: &[(String, String)],
+    ) -> Result<Streamed<Self::Audio>, ApiError>;
+    /// Opens an event stream of the owner's: a success is 200 (the stream) or 204 (a job
+    /// already over, asked to resume).
+    async fn events(
+        &self,
+        owner: &str,
+        stream: &EventStream,
     ) -> Result<Streamed<Self::Audio>, ApiError>;
 }
 

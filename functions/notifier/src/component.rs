@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use mp3conv_contract::event::Event;
 use mp3conv_contract::job::{Job, JobId};
 use mp3conv_kit::Trace;
 use mp3conv_kit::http::{self, Method, Request};
@@ -107,6 +108,20 @@ impl Outside for Spin<'_> {
                     .map_err(|err| format!("the worker's job is not a job: {err}"))
             }
             404 => Ok(None),
+            other => Err(format!("the worker answered {other}")),
+        }
+    }
+
+    fn publish(&self, owner: &str, event: &Event) -> Result<(), String> {
+        let request = Request::to(Method::Post, &self.config.worker_url, "/internal/events")
+            .bearer(&self.config.worker_token)
+            .header("x-mp3conv-owner", owner)
+            .trace(self.trace)
+            .json(event)
+            .timeout(self.config.outbound_timeout);
+        let response = http::send(request).map_err(|err| err.to_string())?;
+        match response.status() {
+            200..=299 => Ok(()),
             other => Err(format!("the worker answered {other}")),
         }
     }

@@ -1,6 +1,7 @@
 //! What the notifier does with one event: read it, confirm it with the worker's record of the
-//! job (events are not trusted: the job is), record the notification once, then deliver it by
-//! webhook and email, each at most once and with bounded retries.
+//! job (events are not trusted: the job is), record the notification once, tell the owner's
+//! live event streams about it (the worker's `POST /internal/events`, best effort), then
+//! deliver it by webhook and email, each at most once and with bounded retries.
 //!
 //! Everything outside (the worker, webhook receivers, the email API, the clock, the log)
 //! comes through [`Outside`], so this runs natively in tests against a real SQLite database.
@@ -9,6 +10,7 @@
 use std::time::Duration;
 
 use backon::{BackoffBuilder as _, ExponentialBuilder};
+use mp3conv_contract::event::Event;
 use mp3conv_contract::job::{Job, JobId, Source, Status};
 use mp3conv_sql::Db;
 use mp3conv_sql::notifications::{self, Delivery, Notification};
@@ -23,6 +25,9 @@ pub trait Outside {
     /// The worker's record of a job: `Ok(None)` when the owner has no such job; `Err` when the
     /// worker cannot say now.
     fn job(&self, job_id: &JobId, owner: &str) -> Result<Option<Job>, String>;
+    /// Hands `event` to the worker for `owner`'s live event streams; `Err` says why it was
+    /// not taken (the caller logs it and goes on).
+    fn publish(&self, owner: &str, event: &Event) -> Result<(), String>;
     /// POSTs `body`; the status, or why there is none.
     fn post(&self, url: &str, headers: &[(String, String)], body: &[u8]) -> Result<u16, String>;
     fn sleep(&self, duration: Duration);
@@ -158,6 +163,7 @@ fn handle_event(
     let fresh = notification(config, &job, &event.id, &announced.owner, outside);
     let inserted = notifications::insert(db, &fresh).map_err(transient)?;
     let recorded = if inserted {
+        publish(outside, &event.id, &fresh);
         fresh
     } else {
         notifications::find_existing(db, &event.id, &job_id, announced.status.as_str())
@@ -178,6 +184,20 @@ fn handle_event(
         webhook,
         email,
     })
+}
+
+/// Tells the owner's live streams about a new notification. Never fails the event: streams
+/// that miss it resync, and the notification is recorded either way.
+fn publish(outside: &dyn Outside, event_id: &str, n: &Notification) {
+    let result = n.to_public().and_then(|notification| {
+        outside.publish(&n.user_id, &Event::NotificationCreated { notification })
+    });
+    if let Err(err) = result {
+        outside.log(
+            event_id,
+            &format!("live event for notification {} not published: {err}", n.id),
+        );
+    }
 }
 
 impl std::fmt::Display for Outcome {
@@ -440,6 +460,10 @@ mod tests {
         ids: Cell<u32>,
         /// (event id, line) of every line logged.
         logged: RefCell<Vec<(String, String)>>,
+        /// (owner, event) of every live event published.
+        published: RefCell<Vec<(String, Event)>>,
+        /// The worker refuses live events.
+        publish_down: bool,
     }
 
     impl Fake {
@@ -468,6 +492,8 @@ mod tests {
                 slept: RefCell::new(Vec::new()),
                 ids: Cell::new(0),
                 logged: RefCell::new(Vec::new()),
+                published: RefCell::new(Vec::new()),
+                publish_down: false,
             }
         }
     }
@@ -481,6 +507,15 @@ mod tests {
                 .job
                 .clone()
                 .filter(|job| job.id == *job_id && job.owner == owner))
+        }
+        fn publish(&self, owner: &str, event: &Event) -> Result<(), String> {
+            if self.publish_down {
+                return Err("the worker answered 503".into());
+            }
+            self.published
+                .borrow_mut()
+                .push((owner.to_owned(), event.clone()));
+            Ok(())
         }
         fn post(
             &self,
@@ -628,6 +663,20 @@ mod tests {
             }
         }
         assert_eq!(fake.posts.borrow().len(), 2, "no second webhook or email");
+        let published = fake.published.borrow().clone();
+        assert_eq!(
+            published.len(),
+            1,
+            "one live event, for the new notification only"
+        );
+        let (owner, Event::NotificationCreated { notification }) = &published[0] else {
+            panic!("{published:?}")
+        };
+        assert_eq!(owner, "u1");
+        assert_eq!(notification.id, "n1");
+        assert_eq!(notification.job_id.to_string(), JOB_ID);
+        assert_eq!(notification.status, Status::Done);
+        assert!(!notification.read);
         assert_eq!(
             notifications::list(&db, "u1", false, 10, None)
                 .unwrap()
@@ -740,5 +789,33 @@ mod tests {
             handle(&config, &db, &down, &[], b"{}"),
             Err(Failure::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn a_live_event_that_cannot_be_published_is_logged_and_nothing_else() {
+        let (db, mut fake, config) = (database(), Fake::with_job(Status::Done), config(false));
+        fake.publish_down = true;
+        let (headers, body) = event("e1", Status::Done);
+        let outcome = handle(&config, &db, &fake, &headers, &body).unwrap();
+        assert!(matches!(
+            outcome,
+            Outcome::Recorded {
+                duplicate: false,
+                webhook: Channel::Delivered { attempts: 1 },
+                ..
+            }
+        ));
+        let logged = fake.logged.borrow();
+        assert!(
+            logged.iter().any(|(event, line)| event == "e1"
+                && line == "live event for notification n1 not published: the worker answered 503"),
+            "{logged:?}"
+        );
+        assert_eq!(
+            notifications::list(&db, "u1", false, 10, None)
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

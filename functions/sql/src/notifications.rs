@@ -25,6 +25,34 @@ pub struct Notification {
     pub read_at: Option<i64>,
 }
 
+impl Notification {
+    /// The notification as users see it (`GET /v1/notifications`, the `notification.created`
+    /// event); `Err` names what in the row is not as written.
+    pub fn to_public(&self) -> Result<mp3conv_contract::notification::Notification, String> {
+        use mp3conv_contract::job::Status;
+        use serde::Deserialize as _;
+        use serde::de::IntoDeserializer as _;
+        let corrupt = |what: &str| format!("notification {}: bad {what}", self.id);
+        let status = Status::deserialize(self.status.as_str().into_deserializer())
+            .map_err(|_: serde::de::value::Error| corrupt("status"))?;
+        let created_at = time::OffsetDateTime::from_unix_timestamp_nanos(
+            i128::from(self.created_at) * 1_000_000,
+        )
+        .map_err(|_| corrupt("time"))?;
+        Ok(mp3conv_contract::notification::Notification {
+            id: self.id.clone(),
+            job_id: self.job_id.parse().map_err(|_| corrupt("job id"))?,
+            status,
+            title: self.title.clone(),
+            message: self.message.clone(),
+            audio_url: self.audio_url.clone(),
+            error_code: self.error_code.clone(),
+            created_at,
+            read: self.read_at.is_some(),
+        })
+    }
+}
+
 /// A user's webhook endpoint and its signing secret (`whsec_...`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Webhook {

@@ -10,6 +10,7 @@ use axum::extract::{Path, Query, State as AxumState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
+use mp3conv_contract::event::{Envelope, Event};
 use mp3conv_contract::job::{DEFAULT_PAGE, MAX_PAGE};
 use serde::Deserialize;
 
@@ -126,11 +127,18 @@ pub(super) async fn create(
         }
         job
     };
+    // Announced before a converter can take it, so that its `job.queued` comes before the
+    // converter's events.
+    state.events.job(&job);
     let message = JobMessage::for_job(&job, 1).outgoing(Route::Video, traceparent(&headers));
     if let Err(e) = state.queue.publish(Route::Video, message).await {
         // Not queued means not accepted: leave nothing behind and let the caller retry.
         let _ = state.jobs.delete(job.id).await;
         let _ = state.videos.delete(&job.video_id).await;
+        state.events.publish(Envelope::new(
+            job.owner.clone(),
+            Event::JobDeleted { job_id: job.id },
+        ));
         return Err(e);
     }
     state.metrics.job(Status::Queued);
@@ -183,7 +191,7 @@ pub(super) async fn list(
     Ok(Json(JobPage { jobs, next_cursor }))
 }
 
-async fn owned_job(state: &State, owner: &str, id: &str) -> Result<Job, Error> {
+pub(super) async fn owned_job(state: &State, owner: &str, id: &str) -> Result<Job, Error> {
     let id = JobId::from_str(id).map_err(|_| Error::NotFound)?;
     match state.jobs.get(id).await? {
         Some(job) if job.owner == owner => Ok(job),
@@ -209,7 +217,12 @@ pub(super) async fn delete(
     let job = owned_job(&state, &owner, &id).await?;
     // The job goes first: once it is gone, a converter still working on it cleans up after
     // itself instead of completing it.
-    state.jobs.delete(job.id).await?;
+    if state.jobs.delete(job.id).await? {
+        state.events.publish(Envelope::new(
+            job.owner.clone(),
+            Event::JobDeleted { job_id: job.id },
+        ));
+    }
     state.videos.delete(&job.video_id).await?;
     state.mp3s.delete(&job.id.to_string()).await?;
     Ok(StatusCode::NO_CONTENT)

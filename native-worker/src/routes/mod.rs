@@ -8,12 +8,16 @@
 //!
 //! Errors have the body `{"error": {"code": "...", "message": "..."}}`.
 //!
+//! Live events (see `events.rs`): `GET /internal/events`, `GET /internal/jobs/{id}/events`
+//! (Server-Sent Events; `Last-Event-ID`, `X-Mp3conv-Stream-Until`) and `POST /internal/events`.
+//!
 //! Every request, `/internal/...` or not, gets an `x-request-id` (the caller's when it is a sane
 //! token, else a fresh one; sent back on the response) and a place in a W3C trace (the child of
 //! a valid `traceparent`, else a new trace). Its span carries both as `request_id` and
 //! `trace_id`, and the handlers see the worker's own `traceparent`, which a job's messages carry
 //! on to the converter and the notifier.
 
+mod events;
 mod health;
 mod jobs;
 
@@ -47,6 +51,11 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/internal/jobs", get(jobs::list).post(jobs::create))
         .route("/internal/jobs/{id}", get(jobs::get).delete(jobs::delete))
         .route("/internal/jobs/{id}/audio", get(jobs::audio))
+        .route("/internal/jobs/{id}/events", get(events::job_stream))
+        .route(
+            "/internal/events",
+            get(events::owner_stream).post(events::publish),
+        )
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             require_token,

@@ -21,6 +21,9 @@
 //! | `POST /echo`              | streams the request body back                          |
 //! | `POST /count`             | byte count and FNV-1a 64 of the streamed request body  |
 //! | `GET /stream?mb=N`        | streams N MiB where byte i is `i % 251`                |
+//! | `GET /sse/events?beats=N&ms=M` | `text/event-stream`: `retry: 3000` at once, then N |
+//! |                           | `: keepalive` comments M ms apart (idle between), ends |
+//! | `GET /sse?beats=N&ms=M`   | the same, at a path the host never counts as a stream  |
 //!
 //! Query values are form-decoded (`%XX`, and `+` as a space).
 
@@ -33,6 +36,7 @@ use std::time::{Duration, Instant};
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
 const OCTETS: &str = "application/octet-stream";
+const EVENT_STREAM: &str = "text/event-stream";
 const MIB: usize = 1024 * 1024;
 const CHUNK: usize = 64 * 1024;
 
@@ -184,6 +188,27 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
                     return;
                 }
                 sent += len as u64;
+            }
+        }
+        (Method::Get, "/sse/events" | "/sse") => {
+            // Like an event stream: the head and a first frame at once, then a heartbeat
+            // comment now and then, idle in between (a wasi clock poll, not spinning).
+            let beats = number_param(query, "beats");
+            let every = Duration::from_millis(number_param(query, "ms"));
+            let response = new_response(200, EVENT_STREAM);
+            let mut sink = response.take_body();
+            out.set(response);
+            if let Err(e) = sink.send(b"retry: 3000\n\n".to_vec()).await {
+                eprintln!("sse: writing response body: {e:?}");
+                return;
+            }
+            for _ in 0..beats {
+                std::thread::sleep(every);
+                if let Err(e) = sink.send(b": keepalive\n\n".to_vec()).await {
+                    // The client went away: end, giving the slot back.
+                    eprintln!("sse: writing response body: {e:?}");
+                    return;
+                }
             }
         }
         _ => respond_json(out, 404, &json!({ "error": "not found" })).await,
