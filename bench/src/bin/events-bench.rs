@@ -21,7 +21,7 @@ use mp3conv_bench::system::{Binaries, Handle, System, clip};
 use mp3conv_bench::{memory, register_and_login};
 use mp3conv_contract::event::{Event, Parser};
 
-const JOBS: usize = 3;
+const JOBS: usize = 10;
 const USERS: usize = 20;
 const STREAMS_PER_USER: usize = 10;
 const WINDOW: Duration = Duration::from_secs(60);
