@@ -189,7 +189,7 @@ struct HostArgs {
     #[arg(long, env = "MP3CONV_MAX_REQUESTS_PER_CLIENT", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     max_requests_per_client: u32,
-    /// Event streams (GET requests of a path ending in /events that accept
+    /// Event streams (GET or HEAD requests of a path ending in /events that accept
     /// text/event-stream) open at once; more are answered 503. Streams have their own slots, apart from --max-concurrent-requests, so
     /// open streams never starve ordinary requests (each reserves an instance's address
     /// space too, hence the upper bound).

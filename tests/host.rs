@@ -795,7 +795,7 @@ async fn a_stream_is_served_while_ordinary_slots_are_full() {
     let second = Echo::start(&host).await;
     let response = client().get(host.url("/probe/hello")).send().await.unwrap();
     assert_refused(response, 503, "overloaded").await;
-    // Only a GET of a path ending in `/events` is a stream: the header alone is not, so it
+    // Only a GET (or HEAD) of a path ending in `/events` is a stream: the header alone is not, so it
     // cannot move other work out of the ordinary cap.
     let not_streams = [
         client().get(host.url("/probe/sse?beats=0&ms=0")),
@@ -818,6 +818,15 @@ async fn a_stream_is_served_while_ordinary_slots_are_full() {
         .await
         .unwrap();
     assert_refused(response, 503, "overloaded").await;
+
+    // A HEAD opens a stream as a GET does, so it is one: served from the streams' lane.
+    let response = client()
+        .head(host.url("/probe/sse/events?beats=0&ms=0"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
 
     let mut stream = open_stream(&host).await;
     let chunk = stream.chunk().await.unwrap().expect("a heartbeat");

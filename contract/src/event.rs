@@ -56,15 +56,19 @@ pub fn accepts_event_stream(accept: &str) -> bool {
 }
 
 /// Whether a request is for an event stream, as the host counts streams (apart from ordinary
-/// requests) and as the gateway serves them: a `GET` of a path ending in `/events` whose
-/// `Accept` values take `text/event-stream` ([`accepts_event_stream`]). Only such requests
-/// may take a stream's slot, so a header alone cannot move other work out of the ordinary cap.
+/// requests) and as the gateway serves them: a `GET` (or a `HEAD`, which the gateway answers
+/// as a `GET`: it opens the stream too, so it must be counted and stopped like one) of a path
+/// ending in `/events` whose `Accept` values take `text/event-stream`
+/// ([`accepts_event_stream`]). Only such requests may take a stream's slot, so a header alone
+/// cannot move other work out of the ordinary cap.
 pub fn is_stream_request<'a>(
     method: &str,
     path: &str,
     mut accept: impl Iterator<Item = &'a str>,
 ) -> bool {
-    method == "GET" && path.ends_with("/events") && accept.any(accepts_event_stream)
+    matches!(method, "GET" | "HEAD")
+        && path.ends_with("/events")
+        && accept.any(accepts_event_stream)
 }
 
 /// One event as a user's stream carries it.
@@ -437,6 +441,7 @@ mod tests {
             "/v1/jobs/x/events",
             &["a/b", "text/event-stream"]
         ));
+        assert!(stream("HEAD", "/v1/events", &["text/event-stream"]));
         assert!(!stream("POST", "/v1/events", &["text/event-stream"]));
         assert!(!stream("GET", "/v1/jobs", &["text/event-stream"]));
         assert!(!stream("GET", "/v1/events/ticket", &["text/event-stream"]));

@@ -231,9 +231,15 @@ mod tests {
         assert!(get("/v1/jobs/0193a5b0/events", &["text/event-stream"]));
         assert!(get("/v1/events?last_event_id=x", &["text/event-stream"]));
 
-        // The header alone does not make a stream: another method, or another path.
+        // A HEAD opens the stream as a GET does (the gateway answers it so): counted alike.
         let stream = ["text/event-stream"];
-        for method in [Method::POST, Method::PUT, Method::DELETE, Method::HEAD] {
+        assert!(is_event_stream(&request(
+            Method::HEAD,
+            "/v1/events",
+            &stream
+        )));
+        // The header alone does not make a stream: another method, or another path.
+        for method in [Method::POST, Method::PUT, Method::DELETE] {
             assert!(
                 !is_event_stream(&request(method.clone(), "/v1/events", &stream)),
                 "{method}"

@@ -21,7 +21,7 @@
 //! | `POST /echo`              | streams the request body back                          |
 //! | `POST /count`             | byte count and FNV-1a 64 of the streamed request body  |
 //! | `GET /stream?mb=N`        | streams N MiB where byte i is `i % 251`                |
-//! | `GET /sse/events?beats=N&ms=M` | `text/event-stream`: `retry: 3000` at once, then N |
+//! | `GET`/`HEAD /sse/events?beats=N&ms=M` | `text/event-stream`: `retry: 3000` at once, then N |
 //! |                           | `: keepalive` comments M ms apart (idle between), ends |
 //! | `GET /sse?beats=N&ms=M`   | the same, at a path the host never counts as a stream  |
 //!
@@ -190,7 +190,7 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
                 sent += len as u64;
             }
         }
-        (Method::Get, "/sse/events" | "/sse") => {
+        (Method::Get | Method::Head, "/sse/events" | "/sse") => {
             // Like an event stream: the head and a first frame at once, then a heartbeat
             // comment now and then, idle in between (a wasi clock poll, not spinning).
             let beats = number_param(query, "beats");
