@@ -57,7 +57,12 @@ pub enum ApiError {
     InvalidEmail,
     InvalidPassword,
     EmailTaken,
-    InvalidCredentials,
+    /// Wrong email or password. `basic`: they came as HTTP Basic, so the answer challenges
+    /// for Basic again; a JSON login's answer does not, or a browser's `fetch` would open its
+    /// own password dialog instead of letting the page say what went wrong.
+    InvalidCredentials {
+        basic: bool,
+    },
     TooManyAttempts {
         retry_after_secs: u64,
     },
@@ -103,7 +108,7 @@ impl ApiError {
                 "email_taken",
                 "an account with that email exists".to_owned(),
             ),
-            ApiError::InvalidCredentials => (
+            ApiError::InvalidCredentials { .. } => (
                 401,
                 "invalid_credentials",
                 "invalid email or password".to_owned(),
@@ -134,7 +139,7 @@ impl ApiError {
                 "www-authenticate",
                 r#"Bearer error="invalid_token""#.to_owned(),
             ),
-            ApiError::InvalidCredentials => {
+            ApiError::InvalidCredentials { basic: true } => {
                 reply.with_header("www-authenticate", r#"Basic realm="mp3conv""#.to_owned())
             }
             _ => reply,
@@ -247,8 +252,8 @@ fn register(request: &Request<'_>, context: &Context<'_>) -> Result<Reply, ApiEr
     ))
 }
 
-/// Credentials from HTTP Basic (the original system's clients) or a JSON body.
-fn login_credentials(request: &Request<'_>) -> Result<Credentials, ApiError> {
+/// Credentials from HTTP Basic (the original system's clients; `true`) or a JSON body.
+fn login_credentials(request: &Request<'_>) -> Result<(Credentials, bool), ApiError> {
     if let Some(encoded) = request
         .authorization
         .and_then(|value| strip_scheme(value, "basic"))
@@ -257,16 +262,17 @@ fn login_credentials(request: &Request<'_>) -> Result<Credentials, ApiError> {
             .decode(encoded.trim())
             .ok()
             .and_then(|bytes| String::from_utf8(bytes).ok())
-            .ok_or(ApiError::InvalidCredentials)?;
+            .ok_or(ApiError::InvalidCredentials { basic: true })?;
         let (email, password) = decoded
             .split_once(':')
-            .ok_or(ApiError::InvalidCredentials)?;
-        return Ok(Credentials {
+            .ok_or(ApiError::InvalidCredentials { basic: true })?;
+        let credentials = Credentials {
             email: email.to_owned(),
             password: password.to_owned(),
-        });
+        };
+        return Ok((credentials, true));
     }
-    json_body(request)
+    Ok((json_body(request)?, false))
 }
 
 fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
@@ -290,7 +296,7 @@ fn login_key(email: &str) -> String {
 }
 
 fn login(request: &Request<'_>, context: &Context<'_>) -> Result<Reply, ApiError> {
-    let credentials = login_credentials(request)?;
+    let (credentials, basic) = login_credentials(request)?;
     // Unknown or malformed emails are throttled and timed like real ones.
     let email_key = login_key(&credentials.email);
     let config = context.config;
@@ -321,7 +327,7 @@ fn login(request: &Request<'_>, context: &Context<'_>) -> Result<Reply, ApiError
     };
     // A failed attempt keeps its reservation: that is its record.
     let Some(user) = user.filter(|_| verified) else {
-        return Err(ApiError::InvalidCredentials);
+        return Err(ApiError::InvalidCredentials { basic });
     };
     context.store.clear_failures(&email_key)?;
     let now_secs = u64::try_from(context.now_ms / 1000).unwrap_or_default();
@@ -528,6 +534,30 @@ mod tests {
         );
         assert_eq!(wrong.status, 401);
         assert_eq!(wrong, unknown);
+    }
+
+    #[test]
+    fn only_a_basic_login_is_challenged_for_basic() {
+        let h = Harness::new();
+        let json = h.call(
+            "POST",
+            "/auth/login",
+            None,
+            r#"{"email":"nobody@example.com","password":"password-2"}"#,
+        );
+        assert_eq!(json.status, 401);
+        // A page's fetch gets the error to show, not the browser's password dialog.
+        assert_eq!(header(&json, "www-authenticate"), None);
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("nobody@example.com:password-2")
+        );
+        let basic = h.call("POST", "/auth/login", Some(&basic), "");
+        assert_eq!(basic.status, 401);
+        assert_eq!(
+            header(&basic, "www-authenticate"),
+            Some(r#"Basic realm="mp3conv""#)
+        );
     }
 
     #[test]
