@@ -1,6 +1,6 @@
 # The two commands the README opens with: `make up` runs the system, `make test` runs every test.
 CARGO ?= cargo
-FUNCTIONS := -p auth -p gateway -p notifier
+FUNCTIONS := -p auth -p gateway -p notifier -p web
 TEST_COMPONENTS := -p probe
 
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)

@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/toolchain.sh
 eval "$(scripts/services.sh env)"
-cargo build --release --target wasm32-wasip2 -p probe -p auth -p gateway -p notifier
+cargo build --release --target wasm32-wasip2 -p probe -p auth -p gateway -p notifier -p web
 cargo build --release -p mp3conv -p mp3conv-bench -p native-worker
 
 out=$(mktemp -d)

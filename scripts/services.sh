@@ -3,6 +3,8 @@
 #
 # Ensures (installing via apt/pip/rustup what is missing):
 #   * ffmpeg + ffprobe                      (apt: ffmpeg)
+#   * headless Chromium + chromedriver, /usr/bin/chromium and /usr/bin/chromedriver, for the
+#     browser tests (tests/web.rs, tests/common/browser.rs)   (apt: chromium chromium-driver)
 #   * MariaDB   on 127.0.0.1:3306, root with an empty password (apt: mariadb-server)
 #   * RabbitMQ  on 127.0.0.1:5672, guest/guest                 (apt: rabbitmq-server)
 #   * SecantusDB (MongoDB wire protocol) on 127.0.0.1:$MP3CONV_MONGO_PORT (default 27217),
@@ -79,6 +81,13 @@ ensure_ffmpeg() {
   command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null && return 0
   apt_install ffmpeg
   command -v ffprobe >/dev/null || die "ffmpeg/ffprobe still missing after install"
+}
+
+ensure_browser() {
+  [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]] && return 0
+  apt_install chromium chromium-driver
+  [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]] ||
+    die "/usr/bin/chromium or /usr/bin/chromedriver still missing after install"
 }
 
 ensure_mariadb() {
@@ -197,6 +206,7 @@ case "${1:-}" in
 esac
 
 ensure_ffmpeg
+ensure_browser
 ensure_mariadb
 ensure_rabbitmq
 ensure_secantus

@@ -12,7 +12,7 @@ eval "$(scripts/services.sh env)"
 # errors before the test run. Keep the package list the same as `COMPONENTS`: another set can
 # resolve shared dependencies' features differently and rebuild them back and forth.
 echo "test: building the components (wasm32-wasip2)" >&2
-cargo build --release --target wasm32-wasip2 -p auth -p gateway -p notifier -p probe
+cargo build --release --target wasm32-wasip2 -p auth -p gateway -p notifier -p web -p probe
 
 echo "test: running the tests" >&2
 cargo test --release --workspace --exclude probe --no-fail-fast

@@ -352,7 +352,11 @@ def check_references(report, root, documents, manifest):
     for path in paths:
         if not any(matches(route, path) for route in routes):
             report.add(openapi_file, f"paths.{path}", "no route of spin.toml serves it")
-    for route in routes:
+    # The web app's pages and files (component `web`) are not API operations: only its `/`
+    # (which also answers the service description as JSON) is documented.
+    api_routes = [trigger["route"] for trigger in manifest.get("trigger", {}).get("http", [])
+                  if isinstance(trigger.get("route"), str) and trigger.get("component") != "web"]
+    for route in api_routes:
         if not any(matches(route, path) for path in paths):
             report.add(root / "spin.toml", f"trigger.http route `{route}`", "openapi.yaml documents nothing under it")
 

@@ -3,7 +3,8 @@
 //! function tests the edited function. Here a gateway source file is made newer than the built
 //! gateway, as an edit would, and the next build must produce a new gateway. Freshness is read
 //! from what cargo itself recorded: the dep-info file beside each `.wasm` lists every file the
-//! component was built from, path dependencies included.
+//! component was built from, path dependencies and embedded files (the web app's assets)
+//! included.
 
 mod common;
 
@@ -129,6 +130,10 @@ fn each_component_is_newer_than_every_file_cargo_built_it_from() {
     let gateway = sources_of(&component("gateway"));
     let contract = repository().join("contract/src/lib.rs");
     assert!(gateway.contains(&contract), "{gateway:?}");
+    // So are the files a component embeds: the web app's assets.
+    let web = sources_of(&component("web"));
+    let page = repository().join("functions/web/assets/index.html");
+    assert!(web.contains(&page), "{web:?}");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod api;
+pub mod browser;
 pub mod openapi;
 pub mod tls;
 
@@ -27,7 +28,7 @@ pub fn target_dir() -> PathBuf {
 /// The components the tests run. They are built in one cargo command, the same one
 /// `scripts/test.sh` runs up front: building a subset could resolve their shared dependencies'
 /// features differently and rebuild them back and forth.
-pub const COMPONENTS: [&str; 4] = ["auth", "gateway", "notifier", "probe"];
+pub const COMPONENTS: [&str; 5] = ["auth", "gateway", "notifier", "web", "probe"];
 
 /// Where cargo puts the components.
 pub fn components_dir() -> PathBuf {
@@ -45,7 +46,7 @@ pub fn component(name: &str) -> PathBuf {
     components_dir().join(format!("{name}.wasm"))
 }
 
-/// Runs `cargo build --release --target wasm32-wasip2 -p auth -p gateway -p notifier -p probe`
+/// Runs `cargo build --release --target wasm32-wasip2 -p auth -p gateway -p notifier -p web -p probe`
 /// into this build's target directory and returns cargo's report (stderr). Cargo rebuilds a
 /// component when any file it was built from changed (it lists them in the `.d` file beside the
 /// `.wasm`, path dependencies included) or the manifests or lock file did, and only checks

@@ -64,7 +64,7 @@ impl<A> From<Reply> for Answer<A> {
     }
 }
 
-/// A request's route, or its whole answer when it needs no settings (404/405, `GET /`,
+/// A request's route, or its whole answer when it needs no settings (404/405,
 /// `GET /openapi.yaml`).
 pub fn route<B>(request: &Request<B>) -> Result<Route, Reply> {
     let (path, _) = request.path_and_query();
@@ -78,7 +78,6 @@ pub fn route<B>(request: &Request<B>) -> Result<Route, Reply> {
 /// The answer of a route that is always the same.
 fn fixed(route: &Route) -> Option<Reply> {
     match route {
-        Route::Root => Some(root()),
         Route::OpenApi => Some(openapi()),
         Route::Login | Route::Caller(_) | Route::Events(_) => None,
     }
@@ -87,19 +86,6 @@ fn fixed(route: &Route) -> Option<Reply> {
 /// `GET /openapi.yaml`.
 fn openapi() -> Reply {
     Reply::bytes(200, "application/yaml", OPENAPI)
-}
-
-/// `GET /`.
-fn root() -> Reply {
-    Reply::json(
-        200,
-        &serde_json::json!({
-            "service": "mp3conv",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "Turns videos into MP3 files.",
-            "api": "/openapi.yaml",
-        }),
-    )
 }
 
 /// Opens the users and notifications database (only for requests that need it).
@@ -135,7 +121,6 @@ impl<W: Worker, A: Auth> Gateway<'_, W, A> {
             Route::Login => account::login(self.auth, request.header("authorization"))
                 .await
                 .map(Answer::from),
-            Route::Root => Ok(root().into()),
             Route::OpenApi => Ok(openapi().into()),
         }
     }

@@ -123,7 +123,11 @@ impl World {
 fn open_routes_need_no_token_and_the_rest_do() {
     let world = World::new();
     let (status, _, json) = world.serve("GET", "/", &[], "");
-    assert_eq!((status, json["api"].as_str()), (200, Some("/openapi.yaml")));
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "`/` is the web app's (functions/web)"
+    );
     let (status, headers, _) = world.serve("GET", "/openapi.yaml", &[], "");
     assert_eq!(status, 200);
     assert!(headers.contains(&("content-type".into(), "application/yaml".into())));

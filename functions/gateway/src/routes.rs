@@ -25,7 +25,6 @@ use crate::error::ApiError;
 /// A route, with what its path names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    Root,
     OpenApi,
     Login,
     /// A route that needs a verified caller.
@@ -74,8 +73,6 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
     use CallerRoute as C;
     let caller = |route: CallerRoute| Ok(Route::Caller(route));
     match (segments.as_slice(), method) {
-        ([""], "GET") => Ok(Route::Root),
-        ([""], _) => Err(allow("GET")),
         (["openapi.yaml"], "GET") => Ok(Route::OpenApi),
         (["openapi.yaml"], _) => Err(allow("GET")),
         (["login"], "POST") => Ok(Route::Login),
@@ -187,8 +184,10 @@ mod tests {
         let job: JobId = id.parse().unwrap();
         use CallerRoute as C;
         for (method, path, expected) in [
-            ("GET", "/", Ok(Route::Root)),
-            ("HEAD", "/", Ok(Route::Root)),
+            // `/` is the web app's (functions/web): the gateway never sees it.
+            ("GET", "/", Err(ApiError::NotFound)),
+            ("GET", "/openapi.yaml", Ok(Route::OpenApi)),
+            ("HEAD", "/openapi.yaml", Ok(Route::OpenApi)),
             ("POST", "/login", Ok(Route::Login)),
             ("POST", "/upload", Ok(Route::Caller(C::Upload))),
             ("GET", "/download", Ok(Route::Caller(C::Download))),

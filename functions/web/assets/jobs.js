@@ -1,0 +1,185 @@
+// The list of the caller's conversions: newest first, paged, live.
+
+import { audio, call } from "./api.js";
+import { dropJob, onJob, onResync, putJob } from "./store.js";
+import { bytes, confirm, duration, failure, h, jobName, mp3Name, replace, toast, when } from "./ui.js";
+
+const STATUS_WORDS = {
+  queued: "Waiting for its turn",
+  downloading: "Fetching the video",
+  converting: "Converting",
+  done: "Ready",
+  failed: "Failed",
+};
+
+/** One job's card; `update` redraws it in place (an audio player keeps playing). */
+function card(job) {
+  const name = jobName(job);
+  const status = h("span", { class: "job-status" });
+  const progress = h("progress", { class: "job-progress", max: "100", "aria-label": "Progress of " + name });
+  const error = h("p", { class: "job-error", hidden: true });
+  const ready = h("div", { class: "job-ready", hidden: true });
+  const remove = h("button", { type: "button", class: "job-delete secondary", "aria-label": "Delete " + name }, "Delete");
+  const element = h(
+    "li",
+    { class: "job", "data-job-id": job.id },
+    h(
+      "div",
+      { class: "job-head" },
+      h("span", { class: "job-name" }, name),
+      h("span", { class: "job-meta" }, when(job.created_at), " · ", job.bitrate.startsWith("v") ? "VBR " + job.bitrate.toUpperCase() : job.bitrate + " kbit/s"),
+    ),
+    h("div", { class: "job-state", "aria-live": "polite" }, status, progress, error, ready),
+    h("div", { class: "job-actions" }, remove),
+  );
+  remove.addEventListener("click", async () => {
+    if (!(await confirm("Delete “" + name + "” and its MP3? This cannot be undone.", "Delete"))) return;
+    remove.disabled = true;
+    try {
+      await call("DELETE", "/v1/jobs/" + job.id);
+      dropJob(job.id);
+      toast("Deleted “" + name + "”.");
+    } catch (error) {
+      remove.disabled = false;
+      toast(error.message);
+    }
+  });
+
+  function update(next) {
+    element.dataset.status = next.status;
+    const words = STATUS_WORDS[next.status] || next.status;
+    const active = next.status === "downloading" || next.status === "converting";
+    replace(status, active && next.progress > 0 ? words + " " + next.progress + "%" : words);
+    progress.hidden = next.status === "done" || next.status === "failed";
+    if (next.status === "queued") progress.removeAttribute("value");
+    else progress.value = next.progress;
+    error.hidden = next.status !== "failed";
+    replace(error, failure(next.error));
+    if (next.status === "done" && next.audio && ready.hidden) {
+      ready.hidden = false;
+      replace(ready, readyPart(next));
+    }
+  }
+  update(job);
+  return { element, update };
+}
+
+/** A done job's MP3: its length and size, a download button and a player. */
+function readyPart(job) {
+  const file = mp3Name(job);
+  const player = h("audio", { class: "job-audio", controls: true, preload: "none", hidden: true, "aria-label": "Play " + file });
+  const download = h("button", { type: "button", class: "job-download" }, "Download MP3");
+  const play = h("button", { type: "button", class: "job-play secondary" }, "Play");
+  let blobUrl = null;
+  async function load() {
+    if (!blobUrl) blobUrl = URL.createObjectURL(await audio(job.id));
+    return blobUrl;
+  }
+  download.addEventListener("click", async () => {
+    download.disabled = true;
+    try {
+      const link = h("a", { href: await load(), download: file, hidden: true });
+      document.body.append(link);
+      link.click();
+      link.remove();
+    } catch (error) {
+      toast(error.message);
+    } finally {
+      download.disabled = false;
+    }
+  });
+  play.addEventListener("click", async () => {
+    play.disabled = true;
+    try {
+      player.src = await load();
+      player.hidden = false;
+      play.hidden = true;
+      await player.play().catch(() => {});
+    } catch (error) {
+      play.disabled = false;
+      toast(error.message);
+    }
+  });
+  return [
+    h("span", { class: "job-audio-facts" }, duration(job.audio.duration), " · ", bytes(job.audio.size)),
+    h("div", { class: "job-buttons" }, download, play),
+    player,
+  ];
+}
+
+/**
+ * The caller's jobs, newest first: `limit` per page, a "Show more" button when `paged`.
+ * Answers `{ element, dispose }`.
+ */
+export function jobList({ limit = 20, paged = true, empty = "No conversions yet." } = {}) {
+  const list = h("ul", { class: "jobs", id: "jobs-list" });
+  const note = h("p", { class: "muted", id: "jobs-empty", hidden: true }, empty);
+  const more = h("button", { type: "button", id: "jobs-more", class: "secondary", hidden: true }, "Show more");
+  const cards = new Map();
+  let cursor = null;
+
+  function add(job, atTop) {
+    const shown = card(job);
+    shown.created_at = job.created_at;
+    cards.set(job.id, shown);
+    if (atTop) list.prepend(shown.element);
+    else list.append(shown.element);
+  }
+
+  function newest() {
+    const first = list.firstElementChild;
+    const shown = first && cards.get(first.dataset.jobId);
+    return shown ? shown.created_at : "";
+  }
+
+  function refreshEmpty() {
+    note.hidden = cards.size > 0;
+  }
+
+  async function load(reset) {
+    const query = "?limit=" + limit + (cursor && !reset ? "&cursor=" + encodeURIComponent(cursor) : "");
+    try {
+      const page = await call("GET", "/v1/jobs" + query);
+      if (reset) {
+        cards.clear();
+        list.replaceChildren();
+      }
+      for (const job of page.jobs) {
+        putJob(job);
+        if (!cards.has(job.id)) add(job, false);
+      }
+      cursor = page.next_cursor;
+      more.hidden = !paged || !cursor;
+      refreshEmpty();
+    } catch (error) {
+      toast(error.message);
+    }
+  }
+
+  more.addEventListener("click", () => load(false));
+  const unsubscribe = onJob((id, job) => {
+    const shown = cards.get(id);
+    if (!job) {
+      if (shown) {
+        shown.element.remove();
+        cards.delete(id);
+        refreshEmpty();
+      }
+    } else if (shown) {
+      shown.update(job);
+    } else if (cards.size === 0 || job.created_at >= newest()) {
+      // A new job; one from further down the list shows when its page is loaded.
+      add(job, true);
+      refreshEmpty();
+    }
+  });
+  const unsubscribeResync = onResync(() => load(true));
+  load(true);
+  return {
+    element: h("div", { class: "job-list" }, list, note, more),
+    dispose() {
+      unsubscribe();
+      unsubscribeResync();
+    },
+  };
+}

@@ -1,0 +1,132 @@
+// Small DOM helpers. Text always goes in as text (textContent), never as markup.
+
+/**
+ * Makes an element: `h("a", { href: "/", class: "x", onclick: f }, "text", child)`.
+ * Attributes starting with "on" become listeners; strings and numbers become text nodes.
+ */
+export function h(tag, attributes = {}, ...children) {
+  const element = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name.startsWith("on") && typeof value === "function") {
+      element.addEventListener(name.slice(2), value);
+    } else if (name === "class") {
+      element.className = value;
+    } else if (name in element && typeof value !== "string") {
+      element[name] = value;
+    } else {
+      element.setAttribute(name, value === true ? "" : String(value));
+    }
+  }
+  append(element, children);
+  return element;
+}
+
+function append(element, children) {
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    element.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+}
+
+/** Replaces an element's children. */
+export function replace(element, ...children) {
+  element.replaceChildren();
+  append(element, children);
+}
+
+/** 1536 -> "1.5 KB" (powers of 1000, as people read sizes). */
+export function bytes(count) {
+  if (!Number.isFinite(count) || count < 0) return "";
+  const units = ["bytes", "KB", "MB", "GB", "TB"];
+  let value = count;
+  let unit = 0;
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000;
+    unit += 1;
+  }
+  return unit === 0 ? value + " bytes" : value.toFixed(value < 10 ? 1 : 0) + " " + units[unit];
+}
+
+/** 185.2 -> "3:05"; 3725 -> "1:02:05". */
+export function duration(seconds) {
+  if (!Number.isFinite(seconds) || seconds < 0) return "";
+  const whole = Math.round(seconds);
+  const h = Math.floor(whole / 3600);
+  const m = Math.floor((whole % 3600) / 60);
+  const s = String(whole % 60).padStart(2, "0");
+  return h > 0 ? h + ":" + String(m).padStart(2, "0") + ":" + s : m + ":" + s;
+}
+
+/** A date as the reader's locale writes it, with the time. */
+export function when(text) {
+  const date = new Date(text);
+  return Number.isNaN(date.getTime()) ? "" : date.toLocaleString();
+}
+
+/** Failure codes, in words a person understands; the API's own sentence for the rest. */
+const WORDS = {
+  no_audio: "This video has no sound track, so there is no audio to turn into an MP3.",
+  not_media: "This file is not a video or audio file that can be read.",
+  unsupported_format: "This is a playlist, a streaming manifest or a list of files, not a single video.",
+  too_long: "This video is longer than this service converts.",
+  video_missing: "The uploaded video was lost before it was converted. Please upload it again.",
+  conversion_failed: "The conversion failed; the file may be damaged.",
+  link_forbidden: "That link points to a private or local address, which is not allowed.",
+  link_not_found: "The site said the video does not exist. Check the link.",
+  link_unreachable: "The site could not be reached.",
+  link_too_slow: "The site sent the video too slowly.",
+  link_redirect: "The link redirected too often or somewhere that is not allowed.",
+  link_not_media: "That link leads to a page, not to a video file.",
+  link_failed: "The video could not be downloaded from that link.",
+};
+
+/** A job's failure in words. */
+export function failure(error) {
+  if (!error) return "";
+  return WORDS[error.code] || error.message || "The conversion failed.";
+}
+
+/** The name people know a job by: the file's name, or the link's last part. */
+export function jobName(job) {
+  const source = job.source || {};
+  if (source.kind === "upload") return source.filename || "Upload";
+  if (source.kind === "link") {
+    try {
+      const url = new URL(source.url);
+      const last = url.pathname.split("/").filter(Boolean).pop();
+      return last ? decodeURIComponent(last) : url.host;
+    } catch {
+      return source.url || "Link";
+    }
+  }
+  return "Job";
+}
+
+/** The MP3's file name for a job: its name with .mp3 for the video's extension. */
+export function mp3Name(job) {
+  const base = jobName(job).replace(/\.[A-Za-z0-9]{1,5}$/, "");
+  return (base || "audio") + ".mp3";
+}
+
+/** Asks a yes/no question in a modal dialog; answers true for yes. */
+export function confirm(question, yes) {
+  const dialog = document.getElementById("confirm");
+  replace(document.getElementById("confirm-text"), question);
+  replace(document.getElementById("confirm-yes"), yes);
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "yes"), { once: true });
+    dialog.returnValue = "";
+    dialog.showModal();
+    document.getElementById("confirm-no").focus();
+  });
+}
+
+/** Shows a short message to the reader (announced to screen readers). */
+export function toast(message) {
+  const region = document.getElementById("toast");
+  replace(region, message);
+  region.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => (region.hidden = true), 5000);
+}

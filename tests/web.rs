@@ -1,0 +1,790 @@
+//! The web app in a real browser: headless Chromium driven over WebDriver
+//! (`tests/common/browser.rs`). Screenshots land in `target/web-artifacts/`.
+
+mod common;
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use common::api::{self, System};
+use common::browser::Browser;
+use common::{media, probe_audio};
+use http_body_util::{BodyExt as _, Full};
+use hyper::{Request, Response};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// A page with a button, a text field, a file input that uploads what is chosen, and a
+/// download link.
+const PAGE: &str = r#"<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>harness smoke</title></head>
+<body>
+  <button id="press" type="button">Press</button> <span id="pressed">not pressed</span>
+  <input id="name" type="text" value="old name">
+  <input id="file" type="file"> <p id="uploaded"></p>
+  <a id="download" href="/report.txt" download>report</a>
+  <script>
+    let presses = 0;
+    document.getElementById('press').addEventListener('click', () => {
+      presses += 1;
+      document.getElementById('pressed').textContent = `pressed ${presses}`;
+    });
+    document.getElementById('file').addEventListener('change', async (event) => {
+      const file = event.target.files[0];
+      const answer = await fetch('/upload', { method: 'POST', body: file });
+      document.getElementById('uploaded').textContent =
+        `uploaded ${file.name}: ${await answer.text()}`;
+    });
+    console.error('smoke: the console is read');
+  </script>
+</body>
+</html>
+"#;
+
+const REPORT: &str = "the report, downloaded\n";
+
+/// The page above on 127.0.0.1, keeping what was uploaded to it.
+struct Site {
+    url: String,
+    uploaded: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Site {
+    async fn start() -> Site {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let site = Site {
+            url: format!("http://{}/", listener.local_addr().unwrap()),
+            uploaded: Arc::default(),
+        };
+        let uploaded = site.uploaded.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let uploaded = uploaded.clone();
+                let service = hyper::service::service_fn(move |request| {
+                    let uploaded = uploaded.clone();
+                    async move { Ok::<_, Infallible>(answer(request, &uploaded).await) }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        });
+        site
+    }
+}
+
+async fn answer(
+    request: Request<hyper::body::Incoming>,
+    uploaded: &Mutex<Vec<u8>>,
+) -> Response<Full<Bytes>> {
+    let reply = Response::builder();
+    let (reply, body) = match (request.method().as_str(), request.uri().path()) {
+        ("GET", "/") => (
+            reply.header("content-type", "text/html; charset=utf-8"),
+            PAGE,
+        ),
+        ("GET", "/report.txt") => (
+            reply
+                .header("content-type", "text/plain; charset=utf-8")
+                .header("content-disposition", "attachment; filename=\"report.txt\""),
+            REPORT,
+        ),
+        ("POST", "/upload") => {
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            let size = body.len();
+            *uploaded.lock().unwrap() = body.to_vec();
+            let reply = Response::new(Full::new(Bytes::from(format!("{size} bytes"))));
+            return reply;
+        }
+        // No favicon, and no console error about a missing one.
+        ("GET", "/favicon.ico") => (reply.status(204), ""),
+        _ => (reply.status(404), "not found"),
+    };
+    reply
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_browser_harness_drives_a_local_page() {
+    let site = Site::start().await;
+    let browser = Browser::start().await;
+    browser.goto(&site.url).await;
+    assert_eq!(browser.url().await, site.url);
+    browser
+        .wait_until("document.title === 'harness smoke'", "the page to load")
+        .await;
+
+    browser.click("#press").await;
+    browser.wait_for_text("#pressed", "pressed 1").await;
+
+    browser.fill("#name", "new name").await;
+    let typed = browser
+        .eval("return document.getElementById('name').value")
+        .await;
+    assert_eq!(typed, json!("new name"));
+
+    let chosen = tempfile::tempdir().unwrap();
+    let clip = chosen.path().join("clip.txt");
+    std::fs::write(&clip, b"seventeen bytes!\n").unwrap();
+    browser.upload("#file", &clip).await;
+    browser
+        .wait_for_text("#uploaded", "uploaded clip.txt: 17 bytes")
+        .await;
+    assert_eq!(*site.uploaded.lock().unwrap(), b"seventeen bytes!\n");
+
+    browser.click("#download").await;
+    let report = browser.wait_for_download("report.txt").await;
+    assert_eq!(report.parent(), Some(browser.downloads_dir()));
+    assert_eq!(std::fs::read_to_string(&report).unwrap(), REPORT);
+
+    let errors = browser.console_errors().await;
+    assert!(
+        errors
+            .iter()
+            .any(|error| error.contains("smoke: the console is read")),
+        "console errors: {errors:?}"
+    );
+    let version = browser.cdp("Browser.getVersion", json!({})).await;
+    let product = version["product"].as_str().unwrap_or_default();
+    assert!(product.contains("Chrome"), "Browser.getVersion: {version}");
+
+    browser.set_window_size(390, 844).await;
+    let width = browser.eval("return window.innerWidth").await;
+    assert_eq!(width, json!(390));
+    let shot = browser.screenshot("harness-smoke").await;
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{} is no PNG",
+        shot.display()
+    );
+    assert!(shot.ends_with("web-artifacts/harness-smoke.png"));
+
+    browser.close().await;
+}
+
+/// An account made through the API, to sign in with through the page.
+struct Person {
+    email: String,
+    password: String,
+}
+
+async fn person(system: &System, name: &str) -> Person {
+    let person = Person {
+        email: format!("{name}-{}@example.com", api::uuid_like()),
+        password: "correct horse battery".to_owned(),
+    };
+    api::expect(
+        system
+            .request(Method::POST, "/auth/register")
+            .json(&json!({ "email": person.email, "password": person.password })),
+        201,
+    )
+    .await;
+    person
+}
+
+/// The token the page keeps, for checking through the API what the page did.
+async fn page_token(browser: &Browser) -> String {
+    let saved = browser
+        .eval("return localStorage.getItem('mp3conv.session')")
+        .await;
+    let saved: Value = serde_json::from_str(saved.as_str().expect("a session")).unwrap();
+    saved["token"].as_str().unwrap().to_owned()
+}
+
+async fn sign_in(browser: &Browser, system: &System, person: &Person) {
+    browser.goto(&system.url("/signin")).await;
+    browser.fill("#signin-email", &person.email).await;
+    browser.fill("#signin-password", &person.password).await;
+    browser.click("#signin-submit").await;
+    browser.wait_for("#nav:not([hidden])").await;
+}
+
+/// Records, in the page, every status each job card shows, so a test can tell the page moved
+/// through them live (no reload: the record would be gone).
+const WATCH_STATUSES: &str = r#"
+    window.__statuses = {};
+    const note = (card) => {
+        const id = card.dataset.jobId, status = card.dataset.status;
+        const seen = (window.__statuses[id] ||= []);
+        if (status && seen[seen.length - 1] !== status) seen.push(status);
+    };
+    document.querySelectorAll('li.job').forEach(note);
+    new MutationObserver((changes) => {
+        for (const change of changes) {
+            const target = change.target.nodeType === 1 ? change.target : change.target.parentElement;
+            target?.closest?.('li.job') && note(target.closest('li.job'));
+            for (const node of change.addedNodes) if (node.matches?.('li.job')) note(node);
+        }
+    }).observe(document.getElementById('main'), { subtree: true, childList: true, attributes: true, attributeFilter: ['data-status'] });
+    return true;
+"#;
+
+async fn a_person_converts_an_upload_end_to_end(system: System, shape: &str) {
+    let browser = Browser::start().await;
+    let origin = system.url("");
+
+    // Signed out, a page of the app sends the person to sign in, and back after.
+    browser.goto(&system.url("/jobs")).await;
+    browser.wait_for("#signin-form").await;
+    assert!(
+        browser.url().await.ends_with("/signin?next=%2Fjobs"),
+        "{}",
+        browser.url().await
+    );
+    browser.screenshot(&format!("{shape}-signin")).await;
+    browser.click("#to-register").await;
+    browser.wait_for("#register-form").await;
+    let email = format!("web-{}@example.com", api::uuid_like());
+    browser.fill("#register-email", &email).await;
+    browser
+        .fill("#register-password", "correct horse battery")
+        .await;
+    browser
+        .fill("#register-confirm", "correct horse battery")
+        .await;
+    browser.screenshot(&format!("{shape}-register")).await;
+    browser.click("#register-submit").await;
+    browser.wait_for("#jobs-title").await;
+    assert_eq!(browser.url().await, format!("{origin}/jobs"));
+    browser.wait_for_text("#whoami", &email).await;
+    browser.wait_for_text("#live", "Live").await;
+
+    // Convert: pick the file; the upload's progress, then the conversion's, live.
+    browser.click("nav a[href='/']").await;
+    browser.wait_for("#drop-zone").await;
+    assert_eq!(browser.eval(WATCH_STATUSES).await, json!(true));
+    browser.upload("#file-input", &media("clip")).await;
+    let done = browser.wait_for("li.job[data-status='done']").await;
+    let id = browser
+        .eval("return document.querySelector(\"li.job[data-status='done']\").dataset.jobId")
+        .await;
+    let id = id.as_str().unwrap().to_owned();
+    let _ = done;
+    let seen = browser
+        .eval(&format!("return window.__statuses['{id}']"))
+        .await;
+    let seen: Vec<&str> = seen
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(seen.last(), Some(&"done"), "{seen:?}");
+    assert_eq!(
+        browser
+            .eval("return document.querySelector('li.job .job-name').textContent")
+            .await,
+        json!("clip.mp4")
+    );
+    browser.screenshot(&format!("{shape}-convert-done")).await;
+
+    // Download: an MP3 of the clip's length.
+    browser
+        .click(&format!("li.job[data-job-id='{id}'] .job-download"))
+        .await;
+    let file = browser.wait_for_download("clip.mp3").await;
+    let (codec, seconds) = probe_audio(&std::fs::read(&file).unwrap());
+    assert_eq!(codec, "mp3");
+    assert!((seconds - 3.0).abs() < 0.15, "{seconds} s");
+
+    // Play inline.
+    browser
+        .click(&format!("li.job[data-job-id='{id}'] .job-play"))
+        .await;
+    browser
+        .wait_until(
+            &format!("((a) => !!a && !a.hidden && a.src.startsWith('blob:') && Math.abs(a.duration - 3) < 0.2)(document.querySelector(\"li.job[data-job-id='{id}'] audio\"))"),
+            "the player to load the MP3",
+        )
+        .await;
+
+    // The notification arrives live: the badge counts it without a reload.
+    browser.wait_for_text("#badge", "1").await;
+    browser.click("#nav-notifications").await;
+    browser.wait_for("li.notification[data-read='false']").await;
+    browser.screenshot(&format!("{shape}-notifications")).await;
+    browser.click("li.notification .notification-read").await;
+    browser.wait_for("li.notification[data-read='true']").await;
+    browser
+        .wait_until(
+            "document.getElementById('badge').hidden",
+            "the badge to clear",
+        )
+        .await;
+
+    // Delete, with confirmation: gone from the page and from the API.
+    browser.click("nav a[href='/jobs']").await;
+    browser
+        .wait_for(&format!("li.job[data-job-id='{id}']"))
+        .await;
+    browser.screenshot(&format!("{shape}-jobs")).await;
+    browser
+        .click(&format!("li.job[data-job-id='{id}'] .job-delete"))
+        .await;
+    browser.wait_for("dialog#confirm[open]").await;
+    browser.click("#confirm-no").await;
+    browser
+        .wait_until(
+            "!document.getElementById('confirm').open",
+            "the dialog to close",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .eval(&format!(
+                "return !!document.querySelector(\"li.job[data-job-id='{id}']\")"
+            ))
+            .await,
+        json!(true)
+    );
+    browser
+        .click(&format!("li.job[data-job-id='{id}'] .job-delete"))
+        .await;
+    browser.wait_for("dialog#confirm[open]").await;
+    browser.click("#confirm-yes").await;
+    browser
+        .wait_until(
+            &format!("!document.querySelector(\"li.job[data-job-id='{id}']\")"),
+            "the job to go",
+        )
+        .await;
+    let token = page_token(&browser).await;
+    api::expect_error(
+        system.authed(&token, Method::GET, &format!("/v1/jobs/{id}")),
+        404,
+        "not_found",
+    )
+    .await;
+    browser.close().await;
+}
+
+/// A video with no sound fails in words; a hostile file name shows as its characters; a link
+/// converts; another person's jobs never show, live or listed.
+async fn failures_links_and_privacy(system: System, shape: &str) {
+    let alice = person(&system, "alice").await;
+    let bob_token = system.user("bob").await;
+    let browser = Browser::start().await;
+    sign_in(&browser, &system, &alice).await;
+    browser.wait_for("#drop-zone").await;
+    browser.wait_for_text("#live", "Live").await;
+
+    // A mute video under a name that is markup.
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = "<img src=x onerror=alert(1)>.mp4";
+    let path = dir.path().join(hostile);
+    std::fs::copy(media("mute"), &path).unwrap();
+    browser.upload("#file-input", &path).await;
+    browser.wait_for("li.job[data-status='failed']").await;
+    assert_eq!(
+        browser.eval("return document.querySelector(\"li.job[data-status='failed'] .job-name\").textContent").await,
+        json!(hostile)
+    );
+    assert_eq!(
+        browser.eval("return document.querySelector(\"li.job[data-status='failed'] .job-error\").textContent").await,
+        json!("This video has no sound track, so there is no audio to turn into an MP3.")
+    );
+    assert_eq!(
+        browser
+            .eval("return document.querySelectorAll('main img').length")
+            .await,
+        json!(0)
+    );
+    assert!(
+        browser.client().get_alert_text().await.is_err(),
+        "a script ran"
+    );
+    browser
+        .screenshot(&format!("{shape}-failed-hostile-name"))
+        .await;
+
+    // A link.
+    let site = api::video_site().await;
+    browser.fill("#link-url", &format!("{site}/talk.mp4")).await;
+    browser.click("#link-submit").await;
+    browser
+        .wait_until("[...document.querySelectorAll(\"li.job[data-status='done'] .job-name\")].some(n => n.textContent === 'talk.mp4')",
+            "the link's job to be done",
+        )
+        .await;
+
+    // Bob converts while Alice's page is open: nothing of his reaches it.
+    let bobs = system.upload_clip(&bob_token, None).await;
+    let bobs_id = bobs["id"].as_str().unwrap().to_owned();
+    assert_eq!(system.settled(&bob_token, &bobs_id).await["status"], "done");
+    // Then Alice's own next event, after Bob's, has arrived: had Bob's been sent, it would be here.
+    browser.upload("#file-input", &media("clip")).await;
+    browser
+        .wait_until(
+            "document.querySelectorAll(\"li.job[data-status='done']\").length === 2",
+            "Alice's second job",
+        )
+        .await;
+    let shown =
+        |id: &str| format!("return !!document.querySelector(\"li.job[data-job-id='{id}']\")");
+    assert_eq!(browser.eval(&shown(&bobs_id)).await, json!(false));
+    browser.goto(&system.url("/jobs")).await;
+    browser
+        .wait_until(
+            "document.querySelectorAll('li.job').length === 3",
+            "Alice's three jobs",
+        )
+        .await;
+    assert_eq!(browser.eval(&shown(&bobs_id)).await, json!(false));
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_person_converts_an_upload_end_to_end_embedded() {
+    a_person_converts_an_upload_end_to_end(System::embedded(&[]), "up").await;
+}
+
+#[tokio::test]
+async fn a_person_converts_an_upload_end_to_end_on_services() {
+    a_person_converts_an_upload_end_to_end(System::services_with_eventing(), "services").await;
+}
+
+#[tokio::test]
+async fn failures_links_and_privacy_embedded() {
+    failures_links_and_privacy(System::embedded(&[]), "up").await;
+}
+
+#[tokio::test]
+async fn failures_links_and_privacy_on_services() {
+    failures_links_and_privacy(System::services_with_eventing(), "services").await;
+}
+
+#[tokio::test]
+async fn settings_keep_a_webhook_and_delete_the_account() {
+    let system = System::embedded(&[]);
+    let alice = person(&system, "alice").await;
+    let browser = Browser::start().await;
+    sign_in(&browser, &system, &alice).await;
+    browser.click("nav a[href='/settings']").await;
+    browser
+        .wait_for_text("#webhook-current", "No webhook is set")
+        .await;
+
+    // A local address is refused in words, and nothing is set.
+    browser.fill("#webhook-url", "https://127.0.0.1/hook").await;
+    browser.click("#webhook-save").await;
+    browser.wait_for("#webhook-error:not([hidden])").await;
+    let token = page_token(&browser).await;
+    api::expect_error(
+        system.authed(&token, Method::GET, "/v1/me/webhook"),
+        404,
+        "not_found",
+    )
+    .await;
+
+    // A good one: set, its secret shown once.
+    browser
+        .fill("#webhook-url", "https://hooks.example.com/mp3conv")
+        .await;
+    browser.click("#webhook-save").await;
+    browser.wait_for("#webhook-secret").await;
+    let secret = browser
+        .eval("return document.getElementById('webhook-secret').textContent")
+        .await;
+    assert!(secret.as_str().unwrap().starts_with("whsec_"), "{secret}");
+    browser
+        .wait_for_text("#webhook-current-url", "https://hooks.example.com/mp3conv")
+        .await;
+    browser.screenshot("up-settings").await;
+    let webhook = api::expect(system.authed(&token, Method::GET, "/v1/me/webhook"), 200).await;
+    assert_eq!(webhook["url"], "https://hooks.example.com/mp3conv");
+    browser.goto(&system.url("/settings")).await;
+    browser
+        .wait_for_text("#webhook-current-url", "https://hooks.example.com/mp3conv")
+        .await;
+    assert_eq!(
+        browser
+            .eval("return !!document.getElementById('webhook-secret')")
+            .await,
+        json!(false)
+    );
+
+    // Removed, after confirming.
+    browser.click("#webhook-remove").await;
+    browser.wait_for("dialog#confirm[open]").await;
+    browser.click("#confirm-yes").await;
+    browser
+        .wait_for_text("#webhook-current", "No webhook is set")
+        .await;
+    api::expect_error(
+        system.authed(&token, Method::GET, "/v1/me/webhook"),
+        404,
+        "not_found",
+    )
+    .await;
+
+    // The account: deleted after confirming; signing in again fails in words.
+    browser.click("#delete-account").await;
+    browser.wait_for("dialog#confirm[open]").await;
+    browser.click("#confirm-yes").await;
+    browser.wait_for("#signin-form").await;
+    assert!(browser.url().await.ends_with("/signin?deleted=1"));
+    browser.fill("#signin-email", &alice.email).await;
+    browser.fill("#signin-password", &alice.password).await;
+    browser.click("#signin-submit").await;
+    browser
+        .wait_for_text(
+            "#signin-error",
+            "That email and password do not match an account.",
+        )
+        .await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn the_page_is_small_strict_and_same_origin() {
+    let system = System::embedded(&[]);
+    let client = common::client();
+
+    // The headers: a strict policy, no framing, revalidated caching, compressed text.
+    let page = client
+        .get(system.url("/"))
+        .header("accept", "text/html")
+        .header("accept-encoding", "br, gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let headers = page.headers().clone();
+    let policy = headers["content-security-policy"].to_str().unwrap();
+    for directive in [
+        "default-src 'self'",
+        "script-src 'self'",
+        "frame-ancestors 'none'",
+        "object-src 'none'",
+        "base-uri 'none'",
+    ] {
+        assert!(
+            policy.contains(directive),
+            "{directive} missing from {policy}"
+        );
+    }
+    assert!(!policy.contains("unsafe"), "{policy}");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    assert_eq!(headers["cache-control"], "no-cache");
+    assert_eq!(headers["content-encoding"], "br");
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let etag = headers["etag"].to_str().unwrap().to_owned();
+    let again = client
+        .get(system.url("/"))
+        .header("accept-encoding", "br, gzip")
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    assert!(again.headers().contains_key("content-security-policy"));
+    // The service's description stays at / for API clients.
+    let about = api::expect(
+        system
+            .request(Method::GET, "/")
+            .header("accept", "application/json"),
+        200,
+    )
+    .await;
+    assert_eq!(about["api"], "/openapi.yaml");
+
+    // In the browser: the first page is small, every request stays on the origin, no inline script.
+    let browser = Browser::start().await;
+    browser.goto(&system.url("/")).await;
+    browser.wait_for("#signin-form").await;
+    let load = browser
+        .eval(
+            "const nav = performance.getEntriesByType('navigation')[0];
+             const resources = performance.getEntriesByType('resource');
+             return { bytes: nav.transferSize + resources.reduce((sum, r) => sum + r.transferSize, 0),
+                      interactive: nav.domInteractive, complete: nav.loadEventEnd,
+                      inline: document.querySelectorAll('script:not([src])').length };",
+        )
+        .await;
+    eprintln!("first page: {load}");
+    let transferred = load["bytes"].as_f64().unwrap();
+    assert!(transferred > 1000.0 && transferred < 100_000.0, "{load}");
+    assert_eq!(load["inline"], 0);
+
+    // Through the signed-in pages, then: only this origin was asked for anything.
+    let alice = person(&system, "alice").await;
+    sign_in(&browser, &system, &alice).await;
+    for (link, ready) in [
+        ("/jobs", "#jobs-title"),
+        ("/notifications", "#notifications-title"),
+        ("/settings", "#webhook-current"),
+        ("/", "#drop-zone"),
+    ] {
+        browser.click(&format!("nav a[href='{link}']")).await;
+        browser.wait_for(ready).await;
+    }
+    let origin = system.url("");
+    let elsewhere = browser
+        .eval(&format!(
+            "return performance.getEntriesByType('resource').map(r => r.name).filter(n => !n.startsWith('{origin}/'))"
+        ))
+        .await;
+    assert_eq!(elsewhere, json!([]));
+    let unlabelled = browser
+        .eval("return [...document.querySelectorAll('input, select, button')].filter(e => !(e.labels?.length || e.getAttribute('aria-label') || e.textContent.trim())).map(e => e.id || e.outerHTML)")
+        .await;
+    assert_eq!(unlabelled, json!([]));
+
+    // A phone-sized screen: nothing wider than the screen.
+    browser.set_window_size(390, 844).await;
+    for (link, ready, name) in [
+        ("/", "#drop-zone", "phone-convert"),
+        ("/jobs", "#jobs-title", "phone-jobs"),
+    ] {
+        browser.goto(&system.url(link)).await;
+        browser.wait_for(ready).await;
+        assert_eq!(
+            browser
+                .eval("return document.documentElement.scrollWidth <= window.innerWidth")
+                .await,
+            json!(true),
+            "{link} is wider than a phone"
+        );
+        browser.screenshot(name).await;
+    }
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn the_pages_own_logic_holds_in_the_browser() {
+    let system = System::embedded(&[]);
+    let browser = Browser::start().await;
+    browser.goto(&system.url("/signin")).await;
+    browser.wait_for("#signin-form").await;
+    browser
+        .eval(
+            r#"Promise.all([import('/assets/sse.js'), import('/assets/account.js'), import('/assets/ui.js')])
+               .then(([sse, account, ui]) => {
+                 const whole = 'id: 1\nevent: job.done\ndata: {"a":\ndata: 1}\n\n: heartbeat\n\nid: 2\r\ndata: x\r\n\r\nid: bad\0id\ndata: y\n\n';
+                 const byByte = new sse.Parser();
+                 const bytewise = [];
+                 for (const c of whole) bytewise.push(...byByte.push(c));
+                 window.__results = {
+                   whole: new sse.Parser().push(whole),
+                   bytewise,
+                   next: ['/jobs', '/', '//evil.example', 'https://evil.example/', '/settings?x', null, '/signin'].map(account.safeNext),
+                   names: [ui.jobName({ source: { kind: 'link', url: 'https://a.example/v/My%20talk.mp4?x=1' } }),
+                           ui.jobName({ source: { kind: 'link', url: 'https://a.example/' } }),
+                           ui.mp3Name({ source: { kind: 'upload', filename: 'Holiday clip.mov' } })],
+                   words: [ui.failure({ code: 'no_audio', message: 'm' }), ui.failure({ code: 'new_code', message: 'the API says' })],
+                   sizes: [ui.bytes(999), ui.bytes(1536), ui.bytes(2147483648)],
+                   times: [ui.duration(185.2), ui.duration(3725)],
+                 };
+               }).catch((e) => { window.__results = { error: String(e) }; });
+               return true;"#,
+        )
+        .await;
+    browser
+        .wait_until("window.__results !== undefined", "the modules to load")
+        .await;
+    let results = browser.eval("return window.__results").await;
+    let expected_events = json!([
+        { "id": "1", "event": "job.done", "data": "{\"a\":\n1}" },
+        { "id": "2", "event": "message", "data": "x" },
+        { "id": "2", "event": "message", "data": "y" },
+    ]);
+    assert_eq!(results["whole"], expected_events, "{results}");
+    assert_eq!(results["bytewise"], expected_events, "{results}");
+    assert_eq!(
+        results["next"],
+        json!(["/jobs", "/", "/", "/", "/", "/", "/"])
+    );
+    assert_eq!(
+        results["names"],
+        json!(["My talk.mp4", "a.example", "Holiday clip.mp3"])
+    );
+    assert_eq!(
+        results["words"],
+        json!([
+            "This video has no sound track, so there is no audio to turn into an MP3.",
+            "the API says"
+        ])
+    );
+    assert_eq!(results["sizes"], json!(["999 bytes", "1.5 KB", "2.1 GB"]));
+    assert_eq!(results["times"], json!(["3:05", "1:02:05"]));
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn uploads_show_their_progress_and_can_be_cancelled() {
+    let system = System::embedded(&[]);
+    let alice = person(&system, "alice").await;
+    let browser = Browser::start().await;
+    sign_in(&browser, &system, &alice).await;
+    browser.wait_for("#drop-zone").await;
+
+    // 3 MB of noise under a video's name, sent at 1 MB/s: the bar and the figures move.
+    let dir = tempfile::tempdir().unwrap();
+    let noise = dir.path().join("noise.mp4");
+    let bytes: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&noise, &bytes).unwrap();
+    // (Chromium throttles only once its network domain is enabled.)
+    browser.cdp("Network.enable", json!({})).await;
+    browser
+        .cdp(
+            "Network.emulateNetworkConditions",
+            json!({ "offline": false, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 1_000_000 }),
+        )
+        .await;
+    browser.upload("#file-input", &noise).await;
+    browser
+        .wait_until(
+            "((bar) => !!bar && bar.value > 0 && bar.value < bar.max)(document.querySelector(\"li.upload[data-name='noise.mp4'] progress\"))",
+            "the upload's bar to be part way",
+        )
+        .await;
+    let status = browser.eval("return document.querySelector(\"li.upload[data-name='noise.mp4'] .upload-status\").textContent").await;
+    let status = status.as_str().unwrap();
+    assert!(
+        status.contains(" of 3.0 MB · ") && status.ends_with("/s"),
+        "{status}"
+    );
+    browser.screenshot("up-uploading").await;
+    browser
+        .click("li.upload[data-name='noise.mp4'] .upload-cancel")
+        .await;
+    browser
+        .wait_for_text(
+            "li.upload[data-name='noise.mp4'] .upload-status",
+            "Upload cancelled.",
+        )
+        .await;
+    let token = page_token(&browser).await;
+    let jobs = api::expect(system.authed(&token, Method::GET, "/v1/jobs"), 200).await;
+    assert_eq!(jobs["jobs"], json!([]), "a cancelled upload left a job");
+
+    // At full speed it arrives, and fails in words: it is not a video.
+    browser
+        .cdp(
+            "Network.emulateNetworkConditions",
+            json!({ "offline": false, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1 }),
+        )
+        .await;
+    browser.upload("#file-input", &noise).await;
+    browser.wait_for("li.job[data-status='failed']").await;
+    assert_eq!(
+        browser.eval("return document.querySelector(\"li.job[data-status='failed'] .job-error\").textContent").await,
+        json!("This file is not a video or audio file that can be read.")
+    );
+    browser.close().await;
+}
