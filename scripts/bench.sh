@@ -8,6 +8,7 @@
 #   end to end         bench/src/bin/e2e-bench.rs   (both shapes; needs the services)
 #   live events        bench/src/bin/events-bench.rs (both shapes; needs the services)
 #   worker             bench/src/bin/worker-bench.rs (inputs cached in ~/.cache/mp3conv/bench)
+#   web app            tests/web.rs `bench_page_load` (ignored by `make test`; headless Chromium)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/toolchain.sh
@@ -27,6 +28,11 @@ section "gateway and notifications" gateway.md ./target/release/gateway-bench ./
 section "end to end" e2e.md ./target/release/e2e-bench ./target/release/mp3conv ./target/release/mp3conv-worker .
 section "live events" events.md ./target/release/events-bench ./target/release/mp3conv ./target/release/mp3conv-worker .
 section "worker" worker.md ./target/release/worker-bench ./target/release/mp3conv-worker
+web_bench() {   # the browser harness lives with the tests: its lines start with "bench| "
+  cargo test --release --test web -- --ignored --exact bench_page_load --nocapture |
+    sed -n 's/^bench| \{0,1\}//p'
+}
+section "web app" web.md web_bench
 
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 {
@@ -71,5 +77,11 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
   echo "converted, and throughput by concurrency."
   echo
   cat "$out/worker.md"
+  echo
+  echo "## Web app"
+  echo
+  echo "The page's first load in headless Chromium against a one-file page in the same browser."
+  echo
+  cat "$out/web.md"
 } > BENCHMARKS.md
 echo "wrote BENCHMARKS.md" >&2

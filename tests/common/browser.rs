@@ -365,6 +365,48 @@ impl Browser {
         }
     }
 
+    /// The memory Chromium holds: the proportional set size (PSS, so shared pages count once)
+    /// of its main process and every process under it (renderers, the network service, ...).
+    pub fn memory(&self) -> u64 {
+        let root = self
+            .driver
+            .browser
+            .expect("Chromium's process id")
+            .as_raw_nonzero()
+            .get();
+        let mut parents = std::collections::HashMap::<i32, Vec<i32>>::new();
+        for entry in std::fs::read_dir("/proc").expect("reading /proc").flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            // The parent is the second field after the command's closing parenthesis.
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            if let Some(ppid) = after.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
+                parents.entry(ppid).or_default().push(pid);
+            }
+        }
+        let mut total = 0;
+        let mut pending = vec![root];
+        while let Some(pid) = pending.pop() {
+            let rollup =
+                std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+            total += rollup
+                .lines()
+                .find_map(|line| line.strip_prefix("Pss:"))
+                .and_then(|kb| kb.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+                .map_or(0, |kb| kb * 1024);
+            pending.extend(parents.remove(&pid).unwrap_or_default());
+        }
+        total
+    }
+
     /// Ends the session (Chromium quits), then stops chromedriver.
     pub async fn close(mut self) {
         if let Some(client) = self.client.take()
