@@ -622,9 +622,33 @@ async fn the_page_is_small_strict_and_same_origin() {
     assert!(transferred > 1000.0 && transferred < 100_000.0, "{load}");
     assert_eq!(load["inline"], 0);
 
-    // Through the signed-in pages, then: only this origin was asked for anything.
+    // The API's answers on this origin are never sniffed or framed either.
+    for (path, status) in [("/v1/me", 401), ("/openapi.yaml", 200), ("/nope", 404)] {
+        let answer = client.get(system.url(path)).send().await.unwrap();
+        assert_eq!(answer.status(), status, "{path}");
+        let headers = answer.headers();
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        assert!(
+            headers["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .starts_with("default-src 'none'; frame-ancestors 'none'"),
+            "{path}"
+        );
+    }
+
+    // Through the signed-in pages, then: only this origin was asked for anything. Where
+    // sign-in returns to is a page of the app's, whatever `next` says.
     let alice = person(&system, "alice").await;
-    sign_in(&browser, &system, &alice).await;
+    browser.goto(&system.url("/signin?next=constructor")).await;
+    browser.fill("#signin-email", &alice.email).await;
+    browser.fill("#signin-password", &alice.password).await;
+    browser.click("#signin-submit").await;
+    browser.wait_for("#drop-zone").await;
+    assert_eq!(browser.url().await, system.url("/"));
+    browser.goto(&system.url("/jobs/")).await;
+    browser.wait_for("#jobs-title").await;
+    assert_eq!(browser.url().await, system.url("/jobs"));
     for (link, ready) in [
         ("/jobs", "#jobs-title"),
         ("/notifications", "#notifications-title"),
@@ -789,6 +813,42 @@ async fn uploads_show_their_progress_and_can_be_cancelled() {
         browser.eval("return document.querySelector(\"li.job[data-status='failed'] .job-error\").textContent").await,
         json!("This file is not a video or audio file that can be read.")
     );
+
+    // Several files picked at once, and files dropped on the page: one job each, in turn.
+    let paths = [media("clip"), media("clip-10")].map(|path| {
+        std::path::absolute(path)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned()
+    });
+    browser.upload_many("#file-input", &paths.join("\n")).await;
+    browser
+        .wait_until(
+            "document.querySelectorAll(\"li.job[data-status='done']\").length === 2",
+            "both picked files done",
+        )
+        .await;
+    browser
+        .eval(
+            "const transfer = new DataTransfer();
+             transfer.items.add(new File(['dropped, not a video'], 'dropped one.mp4', { type: 'video/mp4' }));
+             transfer.items.add(new File(['dropped, not a video'], 'dropped two.mp4', { type: 'video/mp4' }));
+             const zone = document.getElementById('drop-zone');
+             for (const type of ['dragenter', 'dragover', 'drop']) {
+               zone.dispatchEvent(new DragEvent(type, { bubbles: true, cancelable: true, dataTransfer: transfer }));
+             }
+             return true;",
+        )
+        .await;
+    browser
+        .wait_until(
+            "[...document.querySelectorAll(\"li.job[data-status='failed'] .job-name\")].map(n => n.textContent).sort().join('|') === 'dropped one.mp4|dropped two.mp4|noise.mp4'",
+            "both dropped files to arrive (and fail: they are text)",
+        )
+        .await;
+    let jobs = api::expect(system.authed(&token, Method::GET, "/v1/jobs"), 200).await;
+    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 5, "{jobs}");
     browser.close().await;
 }
 

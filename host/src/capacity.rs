@@ -347,6 +347,10 @@ mod tests {
                 response.headers()[http::header::CONTENT_TYPE],
                 "application/json"
             );
+            assert_eq!(
+                response.headers()[http::header::X_CONTENT_TYPE_OPTIONS],
+                "nosniff"
+            );
             let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
             assert_eq!(body["error"]["code"], "too_many_streams");
             assert_eq!(body["error"]["request_id"], "req-1");

@@ -122,6 +122,11 @@ impl RequestError {
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        // As the functions' answers (mp3conv_kit::reply::SAFE_DEFAULTS): never sniffed.
+        headers.insert(
+            http::header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
         if let Some(seconds) = self.retry_after() {
             headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static(seconds));
         }

@@ -259,6 +259,18 @@ impl Browser {
         }
     }
 
+    /// Picks several files at once in the `multiple` file input `css`: `paths` are absolute
+    /// paths, one per line, as chromedriver takes them.
+    pub async fn upload_many(&self, css: &str, paths: &str) {
+        let element = self.wait_for(css).await;
+        if let Err(err) = element.send_keys(paths).await {
+            panic!(
+                "choosing {paths:?} in `{css}` on {}: {err}",
+                self.url().await
+            );
+        }
+    }
+
     /// Resizes the window (e.g. 390x844 for a phone).
     pub async fn set_window_size(&self, width: u32, height: u32) {
         if let Err(err) = self.client().set_window_size(width, height).await {

@@ -58,8 +58,9 @@ pub enum ApiError {
     InvalidPassword,
     EmailTaken,
     /// Wrong email or password. `basic`: they came as HTTP Basic, so the answer challenges
-    /// for Basic again; a JSON login's answer does not, or a browser's `fetch` would open its
-    /// own password dialog instead of letting the page say what went wrong.
+    /// for Basic again; a JSON login's answer names the `Credentials` scheme instead, or a
+    /// browser's `fetch` would open its own password dialog instead of letting the page say
+    /// what went wrong.
     InvalidCredentials {
         basic: bool,
     },
@@ -142,6 +143,11 @@ impl ApiError {
             ApiError::InvalidCredentials { basic: true } => {
                 reply.with_header("www-authenticate", r#"Basic realm="mp3conv""#.to_owned())
             }
+            // Every 401 names a scheme; this one no browser acts on: send the credentials again.
+            ApiError::InvalidCredentials { basic: false } => reply.with_header(
+                "www-authenticate",
+                r#"Credentials realm="mp3conv""#.to_owned(),
+            ),
             _ => reply,
         }
     }
@@ -547,7 +553,10 @@ mod tests {
         );
         assert_eq!(json.status, 401);
         // A page's fetch gets the error to show, not the browser's password dialog.
-        assert_eq!(header(&json, "www-authenticate"), None);
+        assert_eq!(
+            header(&json, "www-authenticate"),
+            Some(r#"Credentials realm="mp3conv""#)
+        );
         let basic = format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode("nobody@example.com:password-2")

@@ -63,6 +63,31 @@ impl Reply {
     }
 }
 
+/// What every answer of every function carries unless it says otherwise (the web app sets its
+/// own policy): the API shares its origin with the web app, whose token is in that origin's
+/// storage, so no answer may be sniffed into a document, framed, or leak the page's address.
+pub const SAFE_DEFAULTS: [(&str, &str); 3] = [
+    ("x-content-type-options", "nosniff"),
+    (
+        "content-security-policy",
+        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+    ),
+    ("referrer-policy", "no-referrer"),
+];
+
+/// `headers` with each of [`SAFE_DEFAULTS`] the answer does not set itself.
+pub fn with_safe_defaults(mut headers: Vec<(String, String)>) -> Vec<(String, String)> {
+    for (name, value) in SAFE_DEFAULTS {
+        if !headers
+            .iter()
+            .any(|(have, _)| have.eq_ignore_ascii_case(name))
+        {
+            headers.push((name.to_owned(), value.to_owned()));
+        }
+    }
+    headers
+}
+
 /// Why a request body was not read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyError {
@@ -148,6 +173,26 @@ pub fn declared_too_large(content_length: Option<&str>, limit: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn safe_defaults_fill_in_what_an_answer_does_not_set() {
+        let plain = with_safe_defaults(vec![("content-type".into(), "application/json".into())]);
+        assert_eq!(plain.len(), 4);
+        for (name, value) in SAFE_DEFAULTS {
+            assert!(plain.iter().any(|(n, v)| n == name && v == value), "{name}");
+        }
+        // The web app's own policy stands, whatever the case of its name.
+        let own = with_safe_defaults(vec![(
+            "Content-Security-Policy".into(),
+            "default-src 'self'".into(),
+        )]);
+        let policies: Vec<_> = own
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("content-security-policy"))
+            .collect();
+        assert_eq!(policies.len(), 1);
+        assert_eq!(policies[0].1, "default-src 'self'");
+    }
 
     #[test]
     fn replies() {

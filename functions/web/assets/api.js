@@ -26,8 +26,15 @@ export function session() {
   return null;
 }
 
-/** Forgets the session (sign out, or a token the API no longer takes). */
-export function forget() {
+/**
+ * Forgets the session: on sign out, or when the API refused `token` (then only if that is
+ * still the stored one: another tab may have signed in again meanwhile).
+ */
+export function forget(token) {
+  if (token !== undefined) {
+    const stored = session();
+    if (stored && stored.token !== token) return;
+  }
   localStorage.removeItem(TOKEN_KEY);
   for (const listener of signedOutListeners) listener();
 }
@@ -88,7 +95,7 @@ export async function call(method, path, { body, auth = true, signal } = {}) {
   }
   if (!response.ok) {
     const error = await errorOf(response);
-    if (auth && response.status === 401) forget();
+    if (auth && response.status === 401) forget(current.token);
     throw error;
   }
   if (response.status === 204) return null;
@@ -131,10 +138,11 @@ export async function audio(jobId) {
   }
   if (!response.ok) {
     const error = await errorOf(response);
-    if (response.status === 401) forget();
+    if (response.status === 401) forget(current.token);
     throw error;
   }
-  return response.blob();
+  // Typed here, whatever the answer said: it is only ever played or saved as an MP3.
+  return new Blob([await response.arrayBuffer()], { type: "audio/mpeg" });
 }
 
 /**
@@ -168,7 +176,7 @@ export function upload(file, bitrate, onProgress) {
       const body = xhr.response;
       const code = body && body.error ? String(body.error.code) : "http_" + xhr.status;
       const message = body && body.error ? String(body.error.message) : "The upload failed (" + xhr.status + ").";
-      if (xhr.status === 401) forget();
+      if (xhr.status === 401) forget(current.token);
       reject(new ApiError(xhr.status, code, message));
     };
     xhr.onerror = () => reject(new ApiError(0, "network", "The upload was cut off. Check your connection and try again."));

@@ -12,6 +12,11 @@ import { h, replace } from "./ui.js";
 
 const PUBLIC = { "/signin": signInPage, "/register": registerPage };
 
+/** The page `path` names in `table`, if any (own keys only: not `constructor` and the like). */
+function pageIn(table, path) {
+  return typeof path === "string" && Object.hasOwn(table, path) ? table[path] : undefined;
+}
+
 function jobsPage() {
   const list = jobList({ limit: 20, paged: true });
   return {
@@ -53,22 +58,28 @@ function stopStream() {
 
 /** Shows the page for the current address; signed-out visits go to sign in and come back. */
 function render() {
+  // `/jobs/` is `/jobs`.
+  if (location.pathname.length > 1 && location.pathname.endsWith("/")) {
+    history.replaceState(null, "", location.pathname.replace(/\/+$/, "") + location.search);
+  }
   const path = location.pathname;
   const query = new URLSearchParams(location.search);
   const signedIn = session() !== null;
   if (current && current.dispose) current.dispose();
   current = null;
 
-  if (!PUBLIC[path] && !PRIVATE[path]) {
+  const publicPage = pageIn(PUBLIC, path);
+  const privatePage = pageIn(PRIVATE, path);
+  if (!publicPage && !privatePage) {
     navigate("/", true);
     return;
   }
-  if (PRIVATE[path] && !signedIn) {
+  if (privatePage && !signedIn) {
     navigate("/signin" + (path !== "/" ? "?next=" + encodeURIComponent(path) : ""), true);
     return;
   }
-  if (PUBLIC[path] && signedIn) {
-    navigate(query.get("next") && PRIVATE[query.get("next")] ? query.get("next") : "/", true);
+  if (publicPage && signedIn) {
+    navigate(pageIn(PRIVATE, query.get("next")) ? query.get("next") : "/", true);
     return;
   }
 
@@ -84,7 +95,7 @@ function render() {
     else link.removeAttribute("aria-current");
   }
 
-  current = (PUBLIC[path] || PRIVATE[path])(navigate, query);
+  current = (publicPage || privatePage)(navigate, query);
   main.replaceChildren(current.element);
   document.title = current.title + " · mp3conv";
   const focus = current.focus && main.querySelector(current.focus);
@@ -114,7 +125,7 @@ document.getElementById("signout").addEventListener("click", () => forget());
 onSignedOut(() => {
   stopStream();
   const path = location.pathname;
-  navigate(PRIVATE[path] && path !== "/" ? "/signin?next=" + encodeURIComponent(path) : "/signin", true);
+  navigate(pageIn(PRIVATE, path) && path !== "/" ? "/signin?next=" + encodeURIComponent(path) : "/signin", true);
 });
 onUnread((count) => showUnread(badge, count));
 onResync(refreshUnread);

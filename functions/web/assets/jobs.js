@@ -12,7 +12,10 @@ const STATUS_WORDS = {
   failed: "Failed",
 };
 
-/** One job's card; `update` redraws it in place (an audio player keeps playing). */
+/**
+ * One job's card; `update` redraws it in place (an audio player keeps playing); `release`
+ * lets go of the MP3 it holds, if it fetched it.
+ */
 function card(job) {
   const name = jobName(job);
   const status = h("span", { class: "job-status" });
@@ -20,6 +23,7 @@ function card(job) {
   const error = h("p", { class: "job-error", hidden: true });
   const ready = h("div", { class: "job-ready", hidden: true });
   const remove = h("button", { type: "button", class: "job-delete secondary", "aria-label": "Delete " + name }, "Delete");
+  let release = () => {};
   const element = h(
     "li",
     { class: "job", "data-job-id": job.id },
@@ -57,14 +61,19 @@ function card(job) {
     replace(error, failure(next.error));
     if (next.status === "done" && next.audio && ready.hidden) {
       ready.hidden = false;
-      replace(ready, readyPart(next));
+      const part = readyPart(next);
+      release = part.release;
+      replace(ready, part.elements);
     }
   }
   update(job);
-  return { element, update };
+  return { element, update, release: () => release() };
 }
 
-/** A done job's MP3: its length and size, a download button and a player. */
+/**
+ * A done job's MP3: its length and size, a download button and a player. The MP3 is fetched
+ * on the first Download or Play and held (as a blob URL) until `release`.
+ */
 function readyPart(job) {
   const file = mp3Name(job);
   const player = h("audio", { class: "job-audio", controls: true, preload: "none", hidden: true, "aria-label": "Play " + file });
@@ -100,11 +109,20 @@ function readyPart(job) {
       toast(error.message);
     }
   });
-  return [
-    h("span", { class: "job-audio-facts" }, duration(job.audio.duration), " · ", bytes(job.audio.size)),
-    h("div", { class: "job-buttons" }, download, play),
-    player,
-  ];
+  return {
+    elements: [
+      h("span", { class: "job-audio-facts" }, duration(job.audio.duration), " · ", bytes(job.audio.size)),
+      h("div", { class: "job-buttons" }, download, play),
+      player,
+    ],
+    release() {
+      if (!blobUrl) return;
+      player.removeAttribute("src");
+      player.load();
+      URL.revokeObjectURL(blobUrl);
+      blobUrl = null;
+    },
+  };
 }
 
 /**
@@ -117,6 +135,8 @@ export function jobList({ limit = 20, paged = true, empty = "No conversions yet.
   const more = h("button", { type: "button", id: "jobs-more", class: "secondary", hidden: true }, "Show more");
   const cards = new Map();
   let cursor = null;
+  // Answers that arrive after the page is gone (another page, another account) are dropped.
+  let disposed = false;
 
   function add(job, atTop) {
     const shown = card(job);
@@ -140,7 +160,9 @@ export function jobList({ limit = 20, paged = true, empty = "No conversions yet.
     const query = "?limit=" + limit + (cursor && !reset ? "&cursor=" + encodeURIComponent(cursor) : "");
     try {
       const page = await call("GET", "/v1/jobs" + query);
+      if (disposed) return;
       if (reset) {
+        for (const shown of cards.values()) shown.release();
         cards.clear();
         list.replaceChildren();
       }
@@ -152,7 +174,7 @@ export function jobList({ limit = 20, paged = true, empty = "No conversions yet.
       more.hidden = !paged || !cursor;
       refreshEmpty();
     } catch (error) {
-      toast(error.message);
+      if (!disposed) toast(error.message);
     }
   }
 
@@ -161,6 +183,7 @@ export function jobList({ limit = 20, paged = true, empty = "No conversions yet.
     const shown = cards.get(id);
     if (!job) {
       if (shown) {
+        shown.release();
         shown.element.remove();
         cards.delete(id);
         refreshEmpty();
@@ -178,8 +201,10 @@ export function jobList({ limit = 20, paged = true, empty = "No conversions yet.
   return {
     element: h("div", { class: "job-list" }, list, note, more),
     dispose() {
+      disposed = true;
       unsubscribe();
       unsubscribeResync();
+      for (const shown of cards.values()) shown.release();
     },
   };
 }

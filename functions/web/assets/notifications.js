@@ -47,18 +47,20 @@ export function notificationsPage() {
   const more = h("button", { type: "button", id: "notifications-more", class: "secondary", hidden: true }, "Show more");
   const allRead = h("button", { type: "button", id: "notifications-all-read", class: "secondary" }, "Mark all as read");
   let cursor = null;
+  let disposed = false;
 
   async function load(reset) {
     try {
       const query = "?limit=20" + (cursor && !reset ? "&cursor=" + encodeURIComponent(cursor) : "");
       const page = await call("GET", "/v1/notifications" + query);
+      if (disposed) return;
       if (reset) list.replaceChildren();
       for (const notification of page.notifications) list.append(item(notification));
       cursor = page.next_cursor;
       more.hidden = !cursor;
       empty.hidden = list.childElementCount > 0;
     } catch (error) {
-      toast(error.message);
+      if (!disposed) toast(error.message);
     }
   }
 
@@ -87,6 +89,7 @@ export function notificationsPage() {
     element,
     title: "Notifications",
     dispose() {
+      disposed = true;
       unsubscribe();
       unsubscribeResync();
     },

@@ -77,7 +77,7 @@ export function follow(onEvent, onState) {
     if (lastId) headers["Last-Event-ID"] = lastId;
     const response = await fetch("/v1/events", { headers, signal: controller.signal, cache: "no-store" });
     if (response.status === 401) {
-      forget();
+      forget(current.token);
       return false;
     }
     if (!response.ok) throw new Error("the event stream answered " + response.status);

@@ -33,7 +33,7 @@ pub async fn stream_back(
 }
 
 fn head(status: u16, headers: Vec<(String, String)>) -> OutgoingResponse {
-    let fields: Vec<(String, Vec<u8>)> = headers
+    let fields: Vec<(String, Vec<u8>)> = super::with_safe_defaults(headers)
         .into_iter()
         .map(|(name, value)| (name, value.into_bytes()))
         .collect();
