@@ -21,6 +21,8 @@ const MAX_EXAMPLES: &str = "80";
 const DEADLINE: Duration = Duration::from_secs(420);
 /// Operations that end the account the fuzzer works with: run after everything else.
 const ACCOUNT_DELETIONS: [&str; 2] = ["DELETE /v1/me", "DELETE /auth/me"];
+/// Ends the token it is sent with: run on a token of its own.
+const SIGN_OUT: &str = "POST /v1/logout";
 
 fn schemathesis() -> String {
     std::env::var("MP3CONV_TEST_SCHEMATHESIS").expect(
@@ -102,13 +104,19 @@ async fn openapi_fuzzing_finds_nothing() {
     let token = system.user("fuzz").await;
     let base = system.url("");
 
-    // Everything but the account's deletion, then the deletion.
+    // Signing out, with a token of its own; everything but that and the account's deletion;
+    // then the deletion.
+    let own = system.user("fuzz-sign-out").await;
+    let selection = ["--include-name".to_owned(), SIGN_OUT.to_owned()];
+    let report = fuzz(&base, &own, &selection).await;
+    assert!(report.contains("Tested: 1\n"), "{report}");
     let mut rest = vec!["--exclude-path".to_owned(), "/events".to_owned()];
+    rest.extend(["--exclude-name".to_owned(), SIGN_OUT.to_owned()]);
     for operation in ACCOUNT_DELETIONS {
         rest.extend(["--exclude-name".to_owned(), operation.to_owned()]);
     }
     let report = fuzz(&base, &token, &rest).await;
-    let expected = documented().len() - 1 - ACCOUNT_DELETIONS.len();
+    let expected = documented().len() - 2 - ACCOUNT_DELETIONS.len();
     assert!(
         report.contains(&format!("Tested: {expected}\n")),
         "the fuzzer did not test all {expected} operations:\n{report}"

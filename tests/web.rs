@@ -364,6 +364,22 @@ async fn a_person_converts_an_upload_end_to_end(system: System, shape: &str) {
         "not_found",
     )
     .await;
+
+    // Signing out ends the token itself, not only the page's copy of it.
+    browser.click("#signout").await;
+    browser.wait_for("#signin-form").await;
+    assert_eq!(
+        browser
+            .eval("return localStorage.getItem('mp3conv.session')")
+            .await,
+        Value::Null
+    );
+    api::expect_error(
+        system.authed(&token, Method::GET, "/v1/me"),
+        401,
+        "invalid_token",
+    )
+    .await;
     browser.close().await;
 }
 

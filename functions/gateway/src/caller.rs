@@ -1,7 +1,9 @@
 //! Who is calling: the bearer token verified here (no call to auth per request), its user
-//! checked to still exist, and the HTTP Basic credentials `POST /login` passes on.
+//! checked to still exist and the token not signed out (one query), signing a token out, and
+//! the HTTP Basic credentials `POST /login` passes on.
 
 use mp3conv_kit::reply::Reply;
+use mp3conv_sql::Value;
 use mp3conv_sql::{Db, Param};
 use mp3conv_tokens::{Claims, Verifier};
 use serde::Serialize;
@@ -15,6 +17,9 @@ pub struct Caller {
     pub email: String,
     /// Unix seconds.
     pub token_expires_at: u64,
+    /// The token's id (`jti`), which `POST /v1/logout` revokes.
+    #[serde(skip)]
+    pub token_id: String,
 }
 
 impl Caller {
@@ -25,10 +30,45 @@ impl Caller {
 }
 
 /// The verified caller, if their account still exists (a deleted account's tokens stop working
-/// at once).
+/// at once) and the token was not signed out (401 `invalid_token`).
 pub fn known(caller: Caller, db: &dyn Db) -> Result<Caller, ApiError> {
-    exists(db, &caller.id)?;
-    Ok(caller)
+    let rows = db
+        .query(
+            "SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?) FROM users WHERE id = ?",
+            &[
+                Param::Text(caller.token_id.clone()),
+                Param::Text(caller.id.clone()),
+            ],
+        )
+        .map_err(|err| ApiError::Internal(format!("checking the user: {err}")))?;
+    match rows.first().and_then(|row| row.first()) {
+        None => Err(ApiError::Unauthorized("unknown_user")),
+        Some(Value::Int(0)) => Ok(caller),
+        Some(_) => Err(ApiError::Unauthorized("invalid_token")),
+    }
+}
+
+/// Signs the caller's token out (`POST /v1/logout`): from now on it is refused, though it has
+/// not expired. Other tokens of the same user (other devices) stay good. Revocations of tokens
+/// that have expired anyway are swept here.
+pub fn revoke(db: &dyn Db, caller: &Caller, now_secs: u64) -> Result<Reply, ApiError> {
+    let failed = |err| ApiError::Internal(format!("signing out: {err}"));
+    let now = i64::try_from(now_secs).unwrap_or(i64::MAX);
+    db.execute(
+        "DELETE FROM revoked_tokens WHERE expires_at < ?",
+        &[Param::Int(now)],
+    )
+    .map_err(failed)?;
+    db.execute(
+        "INSERT INTO revoked_tokens (jti, user_id, expires_at) VALUES (?, ?, ?)",
+        &[
+            Param::Text(caller.token_id.clone()),
+            Param::Text(caller.id.clone()),
+            Param::Int(i64::try_from(caller.token_expires_at).unwrap_or(i64::MAX)),
+        ],
+    )
+    .map_err(failed)?;
+    Ok(Reply::empty(204))
 }
 
 /// 401 `unknown_user` unless the user `id` still exists.
@@ -48,7 +88,11 @@ pub fn verify(authorization: Option<&str>, verifier: &Verifier) -> Result<Caller
         .filter(|token| !token.is_empty())
         .ok_or(ApiError::Unauthorized("missing_token"))?;
     let Claims {
-        sub, email, exp, ..
+        sub,
+        email,
+        exp,
+        jti,
+        ..
     } = verifier
         .verify(token)
         .map_err(|_| ApiError::Unauthorized("invalid_token"))?;
@@ -56,6 +100,7 @@ pub fn verify(authorization: Option<&str>, verifier: &Verifier) -> Result<Caller
         id: sub,
         email,
         token_expires_at: exp,
+        token_id: jti,
     })
 }
 
@@ -139,5 +184,35 @@ mod tests {
                 "{authorization:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_signed_out_token_is_refused_and_the_others_stay_good() {
+        let keys = testing::Keys::new();
+        let verifier = keys.verifier();
+        let db = testing::database();
+        testing::add_user(&db, "u1", "u1@example.com");
+        let laptop = format!("Bearer {}", keys.token("u1", "u1@example.com"));
+        let phone = format!("Bearer {}", keys.token("u1", "u1@example.com"));
+        let authenticate = |authorization: &str| {
+            verify(Some(authorization), &verifier).and_then(|caller| known(caller, &db))
+        };
+        let caller = authenticate(&laptop).unwrap();
+        assert_eq!(revoke(&db, &caller, 1_800_000_000).unwrap().status, 204);
+        assert_eq!(
+            authenticate(&laptop),
+            Err(ApiError::Unauthorized("invalid_token"))
+        );
+        assert_eq!(authenticate(&phone).unwrap().id, "u1");
+        // Revocations of expired tokens are swept by the next sign-out.
+        let phone = authenticate(&phone).unwrap();
+        let rows = |db: &dyn Db| {
+            db.query("SELECT jti FROM revoked_tokens", &[])
+                .unwrap()
+                .len()
+        };
+        assert_eq!(rows(&db), 1);
+        revoke(&db, &phone, caller.token_expires_at + 1).unwrap();
+        assert_eq!(rows(&db), 1, "the expired revocation stays");
     }
 }

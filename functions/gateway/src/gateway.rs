@@ -162,6 +162,10 @@ impl<W: Worker, A: Auth> Gateway<'_, W, A> {
                 return self.audio(owner, id, &request).await;
             }
             CallerRoute::Me => caller.reply(),
+            CallerRoute::Logout => {
+                let now_secs = u64::try_from(now.unix_timestamp()).unwrap_or_default();
+                caller::revoke(db, &caller, now_secs)?
+            }
             CallerRoute::DeleteMe => {
                 let authorization = authorization.as_deref().unwrap_or_default();
                 account::delete(worker, self.auth, db, owner, authorization).await?

@@ -12,6 +12,7 @@
 //! | `GET /v1/jobs/{id}`, `DELETE /v1/jobs/{id}` | 200 the job, 204 |
 //! | `GET /v1/jobs/{id}/audio` | 200/206 the MP3 |
 //! | `GET /v1/me`, `DELETE /v1/me` | 200 the caller, 204 (account and jobs gone) |
+//! | `POST /v1/logout` | 204 (this token is refused from now on) |
 //! | `GET /v1/notifications?unread=&limit=&cursor=` | 200 `{"notifications","next_cursor"}` |
 //! | `POST /v1/notifications/{id}/read` | 204 |
 //! | `PUT /v1/me/webhook {"url"}`, `GET`, `DELETE` | 200 with the secret (once), 200, 204 |
@@ -54,6 +55,8 @@ pub enum CallerRoute {
     Audio(JobId),
     Me,
     DeleteMe,
+    /// `POST /v1/logout`: signs the caller's token out.
+    Logout,
     ListNotifications,
     /// A notification id (a UUID, lower-case).
     ReadNotification(String),
@@ -98,6 +101,8 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         (["v1", "me"], "GET") => caller(C::Me),
         (["v1", "me"], "DELETE") => caller(C::DeleteMe),
         (["v1", "me"], _) => Err(allow("GET, DELETE")),
+        (["v1", "logout"], "POST") => caller(C::Logout),
+        (["v1", "logout"], _) => Err(allow("POST")),
         (["v1", "me", "webhook"], "GET") => caller(C::GetWebhook),
         (["v1", "me", "webhook"], "PUT") => caller(C::PutWebhook),
         (["v1", "me", "webhook"], "DELETE") => caller(C::DeleteWebhook),
@@ -189,6 +194,8 @@ mod tests {
             ("GET", "/openapi.yaml", Ok(Route::OpenApi)),
             ("HEAD", "/openapi.yaml", Ok(Route::OpenApi)),
             ("POST", "/login", Ok(Route::Login)),
+            ("POST", "/v1/logout", Ok(Route::Caller(C::Logout))),
+            ("GET", "/v1/logout", Err(ApiError::MethodNotAllowed("POST"))),
             ("POST", "/upload", Ok(Route::Caller(C::Upload))),
             ("GET", "/download", Ok(Route::Caller(C::Download))),
             ("POST", "/v1/jobs", Ok(Route::Caller(C::CreateJob))),

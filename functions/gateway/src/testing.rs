@@ -154,7 +154,8 @@ impl Keys {
             exp: now + seconds,
             iss: "mp3conv".into(),
             aud: "mp3conv".into(),
-            jti: "j".into(),
+            // Each its own, as auth issues them (a sign-out revokes one token).
+            jti: uuid::Uuid::new_v4().to_string(),
         };
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
         header.kid = Some(self.public.kid.clone());

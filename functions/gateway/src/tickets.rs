@@ -180,6 +180,7 @@ mod tests {
             id: "u1".into(),
             email: "u1@example.com".into(),
             token_expires_at: 1_800_003_600,
+            token_id: "t1".into(),
         }
     }
 

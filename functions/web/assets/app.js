@@ -1,6 +1,6 @@
 // The app: a router over the pages, the header, and the one live event stream while signed in.
 
-import { forget, onSignedOut, session } from "./api.js";
+import { call, forget, onSignedOut, session } from "./api.js";
 import { registerPage, signInPage } from "./account.js";
 import { convertPage } from "./convert.js";
 import { jobList } from "./jobs.js";
@@ -121,7 +121,12 @@ document.addEventListener("click", (event) => {
   navigate(link.getAttribute("href"));
 });
 window.addEventListener("popstate", render);
-document.getElementById("signout").addEventListener("click", () => forget());
+document.getElementById("signout").addEventListener("click", async () => {
+  // The token is refused from now on, not only forgotten here; if the server cannot be
+  // reached, it is forgotten all the same.
+  await call("POST", "/v1/logout").catch(() => {});
+  forget();
+});
 onSignedOut(() => {
   stopStream();
   const path = location.pathname;
