@@ -1241,3 +1241,72 @@ async fn bench_page_load() {
     }
     browser.close().await;
 }
+
+/// The lists page: newest first, 20 at a time, "Show more" for the rest; the unread badge
+/// counts them all.
+#[tokio::test]
+async fn lists_are_newest_first_and_paged() {
+    let system = System::embedded(&[]);
+    let alice = person(&system, "alice").await;
+    let browser = Browser::start().await;
+    sign_in(&browser, &system, &alice).await;
+    let token = page_token(&browser).await;
+    let mut made = Vec::new();
+    for _ in 0..23 {
+        let job = system.upload_clip(&token, None).await;
+        made.push(job["id"].as_str().unwrap().to_owned());
+    }
+    for id in &made {
+        system.settled(&token, id).await;
+    }
+    made.reverse();
+
+    let shown = "[...document.querySelectorAll('li.job')].map(li => li.dataset.jobId)";
+    browser.goto(&system.url("/jobs")).await;
+    browser
+        .wait_until(&format!("{shown}.length === 20"), "the first page")
+        .await;
+    assert_eq!(
+        browser.eval(&format!("return {shown}")).await,
+        json!(made[..20])
+    );
+    browser.click("#jobs-more").await;
+    browser
+        .wait_until(&format!("{shown}.length === 23"), "the second page")
+        .await;
+    assert_eq!(browser.eval(&format!("return {shown}")).await, json!(made));
+    assert_eq!(
+        browser
+            .eval("return document.getElementById('jobs-more').hidden")
+            .await,
+        json!(true)
+    );
+
+    browser.click("#nav-notifications").await;
+    browser.wait_for_text("#badge", "23").await;
+    let listed = "document.querySelectorAll('li.notification').length";
+    browser
+        .wait_until(
+            &format!("{listed} === 20"),
+            "the first page of notifications",
+        )
+        .await;
+    browser.click("#notifications-more").await;
+    browser
+        .wait_until(&format!("{listed} === 23"), "every notification")
+        .await;
+    browser.click("#notifications-all-read").await;
+    browser
+        .wait_until(
+            "document.getElementById('badge').hidden",
+            "the badge to clear",
+        )
+        .await;
+    let unread = api::expect(
+        system.authed(&token, Method::GET, "/v1/notifications?unread=true"),
+        200,
+    )
+    .await;
+    assert_eq!(unread["notifications"], json!([]));
+    browser.close().await;
+}
