@@ -937,7 +937,7 @@ async fn the_page_follows_across_stream_ends_and_token_expiry() {
         &[],
         &[
             ("SPIN_VARIABLE_EVENT_STREAM_SECONDS", "2"),
-            ("SPIN_VARIABLE_TOKEN_TTL_SECONDS", "25"),
+            ("SPIN_VARIABLE_TOKEN_TTL_SECONDS", "40"),
         ],
     );
     let alice = person(&system, "alice").await;
