@@ -17,6 +17,7 @@
 pub mod address;
 pub mod error;
 pub mod event;
+pub mod http;
 pub mod job;
 pub mod message;
 pub mod notification;

@@ -112,7 +112,8 @@ fn file(asset: &Asset, vary: &str, headers: &[(String, String)]) -> Reply {
             .with_header("cache-control", "no-cache")
             .with_header("vary", vary)
     };
-    if negotiate::none_match(joined(headers, "if-none-match").as_deref(), variant.etag) {
+    if mp3conv_contract::http::none_match(joined(headers, "if-none-match").as_deref(), variant.etag)
+    {
         return validators(Reply::empty(304));
     }
     let reply = validators(Reply::bytes(200, asset.content_type, variant.bytes));

@@ -243,11 +243,13 @@ pub(super) async fn audio(
     };
     let etag = format!("\"{}-{}\"", audio.id, audio.size);
     let etag_value = HeaderValue::from_str(&etag).map_err(Error::internal)?;
-    if headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
-    {
+    let if_none_match: Vec<&str> = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let if_none_match = (!if_none_match.is_empty()).then(|| if_none_match.join(","));
+    if mp3conv_contract::http::none_match(if_none_match.as_deref(), &etag) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response());
     }
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
