@@ -1,7 +1,7 @@
 // Sign in and register. Both return to where the person was going (`?next=`).
 
 import { register, signIn } from "./api.js";
-import { h, replace } from "./ui.js";
+import { h, onSubmit } from "./ui.js";
 
 /** A path inside this app to go to after signing in; anything else is "/". */
 export function safeNext(value) {
@@ -27,18 +27,10 @@ export function signInPage(navigate, query) {
     submit,
     h("p", {}, "New here? ", h("a", { href: "/register" + (next !== "/" ? "?next=" + encodeURIComponent(next) : ""), "data-link": true, id: "to-register" }, "Create an account")),
   );
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    error.hidden = true;
-    submit.disabled = true;
-    try {
-      await signIn(form.querySelector("#signin-email").value.trim(), form.querySelector("#signin-password").value);
-      navigate(next);
-    } catch (failure) {
-      replace(error, failure.status === 401 ? "That email and password do not match an account." : failure.message);
-      error.hidden = false;
-      submit.disabled = false;
-    }
+  const describe = (failure) => (failure.status === 401 ? "That email and password do not match an account." : failure.message);
+  onSubmit(form, { button: submit, error, describe }, async () => {
+    await signIn(form.querySelector("#signin-email").value.trim(), form.querySelector("#signin-password").value);
+    navigate(next);
   });
   return {
     element: h("section", { class: "page", "aria-labelledby": "signin-title" }, h("h1", { id: "signin-title" }, "Sign in"), form),
@@ -61,26 +53,15 @@ export function registerPage(navigate, query) {
     submit,
     h("p", {}, "Have an account? ", h("a", { href: "/signin" + (next !== "/" ? "?next=" + encodeURIComponent(next) : ""), "data-link": true, id: "to-signin" }, "Sign in")),
   );
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    error.hidden = true;
+  onSubmit(form, { button: submit, error }, async () => {
     const email = form.querySelector("#register-email").value.trim();
     const password = form.querySelector("#register-password").value;
     if (password !== form.querySelector("#register-confirm").value) {
-      replace(error, "The two passwords are not the same.");
-      error.hidden = false;
-      return;
+      throw new Error("The two passwords are not the same.");
     }
-    submit.disabled = true;
-    try {
-      await register(email, password);
-      await signIn(email, password);
-      navigate(next);
-    } catch (failure) {
-      replace(error, failure.message);
-      error.hidden = false;
-      submit.disabled = false;
-    }
+    await register(email, password);
+    await signIn(email, password);
+    navigate(next);
   });
   return {
     element: h("section", { class: "page", "aria-labelledby": "register-title" }, h("h1", { id: "register-title" }, "Create an account"), form),

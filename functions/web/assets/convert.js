@@ -4,7 +4,7 @@
 import { call, upload } from "./api.js";
 import { jobList } from "./jobs.js";
 import { putJob } from "./store.js";
-import { bytes, h, replace } from "./ui.js";
+import { bytes, h, onSubmit, replace } from "./ui.js";
 
 const BITRATES = [
   ["128", "128 kbit/s (smaller)"],
@@ -127,20 +127,10 @@ export function convertPage() {
     h("div", { class: "inline" }, link, linkButton),
     linkError,
   );
-  linkForm.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    linkError.hidden = true;
-    linkButton.disabled = true;
-    try {
-      const job = await call("POST", "/v1/jobs", { body: { url: link.value.trim(), bitrate: bitrate.value } });
-      putJob(job);
-      link.value = "";
-    } catch (error) {
-      replace(linkError, error.message);
-      linkError.hidden = false;
-    } finally {
-      linkButton.disabled = false;
-    }
+  onSubmit(linkForm, { button: linkButton, error: linkError }, async () => {
+    const job = await call("POST", "/v1/jobs", { body: { url: link.value.trim(), bitrate: bitrate.value } });
+    putJob(job);
+    link.value = "";
   });
 
   const recent = jobList({ limit: 10, paged: false, empty: "Your conversions will appear here." });

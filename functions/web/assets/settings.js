@@ -1,7 +1,7 @@
 // Settings: the webhook (set, see, remove; its secret shown once) and deleting the account.
 
 import { ApiError, call, forget } from "./api.js";
-import { confirm, h, replace, toast, when } from "./ui.js";
+import { confirm, h, onSubmit, replace, toast, when } from "./ui.js";
 
 function webhookSection() {
   const current = h("p", { id: "webhook-current" }, "Loading…");
@@ -37,40 +37,30 @@ function webhookSection() {
     h("div", { class: "inline" }, url, save),
     error,
   );
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    error.hidden = true;
-    save.disabled = true;
-    try {
-      const webhook = await call("PUT", "/v1/me/webhook", { body: { url: url.value.trim() } });
-      show(webhook);
-      url.value = "";
-      const secret = h("code", { id: "webhook-secret" }, webhook.secret);
-      const copy = h("button", { type: "button", id: "webhook-copy", class: "secondary" }, "Copy");
-      copy.addEventListener("click", async () => {
-        try {
-          await navigator.clipboard.writeText(webhook.secret);
-          replace(copy, "Copied");
-        } catch {
-          const range = document.createRange();
-          range.selectNodeContents(secret);
-          getSelection().removeAllRanges();
-          getSelection().addRange(range);
-          replace(copy, "Selected: press Ctrl+C");
-        }
-      });
-      replace(
-        secretBox,
-        h("p", {}, "Your signing secret. It is shown only this once: keep it where your receiver can read it."),
-        h("div", { class: "inline" }, secret, copy),
-      );
-      secretBox.hidden = false;
-    } catch (failure) {
-      replace(error, failure.message);
-      error.hidden = false;
-    } finally {
-      save.disabled = false;
-    }
+  onSubmit(form, { button: save, error }, async () => {
+    const webhook = await call("PUT", "/v1/me/webhook", { body: { url: url.value.trim() } });
+    show(webhook);
+    url.value = "";
+    const secret = h("code", { id: "webhook-secret" }, webhook.secret);
+    const copy = h("button", { type: "button", id: "webhook-copy", class: "secondary" }, "Copy");
+    copy.addEventListener("click", async () => {
+      try {
+        await navigator.clipboard.writeText(webhook.secret);
+        replace(copy, "Copied");
+      } catch {
+        const range = document.createRange();
+        range.selectNodeContents(secret);
+        getSelection().removeAllRanges();
+        getSelection().addRange(range);
+        replace(copy, "Selected: press Ctrl+C");
+      }
+    });
+    replace(
+      secretBox,
+      h("p", {}, "Your signing secret. It is shown only this once: keep it where your receiver can read it."),
+      h("div", { class: "inline" }, secret, copy),
+    );
+    secretBox.hidden = false;
   });
   remove.addEventListener("click", async () => {
     if (!(await confirm("Remove the webhook? Finished conversions will no longer be posted to it.", "Remove"))) return;

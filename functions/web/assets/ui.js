@@ -109,6 +109,26 @@ export function mp3Name(job) {
   return (base || "audio") + ".mp3";
 }
 
+/**
+ * Runs `action` when `form` is submitted: `button` disabled meanwhile, `error` hidden, and a
+ * failure shown in `error` in words (`describe(failure)`, its message by default).
+ */
+export function onSubmit(form, { button, error, describe = (failure) => failure.message }, action) {
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    error.hidden = true;
+    button.disabled = true;
+    try {
+      await action();
+    } catch (failure) {
+      replace(error, describe(failure));
+      error.hidden = false;
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
 /** Asks a yes/no question in a modal dialog; answers true for yes. */
 export function confirm(question, yes) {
   const dialog = document.getElementById("confirm");
