@@ -709,6 +709,22 @@ async fn plain_receivers_read_whole_signed_deliveries() {
     // The notifier's lines about the event name it and the request's trace, the delivery
     // lines with their attempt and answer.
     let event = format!("event={id}.done: ");
+    // The receivers have their requests; the notifier writes its lines once it has read the
+    // answers, and its summary last: wait for that line (a deadline, not a guess).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let summary = "recorded; webhook delivered";
+    while !system
+        .host
+        .log()
+        .lines()
+        .any(|line| line.contains(&event) && line.contains(summary))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the notifier never summed up {event}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let log = system.host.log();
     let traced = |line: &str| {
         line.split_once("notifier: trace=")
