@@ -67,7 +67,21 @@ impl Browser {
         for dir in [&profile, &downloads] {
             std::fs::create_dir(dir).expect("creating the browser's directories");
         }
-        let mut driver = Driver::start(&chromedriver, &work.path().join("chromedriver.log")).await;
+        // chromedriver picks its port for IPv4, then binds the same one for IPv6; when another
+        // process holds that one it exits without serving (seen once in a full run): a new
+        // chromedriver picks a new port. Any other failure is reported at once.
+        let mut attempt = 1;
+        let mut driver = loop {
+            let log = work.path().join(format!("chromedriver-{attempt}.log"));
+            match Driver::start(&chromedriver, &log).await {
+                Some(driver) => break driver,
+                None if attempt < 3 => attempt += 1,
+                None => panic!(
+                    "{chromedriver} could not bind a port 3 times; see {}",
+                    log.display()
+                ),
+            }
+        };
 
         let capabilities = json!({
             "browserName": "chrome",
@@ -469,7 +483,8 @@ struct Driver {
 impl Driver {
     /// Runs chromedriver on a free port (`--port=0`; it prints the one it took) and waits until
     /// its `/status` says it is ready for sessions.
-    async fn start(chromedriver: &str, log: &Path) -> Driver {
+    /// `None` if it exited before taking a port because the port was in use.
+    async fn start(chromedriver: &str, log: &Path) -> Option<Driver> {
         let stderr = std::fs::File::create(log).expect("creating chromedriver's log");
         let mut child = Command::new(chromedriver)
             .arg("--port=0")
@@ -495,6 +510,9 @@ impl Driver {
             log: log.to_owned(),
             browser: None,
         };
+        if matches!(port, Ok(None)) && driver.log().contains("Address already in use") {
+            return None;
+        }
         let Ok(Some(port)) = port else {
             panic!(
                 "{chromedriver} did not report its port within {DEADLINE:?}\n{}",
@@ -514,7 +532,7 @@ impl Driver {
                 Err(_) => None,
             };
             if ready.is_some_and(|ready| ready["value"]["ready"] == true) {
-                return driver;
+                return Some(driver);
             }
             if let Ok(Some(exit)) = driver.child.try_wait() {
                 panic!(
