@@ -15,6 +15,9 @@ pub struct ErrorDetail {
     pub code: String,
     /// Human-readable; never holds server paths or secrets.
     pub message: String,
+    /// The request field at fault, when one is (a conversion option, a form field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 impl ErrorBody {
@@ -24,8 +27,15 @@ impl ErrorBody {
             error: ErrorDetail {
                 code: code.into(),
                 message: message.into(),
+                field: None,
             },
         }
+    }
+
+    /// The same body naming the request field at fault.
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.error.field = Some(field.into());
+        self
     }
 }
 

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::options::{OptionError, Options};
+
 /// Default page size of job listings.
 pub const DEFAULT_PAGE: u32 = 20;
 /// Largest page size of job listings.
@@ -243,6 +245,23 @@ pub struct Audio {
     pub bitrate: Bitrate,
 }
 
+/// One chapter's MP3 of a job split by chapters (`split=chapters`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Track {
+    /// 1-based, in the order of the chapters.
+    pub number: u32,
+    /// The chapter's title (its ID3 title), or `Chapter N`.
+    pub title: String,
+    /// Where the chapter begins in the MP3 made from the whole (clip), in seconds.
+    pub start: f64,
+    /// Where it ends, in seconds.
+    pub end: f64,
+    /// Its MP3.
+    pub audio: Audio,
+    /// CRC-32 (IEEE) of its MP3's bytes, for the ZIP of all tracks.
+    pub crc32: u32,
+}
+
 /// Why a job failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobError {
@@ -250,6 +269,9 @@ pub struct JobError {
     pub code: String,
     /// Human-readable explanation.
     pub message: String,
+    /// The option at fault, when one is (a clip past the source's end names `start` or `end`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 /// One video on its way to becoming an MP3: the worker's record, as its internal API serves it.
@@ -267,13 +289,24 @@ pub struct Job {
     pub source: Source,
     /// Requested quality.
     pub bitrate: Bitrate,
+    /// What else was asked for (the bitrate is [`Job::bitrate`]), a preset applied.
+    #[serde(default, skip_serializing_if = "Options::is_empty")]
+    pub options: Options,
     /// Blob id of the video in the video store (assigned up front; a link's video lands there
     /// once downloaded).
     pub video_id: String,
     /// The MP3, once done.
     pub audio: Option<Audio>,
+    /// One MP3 per chapter, once done, when split by chapters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tracks: Vec<Track>,
     /// The reason, once failed.
     pub error: Option<JobError>,
+    /// An upload whose options are still being read (`POST /internal/jobs?hold=true`): not
+    /// queued, not listed, until `POST /internal/jobs/{id}/start`; removed if that never
+    /// comes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
     /// Conversion attempts started so far.
     pub attempts: u32,
     /// Whether the final state was announced on the `mp3` queue.
@@ -299,13 +332,35 @@ impl Job {
             progress: 0,
             source,
             bitrate,
+            options: Options::default(),
             video_id: id.to_string(),
             audio: None,
+            tracks: Vec::new(),
             error: None,
+            held: false,
             attempts: 0,
             announced: false,
             created_at: now,
             updated_at: now,
+        }
+    }
+
+    /// A new queued job asked for `options` (their bitrate, or the default, becomes
+    /// [`Job::bitrate`]).
+    pub fn with_options(owner: String, source: Source, mut options: Options) -> Self {
+        let bitrate = options.bitrate.take().unwrap_or_default();
+        Self {
+            options,
+            ..Self::new(owner, source, bitrate)
+        }
+    }
+
+    /// The MP3's title: the `title` option, else the source's name. Empty when the title
+    /// tag is asked to be left out.
+    pub fn title(&self) -> String {
+        match &self.options.title {
+            Some(title) => title.clone(),
+            None => self.source.title(),
         }
     }
 
@@ -315,8 +370,17 @@ impl Job {
         self.error = Some(JobError {
             code: code.to_owned(),
             message: message.into(),
+            field: None,
         });
         self.touch();
+    }
+
+    /// Marks the job failed because of the option `field` (a clip past the source's end).
+    pub fn fail_option(&mut self, code: &str, message: impl Into<String>, field: &str) {
+        self.fail(code, message);
+        if let Some(error) = &mut self.error {
+            error.field = Some(field.to_owned());
+        }
     }
 
     /// Moves the job to `status`.
@@ -339,7 +403,11 @@ pub struct PublicJob {
     pub progress: u8,
     pub source: Source,
     pub bitrate: Bitrate,
+    #[serde(default, skip_serializing_if = "Options::is_empty")]
+    pub options: Options,
     pub audio: Option<Audio>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tracks: Vec<Track>,
     pub error: Option<JobError>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -355,7 +423,9 @@ impl From<Job> for PublicJob {
             progress: job.progress,
             source: job.source,
             bitrate: job.bitrate,
+            options: job.options,
             audio: job.audio,
+            tracks: job.tracks,
             error: job.error,
             created_at: job.created_at,
             updated_at: job.updated_at,
@@ -386,40 +456,37 @@ impl From<JobPage> for PublicJobPage {
 }
 
 /// The body of a link job's creation (`POST /v1/jobs` and the worker's `POST /internal/jobs`
-/// with `Content-Type: application/json`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// with `Content-Type: application/json`): the link and, beside it, any [`Options`]
+/// (`{"url": "...", "bitrate": 320, "start": 30}`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LinkRequest {
     /// An absolute http(s) link.
     pub url: String,
-    /// The quality; the default when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bitrate: Option<Bitrate>,
+    /// The options, written beside the url.
+    #[serde(flatten)]
+    pub options: Options,
 }
 
 impl LinkRequest {
     /// Reads a link request's JSON body: one rule for the gateway and the worker.
     pub fn parse(body: &[u8]) -> Result<Self, BadLinkRequest> {
-        serde_json::from_slice(body).map_err(|err| {
-            let message = err.to_string();
-            if message.starts_with(&InvalidBitrate.to_string()) {
-                BadLinkRequest::Bitrate
-            } else if message.starts_with("unknown field") {
-                BadLinkRequest::UnknownField(message)
-            } else {
-                BadLinkRequest::Json(message)
-            }
-        })
+        let mut object: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(body).map_err(|e| BadLinkRequest::Json(e.to_string()))?;
+        let url = match object.remove("url") {
+            Some(serde_json::Value::String(url)) => url,
+            Some(_) => return Err(BadLinkRequest::Json("`url` must be a string".into())),
+            None => return Err(BadLinkRequest::Json("missing field `url`".into())),
+        };
+        let options = Options::from_json(&object).map_err(BadLinkRequest::Option)?;
+        Ok(Self { url, options })
     }
 }
 
 /// Why a link request's body was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BadLinkRequest {
-    /// The bitrate is not one of the accepted values.
-    Bitrate,
-    /// A field the request does not take.
-    UnknownField(String),
+    /// An option is unknown or has a bad value.
+    Option(OptionError),
     /// Not JSON of the request's shape.
     Json(String),
 }
@@ -428,9 +495,16 @@ impl BadLinkRequest {
     /// The error code clients get.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Bitrate => InvalidBitrate::CODE,
-            Self::UnknownField(_) => "unknown_field",
+            Self::Option(err) => err.code,
             Self::Json(_) => "invalid_json",
+        }
+    }
+
+    /// The field at fault, if one is.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Self::Option(err) => Some(&err.field),
+            Self::Json(_) => None,
         }
     }
 }
@@ -438,8 +512,8 @@ impl BadLinkRequest {
 impl fmt::Display for BadLinkRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Bitrate => InvalidBitrate.fmt(f),
-            Self::UnknownField(message) | Self::Json(message) => f.write_str(message),
+            Self::Option(err) => err.fmt(f),
+            Self::Json(message) => f.write_str(message),
         }
     }
 }
@@ -534,7 +608,7 @@ mod tests {
             assert!(internal.get(field).is_some(), "{field}");
         }
         let public = serde_json::to_value(PublicJob::from(job.clone())).unwrap();
-        for field in ["owner", "video_id", "attempts", "announced"] {
+        for field in ["owner", "video_id", "attempts", "announced", "held"] {
             assert!(public.get(field).is_none(), "{field} shown");
         }
         assert_eq!(public["bitrate"], "v0");
@@ -546,9 +620,8 @@ mod tests {
 
     #[test]
     fn link_requests_refuse_unknown_fields() {
-        let ok: LinkRequest =
-            serde_json::from_str(r#"{"url":"https://x.test/v.mp4","bitrate":320}"#).unwrap();
-        assert_eq!(ok.bitrate, Some(Bitrate::Constant(320)));
+        let ok = LinkRequest::parse(br#"{"url":"https://x.test/v.mp4","bitrate":320}"#).unwrap();
+        assert_eq!(ok.options.bitrate, Some(Bitrate::Constant(320)));
         for (body, code) in [
             (r#"{"url":"u","x":1}"#, "unknown_field"),
             (r#"{"url":"u","bitrate":"999"}"#, "invalid_bitrate"),
@@ -565,7 +638,7 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&LinkRequest {
                 url: "u".into(),
-                bitrate: None
+                options: Options::default()
             })
             .unwrap(),
             r#"{"url":"u"}"#

@@ -5,6 +5,8 @@
 //! - [`job`]: the job, its id, status, quality and source; the worker's record and the public
 //!   view of it; a link request.
 //! - [`message`]: the `video` and `mp3` queue messages (the announcement the notifier reads).
+//! - [`options`]: conversion options (clip, loudness, tags, cover, chapters, presets), read
+//!   and checked by one rule.
 //! - [`notification`]: notifications as users read them.
 //! - [`event`]: live job events, their envelope between the worker's processes, and the
 //!   Server-Sent Events framing.
@@ -21,6 +23,7 @@ pub mod http;
 pub mod job;
 pub mod message;
 pub mod notification;
+pub mod options;
 pub mod trace;
 
 pub use time;
