@@ -46,6 +46,10 @@ pub struct Config {
     /// at start-up; younger ones may be uploads in flight in another replica.
     #[serde(with = "humantime_serde")]
     pub orphan_age: Duration,
+    /// An upload held for its options (`POST /internal/jobs?hold=true`) that is not started
+    /// within this many seconds is abandoned (the gateway died between its two calls, and the
+    /// client never got an answer): an API-serving process removes it and its video.
+    pub held_upload_seconds: u64,
     /// Where videos and MP3s are kept.
     pub storage: StorageConfig,
     /// Where jobs are kept.
@@ -71,6 +75,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(30),
             lease_ttl: Duration::from_secs(30),
             orphan_age: Duration::from_secs(24 * 3600),
+            held_upload_seconds: 600,
             storage: StorageConfig::default(),
             jobs: JobStoreConfig::default(),
             queue: QueueConfig::default(),
@@ -353,6 +358,18 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// How long an upload may stay held before it counts as abandoned
+    /// ([`Config::held_upload_seconds`]).
+    pub fn held_upload_age(&self) -> Duration {
+        Duration::from_secs(self.held_upload_seconds)
+    }
+
+    /// How often abandoned held uploads are looked for: a quarter of their allowed age, at
+    /// most a minute, so one is removed at most that much after it was abandoned.
+    pub fn held_sweep_interval(&self) -> Duration {
+        (self.held_upload_age() / 4).min(Duration::from_secs(60))
+    }
+
     /// Defaults overridden by `MP3CONV_WORKER__...` environment variables, validated.
     pub fn from_env() -> Result<Self, ConfigError> {
         let config = Self::from_env_unchecked()?;
@@ -398,6 +415,9 @@ impl Config {
         }
         if self.queue.max_attempts == 0 || self.queue.max_attempts > 10 {
             return invalid("queue.max_attempts must be between 1 and 10");
+        }
+        if self.held_upload_seconds == 0 {
+            return invalid("held_upload_seconds must be positive");
         }
         if self.lease_ttl < Duration::from_secs(1) {
             return invalid("lease_ttl must be at least 1s");
@@ -463,6 +483,8 @@ mod tests {
         let config = Config::default();
         assert_eq!(config.lease_ttl, Duration::from_secs(30));
         assert_eq!(config.orphan_age, Duration::from_secs(24 * 3600));
+        assert_eq!(config.held_upload_seconds, 600);
+        assert_eq!(config.held_sweep_interval(), Duration::from_secs(60));
         // RabbitMQ's own default consumer_timeout.
         assert_eq!(
             config.queue.broker_consumer_timeout,
@@ -518,6 +540,19 @@ mod tests {
     }
 
     #[test]
+    fn held_uploads_need_a_positive_age() {
+        let mut config = Config {
+            internal_token: Some(SecretString::from("0123456789abcdef0123")),
+            held_upload_seconds: 2,
+            ..Config::default()
+        };
+        config.validate().expect("2 s is allowed");
+        assert_eq!(config.held_sweep_interval(), Duration::from_millis(500));
+        config.held_upload_seconds = 0;
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
     fn a_short_token_is_refused() {
         let config = Config {
             internal_token: Some(SecretString::from("short")),
@@ -538,7 +573,9 @@ mod tests {
             jail.set_env("MP3CONV_WORKER__STORAGE__URL", "mongodb://127.0.0.1:27217");
             jail.set_env("MP3CONV_WORKER__STORAGE__DATABASE", "mp3conv");
             jail.set_env("MP3CONV_WORKER__FETCH__ALLOW", "[127.0.0.1/32]");
+            jail.set_env("MP3CONV_WORKER__HELD_UPLOAD_SECONDS", "90");
             let config = Config::from_env().expect("valid config");
+            assert_eq!(config.held_upload_seconds, 90);
             assert_eq!(config.queue.kind, QueueKind::Rabbitmq);
             assert_eq!(config.queue.retry_delay, Duration::from_millis(250));
             assert!(

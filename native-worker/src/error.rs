@@ -3,7 +3,8 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use mp3conv_contract::error::ErrorBody;
+use mp3conv_contract::options::OptionError;
 
 /// `Retry-After` (seconds) of a `too_many_streams` answer.
 const STREAM_RETRY_AFTER: &str = "5";
@@ -14,7 +15,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// Everything that can go wrong in the worker.
 ///
 /// Client mistakes map to documented 4xx codes with the body
-/// `{"error": {"code": "...", "message": "..."}}`; backend trouble maps to an opaque 503 or 500
+/// `{"error": {"code": "...", "message": "..."}}` (plus `"field"` naming a refused option);
+/// backend trouble maps to an opaque 503 or 500
 /// whose cause chain is logged, never sent.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -29,12 +31,33 @@ pub enum Error {
         /// Human-readable explanation.
         message: String,
     },
+    /// 400 with the option's code (`invalid_option`, `invalid_bitrate`, `unknown_field`, ...)
+    /// and `field` naming it.
+    #[error("{0}")]
+    Option(#[from] OptionError),
     /// 404 `not_found`: no such job, or it belongs to another owner.
     #[error("job not found")]
     NotFound,
+    /// 404 `not_found`: the job has no track with that number.
+    #[error("the job has no track {0}")]
+    NoSuchTrack(String),
+    /// 404 `no_tracks`: the job was not split by chapters.
+    #[error("the job was not split into tracks (split=chapters)")]
+    NoTracks,
     /// 409 `not_ready`: the job has no audio (yet).
     #[error("the job has no audio: it is {0}")]
     NotReady(&'static str),
+    /// 409 `not_held`: the job was not uploaded with `hold=true`, or was started already.
+    #[error("the job is not waiting to be started")]
+    NotHeld,
+    /// 409 `too_large_for_zip`: the tracks together pass what a ZIP without ZIP64 holds.
+    #[error(
+        "the tracks together ({size} bytes with the archive's framing) are too large for one ZIP; download them one by one"
+    )]
+    TooLargeForZip {
+        /// Size the archive would have.
+        size: u64,
+    },
     /// 413 `too_large`: the upload or download passed the size limit.
     #[error("the video exceeds the limit of {limit} bytes")]
     TooLarge {
@@ -94,8 +117,12 @@ impl Error {
         match self {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
-            Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Option(e) => (StatusCode::BAD_REQUEST, e.code),
+            Self::NotFound | Self::NoSuchTrack(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::NoTracks => (StatusCode::NOT_FOUND, "no_tracks"),
             Self::NotReady(_) => (StatusCode::CONFLICT, "not_ready"),
+            Self::NotHeld => (StatusCode::CONFLICT, "not_held"),
+            Self::TooLargeForZip { .. } => (StatusCode::CONFLICT, "too_large_for_zip"),
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Self::RangeNotSatisfiable { .. } => {
                 (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
@@ -125,11 +152,11 @@ impl IntoResponse for Error {
         } else {
             self.to_string()
         };
-        let mut response = (
-            status,
-            Json(json!({"error": {"code": code, "message": message}})),
-        )
-            .into_response();
+        let mut body = ErrorBody::new(code, message);
+        if let Self::Option(e) = &self {
+            body = body.with_field(e.field.clone());
+        }
+        let mut response = (status, Json(body)).into_response();
         if let Self::RangeNotSatisfiable { size } = self
             && let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}"))
         {

@@ -4,7 +4,16 @@
 
 pub use mp3conv_contract::job::{
     Audio, Bitrate, InvalidBitrate, Job, JobError, JobId, JobPage, LinkRequest, Source, Status,
+    Track,
 };
+
+/// Most tracks a job split by chapters makes: a source with more chapters is refused.
+pub const MAX_TRACKS: u32 = 100;
+
+/// Blob id of track `number` (1-based) of job `id` in the MP3 store.
+pub fn track_blob_id(id: JobId, number: u32) -> String {
+    format!("{id}.t{number:03}")
+}
 
 /// ffmpeg arguments selecting `bitrate`.
 pub fn ffmpeg_args(bitrate: Bitrate) -> [String; 2] {

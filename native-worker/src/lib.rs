@@ -11,6 +11,7 @@ pub mod convert;
 pub mod error;
 mod events;
 pub mod fetch;
+pub mod held;
 pub mod job;
 pub mod jobs;
 pub mod metrics;
@@ -19,6 +20,7 @@ pub mod queue;
 mod routes;
 pub mod storage;
 pub mod sweep;
+pub mod zip;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -232,6 +234,11 @@ impl Worker {
         let converter = role
             .converts()
             .then(|| tokio::spawn(processor::run(Arc::clone(&self.state), token.clone())));
+        // Only processes serving the API take held uploads in, so only they look for abandoned
+        // ones.
+        let held_sweeper = role
+            .serves_api()
+            .then(|| tokio::spawn(held::run(Arc::clone(&self.state), token.clone())));
         let sweeper = self.gridfs_sweep.map(|db| {
             let state = Arc::clone(&self.state);
             let stop = token.clone();
@@ -276,6 +283,9 @@ impl Worker {
         }
         if let Some(sweeper) = sweeper {
             sweeper.await.map_err(Error::internal)?;
+        }
+        if let Some(held_sweeper) = held_sweeper {
+            held_sweeper.await.map_err(Error::internal)?;
         }
         if let Some(subscriber) = subscriber {
             subscriber.await.map_err(Error::internal)?;

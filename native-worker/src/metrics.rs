@@ -38,6 +38,8 @@ pub struct Metrics {
     pub gridfs_sweeps: Counter,
     /// GridFS files (and unfinished uploads) the start-up sweeps removed.
     pub gridfs_orphans_removed: Counter,
+    /// Held uploads never started, removed as abandoned (with their videos).
+    pub held_uploads_removed: Counter,
 }
 
 impl Default for Metrics {
@@ -54,6 +56,7 @@ impl Default for Metrics {
         let duplicates = Counter::default();
         let gridfs_sweeps = Counter::default();
         let gridfs_orphans_removed = Counter::default();
+        let held_uploads_removed = Counter::default();
         registry.register("jobs", "Jobs that entered each state", jobs.clone());
         registry.register(
             "conversion_seconds",
@@ -93,6 +96,11 @@ impl Default for Metrics {
             "GridFS files and unfinished uploads removed by start-up sweeps",
             gridfs_orphans_removed.clone(),
         );
+        registry.register(
+            "held_uploads_removed",
+            "Held uploads never started, removed as abandoned with their videos",
+            held_uploads_removed.clone(),
+        );
         Self {
             registry,
             jobs,
@@ -106,6 +114,7 @@ impl Default for Metrics {
             duplicates,
             gridfs_sweeps,
             gridfs_orphans_removed,
+            held_uploads_removed,
         }
     }
 }

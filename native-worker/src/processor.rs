@@ -6,6 +6,7 @@
 //! and a job already done or failed is only announced if it was not yet.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
@@ -18,9 +19,9 @@ use tracing::Instrument;
 
 use crate::State;
 use crate::config::QueueKind;
-use crate::convert::{self, Conversion};
+use crate::convert::{self, ConvertError, Request};
 use crate::error::{Error, error_chain};
-use crate::job::{Audio, Job, JobId, Source, Status};
+use crate::job::{Audio, Job, JobId, Source, Status, Track, track_blob_id};
 use crate::jobs::Saved;
 use crate::queue::{Delivery, JobMessage, MessageExt as _, Outcome, Route};
 
@@ -138,6 +139,8 @@ struct Failure {
     code: &'static str,
     message: String,
     permanent: bool,
+    /// The option at fault, if one is.
+    field: Option<&'static str>,
 }
 
 impl Failure {
@@ -146,6 +149,18 @@ impl Failure {
             code,
             message: error.to_string(),
             permanent: false,
+            field: None,
+        }
+    }
+}
+
+impl From<ConvertError> for Failure {
+    fn from(e: ConvertError) -> Self {
+        Self {
+            code: e.code(),
+            message: e.to_string(),
+            permanent: e.is_permanent(),
+            field: e.field(),
         }
     }
 }
@@ -213,10 +228,12 @@ async fn leased(
             return Outcome::Requeue;
         }
     }
+    // Tracks this attempt started storing, for the cleanup should the job be deleted.
+    let written = AtomicU32::new(0);
     let outcome = tokio::select! {
-        outcome = process(state, message, deadline, traceparent, &holder) => outcome,
+        outcome = process(state, message, deadline, traceparent, &holder, &written) => outcome,
         // The attempt (and its ffmpeg) is dropped before the lease could pass to another.
-        () = keep_lease(state, id, &holder, asked) => lease_lost(state, message).await,
+        () = keep_lease(state, id, &holder, asked) => lease_lost(state, message, &written).await,
     };
     if let Err(e) = state.jobs.release_lease(id, &holder).await {
         tracing::debug!(error = %error_chain(&e), "lease not released; it expires");
@@ -259,11 +276,12 @@ async fn keep_lease(state: &State, id: JobId, holder: &str, asked: tokio::time::
 }
 
 /// After the lease was lost mid-attempt: a deleted job's files are removed (the attempt may
-/// have stored its MP3 just before); any other job goes back to the queue, so that it is not
-/// lost whoever holds it now (a redelivery waits for that holder, see [`defer`]).
-async fn lease_lost(state: &State, message: &JobMessage) -> Outcome {
+/// have stored its MP3 and `written` tracks just before); any other job goes back to the
+/// queue, so that it is not lost whoever holds it now (a redelivery waits for that holder, see
+/// [`defer`]).
+async fn lease_lost(state: &State, message: &JobMessage, written: &AtomicU32) -> Outcome {
     match state.jobs.get(message.job_id).await {
-        Ok(None) => cleanup_deleted(state, &message.video_fid, message.job_id).await,
+        Ok(None) => cleanup_deleted(state, &message.video_fid, message.job_id, written).await,
         Ok(Some(_)) => Outcome::Requeue,
         Err(e) => {
             tracing::warn!(error = %error_chain(&e), "job store unavailable");
@@ -325,6 +343,7 @@ async fn process(
     deadline: Option<tokio::time::Instant>,
     traceparent: Option<String>,
     holder: &str,
+    written: &AtomicU32,
 ) -> Outcome {
     let mut job = match state.jobs.get(message.job_id).await {
         Ok(Some(job)) => job,
@@ -357,13 +376,15 @@ async fn process(
     }
     let attempt = message.attempt.max(1);
     let max_attempts = state.config.queue.max_attempts;
-    let attempted = attempt_conversion(state, &mut job, attempt, holder, deadline).await;
+    let attempted = attempt_conversion(state, &mut job, attempt, holder, deadline, written).await;
     let failure = match attempted {
         Ok(()) => {
             return finish(state, &mut job, attempt, traceparent, holder, Outcome::Ack).await;
         }
-        Err(Stop::Deleted) => return cleanup_deleted(state, &job.video_id, job.id).await,
-        Err(Stop::LeaseLost) => return lease_lost(state, message).await,
+        Err(Stop::Deleted) => {
+            return cleanup_deleted(state, &job.video_id, job.id, written).await;
+        }
+        Err(Stop::LeaseLost) => return lease_lost(state, message, written).await,
         Err(Stop::OutOfTime) => {
             tracing::info!("no conversion slot before the delivery's deadline; requeueing");
             return Outcome::Requeue;
@@ -372,15 +393,29 @@ async fn process(
     };
     tracing::warn!(code = failure.code, message = %failure.message, permanent = failure.permanent, "attempt failed");
     if failure.permanent {
-        job.fail(failure.code, failure.message);
-        return save_and_finish(state, job, attempt, traceparent, holder, Outcome::Ack).await;
+        match failure.field {
+            Some(field) => job.fail_option(failure.code, failure.message, field),
+            None => job.fail(failure.code, failure.message),
+        }
+        return save_and_finish(
+            state,
+            job,
+            attempt,
+            traceparent,
+            holder,
+            Outcome::Ack,
+            written,
+        )
+        .await;
     }
     if attempt < max_attempts {
         job.set_status(Status::Queued);
         match state.jobs.save_held(&job, holder).await {
             Ok(Saved::Saved) => state.events.job(&job),
-            Ok(Saved::Gone) => return cleanup_deleted(state, &job.video_id, job.id).await,
-            Ok(Saved::NotHeld) => return lease_lost(state, message).await,
+            Ok(Saved::Gone) => {
+                return cleanup_deleted(state, &job.video_id, job.id, written).await;
+            }
+            Ok(Saved::NotHeld) => return lease_lost(state, message, written).await,
             Err(_) => return Outcome::Requeue,
         }
         let retry = JobMessage {
@@ -416,6 +451,7 @@ async fn process(
         traceparent,
         holder,
         Outcome::DeadLetter,
+        written,
     )
     .await
 }
@@ -431,6 +467,7 @@ fn too_long(state: &State) -> Stop {
             timeout.as_secs()
         ),
         permanent: true,
+        field: None,
     })
 }
 
@@ -442,6 +479,7 @@ async fn save_and_finish(
     traceparent: Option<String>,
     holder: &str,
     then: Outcome,
+    written: &AtomicU32,
 ) -> Outcome {
     match state.jobs.save_held(&job, holder).await {
         Ok(Saved::Saved) => {
@@ -449,7 +487,7 @@ async fn save_and_finish(
             state.events.job(&job);
             finish(state, &mut job, attempt, traceparent, holder, then).await
         }
-        Ok(Saved::Gone) => cleanup_deleted(state, &job.video_id, job.id).await,
+        Ok(Saved::Gone) => cleanup_deleted(state, &job.video_id, job.id, written).await,
         Ok(Saved::NotHeld) => {
             tracing::warn!("lost the job's lease; its new holder settles it");
             Outcome::Requeue
@@ -496,12 +534,20 @@ fn trace_id(traceparent: Option<&str>) -> String {
         .unwrap_or_default()
 }
 
-async fn cleanup_deleted(state: &State, video_id: &str, id: JobId) -> Outcome {
+/// Removes the files of a job deleted while this attempt held it: its video, its MP3 and the
+/// `written` tracks this attempt began to store.
+async fn cleanup_deleted(state: &State, video_id: &str, id: JobId, written: &AtomicU32) -> Outcome {
     tracing::info!("job deleted while converting; removing its files");
     let video = state.videos.delete(video_id).await;
     let audio = state.mp3s.delete(&id.to_string()).await;
-    match (video, audio) {
-        (Ok(()), Ok(())) => Outcome::Ack,
+    let mut tracks = Ok(());
+    for number in 1..=written.load(Ordering::SeqCst) {
+        if let Err(e) = state.mp3s.delete(&track_blob_id(id, number)).await {
+            tracks = Err(e);
+        }
+    }
+    match (video, audio, tracks) {
+        (Ok(()), Ok(()), Ok(())) => Outcome::Ack,
         _ => Outcome::Requeue,
     }
 }
@@ -528,15 +574,16 @@ async fn attempt_conversion(
     attempt: u32,
     holder: &str,
     deadline: Option<tokio::time::Instant>,
+    written: &AtomicU32,
 ) -> Result<(), Stop> {
     let Some(deadline) = deadline else {
         let slot = prepare(state, job, attempt, holder).await?;
-        return convert_job(state, job, holder, slot).await;
+        return convert_job(state, job, holder, slot, written).await;
     };
     let slot = tokio::time::timeout_at(deadline, prepare(state, job, attempt, holder))
         .await
         .unwrap_or(Err(Stop::OutOfTime))?;
-    tokio::time::timeout_at(deadline, convert_job(state, job, holder, slot))
+    tokio::time::timeout_at(deadline, convert_job(state, job, holder, slot, written))
         .await
         .unwrap_or_else(|_| Err(too_long(state)))
 }
@@ -570,6 +617,7 @@ async fn prepare<'a>(
                     code: e.code(),
                     message: e.to_string(),
                     permanent: e.is_permanent(),
+                    field: None,
                 })?;
             state.metrics.bytes_in.inc_by(size);
         }
@@ -592,12 +640,14 @@ async fn prepare<'a>(
     }
 }
 
-/// Converts a prepared job in its slot and stores the MP3.
+/// Converts a prepared job in its slot and stores the MP3 (and its tracks, counting them in
+/// `written` as it starts each).
 async fn convert_job(
     state: &State,
     job: &mut Job,
     holder: &str,
     _slot: tokio::sync::SemaphorePermit<'_>,
+    written: &AtomicU32,
 ) -> Result<(), Stop> {
     job.set_status(Status::Converting);
     job.progress = 0;
@@ -607,7 +657,6 @@ async fn convert_job(
 
     let work = crate::sweep::JobDir::create(state.config.convert.temp_dir.as_deref())
         .map_err(|e| Failure::transient("temp_unavailable", &Error::internal(e)))?;
-    let output = work.path().join("audio.mp3");
     // ffmpeg needs seekable input: a stored file is read in place, anything else is copied out.
     let input = match state.videos.local_file(&job.video_id).await {
         Ok(Some(path)) => path,
@@ -618,18 +667,20 @@ async fn convert_job(
         }
     };
 
-    let title = job.source.title();
+    let name = job.source.title();
     let (progress, mut progress_rx) = watch::channel(0u8);
-    let conversion = Conversion {
+    let request = Request {
         input: &input,
-        output: &output,
+        dir: work.path(),
         bitrate: job.bitrate,
-        title: &title,
+        options: &job.options,
+        name: &name,
     };
     let started = Instant::now();
+    // One per conversion, however many times it runs ffmpeg (cover, loudness, tracks).
     state.metrics.ffmpeg_runs.inc();
     let converting =
-        async move { convert::to_mp3(&state.config.convert, conversion, &progress).await };
+        async move { convert::convert(&state.config.convert, request, &progress).await };
     let jobs = Arc::clone(&state.jobs);
     let id = job.id;
     let mut snapshot = job.clone();
@@ -671,11 +722,7 @@ async fn convert_job(
         }
     };
     let (converted, ()) = tokio::join!(converting, reporting);
-    let converted = converted.map_err(|e| Failure {
-        code: e.code(),
-        message: e.to_string(),
-        permanent: e.is_permanent(),
-    })?;
+    let converted = converted.map_err(Failure::from)?;
     state
         .metrics
         .conversion_seconds
@@ -683,26 +730,36 @@ async fn convert_job(
     let converted_at = Instant::now();
 
     let audio_id = job.id.to_string();
-    let file = tokio::fs::File::open(&output)
-        .await
-        .map_err(|e| Failure::transient("temp_unavailable", &Error::internal(e)))?;
-    let size = state
-        .mp3s
-        .put(
-            &audio_id,
-            &format!("{title}.mp3"),
-            Box::pin(ReaderStream::new(file)),
-            u64::MAX,
-        )
-        .await
-        .map_err(|e| Failure::transient("storage_unavailable", &e))?;
-    state.metrics.bytes_out.inc_by(size);
+    let title = converted.title.clone().unwrap_or(name);
+    let (size, _) = store(state, &audio_id, &format!("{title}.mp3"), &converted.audio).await?;
     job.audio = Some(Audio {
         id: audio_id,
         size,
         duration: converted.duration,
         bitrate: job.bitrate,
     });
+    let mut tracks = Vec::with_capacity(converted.tracks.len());
+    for track in &converted.tracks {
+        // Counted before it is stored: a store interrupted half-way leaves a blob too.
+        written.fetch_max(track.number, Ordering::SeqCst);
+        let id = track_blob_id(job.id, track.number);
+        let filename = format!("{:02} - {}.mp3", track.number, track.title);
+        let (size, crc32) = store(state, &id, &filename, &track.path).await?;
+        tracks.push(Track {
+            number: track.number,
+            title: track.title.clone(),
+            start: track.start,
+            end: track.end,
+            audio: Audio {
+                id,
+                size,
+                duration: track.duration,
+                bitrate: job.bitrate,
+            },
+            crc32,
+        });
+    }
+    job.tracks = tracks;
     job.progress = 100;
     job.error = None;
     job.set_status(Status::Done);
@@ -712,11 +769,38 @@ async fn convert_job(
     tracing::info!(
         size,
         duration = converted.duration,
+        tracks = job.tracks.len(),
         convert_ms = (converted_at - started).as_millis() as u64,
         store_ms = converted_at.elapsed().as_millis() as u64,
         "converted"
     );
     Ok(())
+}
+
+/// Stores the MP3 at `path` as the blob `id` of the MP3 store; returns its size and CRC-32
+/// (computed on the bytes as they go to the store).
+async fn store(
+    state: &State,
+    id: &str,
+    filename: &str,
+    path: &std::path::Path,
+) -> Result<(u64, u32), Stop> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| Failure::transient("temp_unavailable", &Error::internal(e)))?;
+    let crc = Arc::new(std::sync::Mutex::new(crc32fast::Hasher::new()));
+    let hashing = Arc::clone(&crc);
+    let body = ReaderStream::new(file).inspect_ok(move |chunk| {
+        hashing.lock().expect("never poisoned").update(chunk);
+    });
+    let size = state
+        .mp3s
+        .put(id, filename, Box::pin(body), u64::MAX)
+        .await
+        .map_err(|e| Failure::transient("storage_unavailable", &e))?;
+    state.metrics.bytes_out.inc_by(size);
+    let crc32 = crc.lock().expect("never poisoned").clone().finalize();
+    Ok((size, crc32))
 }
 
 /// Copies the video into a seekable local file for ffmpeg.
@@ -727,6 +811,7 @@ async fn copy_video(state: &State, video_id: &str, path: &std::path::Path) -> Re
             code: "video_missing",
             message: "the video is missing from storage".into(),
             permanent: false,
+            field: None,
         }
         .into());
     };

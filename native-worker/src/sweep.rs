@@ -135,8 +135,8 @@ const SWEEP_BATCH: usize = crate::jobs::EXISTING_BATCH;
 ///
 /// It reads ids, never file contents: the files older than `min_age` through a cursor, asking
 /// the job store about [`SWEEP_BATCH`] of them at a time, and the first chunk of every upload
-/// (`n: 0`) from the `{files_id, n}` index alone. Only blobs named after a job id are the
-/// worker's own; others are never touched.
+/// (`n: 0`) from the `{files_id, n}` index alone. Only blobs named after a job are the
+/// worker's own (see [`owning_job`]); others are never touched.
 pub async fn gridfs(
     db: &Database,
     bucket: &str,
@@ -164,19 +164,19 @@ pub async fn gridfs(
         .batch_size(SWEEP_BATCH as u32)
         .await
         .map_err(db_error)?;
-    let mut batch = Vec::with_capacity(SWEEP_BATCH);
+    let mut batch: Vec<(String, JobId)> = Vec::with_capacity(SWEEP_BATCH);
     loop {
         let next = old_files.try_next().await.map_err(db_error)?;
         let done = next.is_none();
         if let Some(id) = next.as_ref().and_then(|f| f.get_str("_id").ok())
-            && let Ok(id) = id.parse::<JobId>()
+            && let Some(job) = owning_job(id)
         {
-            batch.push(id);
+            batch.push((id.to_owned(), job));
         }
         if batch.len() == SWEEP_BATCH || (done && !batch.is_empty()) {
-            let owned = jobs.existing(&batch).await?;
-            for id in batch.drain(..).filter(|id| !owned.contains(id)) {
-                let id = id.to_string();
+            let asked: Vec<JobId> = batch.iter().map(|(_, job)| *job).collect();
+            let owned = jobs.existing(&asked).await?;
+            for (id, _) in batch.drain(..).filter(|(_, job)| !owned.contains(job)) {
                 chunks
                     .delete_many(doc! {"files_id": &id})
                     .await
@@ -208,7 +208,7 @@ pub async fn gridfs(
         let next = first_chunks.try_next().await.map_err(db_error)?;
         let done = next.is_none();
         if let Some(Bson::String(id)) = next.as_ref().and_then(|c| c.get("files_id"))
-            && id.parse::<JobId>().is_ok()
+            && owning_job(id).is_some()
         {
             batch.push(id.clone());
         }
@@ -250,9 +250,39 @@ pub async fn gridfs(
     Ok(removed)
 }
 
+/// The job a blob of the worker's belongs to: its video or MP3 (named by the job's id) or one
+/// of its tracks' MP3s ([`track_blob_id`](crate::job::track_blob_id): `<id>.tNNN`).
+pub fn owning_job(blob_id: &str) -> Option<JobId> {
+    let (job, rest) = blob_id.split_at_checked(36)?;
+    let track = rest.strip_prefix(".t");
+    let ours = rest.is_empty()
+        || track.is_some_and(|n| n.len() >= 3 && n.bytes().all(|b| b.is_ascii_digit()));
+    ours.then(|| job.parse().ok()).flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blobs_belong_to_their_job_tracks_included() {
+        let id = JobId::new();
+        assert_eq!(owning_job(&id.to_string()), Some(id));
+        assert_eq!(owning_job(&crate::job::track_blob_id(id, 7)), Some(id));
+        assert_eq!(owning_job(&crate::job::track_blob_id(id, 100)), Some(id));
+        for other in [
+            format!("{id}.t"),
+            format!("{id}.t01"),
+            format!("{id}.tx01"),
+            format!("{id}.mp3"),
+            format!("{id}x"),
+            "not-a-job".to_owned(),
+            "é".repeat(20),
+            String::new(),
+        ] {
+            assert_eq!(owning_job(&other), None, "{other}");
+        }
+    }
 
     #[test]
     fn only_unlocked_conversion_directories_are_stale() {

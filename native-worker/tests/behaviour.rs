@@ -139,9 +139,14 @@ async fn bad_requests_get_documented_4xx(backend: Backend) {
             serde_json::json!({"url": "http://169.254.169.254/"}),
             "link_forbidden",
         ),
-        // One rule with the gateway (the contract's `LinkRequest::parse`).
+        // One rule with the gateway (the contract's `LinkRequest::parse`): without a url the
+        // body is not a link request at all; beside one, an unknown name is not an option.
         (
             serde_json::json!({"link": "http://example.com/"}),
+            "invalid_json",
+        ),
+        (
+            serde_json::json!({"url": "http://example.com/a.mp4", "link": "x"}),
             "unknown_field",
         ),
         (serde_json::json!({"bitrate": "128"}), "invalid_json"),
@@ -213,6 +218,9 @@ async fn jobs_are_private_to_their_owner(backend: Backend) {
     for (method, path) in [
         (Method::GET, format!("/internal/jobs/{id}")),
         (Method::GET, format!("/internal/jobs/{id}/audio")),
+        (Method::GET, format!("/internal/jobs/{id}/tracks/1")),
+        (Method::GET, format!("/internal/jobs/{id}/tracks.zip")),
+        (Method::POST, format!("/internal/jobs/{id}/start")),
         (Method::DELETE, format!("/internal/jobs/{id}")),
         (Method::GET, "/internal/jobs/not-a-job-id".to_owned()),
     ] {

@@ -31,26 +31,48 @@ pub enum Saved {
     NotHeld,
 }
 
+/// Held uploads ([`Job::held`]) one [`JobStore::abandoned`] query returns at most: what one
+/// round of the sweeper removes.
+pub const HELD_BATCH: u32 = 100;
+
 /// Where jobs are kept.
 ///
-/// Only the converter changes a job after it is created (the API creates and deletes), and only
-/// the converter holding the job's lease (see [`acquire_lease`](JobStore::acquire_lease)), so
+/// Only the converter changes a job after it is created (the API creates, starts held
+/// uploads and deletes), and only the converter holding the job's lease (see [`acquire_lease`](JobStore::acquire_lease)), so
 /// a whole-document [`save`](JobStore::save) cannot lose a concurrent change.
 ///
 /// The lease is kept beside the job, not in it: `save` leaves it alone and the API never shows
 /// it. Its times come from the converters' clocks, so they should agree to well within the
 /// lease's length.
+///
+/// A held upload's hold is kept beside it the same way: when it began (stamped by
+/// [`insert`](JobStore::insert) from the store's caller's clock, so the sweeper measures from
+/// when the video was stored, not from when its job was made), cleared by
+/// [`start_held`](JobStore::start_held), which is the one way out of holding.
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
-    /// Stores a new job.
+    /// Stores a new job; a [`Job::held`] one is marked held since now.
     async fn insert(&self, job: &Job) -> Result<(), Error>;
 
     /// The job with this id, whoever owns it.
     async fn get(&self, id: JobId) -> Result<Option<Job>, Error>;
 
-    /// Up to `limit` of `owner`'s jobs older than `before`, newest first.
+    /// Up to `limit` of `owner`'s jobs older than `before`, newest first; held uploads are
+    /// left out (by the query, so that a page is full whenever more jobs follow).
     async fn list(&self, owner: &str, before: Option<JobId>, limit: u32)
     -> Result<Vec<Job>, Error>;
+
+    /// Replaces a held job with `job` (no longer held) if it is still held: one atomic
+    /// compare-and-set, so of two starts (or a start and the sweeper) only one wins. `false`
+    /// if it is not held or not there.
+    async fn start_held(&self, job: &Job) -> Result<bool, Error>;
+
+    /// Up to `limit` jobs held since before `before`, the longest held first.
+    async fn abandoned(&self, before: OffsetDateTime, limit: u32) -> Result<Vec<Job>, Error>;
+
+    /// Removes the job if it is still held since before `before`; `false` if it was started
+    /// or removed meanwhile (by another replica's sweeper, say).
+    async fn delete_abandoned(&self, id: JobId, before: OffsetDateTime) -> Result<bool, Error>;
 
     /// Replaces a stored job; `false` if it no longer exists (deleted meanwhile).
     async fn save(&self, job: &Job) -> Result<bool, Error>;

@@ -16,7 +16,8 @@ use crate::jobs::unix_ms;
 
 /// The `jobs` collection: `_id` is the job id, `owner` is indexed with `_id` for listing. A
 /// converter's lease lives in the same document (`lease_holder`, `lease_until` in Unix
-/// milliseconds), outside the job's own fields.
+/// milliseconds), outside the job's own fields, and so does a held upload's `held_since` (Unix
+/// milliseconds; absent once started), in a sparse index of its own.
 #[derive(Debug, Clone)]
 pub struct MongoJobs {
     db: Database,
@@ -37,6 +38,19 @@ impl MongoJobs {
                 .options(
                     IndexOptions::builder()
                         .name("owner_newest".to_owned())
+                        .build(),
+                )
+                .build(),
+        )
+        .await
+        .map_err(db_error)?;
+        jobs.create_index(
+            IndexModel::builder()
+                .keys(doc! {"held_since": 1})
+                .options(
+                    IndexOptions::builder()
+                        .name("held".to_owned())
+                        .sparse(true)
                         .build(),
                 )
                 .build(),
@@ -64,11 +78,11 @@ fn decode(mut doc: Document) -> Result<Job, Error> {
 #[async_trait]
 impl JobStore for MongoJobs {
     async fn insert(&self, job: &Job) -> Result<(), Error> {
-        self.jobs
-            .insert_one(encode(job)?)
-            .await
-            .map(drop)
-            .map_err(db_error)
+        let mut doc = encode(job)?;
+        if job.held {
+            doc.insert("held_since", unix_ms(OffsetDateTime::now_utc()));
+        }
+        self.jobs.insert_one(doc).await.map(drop).map_err(db_error)
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, Error> {
@@ -86,7 +100,7 @@ impl JobStore for MongoJobs {
         before: Option<JobId>,
         limit: u32,
     ) -> Result<Vec<Job>, Error> {
-        let mut filter = doc! {"owner": owner};
+        let mut filter = doc! {"owner": owner, "held_since": null};
         if let Some(before) = before {
             filter.insert("_id", doc! {"$lt": before.to_string()});
         }
@@ -101,6 +115,43 @@ impl JobStore for MongoJobs {
             .await
             .map_err(db_error)?;
         docs.into_iter().map(decode).collect()
+    }
+
+    async fn start_held(&self, job: &Job) -> Result<bool, Error> {
+        // A replacement, not a `$set`: fields the started job leaves out (its hold, options
+        // now empty) must go. A held job has no lease beside it to keep.
+        let result = self
+            .jobs
+            .replace_one(
+                doc! {"_id": job.id.to_string(), "held_since": {"$exists": true}},
+                encode(job)?,
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(result.matched_count == 1)
+    }
+
+    async fn abandoned(&self, before: OffsetDateTime, limit: u32) -> Result<Vec<Job>, Error> {
+        let docs: Vec<Document> = self
+            .jobs
+            .find(doc! {"held_since": {"$lt": unix_ms(before)}})
+            .sort(doc! {"held_since": 1})
+            .limit(i64::from(limit))
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)?;
+        docs.into_iter().map(decode).collect()
+    }
+
+    async fn delete_abandoned(&self, id: JobId, before: OffsetDateTime) -> Result<bool, Error> {
+        let result = self
+            .jobs
+            .delete_one(doc! {"_id": id.to_string(), "held_since": {"$lt": unix_ms(before)}})
+            .await
+            .map_err(db_error)?;
+        Ok(result.deleted_count == 1)
     }
 
     async fn save(&self, job: &Job) -> Result<bool, Error> {

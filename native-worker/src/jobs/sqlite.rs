@@ -14,8 +14,9 @@ use crate::error::Error;
 use crate::job::{Job, JobId};
 use crate::jobs::unix_ms;
 
-/// A `jobs` table: id and owner as columns for lookups, the job itself as JSON, and the
-/// converter's lease (`lease_holder`, `lease_until` in Unix milliseconds) beside it.
+/// A `jobs` table: id and owner as columns for lookups, the job itself as JSON, the
+/// converter's lease (`lease_holder`, `lease_until` in Unix milliseconds) and, for a held
+/// upload, when its hold began (`held_since`, Unix milliseconds; NULL once started) beside it.
 #[derive(Debug, Clone)]
 pub struct SqliteJobs {
     pool: SqlitePool,
@@ -75,6 +76,27 @@ impl SqliteJobs {
                     .map_err(db_error)?;
             }
         }
+        // And before held uploads existed, the hold's column.
+        let held: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE name = 'held_since'",
+        )
+        .fetch_one(&pool)
+        .await
+        .map_err(db_error)?;
+        if held == 0 {
+            sqlx::query("ALTER TABLE jobs ADD COLUMN held_since INTEGER")
+                .execute(&pool)
+                .await
+                .map_err(db_error)?;
+        }
+        // Only held uploads are in it: the sweeper finds them without a scan.
+        sqlx::query(
+            "CREATE INDEX IF NOT EXISTS jobs_held ON jobs (held_since)
+             WHERE held_since IS NOT NULL",
+        )
+        .execute(&pool)
+        .await
+        .map_err(db_error)?;
         Ok(Self { pool })
     }
 }
@@ -90,10 +112,12 @@ fn decode(body: &str) -> Result<Job, Error> {
 #[async_trait]
 impl JobStore for SqliteJobs {
     async fn insert(&self, job: &Job) -> Result<(), Error> {
-        sqlx::query("INSERT INTO jobs (id, owner, body) VALUES (?, ?, ?)")
+        let held_since = job.held.then(|| unix_ms(OffsetDateTime::now_utc()));
+        sqlx::query("INSERT INTO jobs (id, owner, body, held_since) VALUES (?, ?, ?, ?)")
             .bind(job.id.to_string())
             .bind(&job.owner)
             .bind(encode(job)?)
+            .bind(held_since)
             .execute(&self.pool)
             .await
             .map_err(db_error)?;
@@ -116,7 +140,8 @@ impl JobStore for SqliteJobs {
         limit: u32,
     ) -> Result<Vec<Job>, Error> {
         let bodies: Vec<String> = sqlx::query_scalar(
-            "SELECT body FROM jobs WHERE owner = ? AND (? IS NULL OR id < ?)
+            "SELECT body FROM jobs
+             WHERE owner = ? AND (? IS NULL OR id < ?) AND held_since IS NULL
              ORDER BY id DESC LIMIT ?",
         )
         .bind(owner)
@@ -127,6 +152,43 @@ impl JobStore for SqliteJobs {
         .await
         .map_err(db_error)?;
         bodies.iter().map(|b| decode(b)).collect()
+    }
+
+    async fn start_held(&self, job: &Job) -> Result<bool, Error> {
+        let result = sqlx::query(
+            "UPDATE jobs SET body = ?, held_since = NULL WHERE id = ? AND held_since IS NOT NULL",
+        )
+        .bind(encode(job)?)
+        .bind(job.id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn abandoned(&self, before: OffsetDateTime, limit: u32) -> Result<Vec<Job>, Error> {
+        let bodies: Vec<String> = sqlx::query_scalar(
+            "SELECT body FROM jobs WHERE held_since IS NOT NULL AND held_since < ?
+             ORDER BY held_since LIMIT ?",
+        )
+        .bind(unix_ms(before))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        bodies.iter().map(|b| decode(b)).collect()
+    }
+
+    async fn delete_abandoned(&self, id: JobId, before: OffsetDateTime) -> Result<bool, Error> {
+        let result = sqlx::query(
+            "DELETE FROM jobs WHERE id = ? AND held_since IS NOT NULL AND held_since < ?",
+        )
+        .bind(id.to_string())
+        .bind(unix_ms(before))
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(result.rows_affected() == 1)
     }
 
     async fn save(&self, job: &Job) -> Result<bool, Error> {

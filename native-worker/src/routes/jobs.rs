@@ -1,4 +1,5 @@
-//! `/internal/jobs`: intake, listing, status, audio download and deletion.
+//! `/internal/jobs`: intake (uploads, held uploads and their start, links), listing, status,
+//! audio download and deletion.
 
 use std::ops::Range;
 use std::str::FromStr;
@@ -6,36 +7,83 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State as AxumState};
+use axum::extract::{Path, Query, RawQuery, State as AxumState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 use mp3conv_contract::event::{Envelope, Event};
-use mp3conv_contract::job::{DEFAULT_PAGE, MAX_PAGE};
+use mp3conv_contract::job::{BadLinkRequest, DEFAULT_PAGE, MAX_PAGE, upload_query};
+use mp3conv_contract::options::{OptionError, Options};
 use serde::Deserialize;
 
 use super::Owner;
 use crate::State;
 use crate::error::Error;
-use crate::job::{Bitrate, InvalidBitrate, Job, JobId, JobPage, LinkRequest, Source, Status};
+use crate::job::{Audio, Job, JobId, JobPage, LinkRequest, Source, Status, track_blob_id};
 use crate::queue::{JobMessage, MessageExt as _, Route};
 
-/// Largest JSON body accepted for a link.
-const LINK_BODY_LIMIT: usize = 64 * 1024;
+/// Largest JSON body accepted for a link or a start.
+const JSON_BODY_LIMIT: usize = 64 * 1024;
 
-/// Query of `POST /internal/jobs`.
-#[derive(Debug, Deserialize)]
-pub(super) struct CreateQuery {
+/// Query parameter of an upload asking to hold it until `POST /internal/jobs/{id}/start`.
+pub const HOLD: &str = "hold";
+
+/// What the query of `POST /internal/jobs` asks for.
+#[derive(Debug, Default)]
+struct CreateQuery {
     /// Original file name of an upload (used for the ID3 title).
     filename: Option<String>,
-    /// `128`, `192` (default), `256`, `320` or `v0`..`v9`.
-    bitrate: Option<String>,
+    /// Hold the upload until it is started (`hold=true`).
+    hold: bool,
+    /// Every other parameter: an option, read by [`Options::set`].
+    options: Options,
 }
 
-fn parse_bitrate(value: Option<&str>) -> Result<Bitrate, Error> {
-    value.map_or(Ok(Bitrate::default()), |b| {
-        Bitrate::from_str(b).map_err(|e| Error::bad_request(InvalidBitrate::CODE, e.to_string()))
-    })
+/// Reads the query of `POST /internal/jobs` onto `options` (a link's body's, or none): a
+/// parameter given twice, or in the query and the body, is refused (`duplicate_field`).
+fn create_query(query: Option<&str>, options: Options) -> Result<CreateQuery, OptionError> {
+    let mut read = CreateQuery {
+        options,
+        ..CreateQuery::default()
+    };
+    let mut hold = None;
+    for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match name.as_ref() {
+            upload_query::FILENAME => {
+                if read.filename.replace(value.into_owned()).is_some() {
+                    return Err(duplicate(upload_query::FILENAME));
+                }
+            }
+            HOLD => {
+                let held = match value.trim().to_ascii_lowercase().as_str() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => {
+                        return Err(OptionError {
+                            field: HOLD.to_owned(),
+                            code: "invalid_option",
+                            message: "`hold` must be true or false".to_owned(),
+                        });
+                    }
+                };
+                if hold.replace(held).is_some() {
+                    return Err(duplicate(HOLD));
+                }
+            }
+            option => read.options.set(option, &value)?,
+        }
+    }
+    read.options.check()?;
+    read.hold = hold.unwrap_or(false);
+    Ok(read)
+}
+
+fn duplicate(field: &str) -> OptionError {
+    OptionError {
+        field: field.to_owned(),
+        code: "duplicate_field",
+        message: format!("`{field}` is given more than once"),
+    }
 }
 
 fn traceparent(headers: &HeaderMap) -> Option<String> {
@@ -46,16 +94,27 @@ fn traceparent(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Options from a JSON object, by the contract's one rule; a refused option names its field.
+fn json_options(body: &[u8]) -> Result<Options, Error> {
+    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
+        .map_err(|e| Error::bad_request("invalid_json", e.to_string()))?;
+    Ok(Options::from_json(&object)?)
+}
+
 /// `POST /internal/jobs`: an upload (the body is the video, streamed into the blob store;
-/// `?filename=` and `?bitrate=`) or, with `Content-Type: application/json`, a link
-/// `{"url": "...", "bitrate": "..."}`. Answers 202 with the queued job.
+/// `?filename=`, `?hold=` and any option as a parameter, e.g. `?bitrate=320&start=5`) or, with
+/// `Content-Type: application/json`, a link `{"url": "...", ...options}` (options may be
+/// parameters too, each in one place only). Answers 202 with the queued job, or with
+/// `hold=true` (uploads only) the held job: stored, not queued, not listed, no event, until
+/// `POST /internal/jobs/{id}/start`.
 ///
-/// Errors: 400 `empty_upload`, `invalid_bitrate`, `invalid_url`, `link_forbidden`,
-/// `invalid_json`, `unknown_field`, `body_read`; 413 `too_large`.
+/// Errors: 400 `empty_upload`, `invalid_url`, `link_forbidden`, `invalid_json`, `body_read`,
+/// and for options (with `field`) `invalid_option`, `invalid_bitrate`, `unknown_field`,
+/// `duplicate_field`, `field_too_large`; 413 `too_large`.
 pub(super) async fn create(
     AxumState(state): AxumState<Arc<State>>,
     Owner(owner): Owner,
-    Query(query): Query<CreateQuery>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<impl IntoResponse, Error> {
@@ -64,15 +123,21 @@ pub(super) async fn create(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.trim_start().starts_with("application/json"));
     let job = if is_json {
-        let bytes = axum::body::to_bytes(body, LINK_BODY_LIMIT)
+        let bytes = axum::body::to_bytes(body, JSON_BODY_LIMIT)
             .await
             .map_err(|e| Error::bad_request("invalid_json", e.to_string()))?;
-        let link =
-            LinkRequest::parse(&bytes).map_err(|e| Error::bad_request(e.code(), e.to_string()))?;
-        let bitrate = match link.bitrate {
-            Some(bitrate) => bitrate,
-            None => parse_bitrate(query.bitrate.as_deref())?,
-        };
+        let link = LinkRequest::parse(&bytes).map_err(|e| match e {
+            BadLinkRequest::Option(e) => Error::Option(e),
+            BadLinkRequest::Json(message) => Error::bad_request("invalid_json", message),
+        })?;
+        let query = create_query(query.as_deref(), link.options)?;
+        if query.hold {
+            return Err(Error::Option(OptionError {
+                field: HOLD.to_owned(),
+                code: "invalid_option",
+                message: "`hold` applies to uploads, not links".to_owned(),
+            }));
+        }
         let url = state
             .fetcher
             .check_url(&link.url)
@@ -80,11 +145,20 @@ pub(super) async fn create(
                 code: e.code(),
                 message: e.to_string(),
             })?;
-        let job = Job::new(owner, Source::Link { url: url.into() }, bitrate);
+        let job = Job::with_options(owner, Source::Link { url: url.into() }, query.options);
         state.jobs.insert(&job).await?;
         job
     } else {
-        let bitrate = parse_bitrate(query.bitrate.as_deref())?;
+        let query = match create_query(query.as_deref(), Options::default()) {
+            Ok(query) => query,
+            Err(e) => {
+                // Read a little of the video first, so that a client still sending it gets
+                // the answer rather than a reset.
+                let mut stream = body.into_data_stream().map_err(std::io::Error::other);
+                crate::storage::drain(&mut stream).await;
+                return Err(e.into());
+            }
+        };
         let limit = state.config.max_video_bytes;
         let declared = headers
             .get(header::CONTENT_LENGTH)
@@ -103,14 +177,15 @@ pub(super) async fn create(
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let job = Job::new(
+        let mut job = Job::with_options(
             owner,
             Source::Upload {
                 filename: filename.clone(),
                 content_type,
             },
-            bitrate,
+            query.options,
         );
+        job.held = query.hold;
         let stream = body.into_data_stream().map_err(std::io::Error::other);
         let size = state
             .videos
@@ -125,12 +200,26 @@ pub(super) async fn create(
             let _ = state.videos.delete(&job.video_id).await;
             return Err(e);
         }
+        if job.held {
+            // Nobody hears of it until it is started: no event, no message.
+            tracing::info!(job_id = %job.id, "upload held for its options");
+            return Ok((StatusCode::ACCEPTED, Json(job)));
+        }
         job
     };
+    queue(&state, job, &headers).await
+}
+
+/// Announces a stored job and queues it for a converter; on failure removes it and its video.
+async fn queue(
+    state: &State,
+    job: Job,
+    headers: &HeaderMap,
+) -> Result<(StatusCode, Json<Job>), Error> {
     // Announced before a converter can take it, so that its `job.queued` comes before the
     // converter's events.
     state.events.job(&job);
-    let message = JobMessage::for_job(&job, 1).outgoing(Route::Video, traceparent(&headers));
+    let message = JobMessage::for_job(&job, 1).outgoing(Route::Video, traceparent(headers));
     if let Err(e) = state.queue.publish(Route::Video, message).await {
         // Not queued means not accepted: leave nothing behind and let the caller retry.
         let _ = state.jobs.delete(job.id).await;
@@ -144,6 +233,46 @@ pub(super) async fn create(
     state.metrics.job(Status::Queued);
     tracing::info!(job_id = %job.id, "job queued");
     Ok((StatusCode::ACCEPTED, Json(job)))
+}
+
+/// `POST /internal/jobs/{id}/start`: queues a held upload with its final options (the JSON
+/// body: [`Options`], a preset already applied, the bitrate inside), which replace any given
+/// with the upload. Answers 202 with the queued job.
+///
+/// Errors: 404 `not_found` (also another owner's job); 409 `not_held` (not held, or started
+/// already); 400 `invalid_json`, and for options (with `field`) `invalid_option`,
+/// `invalid_bitrate`, `unknown_field`, `field_too_large`: the job stays held then. If it cannot
+/// be queued, the job and its video are removed (503).
+pub(super) async fn start(
+    AxumState(state): AxumState<Arc<State>>,
+    Owner(owner): Owner,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse, Error> {
+    let held = owned_job(&state, &owner, &id).await?;
+    if !held.held {
+        return Err(Error::NotHeld);
+    }
+    let bytes = axum::body::to_bytes(body, JSON_BODY_LIMIT)
+        .await
+        .map_err(|e| Error::bad_request("invalid_json", e.to_string()))?;
+    let options = json_options(&bytes)?;
+    // The bitrate and the rest split as for any new job.
+    let asked = Job::with_options(held.owner.clone(), held.source.clone(), options);
+    let mut job = held;
+    job.bitrate = asked.bitrate;
+    job.options = asked.options;
+    job.held = false;
+    job.set_status(Status::Queued);
+    if !state.jobs.start_held(&job).await? {
+        // Another start won, or the job was deleted (or swept) meanwhile.
+        return Err(match state.jobs.get(job.id).await? {
+            Some(_) => Error::NotHeld,
+            None => Error::NotFound,
+        });
+    }
+    queue(&state, job, &headers).await
 }
 
 /// Query of `GET /internal/jobs`.
@@ -208,7 +337,8 @@ pub(super) async fn get(
     Ok(Json(owned_job(&state, &owner, &id).await?))
 }
 
-/// `DELETE /internal/jobs/{id}`: removes the job, its video and its MP3. 204.
+/// `DELETE /internal/jobs/{id}`: removes the job, its video, its MP3 and its tracks' MP3s.
+/// 204.
 pub(super) async fn delete(
     AxumState(state): AxumState<Arc<State>>,
     Owner(owner): Owner,
@@ -217,7 +347,8 @@ pub(super) async fn delete(
     let job = owned_job(&state, &owner, &id).await?;
     // The job goes first: once it is gone, a converter still working on it cleans up after
     // itself instead of completing it.
-    if state.jobs.delete(job.id).await? {
+    // A held upload was never announced: its owner's streams have nothing to forget.
+    if state.jobs.delete(job.id).await? && !job.held {
         state.events.publish(Envelope::new(
             job.owner.clone(),
             Event::JobDeleted { job_id: job.id },
@@ -225,6 +356,9 @@ pub(super) async fn delete(
     }
     state.videos.delete(&job.video_id).await?;
     state.mp3s.delete(&job.id.to_string()).await?;
+    for number in 1..=job.tracks.len() as u32 {
+        state.mp3s.delete(&track_blob_id(job.id, number)).await?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -238,9 +372,20 @@ pub(super) async fn audio(
 ) -> Result<Response, Error> {
     let job = owned_job(&state, &owner, &id).await?;
     let audio = match (&job.status, &job.audio) {
-        (Status::Done, Some(audio)) => audio.clone(),
+        (Status::Done, Some(audio)) => audio,
         (status, _) => return Err(Error::NotReady(status.as_str())),
     };
+    serve_mp3(&state, audio, &headers).await
+}
+
+/// An MP3 from the MP3 store, streamed: a single `Range` (206, or 416
+/// `range_not_satisfiable`), `ETag` (the blob id and size: blobs never change in place) and
+/// `If-None-Match` (304). The one rule for a job's MP3 and its tracks.
+pub(super) async fn serve_mp3(
+    state: &State,
+    audio: &Audio,
+    headers: &HeaderMap,
+) -> Result<Response, Error> {
     let etag = format!("\"{}-{}\"", audio.id, audio.size);
     let etag_value = HeaderValue::from_str(&etag).map_err(Error::internal)?;
     let if_none_match: Vec<&str> = headers
@@ -330,6 +475,96 @@ fn parse_range(value: &str, size: u64) -> Result<Option<Range<u64>>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upload_queries_read_every_other_parameter_as_an_option() {
+        let read = create_query(
+            Some("filename=My%20clip.mp4&hold=true&bitrate=320&start=1:30&title=T%C3%AAte"),
+            Options::default(),
+        )
+        .unwrap();
+        assert_eq!(read.filename.as_deref(), Some("My clip.mp4"));
+        assert!(read.hold);
+        assert_eq!(read.options.bitrate, Some("320".parse().unwrap()));
+        assert_eq!(read.options.start.map(|s| s.millis()), Some(90_000));
+        assert_eq!(read.options.title.as_deref(), Some("Tête"));
+        let plain = create_query(None, Options::default()).unwrap();
+        assert!(!plain.hold && plain.filename.is_none() && plain.options.is_empty());
+        assert!(
+            !create_query(Some("hold=0"), Options::default())
+                .unwrap()
+                .hold
+        );
+
+        let mut body = Options::default();
+        body.set("bitrate", "128").unwrap();
+        for (query, base, field, code) in [
+            ("speed=2", Options::default(), "speed", "unknown_field"),
+            (
+                "bitrate=999",
+                Options::default(),
+                "bitrate",
+                "invalid_bitrate",
+            ),
+            (
+                "start=20&end=10",
+                Options::default(),
+                "end",
+                "invalid_option",
+            ),
+            ("hold=maybe", Options::default(), "hold", "invalid_option"),
+            (
+                "hold=true&hold=false",
+                Options::default(),
+                "hold",
+                "duplicate_field",
+            ),
+            (
+                "filename=a&filename=b",
+                Options::default(),
+                "filename",
+                "duplicate_field",
+            ),
+            (
+                "title=a&title=b",
+                Options::default(),
+                "title",
+                "duplicate_field",
+            ),
+            // A link's body and its query name the same option.
+            ("bitrate=320", body.clone(), "bitrate", "duplicate_field"),
+            // Bytes that are not UTF-8 are read lossily, then refused by name.
+            ("%FF=1", Options::default(), "\u{FFFD}", "unknown_field"),
+        ] {
+            let err = create_query(Some(query), base).unwrap_err();
+            assert_eq!((err.field.as_str(), err.code), (field, code), "{query}");
+        }
+    }
+
+    #[tokio::test]
+    async fn refused_options_name_their_field_in_the_body() {
+        let err = create_query(Some("normalize=-20"), Options::default()).unwrap_err();
+        let response = Error::from(err).into_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "invalid_option");
+        assert_eq!(body["error"]["field"], "normalize");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("normalize")
+        );
+        let plain = Error::NotHeld.into_response();
+        assert_eq!(plain.status(), StatusCode::CONFLICT);
+        let body = axum::body::to_bytes(plain.into_body(), 4096).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "not_held");
+        assert!(body["error"].get("field").is_none(), "{body}");
+    }
 
     #[test]
     fn ranges_are_parsed_against_the_size() {

@@ -6,7 +6,13 @@
 //! - `X-Mp3conv-Owner: <user id>`: the user the gateway verified (400 `missing_owner` without
 //!   it). A job belonging to another owner answers 404, exactly like a missing one.
 //!
-//! Errors have the body `{"error": {"code": "...", "message": "..."}}`.
+//! Errors have the body `{"error": {"code": "...", "message": "..."}}`, plus `"field"` when
+//! a conversion option is refused.
+//!
+//! Jobs (see `jobs.rs`, `tracks.rs`): `POST /internal/jobs` (uploads, `?hold=true` to hold one
+//! until `POST /internal/jobs/{id}/start`, links), `GET /internal/jobs`,
+//! `GET`/`DELETE /internal/jobs/{id}`, `GET /internal/jobs/{id}/audio`,
+//! `GET /internal/jobs/{id}/tracks/{n}`, `GET /internal/jobs/{id}/tracks.zip`.
 //!
 //! Live events (see `events.rs`): `GET /internal/events`, `GET /internal/jobs/{id}/events`
 //! (Server-Sent Events; `Last-Event-ID`, `X-Mp3conv-Stream-Until`) and `POST /internal/events`.
@@ -20,6 +26,7 @@
 mod events;
 mod health;
 mod jobs;
+mod tracks;
 
 use std::sync::Arc;
 
@@ -30,7 +37,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use mp3conv_contract::trace::{self, TraceParent};
 use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
@@ -50,7 +57,10 @@ pub(crate) fn router(state: Arc<State>) -> Router {
     let internal = Router::new()
         .route("/internal/jobs", get(jobs::list).post(jobs::create))
         .route("/internal/jobs/{id}", get(jobs::get).delete(jobs::delete))
+        .route("/internal/jobs/{id}/start", post(jobs::start))
         .route("/internal/jobs/{id}/audio", get(jobs::audio))
+        .route("/internal/jobs/{id}/tracks/{n}", get(tracks::track))
+        .route("/internal/jobs/{id}/tracks.zip", get(tracks::zip))
         .route("/internal/jobs/{id}/events", get(events::job_stream))
         .route(
             "/internal/events",

@@ -1,0 +1,918 @@
+//! ffmpeg and ffprobe as supervised child processes, and what a conversion asks of them.
+//!
+//! An upload is read as one self-contained media file and nothing else: ffmpeg and ffprobe
+//! open it as `file:<path>` with only the `file` protocol and the container formats in
+//! [`FORMATS`] allowed. Playlists (HLS), manifests (DASH), file lists (ffconcat) and image
+//! sequences would otherwise make ffmpeg read whatever files or URLs they name, such as another
+//! user's video or a file on the worker's disk, into the caller's MP3. The converter's own
+//! files that ffmpeg reads beside it (the chapters as `ffmetadata`, the cover as one JPEG) are
+//! confined the same way, each to its one demuxer (see [`Input`]).
+//!
+//! A conversion ([`convert`]) probes the source once, works out a [`plan::Plan`] from the
+//! probe and the job's options (a clip checked against the source, tags, chapters, tracks,
+//! cover, channels, sample rate, loudness), then runs ffmpeg: the cover once ([`cover`]), the
+//! loudness measure when normalizing ([`loudness`]), the MP3, and one MP3 per track when split
+//! by chapters. Every run is supervised alike: it dies with the worker ([`crate::child`]),
+//! reports progress, and shares one time limit scaled to all the passes.
+
+mod chapters;
+mod cover;
+mod id3;
+mod loudness;
+pub mod plan;
+pub mod probe;
+mod text;
+
+use std::ffi::OsString;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use mp3conv_contract::options::Options;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::watch;
+
+use crate::config::ConvertConfig;
+use crate::job::{Bitrate, MAX_TRACKS};
+use plan::{Encode, Plan};
+
+pub use probe::{MediaInfo, probe};
+
+/// Bytes of ffmpeg's stderr kept for the error message.
+const STDERR_LIMIT: u64 = 16 * 1024;
+/// Bytes of the end of an info-level log kept (the loudness figures come last).
+const INFO_LIMIT: usize = 64 * 1024;
+
+/// The demuxers an input may be read with (ffmpeg's `-format_whitelist`): containers that hold
+/// their media themselves. ffmpeg matches any of a demuxer's names, so `mov` covers
+/// mp4/m4a/3gp/3g2/mj2 and `matroska` covers webm. Deliberately absent: `hls`, `dash`,
+/// `concat`, `image2` and the other demuxers that open further files or URLs.
+pub const FORMATS: &str = "mov,matroska,avi,flv,mpegts,mpeg,ogg,asf,wav,w64,aiff,caf,mp3,aac,\
+                           ac3,eac3,flac,wv,amr,rm,nut,au,dts";
+
+/// What ffmpeg prints when a demuxer or protocol outside the allow-lists is asked for.
+const REFUSED_MARK: &str = "not on whitelist";
+
+/// An input ffmpeg opens, and the one way it may read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Input {
+    /// The uploaded or downloaded media: any of [`FORMATS`], probed by ffmpeg.
+    Source,
+    /// The converter's chapter list: `ffmetadata` only.
+    Chapters,
+    /// The converter's cover: one JPEG, `jpeg_pipe` only (not `image2`, which reads sequences
+    /// of files named by a pattern).
+    Jpeg,
+}
+
+/// `-i` and the options before it that confine ffmpeg or ffprobe to the file at `path`: the
+/// `file` protocol only (no `http:`, `data:`, `subfile:`... for anything the input names), the
+/// demuxers `kind` allows (forced, for the converter's own files), and the path spelled
+/// `file:<path>` so no other protocol is guessed from it.
+pub(crate) fn confined_input(path: &Path, kind: Input) -> Vec<OsString> {
+    let mut input = OsString::from("file:");
+    input.push(path);
+    let mut args: Vec<OsString> = Vec::with_capacity(9);
+    let forced = match kind {
+        Input::Source => None,
+        Input::Chapters => Some("ffmetadata"),
+        Input::Jpeg => Some("jpeg_pipe"),
+    };
+    if let Some(format) = forced {
+        args.extend(["-f".into(), format.into()]);
+    }
+    args.extend([
+        "-protocol_whitelist".into(),
+        "file".into(),
+        "-format_whitelist".into(),
+        forced.unwrap_or(FORMATS).into(),
+        "-i".into(),
+        input,
+    ]);
+    args
+}
+
+/// Why a conversion failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    /// ffprobe cannot read the file as media.
+    #[error("not a media file ffmpeg can read: {0}")]
+    NotMedia(String),
+    /// The file is a playlist, manifest, file list or another format outside [`FORMATS`].
+    #[error(
+        "not a format the converter reads: upload the media file itself (MP4, MOV, MKV, WebM, \
+         AVI, FLV, MPEG-TS, Ogg, WMV, WAV, MP3, AAC, FLAC...), not a playlist, manifest or \
+         list of other files"
+    )]
+    UnsupportedFormat,
+    /// The media has no audio stream.
+    #[error("the video has no audio track")]
+    NoAudio,
+    /// An option does not fit the source (a clip past its end).
+    #[error("{message}")]
+    Option {
+        /// The option at fault.
+        field: &'static str,
+        /// What is wrong, with the source's length.
+        message: String,
+    },
+    /// Split by chapters, the source has more than [`MAX_TRACKS`].
+    #[error(
+        "the source has {count} chapters within the clip; split=chapters makes at most {MAX_TRACKS} tracks"
+    )]
+    TooManyChapters {
+        /// How many.
+        count: usize,
+    },
+    /// ffmpeg exited with an error.
+    #[error("ffmpeg failed ({status}): {stderr}")]
+    Failed {
+        /// Exit status.
+        status: String,
+        /// What ffmpeg printed.
+        stderr: String,
+        /// Whether a signal ended it (maybe the machine, not the input).
+        signalled: bool,
+    },
+    /// ffmpeg ran past its timeout and was killed.
+    #[error("ffmpeg ran longer than {0:?} and was stopped")]
+    Timeout(Duration),
+    /// The MP3 is not as long as the source.
+    #[error("the MP3 lasts {got:.3} s but the source's audio {expected:.3} s")]
+    DurationMismatch {
+        /// Source duration in seconds.
+        expected: f64,
+        /// MP3 duration in seconds.
+        got: f64,
+    },
+    /// ffmpeg or ffprobe could not be run.
+    #[error("could not run {program}: {source}")]
+    Spawn {
+        /// Which program.
+        program: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The conversion's own files (chapters, the comment's rewrite) could not be written.
+    #[error("could not write the conversion's files: {0}")]
+    Workspace(#[source] io::Error),
+}
+
+impl ConvertError {
+    /// Stable code for the job's `error.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotMedia(_) => "not_media",
+            Self::UnsupportedFormat => "unsupported_format",
+            Self::NoAudio => "no_audio",
+            Self::Option { .. } => "invalid_option",
+            Self::TooManyChapters { .. } => "too_many_chapters",
+            Self::Failed { .. } => "conversion_failed",
+            Self::Timeout(_) => "conversion_timeout",
+            Self::DurationMismatch { .. } => "duration_mismatch",
+            Self::Spawn { .. } => "converter_unavailable",
+            Self::Workspace(_) => "temp_unavailable",
+        }
+    }
+
+    /// The option at fault, for the job's `error.field`.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            Self::Option { field, .. } => Some(field),
+            Self::TooManyChapters { .. } => Some("split"),
+            _ => None,
+        }
+    }
+
+    /// Whether retrying cannot help: the same input gives the same result.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::NotMedia(_)
+            | Self::UnsupportedFormat
+            | Self::NoAudio
+            | Self::Option { .. }
+            | Self::TooManyChapters { .. }
+            | Self::DurationMismatch { .. } => true,
+            Self::Failed { signalled, .. } => !signalled,
+            Self::Timeout(_) | Self::Spawn { .. } | Self::Workspace(_) => false,
+        }
+    }
+}
+
+/// A conversion request.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    /// Seekable input file.
+    pub input: &'a Path,
+    /// A directory of the conversion's own, where the MP3s (and the cover and chapters) go.
+    pub dir: &'a Path,
+    /// Quality.
+    pub bitrate: Bitrate,
+    /// What else the job asks for (its `bitrate` is not read: see [`Request::bitrate`]).
+    pub options: &'a Options,
+    /// The title when neither the options nor the source's tags give one (the file's or
+    /// page's name).
+    pub name: &'a str,
+}
+
+/// One track's MP3, split by chapters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackFile {
+    /// 1-based.
+    pub number: u32,
+    /// Its title (the chapter's).
+    pub title: String,
+    /// Where it begins in the whole MP3, seconds.
+    pub start: f64,
+    /// Where it ends in the whole MP3, seconds.
+    pub end: f64,
+    /// The file.
+    pub path: PathBuf,
+    /// Its duration as ffprobe measured it, seconds.
+    pub duration: f64,
+}
+
+/// The finished MP3 (and tracks) as ffprobe measured them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Converted {
+    /// The whole MP3.
+    pub audio: PathBuf,
+    /// Its duration in seconds.
+    pub duration: f64,
+    /// Its title tag, if it has one.
+    pub title: Option<String>,
+    /// One MP3 per chapter, when split.
+    pub tracks: Vec<TrackFile>,
+}
+
+/// When the whole conversion must be over, and how long that was.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    at: tokio::time::Instant,
+    limit: Duration,
+}
+
+/// Progress over all of a conversion's passes: `done` seconds of `total` passed, reported as a
+/// percentage that never goes back.
+struct Progress<'a> {
+    sender: &'a watch::Sender<u8>,
+    total: f64,
+    done: f64,
+}
+
+impl Progress<'_> {
+    /// A `-progress` line of a pass of `pass` seconds.
+    fn line(&self, line: &str, pass: f64) {
+        if pass <= 0.0 {
+            return;
+        }
+        match progress_line(line) {
+            Some(Position::At(seconds)) => self.report(self.done + seconds.min(pass)),
+            Some(Position::End) => self.report(self.done + pass),
+            None => {}
+        }
+    }
+
+    /// A pass of `pass` seconds is over.
+    fn passed(&mut self, pass: f64) {
+        self.done += pass;
+        self.report(self.done);
+    }
+
+    fn report(&self, seconds: f64) {
+        let percent = if self.total <= 0.0 {
+            0
+        } else {
+            (seconds / self.total * 100.0).floor().clamp(0.0, 99.0) as u8
+        };
+        self.raise(percent);
+    }
+
+    /// Only ever up.
+    fn raise(&self, percent: u8) {
+        self.sender.send_if_modified(|p| {
+            let higher = percent > *p;
+            if higher {
+                *p = percent;
+            }
+            higher
+        });
+    }
+}
+
+/// How a run's stderr is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Log {
+    /// `-loglevel error`: all it prints is trouble; its first [`STDERR_LIMIT`] bytes are kept.
+    Errors,
+    /// `-loglevel level+info`: the last [`INFO_LIMIT`] bytes are kept, for what it prints at the
+    /// end; on failure only the lines marked `[error]` or `[fatal]` are the complaint (the
+    /// rest describes the input, tags included, and is nobody's business).
+    Info,
+}
+
+/// One run of ffmpeg.
+struct Run<'a> {
+    args: Vec<OsString>,
+    log: Log,
+    /// Seconds of media it goes through: its share of the progress (0 for none).
+    seconds: f64,
+    /// Files it names, kept out of messages.
+    paths: &'a [&'a Path],
+}
+
+/// Runs ffmpeg under supervision: it dies with the worker (and when dropped), its `-progress`
+/// output feeds `progress`, and it is stopped at `deadline`. Returns the log kept.
+async fn run(
+    config: &ConvertConfig,
+    run: Run<'_>,
+    progress: &mut Progress<'_>,
+    deadline: Deadline,
+) -> Result<String, ConvertError> {
+    let mut command = Command::new(&config.ffmpeg);
+    command
+        .args(&run.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let program = program_name(&config.ffmpeg);
+    // Started so that it dies with the worker, even a SIGKILLed one.
+    let mut child = crate::child::spawn(command)
+        .await
+        .map_err(|source| ConvertError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let log_task = tokio::spawn(read_log(stderr, run.log));
+    let seconds = run.seconds;
+    let supervised = async {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            progress.line(&line, seconds);
+        }
+        child.wait().await
+    };
+    let status = match tokio::time::timeout_at(deadline.at, supervised).await {
+        Ok(status) => status.map_err(|source| ConvertError::Spawn { program, source })?,
+        // Dropping the run drops the child, which kills it.
+        Err(_) => return Err(ConvertError::Timeout(deadline.limit)),
+    };
+    let log = log_task.await.unwrap_or_default();
+    if !status.success() {
+        let complaint = match run.log {
+            Log::Errors => log,
+            Log::Info => error_lines(&log),
+        };
+        if complaint.contains(REFUSED_MARK) {
+            return Err(ConvertError::UnsupportedFormat);
+        }
+        return Err(ConvertError::Failed {
+            status: status.to_string(),
+            signalled: status.code().is_none(),
+            stderr: tidy(&complaint, run.paths),
+        });
+    }
+    progress.passed(seconds);
+    Ok(log)
+}
+
+/// Reads a child's stderr to its end, keeping what `log` says.
+async fn read_log(mut stderr: tokio::process::ChildStderr, log: Log) -> String {
+    match log {
+        Log::Errors => {
+            let mut kept = Vec::new();
+            let _ = (&mut stderr)
+                .take(STDERR_LIMIT)
+                .read_to_end(&mut kept)
+                .await;
+            // Keep draining so ffmpeg never blocks on a full pipe.
+            let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
+            String::from_utf8_lossy(&kept).trim().to_owned()
+        }
+        Log::Info => {
+            let mut kept = Vec::new();
+            let mut chunk = vec![0u8; 8192];
+            while let Ok(read) = stderr.read(&mut chunk).await {
+                if read == 0 {
+                    break;
+                }
+                kept.extend_from_slice(&chunk[..read]);
+                if kept.len() > 2 * INFO_LIMIT {
+                    kept.drain(..kept.len() - INFO_LIMIT);
+                }
+            }
+            if kept.len() > INFO_LIMIT {
+                kept.drain(..kept.len() - INFO_LIMIT);
+            }
+            String::from_utf8_lossy(&kept).into_owned()
+        }
+    }
+}
+
+/// The lines of a level-marked log that report errors, without their marks.
+fn error_lines(log: &str) -> String {
+    log.lines()
+        .filter_map(|line| {
+            ["[error] ", "[fatal] ", "[panic] "]
+                .iter()
+                .find_map(|mark| line.find(mark).map(|at| (at, mark.len())))
+                .map(|(at, len)| format!("{}{}", &line[..at], &line[at + len..]))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Converts the request's source to MP3 (and its tracks) as its options say, reporting
+/// progress (0-100, across all passes) into `progress`, and checks each MP3's duration against
+/// what it was cut from.
+///
+/// The input must be a seekable file: MP4s with their index at the end cannot be read from a
+/// pipe (ffmpeg then writes a near-empty MP3 and still exits 0).
+pub async fn convert(
+    config: &ConvertConfig,
+    request: Request<'_>,
+    progress: &watch::Sender<u8>,
+) -> Result<Converted, ConvertError> {
+    let input = request.input;
+    let source = probe(config, input).await?;
+    if source.audio.is_none() {
+        return Err(ConvertError::NoAudio);
+    }
+    let plan = Plan::new(&source, request.options, request.name)?;
+    let slowdown = config.read_rate.map_or(1.0, |rate| (1.0 / rate).max(1.0));
+    let limit = config.timeout_base
+        + Duration::from_secs_f64(plan.work_seconds() * config.timeout_per_media_second * slowdown);
+    let deadline = Deadline {
+        at: tokio::time::Instant::now() + limit,
+        limit,
+    };
+    let mut progress = Progress {
+        sender: progress,
+        total: plan.work_seconds(),
+        done: 0.0,
+    };
+
+    let chapters = if plan.chapters.is_empty() {
+        None
+    } else {
+        let path = request.dir.join("chapters.ffmeta");
+        tokio::fs::write(&path, chapters::ffmetadata(&plan.chapters))
+            .await
+            .map_err(ConvertError::Workspace)?;
+        Some(path)
+    };
+    let cover = match plan.cover {
+        Some(from) => {
+            extract_cover(config, input, from, request.dir, &mut progress, deadline).await?
+        }
+        None => None,
+    };
+    let loudness = match plan.loudness {
+        Some(target) => measure(config, input, &plan, target, &mut progress, deadline)
+            .await?
+            .and_then(|measured| loudness::apply_filter(target, &measured)),
+        None => None,
+    };
+    let filters = plan::filters(plan.layout, loudness);
+
+    let audio = request.dir.join("audio.mp3");
+    let whole = Encode {
+        input,
+        read_rate: config.read_rate,
+        from: plan.clip.start,
+        to: plan.clip.to,
+        chapters: chapters.as_deref(),
+        cover: cover.as_deref(),
+        filters,
+        sample_rate: plan.sample_rate,
+        bitrate: request.bitrate,
+        metadata: plan.tags.metadata(),
+        output: &audio,
+    };
+    let duration = encode_checked(
+        config,
+        &whole,
+        &plan,
+        plan.clip.seconds(),
+        &mut progress,
+        deadline,
+    )
+    .await?;
+
+    let mut tracks = Vec::with_capacity(plan.tracks.len());
+    let count = plan.tracks.len();
+    for (number, span) in (1u32..).zip(&plan.tracks) {
+        let path = request.dir.join(format!("track-{number:03}.mp3"));
+        let end = plan.clip.start + span.end;
+        // The last track reads as far as the whole clip does.
+        let to = if end >= plan.clip.end {
+            plan.clip.to
+        } else {
+            Some(end)
+        };
+        let tags = plan::Tags {
+            title: Some(span.title.clone()),
+            ..plan.tags.clone()
+        };
+        let mut metadata = tags.metadata();
+        metadata.push(("track", format!("{number}/{count}")));
+        let run = Encode {
+            from: plan.clip.start + span.start,
+            to,
+            // A track has no chapters of its own.
+            chapters: None,
+            metadata,
+            output: &path,
+            ..whole.clone()
+        };
+        let duration =
+            encode_checked(config, &run, &plan, span.seconds(), &mut progress, deadline).await?;
+        tracks.push(TrackFile {
+            number,
+            title: span.title.clone(),
+            start: span.start as f64 / 1000.0,
+            end: span.end as f64 / 1000.0,
+            path,
+            duration,
+        });
+    }
+    progress.raise(100);
+    Ok(Converted {
+        audio,
+        duration,
+        title: plan.tags.title.clone(),
+        tracks,
+    })
+}
+
+/// Writes the cover from `from`; `None` when there is no frame to take (a video that ends
+/// before its audio) or ffmpeg cannot make one: the MP3 is worth more than its picture.
+async fn extract_cover(
+    config: &ConvertConfig,
+    input: &Path,
+    from: cover::CoverFrom,
+    dir: &Path,
+    progress: &mut Progress<'_>,
+    deadline: Deadline,
+) -> Result<Option<PathBuf>, ConvertError> {
+    let path = dir.join("cover.jpg");
+    let extracted = run(
+        config,
+        Run {
+            args: cover::args(input, from, &path),
+            log: Log::Errors,
+            seconds: 0.0,
+            paths: &[input, &path],
+        },
+        progress,
+        deadline,
+    )
+    .await;
+    match extracted {
+        Ok(_) => {
+            let size = tokio::fs::metadata(&path).await.map_or(0, |m| m.len());
+            Ok((size > 0).then_some(path))
+        }
+        Err(e @ (ConvertError::Timeout(_) | ConvertError::Spawn { .. })) => Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, ?from, "no cover: ffmpeg could not take the picture");
+            Ok(None)
+        }
+    }
+}
+
+/// The loudness measuring pass; `None` when loudnorm printed no figures.
+async fn measure(
+    config: &ConvertConfig,
+    input: &Path,
+    plan: &Plan,
+    target: i8,
+    progress: &mut Progress<'_>,
+    deadline: Deadline,
+) -> Result<Option<loudness::Measured>, ConvertError> {
+    let filters = plan::filters(plan.layout, Some(loudness::measure_filter(target)))
+        .expect("a loudnorm filter");
+    let log = run(
+        config,
+        Run {
+            args: plan::measure_args(input, config.read_rate, &plan.clip, &filters),
+            log: Log::Info,
+            seconds: plan.clip.seconds(),
+            paths: &[input],
+        },
+        progress,
+        deadline,
+    )
+    .await?;
+    let measured = loudness::parse(&log);
+    if measured.is_none() {
+        return Err(ConvertError::Failed {
+            status: "exit status: 0".into(),
+            stderr: "the loudness measurement printed no figures".into(),
+            signalled: false,
+        });
+    }
+    Ok(measured)
+}
+
+/// One encoding run of `expected` seconds, its MP3 checked and given its comment; returns the
+/// MP3's duration.
+async fn encode_checked(
+    config: &ConvertConfig,
+    encode: &Encode<'_>,
+    plan: &Plan,
+    expected: f64,
+    progress: &mut Progress<'_>,
+    deadline: Deadline,
+) -> Result<f64, ConvertError> {
+    let mut paths = vec![encode.input, encode.output];
+    paths.extend(encode.chapters);
+    paths.extend(encode.cover);
+    run(
+        config,
+        Run {
+            args: plan::encode_args(encode),
+            log: Log::Errors,
+            seconds: expected,
+            paths: &paths,
+        },
+        progress,
+        deadline,
+    )
+    .await?;
+    let mp3 = probe(config, encode.output).await?;
+    let got = mp3.audio_seconds().unwrap_or(0.0);
+    if !durations_match(expected, got, mp3.sample_rate()) {
+        return Err(ConvertError::DurationMismatch { expected, got });
+    }
+    if let Some(comment) = &plan.tags.comment {
+        id3::add_comment(encode.output, comment)
+            .await
+            .map_err(ConvertError::Workspace)?;
+    }
+    Ok(got)
+}
+
+/// Whether `got` is within 1% of `expected`, or within five MP3 frames for short clips: an MP3
+/// carries a few frames of encoder delay and padding whatever its length, which is more than 1%
+/// of a short clip. A frame is 1152 samples at 32 kHz and above, 576 below (MPEG-2 and 2.5), so
+/// the slack is 130 ms at 44.1 kHz but 360 ms at 8 kHz. Measured from 3.000 s AAC tracks: 3.056
+/// s at 44.1 kHz, 3.096 s at 16 kHz, 3.187 s at 11.025 kHz, 3.240 s at 8 kHz (3.3 frames).
+pub fn durations_match(expected: f64, got: f64, sample_rate: Option<u32>) -> bool {
+    let rate = f64::from(sample_rate.unwrap_or(44_100));
+    let frame = if rate >= 32_000.0 { 1152.0 } else { 576.0 } / rate;
+    (got - expected).abs() <= (expected * 0.01).max(5.0 * frame)
+}
+
+/// The program's file name only: where it is installed is the server's business.
+fn program_name(path: &Path) -> String {
+    path.file_name()
+        .unwrap_or(path.as_os_str())
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// ffmpeg's complaint without what is nobody else's business: the paths of the server's files
+/// (a line's leading `<path>: ` is dropped, other mentions become "the input" or `<path>`) and
+/// the `[demuxer @ 0x...]` pointer prefixes; repeated lines once, joined with "; ".
+fn tidy(stderr: &str, paths: &[&Path]) -> String {
+    let paths: Vec<String> = paths
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let mut kept: Vec<String> = Vec::new();
+    for line in stderr.lines() {
+        let mut line = line.trim();
+        if line.starts_with('[')
+            && let Some(end) = line.find("] ")
+            && line[..end].contains(" @ ")
+        {
+            line = line[end + 2..].trim_start();
+        }
+        for path in &paths {
+            for named in [format!("file:{path}: "), format!("{path}: ")] {
+                if let Some(rest) = line.strip_prefix(named.as_str()) {
+                    line = rest;
+                }
+            }
+        }
+        let mut line = line.to_owned();
+        for path in &paths {
+            line = line
+                .replace(&format!("file:{path}"), "the input")
+                .replace(path.as_str(), "the input");
+        }
+        let line = line
+            .split(' ')
+            .map(|word| {
+                if looks_like_path(word) {
+                    "<path>"
+                } else {
+                    word
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        if !line.is_empty() && !kept.contains(&line) {
+            kept.push(line);
+        }
+    }
+    kept.join("; ")
+}
+
+/// Whether a word of ffmpeg's output names a file: `/a/b`, `file:...`, `'/a/b':`...
+fn looks_like_path(word: &str) -> bool {
+    let word = word.trim_matches(|c: char| matches!(c, '\'' | '"' | ':' | ',' | '(' | ')'));
+    word.starts_with("file:") || (word.starts_with('/') && word[1..].contains('/'))
+}
+
+/// Where a `-progress` line says ffmpeg is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Position {
+    /// This many seconds into its output.
+    At(f64),
+    /// Done.
+    End,
+}
+
+/// The position from one `-progress` line, if it carries one.
+fn progress_line(line: &str) -> Option<Position> {
+    if line == "progress=end" {
+        return Some(Position::End);
+    }
+    // `out_time_ms` is in microseconds too (an old ffmpeg misnomer); prefer `out_time_us`.
+    let micros: f64 = line.strip_prefix("out_time_us=")?.trim().parse().ok()?;
+    if !micros.is_finite() || micros < 0.0 {
+        return None;
+    }
+    Some(Position::At(micros / 1e6))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_lines_become_positions() {
+        assert_eq!(
+            progress_line("out_time_us=1500000"),
+            Some(Position::At(1.5))
+        );
+        assert_eq!(progress_line("progress=end"), Some(Position::End));
+        assert_eq!(progress_line("out_time_us=N/A"), None);
+        assert_eq!(progress_line("out_time_us=-5"), None);
+        assert_eq!(progress_line("frame=10"), None);
+    }
+
+    #[test]
+    fn progress_spans_all_passes_and_never_goes_back() {
+        let (sender, receiver) = watch::channel(0u8);
+        // Measure 3 s, then encode 3 s.
+        let mut progress = Progress {
+            sender: &sender,
+            total: 6.0,
+            done: 0.0,
+        };
+        progress.line("out_time_us=1500000", 3.0);
+        assert_eq!(*receiver.borrow(), 25);
+        // Past the pass's end counts as its end, not further.
+        progress.line("out_time_us=9000000", 3.0);
+        assert_eq!(*receiver.borrow(), 50);
+        progress.line("out_time_us=1000000", 3.0);
+        assert_eq!(*receiver.borrow(), 50, "went back");
+        progress.line("progress=end", 3.0);
+        progress.passed(3.0);
+        assert_eq!(*receiver.borrow(), 50);
+        progress.line("out_time_us=0", 3.0);
+        assert_eq!(*receiver.borrow(), 50, "the second pass started from 0");
+        progress.line("out_time_us=2999999", 3.0);
+        assert_eq!(*receiver.borrow(), 99);
+        progress.passed(3.0);
+        assert_eq!(*receiver.borrow(), 99, "100 is for the end of the whole");
+        progress.raise(100);
+        assert_eq!(*receiver.borrow(), 100);
+        // A pass without progress (the cover) moves nothing.
+        let (sender, receiver) = watch::channel(0u8);
+        let mut progress = Progress {
+            sender: &sender,
+            total: 3.0,
+            done: 0.0,
+        };
+        progress.line("out_time_us=1000000", 0.0);
+        progress.passed(0.0);
+        assert_eq!(*receiver.borrow(), 0);
+    }
+
+    #[test]
+    fn an_info_log_fails_with_its_error_lines_only() {
+        let log = "[info] Input #0, mov,mp4,m4a,3gp,3g2,mj2, from 'file:/w/video':\n\
+                   [info]   Metadata:\n\
+                   [info]     title           : my secret title\n\
+                   [aac @ 0x55] [error] Error decoding frame\n\
+                   [fatal] Conversion failed!\n";
+        assert_eq!(
+            error_lines(log),
+            "[aac @ 0x55] Error decoding frame\nConversion failed!"
+        );
+        assert_eq!(
+            tidy(&error_lines(log), &[Path::new("/w/video")]),
+            "Error decoding frame; Conversion failed!"
+        );
+    }
+
+    #[test]
+    fn messages_show_no_server_paths() {
+        let input = Path::new("/tmp/mp3conv-job-Ab12/video");
+        let output = Path::new("/tmp/mp3conv-job-Ab12/audio.mp3");
+        let stderr = "[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55d1c0a0] moov atom not found\n\
+                      file:/tmp/mp3conv-job-Ab12/video: Invalid data found when processing input\n\
+                      [mp3 @ 0x1] could not write /tmp/mp3conv-job-Ab12/audio.mp3\n\
+                      Error opening '/srv/data/other': No such file\n";
+        assert_eq!(
+            tidy(stderr, &[input, output]),
+            "moov atom not found; Invalid data found when processing input; \
+             could not write the input; Error opening <path> No such file"
+        );
+        assert_eq!(
+            tidy(
+                "/data/blobs/videos/x: Invalid data",
+                &[Path::new("/data/blobs/videos/x")]
+            ),
+            "Invalid data"
+        );
+    }
+
+    #[test]
+    fn inputs_are_confined_to_their_file() {
+        let strings = |kind| {
+            confined_input(Path::new("/w/http:x"), kind)
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            strings(Input::Source),
+            [
+                "-protocol_whitelist",
+                "file",
+                "-format_whitelist",
+                FORMATS,
+                "-i",
+                "file:/w/http:x"
+            ]
+        );
+        // The converter's own files: one demuxer each, forced.
+        for (kind, format) in [(Input::Chapters, "ffmetadata"), (Input::Jpeg, "jpeg_pipe")] {
+            assert_eq!(
+                strings(kind),
+                [
+                    "-f",
+                    format,
+                    "-protocol_whitelist",
+                    "file",
+                    "-format_whitelist",
+                    format,
+                    "-i",
+                    "file:/w/http:x"
+                ]
+            );
+        }
+        let formats: Vec<&str> = FORMATS.split(',').collect();
+        for refused in [
+            "hls",
+            "dash",
+            "concat",
+            "image2",
+            "webm_dash_manifest",
+            "lavfi",
+            "ffmetadata",
+            "jpeg_pipe",
+        ] {
+            assert!(!formats.contains(&refused), "{refused}");
+        }
+        assert!(formats.iter().all(|f| !f.is_empty() && !f.contains(' ')));
+    }
+
+    #[test]
+    fn durations_must_agree_within_one_percent() {
+        let cd = Some(44_100);
+        assert!(durations_match(600.0, 605.9, cd));
+        assert!(!durations_match(600.0, 606.1, cd));
+        assert!(!durations_match(600.0, 0.026, cd));
+        assert!(durations_match(3.0, 3.056, cd));
+        assert!(!durations_match(3.0, 3.2, cd));
+        assert!(durations_match(3.0, 3.056, None));
+        // Low sample rates: longer frames, so more delay and padding (measured, see above).
+        assert!(durations_match(3.0, 3.240, Some(8_000)));
+        assert!(durations_match(3.0, 3.187, Some(11_025)));
+        assert!(durations_match(3.0, 3.096, Some(16_000)));
+        assert!(!durations_match(3.0, 2.5, Some(8_000)));
+        assert!(!durations_match(3.0, 3.5, Some(8_000)));
+        assert!(!durations_match(3.0, 2.5, cd));
+    }
+}
