@@ -776,7 +776,7 @@ async fn openapi_document_matches_the_gateway() {
     system.settled(&token, id).await;
     let mut exercised = std::collections::BTreeSet::new();
     for (method, template) in documented().keys() {
-        let path = template.replace("{id}", id);
+        let path = template.replace("{id}", id).replace("{name}", "doc");
         let method = Method::from_bytes(method.as_bytes()).unwrap();
         let request = match (method.as_str(), template.as_str()) {
             ("POST", "/auth/register") => system
@@ -789,6 +789,12 @@ async fn openapi_document_matches_the_gateway() {
                 .authed(&token, method.clone(), &path)
                 .json(&json!({"url": "https://example.com/a.mp4"})),
             ("GET", "/download") => system.authed(&token, method.clone(), &format!("{path}?fid={id}")),
+            ("POST", "/v1/presets") => system
+                .authed(&token, method.clone(), &path)
+                .json(&json!({"name": "doc", "options": {"bitrate": 320}})),
+            ("PUT", "/v1/presets/{name}") => system
+                .authed(&token, method.clone(), &path)
+                .json(&json!({"options": {"normalize": -16}})),
             ("DELETE", "/auth/me" | "/v1/me") => {
                 let doomed = system.user("doomed").await;
                 system.authed(&doomed, method.clone(), &path)

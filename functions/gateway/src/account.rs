@@ -1,6 +1,6 @@
 //! The account: `POST /login` (HTTP Basic passed to auth, the token back as plain text) and
 //! `DELETE /v1/me` (every job of the caller, then the account at auth, then their
-//! notifications and webhook).
+//! notifications, webhook and presets).
 
 use std::collections::HashSet;
 
@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::caller::basic_credentials;
 use crate::error::ApiError;
+use crate::presets;
 use crate::upstream::{Auth, JobsQuery, Worker};
 
 /// `POST /login`.
@@ -64,6 +65,7 @@ pub async fn delete(
         }
     }
     notifications::forget_user(db, owner)
+        .and_then(|()| presets::forget_user(db, owner))
         .map_err(|err| ApiError::Internal(format!("database: {err}")))?;
     Ok(Reply::empty(204))
 }
@@ -107,6 +109,8 @@ mod tests {
     fn db_with_webhook(user: &str) -> mp3conv_sql::testing::Sqlite {
         let db = testing::database();
         testing::add_user(&db, user, "u@example.com");
+        let now = time::OffsetDateTime::now_utc();
+        presets::create(&db, user, br#"{"name":"p","options":{"bitrate":128}}"#, now).unwrap();
         let hook = Webhook {
             user_id: user.into(),
             url: "https://hooks.example.com/".into(),
@@ -188,6 +192,7 @@ mod tests {
         assert_eq!(lists, 3, "two full pages and an empty one");
         assert_eq!(auth.calls.borrow().as_slice(), ["delete Bearer me"]);
         assert_eq!(notifications::webhook(&db, "u1").unwrap(), None);
+        assert_eq!(presets::options(&db, "u1", "p").unwrap(), None);
     }
 
     #[test]
@@ -207,6 +212,7 @@ mod tests {
         assert_eq!(worker.jobs.borrow().len(), 3);
         assert!(auth.calls.borrow().is_empty(), "the account went first");
         assert!(notifications::webhook(&db, "u1").unwrap().is_some());
+        assert!(presets::options(&db, "u1", "p").unwrap().is_some());
         // Once the worker is back, a retry finishes.
         worker.calls_before_outage.set(None);
         assert!(block_on(delete(&worker, &auth, &db, "u1", ME)).is_ok());

@@ -1,12 +1,13 @@
-//! `GET /v1/jobs/{id}/audio` and `GET /download?fid=`: the MP3, streamed from the worker as it
-//! arrives, with `Range` and `If-None-Match` passed on and a download name.
+//! `GET /v1/jobs/{id}/audio` and `GET /download?fid=`: the MP3; `GET /v1/jobs/{id}/tracks/{n}`
+//! and `GET /v1/jobs/{id}/tracks.zip`: a chapter's MP3 and all of them in one ZIP (a job split
+//! by chapters). Each is streamed from the worker as it arrives, with `Range` and
+//! `If-None-Match` passed on and a download name.
 
-use mp3conv_contract::job::{JobId, Source};
+use mp3conv_contract::job::{Job, JobId};
 
 use crate::error::ApiError;
 use crate::routes::{job_id, param, query_params};
-use crate::upload::clean_filename;
-use crate::upstream::{Streamed, Worker};
+use crate::upstream::{Download, Streamed, Worker};
 
 /// Request headers passed on to the worker.
 const FORWARDED: [&str; 2] = ["range", "if-none-match"];
@@ -19,12 +20,13 @@ const PASSED_BACK: [&str; 5] = [
     "etag",
 ];
 
-/// Opens job `id`'s MP3: the worker's status, the headers the client may see (with a
-/// `Content-Disposition`), and the body to stream.
+/// Opens what of job `id` is asked for: the worker's status, the headers the client may see
+/// (with a `Content-Disposition`), and the body to stream.
 pub async fn open<W: Worker>(
     worker: &W,
     owner: &str,
     id: JobId,
+    what: Download,
     header: impl Fn(&str) -> Option<String>,
 ) -> Result<Streamed<W::Audio>, ApiError> {
     let job = worker.job(owner, id).await?;
@@ -32,7 +34,13 @@ pub async fn open<W: Worker>(
         .into_iter()
         .filter_map(|name| header(name).map(|value| (name.to_owned(), value)))
         .collect();
-    let audio = worker.audio(owner, id, &forwarded).await?;
+    let audio = match worker.download(owner, id, what, &forwarded).await {
+        // The job was there a moment ago: what the worker does not find is the track.
+        Err(ApiError::JobNotFound) if matches!(what, Download::Track(_)) => {
+            return Err(ApiError::TrackNotFound);
+        }
+        other => other?,
+    };
     let mut headers: Vec<(String, String)> = audio
         .headers
         .into_iter()
@@ -41,7 +49,7 @@ pub async fn open<W: Worker>(
         .collect();
     headers.push((
         "content-disposition".into(),
-        content_disposition(&job.source),
+        content_disposition(&download_name(&job, what)),
     ));
     Ok(Streamed {
         status: audio.status,
@@ -59,10 +67,52 @@ pub fn download_id(query: &str) -> Result<JobId, ApiError> {
     job_id(fid.trim())
 }
 
-/// `Content-Disposition` for a job's MP3: the source's title with `.mp3`, as a plain ASCII
-/// fallback and as RFC 8187 UTF-8.
-pub fn content_disposition(source: &Source) -> String {
-    let file = format!("{}.mp3", clean_filename(&source.title()));
+/// A track's number in a path (`/tracks/{n}`): 1 to 999, as written by the job (no sign, no
+/// leading zero). Anything else names no track.
+pub fn track_number(text: &str) -> Result<u32, ApiError> {
+    let digits = !text.is_empty() && text.len() <= 3 && text.bytes().all(|b| b.is_ascii_digit());
+    text.parse::<u32>()
+        .ok()
+        .filter(|n| digits && *n >= 1 && !text.starts_with('0'))
+        .ok_or(ApiError::TrackNotFound)
+}
+
+/// The name a download is saved under: the MP3's title (the `title` option, else the source's
+/// name) with `.mp3` or `.zip`; a track as its ZIP entry is named, `NN - <chapter>.mp3`.
+pub fn download_name(job: &Job, what: Download) -> String {
+    let title = match job.title() {
+        title if title.trim().is_empty() => job.source.title(),
+        title => title,
+    };
+    match what {
+        Download::Audio => format!("{title}.mp3"),
+        Download::Tracks => format!("{title}.zip"),
+        Download::Track(n) => match job.tracks.iter().find(|t| t.number == n) {
+            Some(track) => format!("{n:02} - {}.mp3", track.title),
+            None => format!("{title} - {n:02}.mp3"),
+        },
+    }
+}
+
+/// A name a file can be saved under: no control characters, `/` or `\\` (a title `AC/DC`
+/// stays one name), at most 200 characters; `download` when nothing is left.
+pub fn safe_name(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .filter(|c| !c.is_control())
+        .map(|c| if matches!(c, '/' | '\\') { '_' } else { c })
+        .take(200)
+        .collect();
+    match cleaned.trim() {
+        "" | "." | ".." => "download".to_owned(),
+        name => name.to_owned(),
+    }
+}
+
+/// `Content-Disposition` for a download named `file`, as a plain ASCII fallback and as
+/// RFC 8187 UTF-8.
+pub fn content_disposition(file: &str) -> String {
+    let file = safe_name(file);
     let ascii: String = file
         .chars()
         .map(|c| {
@@ -82,21 +132,67 @@ mod tests {
     use super::*;
     use crate::testing::FakeWorker;
     use futures::executor::block_on;
+    use mp3conv_contract::job::{Audio, Source, Track};
+
+    fn job(source: Source) -> Job {
+        Job::new("u1".into(), source, Default::default())
+    }
 
     #[test]
     fn dispositions() {
-        let upload = Source::Upload {
+        let upload = job(Source::Upload {
             filename: "Café \"live\".mp4".into(),
             content_type: None,
-        };
+        });
         assert_eq!(
-            content_disposition(&upload),
+            content_disposition(&download_name(&upload, Download::Audio)),
             "attachment; filename=\"Caf_ _live_.mp3\"; filename*=UTF-8''Caf%C3%A9%20%22live%22%2Emp3"
         );
-        let link = Source::Link {
+        let mut link = job(Source::Link {
             url: "https://x.test/a/talk.webm?x=1".into(),
-        };
-        assert!(content_disposition(&link).starts_with("attachment; filename=\"talk.mp3\""));
+        });
+        assert!(
+            content_disposition(&download_name(&link, Download::Audio))
+                .starts_with("attachment; filename=\"talk.mp3\"")
+        );
+        // The title option names the file; one asked to be left out does not.
+        link.options.title = Some("Keynote/2026".into());
+        assert_eq!(download_name(&link, Download::Tracks), "Keynote/2026.zip");
+        assert!(
+            content_disposition(&download_name(&link, Download::Tracks))
+                .starts_with("attachment; filename=\"Keynote_2026.zip\""),
+            "no path in a file name"
+        );
+        assert_eq!(safe_name(" ..\u{0} "), "download");
+        link.options.title = Some(String::new());
+        assert_eq!(download_name(&link, Download::Audio), "talk.mp3");
+        link.tracks.push(Track {
+            number: 2,
+            title: "Questions".into(),
+            start: 0.0,
+            end: 1.0,
+            audio: Audio {
+                id: "a".into(),
+                size: 1,
+                duration: 1.0,
+                bitrate: Default::default(),
+            },
+            crc32: 0,
+        });
+        assert_eq!(
+            download_name(&link, Download::Track(2)),
+            "02 - Questions.mp3"
+        );
+        assert_eq!(download_name(&link, Download::Track(7)), "talk - 07.mp3");
+    }
+
+    #[test]
+    fn track_numbers() {
+        assert_eq!(track_number("1"), Ok(1));
+        assert_eq!(track_number("100"), Ok(100));
+        for bad in ["0", "01", "-1", "+1", "", "1000", "x", "{n}", "1.0", "٣"] {
+            assert_eq!(track_number(bad), Err(ApiError::TrackNotFound), "{bad}");
+        }
     }
 
     #[test]
@@ -125,7 +221,7 @@ mod tests {
             "cookie" => Some("secret".to_owned()),
             _ => None,
         };
-        let audio = block_on(open(&worker, "u1", job.id, header)).unwrap();
+        let audio = block_on(open(&worker, "u1", job.id, Download::Audio, header)).unwrap();
         assert_eq!(audio.status, 206);
         let names: Vec<&str> = audio.headers.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
@@ -141,7 +237,7 @@ mod tests {
         let calls = worker.calls();
         assert_eq!(calls[1], format!("audio {} range=bytes=0-1", job.id));
         // Someone else's job is no job, and its audio is never asked for.
-        let theirs = block_on(open(&worker, "u2", job.id, |_: &str| None));
+        let theirs = block_on(open(&worker, "u2", job.id, Download::Audio, |_: &str| None));
         assert_eq!(theirs.unwrap_err(), ApiError::JobNotFound);
         assert_eq!(worker.calls().len(), 3);
     }

@@ -1,8 +1,9 @@
 //! Every way a request can fail, and the one place each becomes HTTP ([`ApiError::reply`]):
-//! 4xx with the contract's [`ErrorBody`], 5xx opaque to the client and logged with the
-//! request's trace id ([`ApiError::logged_reply`]).
+//! 4xx with the contract's [`ErrorBody`] (naming the request field at fault when one is), 5xx
+//! opaque to the client and logged with the request's trace id ([`ApiError::logged_reply`]).
 
 use mp3conv_contract::error::ErrorBody;
+use mp3conv_contract::options::OptionError;
 use mp3conv_kit::Trace;
 use mp3conv_kit::http::{ErrorKind, HttpError, keep_headers};
 use mp3conv_kit::reply::{BodyError, Reply};
@@ -18,6 +19,10 @@ pub enum ApiError {
     JobNotFound,
     NotificationNotFound,
     WebhookNotFound,
+    /// A preset the caller has not saved (or a name no preset can have).
+    PresetNotFound,
+    /// A track a job does not have (a number that names none).
+    TrackNotFound,
     MethodNotAllowed(&'static str),
     /// No usable bearer token or ticket; the code says which (`missing_token`,
     /// `invalid_token`, `unknown_user`, `invalid_ticket`).
@@ -25,6 +30,14 @@ pub enum ApiError {
     /// `POST /login` without HTTP Basic credentials.
     BasicRequired,
     BadRequest {
+        code: &'static str,
+        message: String,
+    },
+    /// A conversion option refused (400, naming the field): its value, a field that is no
+    /// option, one given twice, too long, or an unknown preset.
+    Option(OptionError),
+    /// The request conflicts with what is stored (409): `preset_exists`, `too_many_presets`.
+    Conflict {
         code: &'static str,
         message: String,
     },
@@ -71,6 +84,8 @@ impl ApiError {
             ApiError::JobNotFound => (404, "not_found", "no such job".to_owned()),
             ApiError::NotificationNotFound => (404, "not_found", "no such notification".to_owned()),
             ApiError::WebhookNotFound => (404, "not_found", "no webhook is set".to_owned()),
+            ApiError::PresetNotFound => (404, "not_found", "no such preset".to_owned()),
+            ApiError::TrackNotFound => (404, "not_found", "no such track".to_owned()),
             ApiError::MethodNotAllowed(allow) => {
                 (405, "method_not_allowed", format!("use {allow}"))
             }
@@ -81,6 +96,11 @@ impl ApiError {
                 "send HTTP Basic credentials (email:password)".to_owned(),
             ),
             ApiError::BadRequest { code, message } => (400, *code, message.clone()),
+            ApiError::Option(err) => {
+                let body = ErrorBody::new(err.code, err.message.clone()).with_field(&err.field);
+                return Reply::json(400, &body);
+            }
+            ApiError::Conflict { code, message } => (409, *code, message.clone()),
             ApiError::BodyTooLarge { limit } => (
                 413,
                 "body_too_large",
@@ -145,6 +165,12 @@ fn unauthorized_message(code: &str) -> &'static str {
     }
 }
 
+impl From<OptionError> for ApiError {
+    fn from(err: OptionError) -> ApiError {
+        ApiError::Option(err)
+    }
+}
+
 impl From<BodyError> for ApiError {
     fn from(err: BodyError) -> ApiError {
         match err {
@@ -176,11 +202,14 @@ impl From<HttpError> for ApiError {
 /// and `Content-Range`/`Retry-After`, and so does the worker's 503 `too_many_streams` (it is at
 /// its limit of event streams: a client should wait, as `Retry-After` says); the worker
 /// refusing our service token is our misconfiguration; the rest means the service is
-/// unavailable.
+/// unavailable. A 404 is "no such job" unless the worker names another reason (`no_tracks`:
+/// the job was not split).
 pub fn upstream_error(status: u16, headers: &[(String, Vec<u8>)], body: Vec<u8>) -> ApiError {
     let error = serde_json::from_slice::<ErrorBody>(&body).ok();
     let is_json_error = error.is_some();
-    let too_many_streams = error.is_some_and(|e| e.error.code == "too_many_streams");
+    let code = error.map(|e| e.error.code).unwrap_or_default();
+    let too_many_streams = code == "too_many_streams";
+    let other_absence = is_json_error && code != "not_found";
     match status {
         503 if too_many_streams => ApiError::Upstream {
             status,
@@ -190,7 +219,7 @@ pub fn upstream_error(status: u16, headers: &[(String, Vec<u8>)], body: Vec<u8>)
         401 | 403 => ApiError::Internal(format!(
             "the upstream refused our credentials ({status}): check worker_token"
         )),
-        404 => ApiError::JobNotFound,
+        404 if !other_absence => ApiError::JobNotFound,
         400..=499 if is_json_error => ApiError::Upstream {
             status,
             body,
@@ -259,6 +288,17 @@ mod tests {
         );
         assert_eq!(passed.reply().status, 409);
         assert_eq!(upstream_error(404, &[], vec![]), ApiError::JobNotFound);
+        let missing = br#"{"error":{"code":"not_found","message":"no such job"}}"#.to_vec();
+        assert_eq!(upstream_error(404, &[], missing), ApiError::JobNotFound);
+        let unsplit = br#"{"error":{"code":"no_tracks","message":"m"}}"#.to_vec();
+        assert_eq!(
+            upstream_error(404, &[], unsplit.clone()),
+            ApiError::Upstream {
+                status: 404,
+                body: unsplit,
+                headers: vec![],
+            }
+        );
         assert_eq!(
             upstream_error(500, &[], json.clone()),
             ApiError::WorkerUnavailable
@@ -281,6 +321,29 @@ mod tests {
             upstream_error(400, &[], b"not json".to_vec()),
             ApiError::Internal(_)
         ));
+    }
+
+    #[test]
+    fn option_errors_name_their_field() {
+        let err = ApiError::from(OptionError::unknown_preset("talks"));
+        let reply = err.reply();
+        assert_eq!(reply.status, 400);
+        assert_eq!(
+            body(&reply),
+            serde_json::json!({"error": {
+                "code": "unknown_preset",
+                "message": "you have no preset named `talks`",
+                "field": "preset"
+            }})
+        );
+        let reply = ApiError::Conflict {
+            code: "preset_exists",
+            message: "m".into(),
+        }
+        .reply();
+        assert_eq!(reply.status, 409);
+        assert_eq!(body(&reply)["error"]["code"], "preset_exists");
+        assert!(body(&reply)["error"].get("field").is_none());
     }
 
     #[test]

@@ -12,8 +12,8 @@ use crate::caller;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::routes::{self, CallerRoute, EventsRoute, Route};
-use crate::upstream::{Auth, EventStream, Streamed, Worker};
-use crate::{account, audio, events, jobs, notifications, tickets, webhook};
+use crate::upstream::{Auth, Download, EventStream, Streamed, Worker};
+use crate::{account, audio, events, jobs, notifications, presets, tickets, webhook};
 
 /// The OpenAPI document, served as it is kept in the repository.
 pub const OPENAPI: &str = include_str!("../../../openapi.yaml");
@@ -151,15 +151,17 @@ impl<W: Worker, A: Auth> Gateway<'_, W, A> {
                     original: route == CallerRoute::Upload,
                     max_upload_bytes: self.config.max_upload_bytes,
                 };
-                jobs::create(worker, owner, creation).await?
+                jobs::create(worker, db, owner, creation).await?
             }
             CallerRoute::ListJobs => jobs::list(worker, owner, &query).await?,
             CallerRoute::GetJob(id) => jobs::get(worker, owner, id).await?,
             CallerRoute::DeleteJob(id) => jobs::delete(worker, owner, id).await?,
-            CallerRoute::Audio(id) => return self.audio(owner, id, &request).await,
+            CallerRoute::JobFile(id, what) => {
+                return self.download(owner, id, what, &request).await;
+            }
             CallerRoute::Download => {
                 let id = audio::download_id(&query)?;
-                return self.audio(owner, id, &request).await;
+                return self.download(owner, id, Download::Audio, &request).await;
             }
             CallerRoute::Me => caller.reply(),
             CallerRoute::Logout => {
@@ -174,16 +176,24 @@ impl<W: Worker, A: Auth> Gateway<'_, W, A> {
             CallerRoute::ReadNotification(id) => notifications::mark_read(db, owner, &id, now)?,
             CallerRoute::GetWebhook => webhook::get(db, owner)?,
             CallerRoute::PutWebhook => {
-                webhook::check_content_type(request.header("content-type"))?;
-                let length = request.header("content-length").map(str::to_owned);
-                let body =
-                    body::read(request.body, length.as_deref(), webhook::MAX_BODY_BYTES).await?;
+                let body = json_body(request, webhook::MAX_BODY_BYTES).await?;
                 let allow_local = self.config.webhook_allow_local;
                 webhook::put(db, owner, &body, allow_local, now)?
             }
             CallerRoute::DeleteWebhook => webhook::delete(db, owner)?,
             CallerRoute::EventTicket => {
                 tickets::mint(db, &caller, now, self.config.event_ticket_seconds.0)?
+            }
+            CallerRoute::ListPresets => presets::list(db, owner)?,
+            CallerRoute::GetPreset(name) => presets::get(db, owner, &name)?,
+            CallerRoute::DeletePreset(name) => presets::delete(db, owner, &name)?,
+            CallerRoute::CreatePreset => {
+                let body = json_body(request, presets::MAX_BODY_BYTES).await?;
+                presets::create(db, owner, &body, now)?
+            }
+            CallerRoute::PutPreset(name) => {
+                let body = json_body(request, presets::MAX_BODY_BYTES).await?;
+                presets::put(db, owner, &name, &body, now)?
             }
         };
         Ok(reply.into())
@@ -247,17 +257,26 @@ impl<W: Worker, A: Auth> Gateway<'_, W, A> {
         ))
     }
 
-    async fn audio<B>(
+    async fn download<B>(
         &self,
         owner: &str,
         id: mp3conv_contract::job::JobId,
+        what: Download,
         request: &Request<B>,
     ) -> Result<Answer<W::Audio>, ApiError> {
         let header = |name: &str| request.header(name).map(str::to_owned);
         Ok(Answer::Stream(
-            audio::open(self.worker, owner, id, header).await?,
+            audio::open(self.worker, owner, id, what, header).await?,
         ))
     }
+}
+
+/// A JSON body of at most `limit` bytes: the content type is checked before the body is read
+/// (415 otherwise), the length as it is (413).
+async fn json_body<B: Body>(request: Request<B>, limit: usize) -> Result<Vec<u8>, ApiError> {
+    webhook::check_content_type(request.header("content-type"))?;
+    let length = request.header("content-length").map(str::to_owned);
+    Ok(body::read(request.body, length.as_deref(), limit).await?)
 }
 
 #[cfg(test)]

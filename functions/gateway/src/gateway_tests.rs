@@ -625,3 +625,187 @@ fn the_workers_stream_limits_and_outages_are_passed_on() {
     let (status, _, json) = world.serve("GET", "/v1/events", &headers, "");
     assert_eq!((status, code(&json)), (503, Some("unavailable")));
 }
+
+#[test]
+fn presets_are_the_callers_and_jobs_run_with_them() {
+    let world = World::new();
+    testing::add_user(world.db.as_ref(), "u2", "u2@example.com");
+    let bearer = world.bearer("u1");
+    let json = [
+        ("authorization", bearer.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let (status, headers, preset) = world.serve(
+        "POST",
+        "/v1/presets",
+        &json,
+        r#"{"name":"my talks","options":{"bitrate":128,"normalize":true}}"#,
+    );
+    assert_eq!(status, 201, "{preset}");
+    assert!(headers.contains(&("location".into(), "/v1/presets/my%20talks".into())));
+    let (status, shown) = world.authed("GET", "/v1/presets/my%20talks");
+    assert_eq!((status, &shown), (200, &preset));
+    let (status, listed) = world.authed("GET", "/v1/presets");
+    assert_eq!(
+        (status, listed["presets"][0]["name"].as_str()),
+        (200, Some("my talks"))
+    );
+    let (status, _, error) = world.serve(
+        "PUT",
+        "/v1/presets/my%20talks",
+        &[("authorization", &bearer), ("content-type", "text/plain")],
+        "{}",
+    );
+    assert_eq!(
+        (status, code(&error)),
+        (415, Some("unsupported_media_type"))
+    );
+
+    // A link job with the preset: the request's fields over the preset's.
+    let (status, _, job) = world.serve(
+        "POST",
+        "/v1/jobs?title=Keynote",
+        &json,
+        r#"{"url":"https://example.com/talk.webm","preset":"my talks","normalize":-23}"#,
+    );
+    assert_eq!(status, 202, "{job}");
+    assert_eq!(job["bitrate"], "128");
+    assert_eq!(
+        job["options"],
+        serde_json::json!({"normalize": -23, "title": "Keynote", "preset": "my talks"})
+    );
+    let (status, _, error) = world.serve(
+        "POST",
+        "/v1/jobs?bitrate=320",
+        &json,
+        r#"{"url":"https://example.com/talk.webm","bitrate":"128"}"#,
+    );
+    assert_eq!((status, code(&error)), (400, Some("duplicate_field")));
+    assert_eq!(error["error"]["field"], "bitrate");
+
+    // Another user sees none of it, and cannot use it.
+    let theirs = world.bearer("u2");
+    let (status, _, error) = world.serve(
+        "GET",
+        "/v1/presets/my%20talks",
+        &[("authorization", &theirs)],
+        "",
+    );
+    assert_eq!((status, code(&error)), (404, Some("not_found")));
+    let (status, _, error) = world.serve(
+        "POST",
+        "/v1/jobs",
+        &[
+            ("authorization", &theirs),
+            ("content-type", "application/json"),
+        ],
+        r#"{"url":"https://example.com/talk.webm","preset":"my talks"}"#,
+    );
+    assert_eq!((status, code(&error)), (400, Some("unknown_preset")));
+    assert_eq!(error["error"]["field"], "preset");
+    assert_eq!(
+        world.worker.jobs.borrow().len(),
+        1,
+        "a refused job was made"
+    );
+
+    let (status, _) = world.authed("DELETE", "/v1/presets/my%20talks");
+    assert_eq!(status, 204);
+    let (status, _) = world.authed("GET", "/v1/presets/my%20talks");
+    assert_eq!(status, 404);
+    // The account's deletion takes the presets with it.
+    let (status, _, _) = world.serve(
+        "PUT",
+        "/v1/presets/again",
+        &json,
+        r#"{"options":{"split":"chapters"}}"#,
+    );
+    assert_eq!(status, 201);
+    let (status, _) = world.authed("DELETE", "/v1/me");
+    assert_eq!(status, 204);
+    assert_eq!(
+        crate::presets::options(world.db.as_ref(), "u1", "again").unwrap(),
+        None
+    );
+}
+
+#[test]
+fn tracks_and_their_zip_stream_like_the_mp3() {
+    let world = World::new();
+    let mut job = world.worker.add_job("u1", "talk.mp4");
+    job.tracks.push(mp3conv_contract::job::Track {
+        number: 2,
+        title: "Questions".into(),
+        start: 10.0,
+        end: 20.0,
+        audio: mp3conv_contract::job::Audio {
+            id: "a".into(),
+            size: 3,
+            duration: 10.0,
+            bitrate: Default::default(),
+        },
+        crc32: 1,
+    });
+    world.worker.jobs.borrow_mut()[0] = job.clone();
+    let bearer = world.bearer("u1");
+    let (status, headers, body) = world.serve(
+        "GET",
+        &format!("/v1/jobs/{}/tracks/2", job.id),
+        &[("authorization", &bearer), ("range", "bytes=0-1")],
+        "",
+    );
+    assert_eq!((status, body.as_str()), (206, Some("ID3")));
+    assert!(headers.contains(&(
+        "content-disposition".into(),
+        "attachment; filename=\"02 - Questions.mp3\"; filename*=UTF-8''02%20%2D%20Questions%2Emp3"
+            .into()
+    )));
+    assert!(!headers.iter().any(|(n, _)| n == "x-mp3conv-owner"));
+    assert_eq!(
+        world.worker.calls()[1],
+        format!("track 2 {} range=bytes=0-1", job.id)
+    );
+    let (status, headers, _) = world.serve(
+        "GET",
+        &format!("/v1/jobs/{}/tracks.zip", job.id),
+        &[("authorization", &bearer)],
+        "",
+    );
+    assert_eq!(status, 200);
+    assert!(headers.contains(&("content-type".into(), "application/zip".into())));
+    assert!(
+        headers.iter().any(|(n, v)| n == "content-disposition"
+            && v.starts_with("attachment; filename=\"talk.zip\""))
+    );
+    let (status, _, error) = world.serve(
+        "GET",
+        &format!("/v1/jobs/{}/tracks/5", job.id),
+        &[("authorization", &bearer)],
+        "",
+    );
+    assert_eq!(status, 404);
+    assert_eq!(error["error"]["message"], "no such track");
+    let calls = world.worker.calls().len();
+    for path in [
+        format!("/v1/jobs/{}/tracks/0", job.id),
+        format!("/v1/jobs/{}/tracks/x", job.id),
+    ] {
+        let (status, _, error) = world.serve("GET", &path, &[("authorization", &bearer)], "");
+        assert_eq!((status, code(&error)), (404, Some("not_found")), "{path}");
+    }
+    assert_eq!(
+        world.worker.calls().len(),
+        calls,
+        "no track number, no call"
+    );
+    // Someone else's job: 404 before any track is asked for.
+    let theirs = world.worker.add_job("u2", "theirs.mp4");
+    let (status, _, _) = world.serve(
+        "GET",
+        &format!("/v1/jobs/{}/tracks.zip", theirs.id),
+        &[("authorization", &bearer)],
+        "",
+    );
+    assert_eq!(status, 404);
+    assert!(world.worker.calls().last().unwrap().starts_with("job "));
+}

@@ -1,14 +1,15 @@
 //! `/v1/jobs` and `POST /upload`: listing, reading and deleting a caller's jobs, and creating
-//! one from a JSON link or a multipart upload ([`crate::upload`]). Users see the contract's
-//! [`PublicJob`], never the worker's full record.
+//! one from a JSON link or a multipart upload ([`crate::upload`]), with its conversion options
+//! ([`crate::options`]). Users see the contract's [`PublicJob`], never the worker's full record.
 
-use mp3conv_contract::job::{
-    Bitrate, InvalidBitrate, JobId, LinkRequest, PublicJob, PublicJobPage,
-};
+use mp3conv_contract::job::{BadLinkRequest, JobId, LinkRequest, PublicJob, PublicJobPage};
+use mp3conv_contract::options::Options;
 use mp3conv_kit::reply::{Reply, declared_too_large};
+use mp3conv_sql::Db;
 
 use crate::body::{self, Body};
 use crate::error::ApiError;
+use crate::options;
 use crate::routes::{invalid_cursor, only_params, page_limit, param, query_params};
 use crate::upload;
 use crate::upstream::{JobsQuery, Worker};
@@ -48,14 +49,16 @@ pub struct Creation<'a, B> {
     pub max_upload_bytes: u64,
 }
 
-/// `POST /upload` (200 the job) and `POST /v1/jobs` (202 the job, with `Location`).
+/// `POST /upload` (200 the job) and `POST /v1/jobs` (202 the job, with `Location`). The
+/// database holds the caller's presets.
 pub async fn create<B: Body>(
     worker: &impl Worker,
+    db: &dyn Db,
     owner: &str,
     request: Creation<'_, B>,
 ) -> Result<Reply, ApiError> {
     let original = request.original;
-    let job = PublicJob::from(create_job(worker, owner, request).await?);
+    let job = PublicJob::from(create_job(worker, db, owner, request).await?);
     if original {
         return Ok(Reply::json(200, &job));
     }
@@ -65,21 +68,17 @@ pub async fn create<B: Body>(
 
 async fn create_job<B: Body>(
     worker: &impl Worker,
+    db: &dyn Db,
     owner: &str,
     request: Creation<'_, B>,
 ) -> Result<mp3conv_contract::job::Job, ApiError> {
     let kind = body_kind(request.content_type, !request.original)?;
-    // `?bitrate=` is a v1 parameter, checked whatever the body (the original route has none).
-    let bitrate = if request.original {
-        None
-    } else {
-        bitrate_param(request.query)?
-    };
     match kind {
         BodyKind::Json => {
             let limit = MAX_JSON_BYTES;
             let body = body::read(request.body, request.content_length, limit).await?;
-            let link = link_request(&body, bitrate)?;
+            let mut link = link_request(&body, request.query)?;
+            link.options = options::resolve(db, owner, link.options)?;
             worker.create_link_job(owner, &link).await
         }
         BodyKind::Multipart { boundary } => {
@@ -89,13 +88,26 @@ async fn create_job<B: Body>(
                 body::drain(request.body).await;
                 return Err(ApiError::BodyTooLarge { limit });
             }
+            // Every query parameter of `POST /v1/jobs` is an option, checked before the file is
+            // sent; the original route reads none.
+            let query_options = if request.original {
+                Ok(Options::default())
+            } else {
+                options::from_query(request.query)
+            };
+            let query_options = match query_options {
+                Ok(options) => options,
+                Err(err) => {
+                    body::drain(request.body).await;
+                    return Err(err.into());
+                }
+            };
             let form = upload::Form {
                 boundary,
-                bitrate,
                 original: request.original,
                 limit,
             };
-            upload::create(worker, owner, request.body, form).await
+            upload::create(worker, db, owner, request.body, form, query_options).await
         }
     }
 }
@@ -111,22 +123,6 @@ pub fn list_query(query: &str) -> Result<JobsQuery, ApiError> {
         limit: page_limit(&params)?,
         cursor,
     })
-}
-
-/// `?bitrate=` of an upload, if given.
-pub fn bitrate_param(query: &str) -> Result<Option<Bitrate>, ApiError> {
-    param(&query_params(query), "bitrate")
-        .map(checked_bitrate)
-        .transpose()
-}
-
-/// A bitrate the worker accepts, or 400 `invalid_bitrate`.
-pub fn checked_bitrate(text: &str) -> Result<Bitrate, ApiError> {
-    text.parse().map_err(invalid_bitrate)
-}
-
-fn invalid_bitrate(err: InvalidBitrate) -> ApiError {
-    ApiError::bad_request(InvalidBitrate::CODE, err.to_string())
 }
 
 /// What a request body is.
@@ -169,11 +165,14 @@ pub fn essence(content_type: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// A checked link request; `query_bitrate` (`?bitrate=`, checked) applies when the body names
-/// none.
-pub fn link_request(body: &[u8], query_bitrate: Option<Bitrate>) -> Result<LinkRequest, ApiError> {
-    let link = LinkRequest::parse(body)
-        .map_err(|err| ApiError::bad_request(err.code(), err.to_string()))?;
+/// A checked link request, with the options of its body and of `query` (`?bitrate=320`): a
+/// field in both is refused (`duplicate_field`).
+pub fn link_request(body: &[u8], query: &str) -> Result<LinkRequest, ApiError> {
+    let mut link = LinkRequest::parse(body).map_err(|err| match err {
+        BadLinkRequest::Option(err) => ApiError::Option(err),
+        other => ApiError::bad_request(other.code(), other.to_string()),
+    })?;
+    options::set_query(&mut link.options, query)?;
     let url = link.url.trim();
     // Read as HTTP clients read URLs (WHATWG), as the worker does: an absolute http(s) URL
     // with a host. Whether that host may be reached is the worker's decision.
@@ -189,13 +188,14 @@ pub fn link_request(body: &[u8], query_bitrate: Option<Bitrate>) -> Result<LinkR
     }
     Ok(LinkRequest {
         url: url.to_owned(),
-        bitrate: link.bitrate.or(query_bitrate),
+        options: link.options,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mp3conv_contract::job::Bitrate;
 
     #[test]
     fn list_queries_are_checked() {
@@ -229,69 +229,115 @@ mod tests {
         }
     }
 
-    #[test]
-    fn bitrates_are_the_contracts() {
-        assert_eq!(
-            bitrate_param("bitrate=V2").unwrap(),
-            Some(Bitrate::Variable(2))
-        );
-        assert_eq!(bitrate_param("").unwrap(), None);
-        for bad in ["bitrate=999", "bitrate=", "bitrate=v10"] {
-            assert!(matches!(
-                bitrate_param(bad),
-                Err(ApiError::BadRequest {
-                    code: "invalid_bitrate",
-                    ..
-                })
-            ));
+    fn code(result: Result<LinkRequest, ApiError>) -> (&'static str, Option<String>) {
+        match result {
+            Err(ApiError::BadRequest { code, .. }) => (code, None),
+            Err(ApiError::Option(err)) => (err.code, Some(err.field)),
+            other => panic!("not a 400: {other:?}"),
         }
     }
 
     #[test]
     fn link_requests_are_checked() {
         let ok = link_request(
-            br#"{"url":" https://example.com/v.mp4 ","bitrate":320}"#,
-            Some(Bitrate::Variable(2)),
+            br#"{"url":" https://example.com/v.mp4 ","bitrate":320,"start":"1:00"}"#,
+            "title=Talk",
         )
         .unwrap();
         assert_eq!(
             serde_json::to_value(&ok).unwrap(),
-            serde_json::json!({"url":"https://example.com/v.mp4","bitrate":"320"})
+            serde_json::json!({
+                "url": "https://example.com/v.mp4", "bitrate": "320", "start": 60.0,
+                "title": "Talk"
+            })
         );
         assert_eq!(
             link_request(
                 br#"{"url":"https://example.com/v.mp4","bitrate":null}"#,
-                Some(Bitrate::Variable(2))
+                "bitrate=v2"
             )
             .unwrap()
+            .options
             .bitrate,
             Some(Bitrate::Variable(2))
         );
-        for (body, code) in [
-            (&br#"{"url":"file:///etc/passwd"}"#[..], "invalid_url"),
-            (br#"{"url":"ftp://x/y"}"#, "invalid_url"),
-            (br#"{"url":"http://"}"#, "invalid_url"),
+        // A body, a query, and the code and field they are refused with.
+        type Case = (
+            &'static [u8],
+            &'static str,
+            (&'static str, Option<&'static str>),
+        );
+        let bad: [Case; 16] = [
+            (
+                br#"{"url":"file:///etc/passwd"}"#,
+                "",
+                ("invalid_url", None),
+            ),
+            (br#"{"url":"ftp://x/y"}"#, "", ("invalid_url", None)),
+            (br#"{"url":"http://"}"#, "", ("invalid_url", None)),
             // Non-ASCII first (this once sliced a string inside a character and panicked).
             (
                 "{\"url\":\"\u{a7}\u{a7}\u{a7}\u{a7}\"}".as_bytes(),
-                "invalid_url",
+                "",
+                ("invalid_url", None),
             ),
-            (r#"{"url":"\u00a7https://x"}"#.as_bytes(), "invalid_url"),
-            (br#"{"url":""}"#, "invalid_url"),
-            (br#"{"url":"https://exa mple.com/v.mp4"}"#, "invalid_url"),
-            (br#"{"url":"https://x","extra":1}"#, "unknown_field"),
-            (br#"{"url":"https://x","bitrate":"999"}"#, "invalid_bitrate"),
-            (br#"{"url":"https://x","bitrate":[1]}"#, "invalid_bitrate"),
-            (br#"{"url":"https://x","bitrate":true}"#, "invalid_bitrate"),
-            (br#"{"bitrate":"128"}"#, "invalid_json"),
-            (b"not json", "invalid_json"),
-        ] {
-            match link_request(body, None) {
-                Err(ApiError::BadRequest { code: c, .. }) => {
-                    assert_eq!(c, code, "{}", String::from_utf8_lossy(body))
-                }
-                other => panic!("{}: {other:?}", String::from_utf8_lossy(body)),
-            }
+            (
+                r#"{"url":"\u00a7https://x"}"#.as_bytes(),
+                "",
+                ("invalid_url", None),
+            ),
+            (br#"{"url":""}"#, "", ("invalid_url", None)),
+            (
+                br#"{"url":"https://exa mple.com/v.mp4"}"#,
+                "",
+                ("invalid_url", None),
+            ),
+            (
+                br#"{"url":"https://x","extra":1}"#,
+                "",
+                ("unknown_field", Some("extra")),
+            ),
+            (
+                br#"{"url":"https://x","bitrate":"999"}"#,
+                "",
+                ("invalid_bitrate", Some("bitrate")),
+            ),
+            (
+                br#"{"url":"https://x","bitrate":[1]}"#,
+                "",
+                ("invalid_bitrate", Some("bitrate")),
+            ),
+            (
+                br#"{"url":"https://x","bitrate":true}"#,
+                "",
+                ("invalid_bitrate", Some("bitrate")),
+            ),
+            (
+                br#"{"url":"https://x","start":9,"end":3}"#,
+                "",
+                ("invalid_option", Some("end")),
+            ),
+            (
+                br#"{"url":"https://x","bitrate":128}"#,
+                "bitrate=128",
+                ("duplicate_field", Some("bitrate")),
+            ),
+            (
+                br#"{"url":"https://x"}"#,
+                "colour=blue",
+                ("unknown_field", Some("colour")),
+            ),
+            (br#"{"bitrate":"128"}"#, "", ("invalid_json", None)),
+            (b"not json", "", ("invalid_json", None)),
+        ];
+        for (body, query, expected) in bad {
+            let (code, field) = code(link_request(body, query));
+            assert_eq!(
+                (code, field.as_deref()),
+                expected,
+                "{} ?{query}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 

@@ -6,8 +6,9 @@
 //!
 //! Everything is plain Rust, tested natively: [`gateway`] serves a request given its parts and
 //! the services behind small traits ([`upstream::Worker`], [`upstream::Auth`], the database);
-//! the modules per resource ([`jobs`], [`upload`], [`audio`], [`account`], [`notifications`],
-//! [`webhook`], [`events`] and its [`tickets`]) decide; [`error`] is the one mapping to HTTP.
+//! the modules per resource ([`jobs`] with its [`options`], [`upload`], [`audio`], [`presets`],
+//! [`account`], [`notifications`], [`webhook`], [`events`] and its [`tickets`]) decide;
+//! [`error`] is the one mapping to HTTP.
 //! The component entry point (`component`, wasm only) only adapts Spin to it, with the WASI
 //! implementations in `spin`.
 
@@ -22,6 +23,8 @@ pub mod framing;
 pub mod gateway;
 pub mod jobs;
 pub mod notifications;
+pub mod options;
+pub mod presets;
 pub mod routes;
 pub mod tickets;
 pub mod upload;

@@ -7,10 +7,13 @@
 //! | `POST /login` (HTTP Basic) | 200, the token as `text/plain` |
 //! | `POST /upload` (multipart, exactly one file) | 200 the job |
 //! | `GET /download?fid=<id>` | 200/206 the MP3 |
-//! | `POST /v1/jobs` (multipart `file` [+ `bitrate` before it], or JSON `{"url","bitrate"}`) | 202 the job, `Location` |
+//! | `POST /v1/jobs` (multipart `file` + options, or JSON `{"url", ...options}`; options in the query too) | 202 the job, `Location` |
 //! | `GET /v1/jobs?limit=&cursor=` | 200 `{"jobs","next_cursor"}` |
 //! | `GET /v1/jobs/{id}`, `DELETE /v1/jobs/{id}` | 200 the job, 204 |
-//! | `GET /v1/jobs/{id}/audio` | 200/206 the MP3 |
+//! | `GET /v1/jobs/{id}/audio`, `GET /v1/jobs/{id}/tracks/{n}` | 200/206 the MP3 |
+//! | `GET /v1/jobs/{id}/tracks.zip` | 200 every track's MP3 in one ZIP |
+//! | `GET /v1/presets`, `POST /v1/presets {"name","options"}` | 200 `{"presets"}`, 201 the preset |
+//! | `GET`, `PUT {"options"}`, `DELETE /v1/presets/{name}` | 200, 201/200, 204 |
 //! | `GET /v1/me`, `DELETE /v1/me` | 200 the caller, 204 (account and jobs gone) |
 //! | `POST /v1/logout` | 204 (this token is refused from now on) |
 //! | `GET /v1/notifications?unread=&limit=&cursor=` | 200 `{"notifications","next_cursor"}` |
@@ -21,7 +24,9 @@
 
 use mp3conv_contract::job::{DEFAULT_PAGE, JobId, MAX_PAGE};
 
+use crate::audio::track_number;
 use crate::error::ApiError;
+use crate::upstream::Download;
 
 /// A route, with what its path names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +57,8 @@ pub enum CallerRoute {
     ListJobs,
     GetJob(JobId),
     DeleteJob(JobId),
-    Audio(JobId),
+    /// The MP3 (`/audio`), a track (`/tracks/{n}`) or the tracks' ZIP (`/tracks.zip`).
+    JobFile(JobId, Download),
     Me,
     DeleteMe,
     /// `POST /v1/logout`: signs the caller's token out.
@@ -65,6 +71,12 @@ pub enum CallerRoute {
     DeleteWebhook,
     /// `POST /v1/events/ticket`.
     EventTicket,
+    ListPresets,
+    CreatePreset,
+    /// A preset's name, percent-decoded from the path (checked by [`crate::presets`]).
+    GetPreset(String),
+    PutPreset(String),
+    DeletePreset(String),
 }
 
 /// Matches a request to its route: 404 for unknown paths, 405 (with `Allow`) for known paths
@@ -90,8 +102,23 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         (["v1", "jobs", id], "GET") => caller(C::GetJob(job_id(id)?)),
         (["v1", "jobs", id], "DELETE") => caller(C::DeleteJob(job_id(id)?)),
         (["v1", "jobs", _], _) => Err(allow("GET, DELETE")),
-        (["v1", "jobs", id, "audio"], "GET") => caller(C::Audio(job_id(id)?)),
+        (["v1", "jobs", id, "audio"], "GET") => caller(C::JobFile(job_id(id)?, Download::Audio)),
         (["v1", "jobs", _, "audio"], _) => Err(allow("GET")),
+        (["v1", "jobs", id, "tracks.zip"], "GET") => {
+            caller(C::JobFile(job_id(id)?, Download::Tracks))
+        }
+        (["v1", "jobs", _, "tracks.zip"], _) => Err(allow("GET")),
+        (["v1", "jobs", id, "tracks", n], "GET") => {
+            caller(C::JobFile(job_id(id)?, Download::Track(track_number(n)?)))
+        }
+        (["v1", "jobs", _, "tracks", _], _) => Err(allow("GET")),
+        (["v1", "presets"], "GET") => caller(C::ListPresets),
+        (["v1", "presets"], "POST") => caller(C::CreatePreset),
+        (["v1", "presets"], _) => Err(allow("GET, POST")),
+        (["v1", "presets", name], "GET") => caller(C::GetPreset(preset_segment(name)?)),
+        (["v1", "presets", name], "PUT") => caller(C::PutPreset(preset_segment(name)?)),
+        (["v1", "presets", name], "DELETE") => caller(C::DeletePreset(preset_segment(name)?)),
+        (["v1", "presets", _], _) => Err(allow("GET, PUT, DELETE")),
         (["v1", "jobs", id, "events"], "GET") => Ok(Route::Events(EventsRoute::Job(job_id(id)?))),
         (["v1", "jobs", _, "events"], _) => Err(allow("GET")),
         (["v1", "events"], "GET") => Ok(Route::Events(EventsRoute::All)),
@@ -121,6 +148,15 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
 /// does not exist or is someone else's.
 pub fn job_id(text: &str) -> Result<JobId, ApiError> {
     text.parse().map_err(|_| ApiError::JobNotFound)
+}
+
+/// A preset's name from its path segment, percent-decoded (`my%20talks`); a segment that is
+/// no UTF-8 names no preset.
+pub fn preset_segment(segment: &str) -> Result<String, ApiError> {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .map(|name| name.into_owned())
+        .map_err(|_| ApiError::PresetNotFound)
 }
 
 /// A hyphenated UUID (a notification's id), lower-cased; `None` for anything else.
@@ -213,7 +249,60 @@ mod tests {
             (
                 "GET",
                 &format!("/v1/jobs/{id}/audio"),
-                Ok(Route::Caller(C::Audio(job))),
+                Ok(Route::Caller(C::JobFile(job, Download::Audio))),
+            ),
+            (
+                "GET",
+                &format!("/v1/jobs/{id}/tracks/12"),
+                Ok(Route::Caller(C::JobFile(job, Download::Track(12)))),
+            ),
+            (
+                "GET",
+                &format!("/v1/jobs/{id}/tracks/012"),
+                Err(ApiError::TrackNotFound),
+            ),
+            (
+                "HEAD",
+                &format!("/v1/jobs/{id}/tracks.zip"),
+                Ok(Route::Caller(C::JobFile(job, Download::Tracks))),
+            ),
+            (
+                "POST",
+                &format!("/v1/jobs/{id}/tracks.zip"),
+                Err(ApiError::MethodNotAllowed("GET")),
+            ),
+            (
+                "DELETE",
+                &format!("/v1/jobs/{id}/tracks/1"),
+                Err(ApiError::MethodNotAllowed("GET")),
+            ),
+            ("GET", "/v1/presets", Ok(Route::Caller(C::ListPresets))),
+            ("POST", "/v1/presets", Ok(Route::Caller(C::CreatePreset))),
+            (
+                "PUT",
+                "/v1/presets",
+                Err(ApiError::MethodNotAllowed("GET, POST")),
+            ),
+            (
+                "GET",
+                "/v1/presets/my%20talks",
+                Ok(Route::Caller(C::GetPreset("my talks".into()))),
+            ),
+            (
+                "PUT",
+                "/v1/presets/caf%C3%A9+x",
+                Ok(Route::Caller(C::PutPreset("café+x".into()))),
+            ),
+            (
+                "DELETE",
+                "/v1/presets/a%2Fb",
+                Ok(Route::Caller(C::DeletePreset("a/b".into()))),
+            ),
+            ("GET", "/v1/presets/%FF", Err(ApiError::PresetNotFound)),
+            (
+                "POST",
+                "/v1/presets/x",
+                Err(ApiError::MethodNotAllowed("GET, PUT, DELETE")),
             ),
             ("GET", "/v1/me", Ok(Route::Caller(C::Me))),
             ("GET", "/v1/events", Ok(Route::Events(EventsRoute::All))),

@@ -4,6 +4,7 @@
 
 use futures::{Stream, StreamExt as _};
 use mp3conv_contract::job::{Job, JobId, JobPage, LinkRequest};
+use mp3conv_contract::options::Options;
 use mp3conv_kit::Trace;
 use mp3conv_kit::http::{self, HttpError, Method, Request, Response};
 use serde::de::DeserializeOwned;
@@ -12,8 +13,8 @@ use crate::config::Config;
 use crate::error::{ApiError, upstream_error};
 use crate::jobs::MAX_JSON_BYTES;
 use crate::upstream::{
-    Answered, Auth, Chunk, EventStream, JobsQuery, Streamed, Upload, Worker, auth_request,
-    worker_request,
+    Answered, Auth, Chunk, Download, EventStream, JobsQuery, Streamed, Upload, Worker,
+    auth_request, worker_request,
 };
 
 /// Largest job page read from the worker.
@@ -135,15 +136,21 @@ impl Worker for SpinWorker<'_> {
         self.json(response, MAX_JOB_BYTES)
     }
 
-    async fn audio(
+    async fn start_job(&self, owner: &str, id: JobId, options: &Options) -> Result<Job, ApiError> {
+        let path = format!("/internal/jobs/{id}/start");
+        let request = self.request(Method::Post, owner, &path).json(options);
+        self.json(self.call(request)?, MAX_JOB_BYTES)
+    }
+
+    async fn download(
         &self,
         owner: &str,
         id: JobId,
+        what: Download,
         forwarded: &[(String, String)],
     ) -> Result<Streamed<Response>, ApiError> {
-        let path = format!("/internal/jobs/{id}/audio");
         let request = self
-            .request(Method::Get, owner, &path)
+            .request(Method::Get, owner, &what.path(id))
             .headers(forwarded.to_vec());
         Ok(streamed(self.call(request)?))
     }

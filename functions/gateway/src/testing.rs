@@ -7,6 +7,7 @@ use std::cell::{Cell, RefCell};
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
 use mp3conv_contract::job::{Job, JobId, JobPage, LinkRequest, Source};
+use mp3conv_contract::options::Options;
 use mp3conv_sql::testing::Sqlite;
 use mp3conv_sql::{Db, Param};
 use mp3conv_tokens::Verifier;
@@ -14,7 +15,9 @@ use mp3conv_tokens::keys::{Jwks, PublicJwk};
 
 use crate::body::Body;
 use crate::error::ApiError;
-use crate::upstream::{Answered, Auth, Chunk, EventStream, JobsQuery, Streamed, Upload, Worker};
+use crate::upstream::{
+    Answered, Auth, Chunk, Download, EventStream, JobsQuery, Streamed, Upload, Worker,
+};
 
 /// A body arriving as `parts`.
 pub fn chunks(parts: &[&str]) -> impl Body + use<> {
@@ -183,6 +186,8 @@ pub struct FakeWorker {
     pub calls_before_outage: Cell<Option<usize>>,
     /// What the worker answers to an upload it read to the end (`None`: a job).
     pub upload_refusal: RefCell<Option<ApiError>>,
+    /// What the worker answers to starting a held job (`None`: the job, queued).
+    pub start_refusal: RefCell<Option<ApiError>>,
     /// Jobs the worker lists but answers 404 for when deleted (deleted meanwhile).
     pub vanishing: RefCell<Vec<JobId>>,
     /// Jobs whose deletion is answered 204 but that stay listed (a broken worker).
@@ -240,6 +245,7 @@ impl Worker for FakeWorker {
         self.owned(owner, id)
     }
 
+    /// Like the worker: held jobs are not listed.
     async fn jobs(&self, owner: &str, query: JobsQuery) -> Result<JobPage, ApiError> {
         self.call(format!("jobs {}", query.to_query()))?;
         let jobs: Vec<Job> = self
@@ -247,7 +253,7 @@ impl Worker for FakeWorker {
             .borrow()
             .iter()
             .rev()
-            .filter(|j| j.owner == owner)
+            .filter(|j| j.owner == owner && !j.held)
             .take(query.limit as usize)
             .cloned()
             .collect();
@@ -280,7 +286,7 @@ impl Worker for FakeWorker {
         let source = Source::Link {
             url: link.url.clone(),
         };
-        let job = Job::new(owner.into(), source, link.bitrate.unwrap_or_default());
+        let job = Job::with_options(owner.into(), source, link.options.clone());
         self.jobs.borrow_mut().push(job.clone());
         Ok(job)
     }
@@ -319,31 +325,74 @@ impl Worker for FakeWorker {
             filename: upload.filename.clone(),
             content_type: Some(upload.content_type.clone()),
         };
-        let job = Job::new(owner.into(), source, upload.bitrate.unwrap_or_default());
+        let mut job = Job::new(owner.into(), source, Default::default());
+        job.held = upload.hold;
         self.jobs.borrow_mut().push(job.clone());
         Ok(job)
     }
 
-    async fn audio(
+    /// Like the worker: someone else's job is 404, one not held 409 `not_held`.
+    async fn start_job(&self, owner: &str, id: JobId, options: &Options) -> Result<Job, ApiError> {
+        self.call(format!(
+            "start {id} {}",
+            serde_json::to_string(options).unwrap()
+        ))?;
+        self.owned(owner, id)?;
+        if let Some(err) = self.start_refusal.borrow().clone() {
+            return Err(err);
+        }
+        let mut jobs = self.jobs.borrow_mut();
+        let job = jobs.iter_mut().find(|j| j.id == id).expect("owned");
+        if !job.held {
+            return Err(crate::error::upstream_error(
+                409,
+                &[],
+                br#"{"error":{"code":"not_held","message":"the job is not held"}}"#.to_vec(),
+            ));
+        }
+        let mut options = options.clone();
+        job.bitrate = options.bitrate.take().unwrap_or_default();
+        job.options = options;
+        job.held = false;
+        Ok(job.clone())
+    }
+
+    async fn download(
         &self,
         owner: &str,
         id: JobId,
+        what: Download,
         forwarded: &[(String, String)],
     ) -> Result<Streamed<Vec<u8>>, ApiError> {
         let shown: Vec<String> = forwarded.iter().map(|(n, v)| format!("{n}={v}")).collect();
-        self.call(format!("audio {id} {}", shown.join(" ")))?;
-        self.owned(owner, id)?;
+        let kind = match what {
+            Download::Audio => "audio".to_owned(),
+            Download::Track(n) => format!("track {n}"),
+            Download::Tracks => "zip".to_owned(),
+        };
+        self.call(format!("{kind} {id} {}", shown.join(" ")))?;
+        let job = self.owned(owner, id)?;
+        // Like the worker: 404 `not_found` for a track the job does not have.
+        if let Download::Track(n) = what
+            && !job.tracks.iter().any(|t| t.number == n)
+        {
+            return Err(ApiError::JobNotFound);
+        }
         let ranged = forwarded.iter().any(|(n, _)| n == "range");
         let header = |n: &str, v: &str| (n.to_owned(), v.to_owned());
+        let (content_type, body): (&str, &[u8]) = match what {
+            Download::Tracks => ("application/zip", b"PK\x03\x04"),
+            _ => ("audio/mpeg", b"ID3"),
+        };
         Ok(Streamed {
             status: if ranged { 206 } else { 200 },
             headers: vec![
-                header("Content-Type", "audio/mpeg"),
-                header("content-length", "3"),
+                header("Content-Type", content_type),
+                header("content-length", &body.len().to_string()),
                 header("etag", "\"e\""),
                 header("x-mp3conv-owner", owner),
             ],
-            body: b"ID3".to_vec(),
+            body: body.to_vec(),
         })
     }
 

@@ -1,45 +1,59 @@
 //! A multipart upload, streamed to the worker without being held: exactly one file part, whose
-//! bytes go on to the worker as they arrive; on `POST /v1/jobs` only `file` and a `bitrate`
-//! before it (`POST /upload`, the original API, ignores text fields and the part's name).
+//! bytes go on to the worker as they arrive. On `POST /v1/jobs` the file is `file` and every
+//! text field is a conversion option, before or after the file: the worker holds the job
+//! until the form has ended, then it is started with the options (a preset resolved). `POST
+//! /upload`, the original API, ignores text fields and the part's name, and its job is queued
+//! at once.
 //!
 //! The request is refused as a whole: if anything after the file is wrong, the job already
 //! made from it is deleted; if the file itself breaks or passes the limit, the worker's request
-//! is abandoned unfinished, so it makes no job of a partial file. A refused body is drained
-//! (bounded) so the client, still sending, reads the answer.
+//! is abandoned unfinished, so it makes no job of a partial file. What can be refused before
+//! the file is sent (a bad field before it, an unknown preset) is, so no upload is wasted on
+//! it. A refused body is drained (bounded) so the client, still sending, reads the answer.
 
 use std::cell::RefCell;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
-use mp3conv_contract::job::{Bitrate, Job};
+use mp3conv_contract::job::Job;
+use mp3conv_contract::options::{OptionError, Options};
+use mp3conv_sql::Db;
 
 use crate::body::{Body, MAX_DRAIN_BYTES};
 use crate::error::ApiError;
 use crate::framing::Framing;
-use crate::jobs::{checked_bitrate, essence};
+use crate::jobs::essence;
+use crate::options::{self, TextBudget};
 use crate::upstream::{Chunk, Upload, Worker};
-
-/// Largest non-file multipart field read (`bitrate`).
-pub const MAX_TEXT_FIELD_BYTES: usize = 64;
 
 /// What the route and the headers say about a multipart body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Form {
     pub boundary: String,
-    /// `?bitrate=` (a `bitrate` field before the file overrides it).
-    pub bitrate: Option<Bitrate>,
-    /// `POST /upload`: any part name, text fields ignored.
+    /// `POST /upload`: any part name, text fields ignored, no options.
     pub original: bool,
     /// Largest file accepted, in bytes.
     pub limit: u64,
 }
 
-/// Reads the form and streams its file to the worker: the worker's job.
+/// What has been read of a form.
+struct Reading {
+    /// The query's options, then each text field's.
+    options: Options,
+    budget: TextBudget,
+    /// The job made of the file, once it is sent.
+    job: Option<Job>,
+}
+
+/// Reads the form and streams its file to the worker: the worker's job, started with its
+/// options on `POST /v1/jobs` (those of the query, `options`, and of the text fields).
 pub async fn create(
     worker: &impl Worker,
+    db: &dyn Db,
     owner: &str,
     body: impl Body,
-    mut form: Form,
+    form: Form,
+    options: Options,
 ) -> Result<Job, ApiError> {
     // The parser holds what it reads until the next delimiter: bound what is not file data.
     let mut framing = Framing::new(&form.boundary);
@@ -49,17 +63,20 @@ pub async fn create(
         Ok::<Bytes, std::io::Error>(bytes)
     });
     let mut multipart = multer::Multipart::new(body, form.boundary.clone());
-    let mut job: Option<Job> = None;
-    let outcome = read_form(worker, owner, &mut multipart, &mut form, &mut job).await;
-    match (outcome, job) {
-        (Ok(()), Some(job)) => Ok(job),
-        (Ok(()), None) => Err(ApiError::bad_request(
-            "missing_file",
-            "send exactly one file (multipart/form-data)",
-        )),
-        (Err(err), job) => {
+    let mut reading = Reading {
+        options,
+        budget: TextBudget::default(),
+        job: None,
+    };
+    let outcome = match read_form(worker, db, owner, &mut multipart, &form, &mut reading).await {
+        Ok(()) => finish(worker, db, owner, &form, &mut reading).await,
+        Err(err) => Err(err),
+    };
+    match outcome {
+        Ok(job) => Ok(job),
+        Err(err) => {
             drain(&mut multipart).await;
-            if let Some(job) = job {
+            if let Some(job) = reading.job {
                 // Gone already or not: the answer is the refusal either way.
                 let _ = worker.delete_job(owner, job.id).await;
             }
@@ -68,32 +85,57 @@ pub async fn create(
     }
 }
 
+/// The form has ended: the job as made (`POST /upload`), or started with its options.
+async fn finish(
+    worker: &impl Worker,
+    db: &dyn Db,
+    owner: &str,
+    form: &Form,
+    reading: &mut Reading,
+) -> Result<Job, ApiError> {
+    let Some(job) = &reading.job else {
+        return Err(ApiError::bad_request(
+            "missing_file",
+            "send exactly one file (multipart/form-data)",
+        ));
+    };
+    if form.original {
+        return Ok(job.clone());
+    }
+    let options = options::resolve(db, owner, std::mem::take(&mut reading.options))?;
+    worker.start_job(owner, job.id, &options).await
+}
+
 async fn read_form(
     worker: &impl Worker,
+    db: &dyn Db,
     owner: &str,
     multipart: &mut multer::Multipart<'_>,
-    form: &mut Form,
-    job: &mut Option<Job>,
+    form: &Form,
+    reading: &mut Reading,
 ) -> Result<(), ApiError> {
     while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_owned();
         if let Some(filename) = field.file_name().map(clean_filename) {
-            if job.is_some() {
+            if reading.job.is_some() {
                 return Err(ApiError::bad_request(
                     "too_many_files",
                     "send exactly one file per request",
                 ));
             }
-            if !form.original && name != "file" {
-                return Err(unknown_field(&name));
+            if !form.original {
+                if name != "file" {
+                    return Err(not_the_file_field(&name).into());
+                }
+                options::check_early(db, owner, &reading.options)?;
             }
             let upload = Upload {
                 filename,
                 content_type: upload_content_type(field.content_type().map(|m| m.as_ref())),
-                bitrate: form.bitrate,
+                hold: !form.original,
             };
             let (made, failure) = send_file(worker, owner, &upload, &mut field, form.limit).await;
-            *job = made;
+            reading.job = made;
             if let Some(err) = failure {
                 return Err(err);
             }
@@ -104,24 +146,18 @@ async fn read_form(
             while field.chunk().await.map_err(multipart_error)?.is_some() {}
             continue;
         }
-        let text = read_text(&mut field, &name).await?;
-        match name.as_str() {
-            "bitrate" if job.is_none() => form.bitrate = Some(checked_bitrate(&text)?),
-            // Kept as it is for now: the field order may be relaxed later.
-            "bitrate" => {
-                return Err(ApiError::bad_request(
-                    "field_order",
-                    "send the bitrate field before the file",
-                ));
-            }
-            "file" => {
-                return Err(ApiError::bad_request(
-                    "missing_file",
-                    "the `file` field must be a file (with a filename)",
-                ));
-            }
-            other => return Err(unknown_field(other)),
+        if name == "file" {
+            return Err(ApiError::bad_request(
+                "missing_file",
+                "the `file` field must be a file (with a filename)",
+            ));
         }
+        // Refused before its value is read: an unknown field may be of any length.
+        if !Options::is_field(&name) {
+            return Err(OptionError::unknown(&name).into());
+        }
+        let text = read_text(&mut field, &name, &mut reading.budget).await?;
+        reading.options.set(&name, &text)?;
     }
     Ok(())
 }
@@ -175,15 +211,15 @@ fn file_chunks<'a>(
     })
 }
 
-async fn read_text(field: &mut multer::Field<'_>, name: &str) -> Result<String, ApiError> {
+/// A text field's value, within its bounds (refused as soon as it passes one).
+async fn read_text(
+    field: &mut multer::Field<'_>,
+    name: &str,
+    budget: &mut TextBudget,
+) -> Result<String, ApiError> {
     let mut text = Vec::new();
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-        if text.len() + chunk.len() > MAX_TEXT_FIELD_BYTES {
-            return Err(ApiError::bad_request(
-                "field_too_large",
-                format!("the field `{name}` is longer than {MAX_TEXT_FIELD_BYTES} bytes"),
-            ));
-        }
+        budget.take(name, text.len(), chunk.len())?;
         text.extend_from_slice(&chunk);
     }
     Ok(String::from_utf8_lossy(&text).into_owned())
@@ -214,13 +250,16 @@ fn multipart_error(err: multer::Error) -> ApiError {
     )
 }
 
-fn unknown_field(name: &str) -> ApiError {
-    ApiError::bad_request(
-        "unknown_field",
-        format!(
-            "`{name}` is not a field of this route; send `file` and optionally `bitrate` (before the file)"
+/// A file part under another name than `file`.
+fn not_the_file_field(name: &str) -> OptionError {
+    let shown: String = name.chars().take(64).collect();
+    OptionError {
+        field: shown.clone(),
+        code: "unknown_field",
+        message: format!(
+            "`{shown}` is not a field of this route: send the video as `file`, options as text fields"
         ),
-    )
+    }
 }
 
 /// An uploaded file's name made safe to keep: no path, no control characters, bounded.

@@ -2,12 +2,15 @@
 
 use futures::executor::block_on;
 use mp3conv_contract::job::Bitrate;
+use mp3conv_contract::options::{MAX_FIELD_BYTES, Normalize, Position};
 use mp3conv_kit::reply::Reply;
+use mp3conv_sql::testing::Sqlite;
 use serde_json::Value;
+use time::OffsetDateTime;
 
 use super::*;
 use crate::jobs::{Creation, create};
-use crate::testing::{BOUNDARY, FakeWorker, Part, broken, chunks, multipart};
+use crate::testing::{self, BOUNDARY, FakeWorker, Part, broken, chunks, multipart};
 
 const OWNER: &str = "owner-1";
 const VIDEO: &str = "0123456789abcdefghij";
@@ -16,37 +19,79 @@ fn content_type() -> String {
     format!("multipart/form-data; boundary={BOUNDARY}")
 }
 
-fn send(worker: &FakeWorker, body: impl Body, v1: bool, limit: u64) -> Result<Reply, ApiError> {
+/// The gateway's database with the owner's preset `talks` (bitrate 128, normalized, from 5 s).
+fn database() -> Sqlite {
+    let db = testing::database();
+    testing::add_user(&db, OWNER, "owner@example.com");
+    let preset = br#"{"name":"talks","options":{"bitrate":128,"normalize":true,"start":5}}"#;
+    crate::presets::create(&db, OWNER, preset, OffsetDateTime::now_utc()).unwrap();
+    db
+}
+
+fn send_with(
+    worker: &FakeWorker,
+    body: impl Body,
+    v1: bool,
+    limit: u64,
+    query: &str,
+) -> Result<Reply, ApiError> {
     let content_type = content_type();
     block_on(create(
         worker,
+        &database(),
         OWNER,
         Creation {
             body,
             content_type: Some(&content_type),
             content_length: None,
-            query: "",
+            query,
             original: !v1,
             max_upload_bytes: limit,
         },
     ))
 }
 
-fn upload(worker: &FakeWorker, parts: &[Part<'_>], v1: bool) -> Result<Reply, ApiError> {
+fn send(worker: &FakeWorker, body: impl Body, v1: bool, limit: u64) -> Result<Reply, ApiError> {
+    send_with(worker, body, v1, limit, "")
+}
+
+fn upload_with(
+    worker: &FakeWorker,
+    parts: &[Part<'_>],
+    v1: bool,
+    query: &str,
+) -> Result<Reply, ApiError> {
     let pieces = multipart(parts, true);
     let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
-    send(worker, chunks(&pieces), v1, 1024)
+    send_with(worker, chunks(&pieces), v1, 1024, query)
+}
+
+fn upload(worker: &FakeWorker, parts: &[Part<'_>], v1: bool) -> Result<Reply, ApiError> {
+    upload_with(worker, parts, v1, "")
 }
 
 fn code(result: Result<Reply, ApiError>) -> &'static str {
     match result {
         Err(ApiError::BadRequest { code, .. }) => code,
+        Err(ApiError::Option(err)) => err.code,
         other => panic!("not a 400: {other:?}"),
     }
 }
 
+/// The field and code of an option's refusal.
+fn refused(result: Result<Reply, ApiError>) -> (String, &'static str) {
+    match result {
+        Err(ApiError::Option(err)) => (err.field, err.code),
+        other => panic!("not an option's 400: {other:?}"),
+    }
+}
+
+fn job(reply: &Reply) -> Value {
+    serde_json::from_slice(&reply.body).unwrap()
+}
+
 #[test]
-fn one_file_streams_through_with_the_bitrate_before_it() {
+fn one_file_streams_through_held_then_starts_with_its_options() {
     let worker = FakeWorker::default();
     let parts = [
         ("bitrate", None, "V2"),
@@ -71,16 +116,152 @@ fn one_file_streams_through_with_the_bitrate_before_it() {
     assert!(uploads[0].finished);
     assert_eq!(uploads[0].upload.filename, "holiday.mp4");
     assert_eq!(uploads[0].upload.content_type, "video/mp4");
-    assert_eq!(uploads[0].upload.bitrate, Some(Bitrate::Variable(2)));
+    assert!(uploads[0].upload.hold, "a v1 upload waits for its options");
+    let calls = worker.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(
+        calls[1],
+        format!(
+            "start {} {{\"bitrate\":\"v2\"}}",
+            job["id"].as_str().unwrap()
+        )
+    );
+    assert!(!worker.jobs.borrow()[0].held);
+}
+
+#[test]
+fn options_after_the_file_are_taken() {
+    let worker = FakeWorker::default();
+    let parts = [
+        ("file", Some("talk.mp4"), VIDEO),
+        ("bitrate", None, "320"),
+        ("title", None, " Keynote "),
+        ("end", None, "00:01:00"),
+    ];
+    let reply = upload_with(&worker, &parts, true, "normalize=-14").unwrap();
+    assert_eq!(reply.status, 202);
+    let job = job(&reply);
+    assert_eq!(job["bitrate"], "320");
+    assert_eq!(
+        job["options"],
+        serde_json::json!({"end": 60.0, "normalize": -14, "title": "Keynote"})
+    );
+    let stored = &worker.jobs.borrow()[0];
+    assert_eq!(stored.bitrate, Bitrate::Constant(320));
+    assert_eq!(stored.options.end, Some(Position::from_millis(60_000)));
+    assert_eq!(stored.options.normalize, Some(Normalize::Target(-14)));
+}
+
+#[test]
+fn a_preset_lies_under_the_forms_options() {
+    let worker = FakeWorker::default();
+    let parts = [
+        ("file", Some("talk.mp4"), VIDEO),
+        ("preset", None, "talks"),
+        ("normalize", None, "off"),
+    ];
+    let reply = upload(&worker, &parts, true).unwrap();
+    let job = job(&reply);
+    assert_eq!(job["bitrate"], "128", "the preset's");
+    assert_eq!(
+        job["options"],
+        serde_json::json!({"start": 5.0, "normalize": false, "preset": "talks"})
+    );
+}
+
+#[test]
+fn a_refused_option_after_the_file_deletes_the_held_job() {
+    let ten_megabytes = "t".repeat(10 << 20);
+    for (parts, query, expected) in [
+        (
+            vec![("file", Some("a.mp4"), VIDEO), ("bitrate", None, "1000")],
+            "",
+            ("bitrate", "invalid_bitrate"),
+        ),
+        (
+            vec![
+                ("file", Some("a.mp4"), VIDEO),
+                ("title", None, ten_megabytes.as_str()),
+            ],
+            "",
+            ("title", "field_too_large"),
+        ),
+        (
+            vec![("file", Some("a.mp4"), VIDEO), ("speed", None, "2")],
+            "",
+            ("speed", "unknown_field"),
+        ),
+        (
+            vec![("file", Some("a.mp4"), VIDEO), ("end", None, "4")],
+            "start=10",
+            ("end", "invalid_option"),
+        ),
+        (
+            // The preset starts at 5 s: an end at 3 s makes no clip.
+            vec![
+                ("file", Some("a.mp4"), VIDEO),
+                ("preset", None, "talks"),
+                ("end", None, "3"),
+            ],
+            "",
+            ("end", "invalid_option"),
+        ),
+        (
+            vec![("file", Some("a.mp4"), VIDEO), ("preset", None, "nope")],
+            "",
+            ("preset", "unknown_preset"),
+        ),
+        (
+            vec![("file", Some("a.mp4"), VIDEO), ("bitrate", None, "128")],
+            "bitrate=320",
+            ("bitrate", "duplicate_field"),
+        ),
+    ] {
+        let worker = FakeWorker::default();
+        let (field, code) = refused(upload_with(&worker, &parts, true, query));
+        assert_eq!((field.as_str(), code), expected, "{query}");
+        assert!(
+            worker.jobs.borrow().is_empty(),
+            "{expected:?}: the job was kept"
+        );
+        let calls = worker.calls();
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        assert!(calls[1].starts_with("delete "), "{calls:?}");
+    }
+}
+
+#[test]
+fn the_workers_refusal_to_start_deletes_the_held_job() {
+    let worker = FakeWorker::default();
+    let refusal = ApiError::Upstream {
+        status: 400,
+        body: br#"{"error":{"code":"invalid_option","message":"m","field":"cover"}}"#.to_vec(),
+        headers: vec![],
+    };
+    *worker.start_refusal.borrow_mut() = Some(refusal.clone());
+    let parts = [("file", Some("a.mp4"), VIDEO), ("cover", None, "1")];
+    assert_eq!(upload(&worker, &parts, true), Err(refusal));
+    assert!(worker.jobs.borrow().is_empty());
+    assert!(worker.calls()[2].starts_with("delete "));
 }
 
 #[test]
 fn the_original_route_takes_any_part_name_and_ignores_text() {
     let worker = FakeWorker::default();
-    let parts = [("note", None, "hi"), ("video", Some("a.mp4"), VIDEO)];
-    let reply = upload(&worker, &parts, false).unwrap();
+    let parts = [
+        ("note", None, "hi"),
+        ("video", Some("a.mp4"), VIDEO),
+        ("bitrate", None, "nonsense"),
+    ];
+    let reply = upload_with(&worker, &parts, false, "bitrate=1000&x=y").unwrap();
     assert_eq!(reply.status, 200);
-    assert_eq!(worker.uploads.borrow()[0].upload.bitrate, None);
+    assert!(!worker.uploads.borrow()[0].upload.hold);
+    assert_eq!(
+        worker.calls().len(),
+        1,
+        "queued at once: {:?}",
+        worker.calls()
+    );
 }
 
 #[test]
@@ -104,33 +285,53 @@ fn a_second_file_refuses_the_request_and_deletes_the_first_job() {
 }
 
 #[test]
-fn a_bitrate_after_the_file_is_a_field_order_error() {
-    let worker = FakeWorker::default();
-    let parts = [("file", Some("a.mp4"), VIDEO), ("bitrate", None, "320")];
-    assert_eq!(code(upload(&worker, &parts, true)), "field_order");
-    assert!(worker.jobs.borrow().is_empty());
-    assert!(worker.calls()[1].starts_with("delete "));
-}
-
-#[test]
 fn bad_fields_are_refused_before_anything_is_sent() {
-    for (parts, expected) in [
+    let long = "1".repeat(MAX_FIELD_BYTES + 1);
+    for (parts, query, expected) in [
         (
             vec![("colour", None, "blue"), ("file", Some("a.mp4"), VIDEO)],
+            "",
             "unknown_field",
         ),
-        (vec![("video", Some("a.mp4"), VIDEO)], "unknown_field"),
+        (vec![("video", Some("a.mp4"), VIDEO)], "", "unknown_field"),
         (
             vec![("bitrate", None, "1000"), ("file", Some("a.mp4"), VIDEO)],
+            "",
             "invalid_bitrate",
         ),
-        (vec![("bitrate", None, &"1".repeat(65))], "field_too_large"),
-        (vec![("bitrate", None, "128")], "missing_file"),
-        (vec![("file", None, "not a file")], "missing_file"),
-        (vec![], "missing_file"),
+        (
+            vec![
+                ("title", None, long.as_str()),
+                ("file", Some("a.mp4"), VIDEO),
+            ],
+            "",
+            "field_too_large",
+        ),
+        (
+            vec![("end", None, "10"), ("file", Some("a.mp4"), VIDEO)],
+            "start=20",
+            "invalid_option",
+        ),
+        (
+            vec![("preset", None, "nope"), ("file", Some("a.mp4"), VIDEO)],
+            "",
+            "unknown_preset",
+        ),
+        (
+            vec![("file", Some("a.mp4"), VIDEO)],
+            "speed=2",
+            "unknown_field",
+        ),
+        (vec![("bitrate", None, "128")], "", "missing_file"),
+        (vec![("file", None, "not a file")], "", "missing_file"),
+        (vec![], "", "missing_file"),
     ] {
         let worker = FakeWorker::default();
-        assert_eq!(code(upload(&worker, &parts, true)), expected, "{parts:?}");
+        assert_eq!(
+            code(upload_with(&worker, &parts, true, query)),
+            expected,
+            "{parts:?} ?{query}"
+        );
         assert!(worker.calls().is_empty(), "{parts:?}: {:?}", worker.calls());
     }
 }
@@ -156,6 +357,7 @@ fn a_declared_length_far_past_the_limit_is_refused_unread() {
     let content_type = content_type();
     let result = block_on(create(
         &worker,
+        &database(),
         OWNER,
         Creation {
             body: chunks(&["never read"]),

@@ -5,7 +5,8 @@
 
 use bytes::Bytes;
 use futures::Stream;
-use mp3conv_contract::job::{Bitrate, Job, JobId, JobPage, LinkRequest};
+use mp3conv_contract::job::{Job, JobId, JobPage, LinkRequest};
+use mp3conv_contract::options::Options;
 
 use mp3conv_kit::Trace;
 use mp3conv_kit::http::{Method, Request};
@@ -42,19 +43,43 @@ pub struct Upload {
     pub filename: String,
     /// The `Content-Type` the worker gets ([`crate::upload::upload_content_type`]).
     pub content_type: String,
-    pub bitrate: Option<Bitrate>,
+    /// Whether the job waits for [`Worker::start_job`] (`POST /v1/jobs`, whose options may
+    /// come after the file) rather than being queued at once (`POST /upload`).
+    pub hold: bool,
 }
 
 impl Upload {
-    /// The worker's query string (`?filename=&bitrate=`).
+    /// The worker's query string (`?filename=&hold=true`).
     pub fn to_query(&self) -> String {
-        use mp3conv_contract::job::upload_query::{BITRATE, FILENAME};
+        use mp3conv_contract::job::upload_query::FILENAME;
         let mut query = form_urlencoded::Serializer::new(String::new());
         query.append_pair(FILENAME, &self.filename);
-        if let Some(bitrate) = self.bitrate {
-            query.append_pair(BITRATE, &bitrate.to_string());
+        if self.hold {
+            query.append_pair("hold", "true");
         }
         query.finish()
+    }
+}
+
+/// What of a done job is downloaded: its MP3, one chapter's, or all chapters' in a ZIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Download {
+    /// `GET /internal/jobs/{id}/audio`.
+    Audio,
+    /// `GET /internal/jobs/{id}/tracks/{n}` (1-based).
+    Track(u32),
+    /// `GET /internal/jobs/{id}/tracks.zip`.
+    Tracks,
+}
+
+impl Download {
+    /// The worker's path for job `id`.
+    pub fn path(self, id: JobId) -> String {
+        match self {
+            Download::Audio => format!("/internal/jobs/{id}/audio"),
+            Download::Track(n) => format!("/internal/jobs/{id}/tracks/{n}"),
+            Download::Tracks => format!("/internal/jobs/{id}/tracks.zip"),
+        }
     }
 }
 
@@ -130,8 +155,9 @@ pub trait Worker {
     /// Creates a job from a link.
     async fn create_link_job(&self, owner: &str, link: &LinkRequest) -> Result<Job, ApiError>;
     /// Creates a job from a file whose bytes arrive as `body`, written to the worker chunk
-    /// by chunk. At an `Err` chunk the request is abandoned unfinished (the worker sees an
-    /// aborted body and makes no job) and that error is returned.
+    /// by chunk; a held one ([`Upload::hold`]) waits for [`Worker::start_job`]. At an `Err`
+    /// chunk the request is abandoned unfinished (the worker sees an aborted body and makes no
+    /// job) and that error is returned.
     async fn create_upload_job<S>(
         &self,
         owner: &str,
@@ -140,11 +166,16 @@ pub trait Worker {
     ) -> Result<Job, ApiError>
     where
         S: Stream<Item = Chunk> + Unpin;
-    /// Opens a job's MP3, passing on `forwarded` (`Range`, `If-None-Match`).
-    async fn audio(
+    /// Queues a held job with its final `options` (a preset resolved, the bitrate inside):
+    /// `POST /internal/jobs/{id}/start`.
+    async fn start_job(&self, owner: &str, id: JobId, options: &Options) -> Result<Job, ApiError>;
+    /// Opens a job's MP3, one of its tracks or their ZIP, passing on `forwarded` (`Range`,
+    /// `If-None-Match`).
+    async fn download(
         &self,
         owner: &str,
         id: JobId,
+        what: Download,
         forwarded: &[(String, String)],
     ) -> Result<Streamed<Self::Audio>, ApiError>;
     /// Opens an event stream of the owner's: a success is 200 (the stream) or 204 (a job
@@ -248,11 +279,21 @@ mod tests {
             .to_query(),
             "limit=5&cursor=0192f1a4-7c2b-7d3e-8f00-123456789abc"
         );
-        let upload = Upload {
+        let mut upload = Upload {
             filename: "a b&c.mp4".into(),
             content_type: "video/mp4".into(),
-            bitrate: Some(Bitrate::Variable(2)),
+            hold: true,
         };
-        assert_eq!(upload.to_query(), "filename=a+b%26c.mp4&bitrate=v2");
+        assert_eq!(upload.to_query(), "filename=a+b%26c.mp4&hold=true");
+        upload.hold = false;
+        assert_eq!(upload.to_query(), "filename=a+b%26c.mp4");
+        assert_eq!(
+            Download::Track(3).path(id),
+            format!("/internal/jobs/{id}/tracks/3")
+        );
+        assert_eq!(
+            Download::Tracks.path(id),
+            format!("/internal/jobs/{id}/tracks.zip")
+        );
     }
 }

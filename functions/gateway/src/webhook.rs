@@ -24,7 +24,8 @@ pub fn get(db: &dyn Db, user: &str) -> Result<Reply, ApiError> {
     Ok(Reply::json(200, &view(hook, false)?))
 }
 
-/// `PUT /v1/me/webhook` takes JSON only: checked before the body is read (415 otherwise).
+/// `PUT /v1/me/webhook` (and the preset routes) take JSON only: checked before the body is
+/// read (415 otherwise).
 pub fn check_content_type(content_type: Option<&str>) -> Result<(), ApiError> {
     match content_type.map(essence).as_deref() {
         Some("application/json") => Ok(()),
