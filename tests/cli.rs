@@ -2,7 +2,9 @@
 //! plus the worker on MariaDB, RabbitMQ and SecantusDB): register, log in, convert an upload and
 //! a link, wait, download, list, status, delete; and the exit codes scripts rely on (0 ok,
 //! 1 job failed, 2 usage, 3 auth, 4 server unreachable). The client talks to the system
-//! through a proxy that checks every answer against `openapi.yaml`.
+//! through a proxy that checks every answer against `openapi.yaml`. Conversion options as
+//! flags reach the job (and the MP3, checked by ffprobe), bad ones are refused before any
+//! request, presets make a round trip, and a job split by chapters saves its tracks.
 
 mod common;
 
@@ -203,12 +205,14 @@ async fn scenario(system: &System) {
         run.stderr
     );
 
-    // Usage the server refuses: exit 2.
+    // A bad option: exit 2, refused before anything is sent.
+    proxy.take_seen();
     let run = cli
         .run(&["convert", clip.to_str().unwrap(), "--bitrate", "999"], "")
         .await;
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stderr.contains("bitrate"), "{}", run.stderr);
+    assert!(run.stderr.contains("--bitrate: "), "{}", run.stderr);
+    assert_eq!(proxy.take_seen(), Vec::<String>::new());
     let run = cli.run(&["convert", "/nonexistent/video.mp4"], "").await;
     assert_eq!(run.code, 2, "{}", run.stderr);
     proxy.assert_conforming();
@@ -256,4 +260,363 @@ async fn an_unreachable_server_is_exit_4_and_bad_usage_exit_2() {
         assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
         assert!(run.stderr.contains("job id"), "{args:?}: {}", run.stderr);
     }
+}
+
+/// ffprobe's whole view of a file: format (with tags), streams, chapters.
+fn ffprobe(path: &Path) -> Value {
+    let output = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-print_format", "json"])
+        .args(["-show_format", "-show_streams", "-show_chapters"])
+        .arg(path)
+        .output()
+        .expect("running ffprobe");
+    assert!(
+        output.status.success(),
+        "{}: {}",
+        path.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("ffprobe JSON")
+}
+
+fn seconds(info: &Value) -> f64 {
+    info["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .expect("a duration")
+}
+
+/// How long ffprobe finds bare ffmpeg's MP3 of `video` (from `start` to `end` seconds, as input
+/// options, when given), made in `dir`: the reference for an MP3's length, since ffprobe counts
+/// the encoder's delay and padding in it (6.06 s for a 6 s source).
+fn bare_mp3_seconds(video: &Path, clip: Option<(f64, f64)>, dir: &Path) -> f64 {
+    let bare = dir.join(format!("bare-{}.mp3", common::api::uuid_like()));
+    let mut ffmpeg = std::process::Command::new("ffmpeg");
+    ffmpeg.args(["-v", "error", "-y"]);
+    if let Some((start, end)) = clip {
+        ffmpeg.args(["-ss", &start.to_string(), "-to", &end.to_string()]);
+    }
+    let status = ffmpeg
+        .arg("-i")
+        .arg(video)
+        .args(["-vn", "-c:a", "libmp3lame"])
+        .arg(&bare)
+        .status()
+        .expect("running ffmpeg");
+    assert!(
+        status.success(),
+        "bare ffmpeg failed on {}",
+        video.display()
+    );
+    seconds(&ffprobe(&bare))
+}
+
+/// A 6 s video with three 2 s chapters, `One`, `Two` and `Three`, made by ffmpeg in `dir`.
+fn chapters_video(dir: &Path) -> std::path::PathBuf {
+    let metadata = dir.join("chapters.txt");
+    let mut text = String::from(";FFMETADATA1\n");
+    for (n, title) in ["One", "Two", "Three"].iter().enumerate() {
+        text.push_str(&format!(
+            "[CHAPTER]\nTIMEBASE=1/1000\nSTART={}\nEND={}\ntitle={title}\n",
+            n * 2000,
+            (n + 1) * 2000
+        ));
+    }
+    std::fs::write(&metadata, text).unwrap();
+    let video = dir.join("book.mp4");
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x120:rate=10:duration=6",
+        ])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=6"])
+        .arg("-i")
+        .arg(&metadata)
+        .args(["-map", "0", "-map", "1", "-map_chapters", "2"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+        ])
+        .arg(&video)
+        .status()
+        .expect("running ffmpeg");
+    assert!(status.success(), "ffmpeg could not make the chapters video");
+    assert_eq!(
+        ffprobe(&video)["chapters"].as_array().map(Vec::len),
+        Some(3)
+    );
+    video
+}
+
+/// Registers and logs in a fresh account through the client.
+async fn logged_in(cli: &Cli, name: &str) {
+    let email = format!("{name}-{}@example.com", common::api::uuid_like());
+    let password = "correct horse battery\n";
+    cli.run(&["register", &email, "--password-stdin"], password)
+        .await;
+    let run = cli
+        .run(&["login", &email, "--password-stdin"], password)
+        .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}
+
+/// Options as flags: refused before any request when bad (the flag named), recorded on the
+/// job and made into the MP3 when good; the server's own refusals name their flag too; a
+/// preset saved, shown, listed, replaced, applied under the flags and deleted; a job split
+/// by chapters saves its tracks next to the MP3.
+#[tokio::test]
+async fn options_as_flags_presets_and_tracks() {
+    let system = System::embedded(&[]);
+    let proxy = CheckingProxy::start(&system.url("")).await;
+    let cli = Cli::new(&proxy.url);
+    logged_in(&cli, "options").await;
+    let clip = media("clip-10");
+    let clip = clip.to_str().unwrap();
+
+    // Bad values: exit 2 naming the flag, and not one request.
+    proxy.take_seen();
+    for (args, says) in [
+        (&["--start", "soon"][..], "--start: `start` must be"),
+        (
+            &["--start", "20", "--end", "10"],
+            "--end: `end` (00:00:10.000) must be",
+        ),
+        (&["--normalize", "-20"], "--normalize: `normalize` must be"),
+        (
+            &["--sample-rate", "22050"],
+            "--sample-rate: `sample_rate` must be",
+        ),
+        (&["--channels", "5.1"], "--channels: "),
+        (&["--year", "24"], "--year: "),
+        (&["--preset", "../up"], "--preset: "),
+    ] {
+        let mut all = vec!["convert", clip];
+        all.extend_from_slice(args);
+        let run = cli.run(&all, "").await;
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains(says), "{args:?}: {}", run.stderr);
+    }
+    let run = cli
+        .run(&["presets", "save", "a/b", "--channels", "mono"], "")
+        .await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(
+        proxy.take_seen(),
+        Vec::<String>::new(),
+        "a request was sent"
+    );
+
+    // Good ones reach the job and the MP3: a 5.5 s clip, tagged, mono, 48 kHz, normalized.
+    let out = cli.cwd.path().join("talk.mp3");
+    let saved = cli
+        .ok(&[
+            "convert",
+            clip,
+            "--start",
+            "2",
+            "--end",
+            "0:07.5",
+            "--title",
+            "A talk",
+            "--artist",
+            "Ada",
+            "--year",
+            "2024",
+            "--cover",
+            "none",
+            "--channels",
+            "mono",
+            "--sample-rate",
+            "48000",
+            "--normalize",
+            "--bitrate",
+            "128",
+            "-o",
+            out.to_str().unwrap(),
+            "--json",
+        ])
+        .await
+        .json();
+    assert!(saved.get("tracks").is_none(), "{saved}");
+    let id = saved["id"].as_str().unwrap().to_owned();
+    let job = cli.ok(&["status", &id, "--json"]).await.json();
+    assert_eq!(job["bitrate"], "128");
+    assert_eq!(
+        job["options"],
+        serde_json::json!({
+            "start": 2.0, "end": 7.5, "normalize": -16, "title": "A talk", "artist": "Ada",
+            "year": 2024, "cover": "none", "channels": "mono", "sample_rate": 48000
+        })
+    );
+    let text = cli.ok(&["status", &id]).await.stdout;
+    assert!(
+        text.contains(
+            "options: start 00:00:02.000, end 00:00:07.500, normalize -16 LUFS, title \"A talk\""
+        ),
+        "{text}"
+    );
+    let info = ffprobe(&out);
+    assert!((seconds(&info) - 5.5).abs() <= 0.05, "{info}");
+    let audio = &info["streams"][0];
+    assert_eq!(audio["codec_name"], "mp3");
+    assert_eq!(audio["channels"], 1);
+    assert_eq!(audio["sample_rate"], "48000");
+    assert_eq!(info["format"]["tags"]["title"], "A talk", "{info}");
+    assert_eq!(info["format"]["tags"]["artist"], "Ada", "{info}");
+    assert_eq!(
+        info["streams"].as_array().unwrap().len(),
+        1,
+        "a cover despite --cover none: {info}"
+    );
+
+    // The server's refusals name the flag: a preset that does not exist.
+    let run = cli
+        .run(&["convert", clip, "--preset", "nothing here"], "")
+        .await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("--preset: you have no preset named `nothing here`"),
+        "{}",
+        run.stderr
+    );
+
+    // Presets: none, saved, listed, shown, replaced.
+    let run = cli.ok(&["presets", "list"]).await;
+    assert!(run.stdout.contains("no presets yet"), "{}", run.stdout);
+    let run = cli
+        .ok(&[
+            "presets",
+            "save",
+            "my podcast",
+            "--channels",
+            "mono",
+            "--bitrate",
+            "v2",
+            "--album",
+            "The Show",
+        ])
+        .await;
+    assert!(
+        run.stdout
+            .contains("saved preset my podcast: bitrate v2, album \"The Show\", channels mono"),
+        "{}",
+        run.stdout
+    );
+    let listed = cli.ok(&["presets", "list", "--json"]).await.json();
+    assert_eq!(listed["presets"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["presets"][0]["name"], "my podcast");
+    assert_eq!(
+        listed["presets"][0]["options"],
+        serde_json::json!({ "bitrate": "v2", "album": "The Show", "channels": "mono" })
+    );
+    let run = cli
+        .ok(&[
+            "presets",
+            "save",
+            "my podcast",
+            "--channels",
+            "stereo",
+            "--album",
+            "The Show",
+        ])
+        .await;
+    assert!(
+        run.stdout.starts_with("replaced preset my podcast"),
+        "{}",
+        run.stdout
+    );
+    let shown = cli
+        .ok(&["presets", "show", "my podcast", "--json"])
+        .await
+        .json();
+    assert_eq!(
+        shown["options"],
+        serde_json::json!({ "album": "The Show", "channels": "stereo" })
+    );
+
+    // Applied under the flags: the preset's album, the flag's channels and title.
+    let run = cli
+        .ok(&[
+            "convert",
+            clip,
+            "--preset",
+            "my podcast",
+            "--channels",
+            "mono",
+            "--title",
+            "Episode 1",
+            "--json",
+        ])
+        .await;
+    let id = run.json()["id"].as_str().unwrap().to_owned();
+    let job = system.settled(&kept_token(&cli), &id).await;
+    assert_eq!(job["status"], "done", "{job}");
+    assert_eq!(
+        job["options"],
+        serde_json::json!({
+            "album": "The Show", "channels": "mono", "title": "Episode 1", "preset": "my podcast"
+        })
+    );
+
+    // Deleted: gone.
+    cli.ok(&["presets", "delete", "my podcast"]).await;
+    let run = cli.run(&["presets", "show", "my podcast"], "").await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("not found"), "{}", run.stderr);
+
+    // Split by chapters: the MP3 and its three tracks, saved side by side.
+    let video = chapters_video(cli.cwd.path());
+    let saved = cli
+        .ok(&[
+            "convert",
+            video.to_str().unwrap(),
+            "--split",
+            "chapters",
+            "--wait",
+            "--json",
+        ])
+        .await
+        .json();
+    assert_eq!(saved["saved"], "book.mp3");
+    // The whole video, not one chapter.
+    let whole = ffprobe(&cli.cwd.path().join("book.mp3"));
+    let expected = bare_mp3_seconds(&video, None, cli.cwd.path());
+    assert!(
+        (seconds(&whole) - expected).abs() <= 0.05,
+        "{expected} s expected: {whole}"
+    );
+    let tracks = saved["tracks"].as_array().expect("the tracks saved");
+    assert_eq!(tracks.len(), 3, "{saved}");
+    for (n, title) in ["One", "Two", "Three"].iter().enumerate() {
+        let name = format!("book - {:02} - {title}.mp3", n + 1);
+        assert_eq!(tracks[n]["saved"], name.as_str(), "{saved}");
+        let info = ffprobe(&cli.cwd.path().join(&name));
+        let chapter = (n as f64 * 2.0, (n + 1) as f64 * 2.0);
+        let expected = bare_mp3_seconds(&video, Some(chapter), cli.cwd.path());
+        assert!(
+            (seconds(&info) - expected).abs() <= 0.05,
+            "{name}: {expected} s expected: {info}"
+        );
+        assert_eq!(info["format"]["tags"]["title"], *title, "{name}: {info}");
+    }
+    proxy.assert_conforming();
+}
+
+/// The token the client keeps, for checking through the API what it did.
+fn kept_token(cli: &Cli) -> String {
+    let kept: Value = serde_json::from_str(
+        &std::fs::read_to_string(cli.config.path().join("credentials.json")).unwrap(),
+    )
+    .unwrap();
+    kept["token"].as_str().unwrap().to_owned()
 }

@@ -730,6 +730,10 @@ async fn the_pages_own_logic_holds_in_the_browser() {
                    words: [ui.failure({ code: 'no_audio', message: 'm' }), ui.failure({ code: 'new_code', message: 'the API says' })],
                    sizes: [ui.bytes(999), ui.bytes(1536), ui.bytes(2147483648)],
                    times: [ui.duration(185.2), ui.duration(3725)],
+                   positions: [ui.position(90.5), ui.position(0.001), ui.position(3725), ui.position(-1)],
+                   options: ui.optionWords({ start: 1.25, end: 90, normalize: -16, title: 'T', artist: '', year: 2024,
+                                             cover: 12, channels: 'mono', sample_rate: 48000, split: 'chapters', preset: 'p' }),
+                   plain: [ui.optionWords(undefined), ui.optionWords({ normalize: false, cover: 'none', split: 'none' })],
                  };
                }).catch((e) => { window.__results = { error: String(e) }; });
                return true;"#,
@@ -763,6 +767,30 @@ async fn the_pages_own_logic_holds_in_the_browser() {
     );
     assert_eq!(results["sizes"], json!(["999 bytes", "1.5 KB", "2.1 GB"]));
     assert_eq!(results["times"], json!(["3:05", "1:02:05"]));
+    assert_eq!(
+        results["positions"],
+        json!(["1:30.5", "0:00.001", "1:02:05", ""])
+    );
+    assert_eq!(
+        results["options"],
+        json!([
+            "from 0:01.25",
+            "to 1:30",
+            "loudness −16 LUFS",
+            "title “T”",
+            "no artist",
+            "year 2024",
+            "cover at 0:12",
+            "mono",
+            "48 kHz",
+            "split by chapters",
+            "preset “p”"
+        ])
+    );
+    assert_eq!(
+        results["plain"],
+        json!([[], ["loudness unchanged", "no cover"]])
+    );
     browser.close().await;
 }
 
@@ -1308,5 +1336,435 @@ async fn lists_are_newest_first_and_paged() {
     )
     .await;
     assert_eq!(unread["notifications"], json!([]));
+    browser.close().await;
+}
+
+/// ffprobe's whole view of a file: format (with tags), streams, chapters.
+fn ffprobe(path: &std::path::Path) -> Value {
+    let output = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-print_format", "json"])
+        .args(["-show_format", "-show_streams", "-show_chapters"])
+        .arg(path)
+        .output()
+        .expect("running ffprobe");
+    assert!(
+        output.status.success(),
+        "{}: {}",
+        path.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("ffprobe JSON")
+}
+
+fn seconds(info: &Value) -> f64 {
+    info["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .expect("a duration")
+}
+
+/// Picks `value` in the select `css`, as a person choosing it (its `change` event fires).
+async fn choose(browser: &Browser, css: &str, value: &str) {
+    let element = browser.wait_for(css).await;
+    if let Err(err) = element.select_by_value(value).await {
+        panic!("choosing {value:?} in `{css}`: {err}");
+    }
+}
+
+/// The id of the one job card in `state` (e.g. `done`), once there is one.
+async fn job_in(browser: &Browser, state: &str) -> String {
+    let css = format!("li.job[data-status='{state}']");
+    browser.wait_for(&css).await;
+    let id = browser
+        .eval(&format!(
+            "return document.querySelector(\"{css}\").dataset.jobId"
+        ))
+        .await;
+    id.as_str().unwrap().to_owned()
+}
+
+/// How long ffprobe finds bare ffmpeg's MP3 of `video` (from `start` to `end` seconds, as input
+/// options, when given), made in `dir`: the reference for an MP3's length, since ffprobe counts
+/// the encoder's delay and padding in it (6.06 s for a 6 s source).
+fn bare_mp3_seconds(
+    video: &std::path::Path,
+    clip: Option<(f64, f64)>,
+    dir: &std::path::Path,
+) -> f64 {
+    let bare = dir.join(format!("bare-{}.mp3", api::uuid_like()));
+    let mut ffmpeg = std::process::Command::new("ffmpeg");
+    ffmpeg.args(["-v", "error", "-y"]);
+    if let Some((start, end)) = clip {
+        ffmpeg.args(["-ss", &start.to_string(), "-to", &end.to_string()]);
+    }
+    let status = ffmpeg
+        .arg("-i")
+        .arg(video)
+        .args(["-vn", "-c:a", "libmp3lame"])
+        .arg(&bare)
+        .status()
+        .expect("running ffmpeg");
+    assert!(
+        status.success(),
+        "bare ffmpeg failed on {}",
+        video.display()
+    );
+    seconds(&ffprobe(&bare))
+}
+
+/// A 6 s video with three 2 s chapters, `One`, `Two` and `Three`, made by ffmpeg in `dir`.
+fn chapters_video(dir: &std::path::Path) -> std::path::PathBuf {
+    let metadata = dir.join("chapters.txt");
+    let mut text = String::from(";FFMETADATA1\n");
+    for (n, title) in ["One", "Two", "Three"].iter().enumerate() {
+        text.push_str(&format!(
+            "[CHAPTER]\nTIMEBASE=1/1000\nSTART={}\nEND={}\ntitle={title}\n",
+            n * 2000,
+            (n + 1) * 2000
+        ));
+    }
+    std::fs::write(&metadata, text).unwrap();
+    let video = dir.join("book.mp4");
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x120:rate=10:duration=6",
+        ])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=6"])
+        .arg("-i")
+        .arg(&metadata)
+        .args(["-map", "0", "-map", "1", "-map_chapters", "2"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+        ])
+        .arg(&video)
+        .status()
+        .expect("running ffmpeg");
+    assert!(status.success(), "ffmpeg could not make the chapters video");
+    video
+}
+
+/// The entries of a ZIP whose entries are stored (no compression) with their sizes in their
+/// local headers, as the tracks' ZIP is: (name, bytes), in order.
+fn stored_zip_entries(zip: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let u16_at = |at: usize| u16::from_le_bytes([zip[at], zip[at + 1]]) as usize;
+    let u32_at = |at: usize| u32::from_le_bytes(zip[at..at + 4].try_into().unwrap()) as usize;
+    let mut entries = Vec::new();
+    let mut at = 0;
+    while zip[at..].starts_with(b"PK\x03\x04") {
+        assert_eq!(u16_at(at + 8), 0, "entry {} is compressed", entries.len());
+        let size = u32_at(at + 18);
+        assert_eq!(size, u32_at(at + 22), "stored: compressed size = size");
+        let (name_len, extra_len) = (u16_at(at + 26), u16_at(at + 28));
+        let name = String::from_utf8(zip[at + 30..at + 30 + name_len].to_vec()).unwrap();
+        let data = at + 30 + name_len + extra_len;
+        entries.push((name, zip[data..data + size].to_vec()));
+        at = data + size;
+    }
+    assert!(
+        zip[at..].starts_with(b"PK\x01\x02"),
+        "the central directory follows the entries"
+    );
+    entries
+}
+
+/// A person converts with options in the page: a trimmed, retitled, mono clip. Only what
+/// they set is sent; the job shows the options it ran with; the MP3 is what they asked for.
+#[tokio::test]
+async fn a_person_converts_with_options() {
+    let system = System::embedded(&[]);
+    let alice = person(&system, "alice").await;
+    let browser = Browser::start().await;
+    sign_in(&browser, &system, &alice).await;
+    browser.wait_for("#drop-zone").await;
+
+    // The options wait behind a disclosure.
+    assert_eq!(
+        browser
+            .eval("return document.getElementById('options').open")
+            .await,
+        json!(false)
+    );
+    browser.click("#options > summary").await;
+    browser.fill("#opt-start", "0.5").await;
+    browser.fill("#opt-end", "2.5").await;
+    browser.fill("#opt-title", "Holiday mix").await;
+    choose(&browser, "#opt-channels", "mono").await;
+    browser.screenshot("up-options").await;
+    browser.upload("#file-input", &media("clip")).await;
+    let id = job_in(&browser, "done").await;
+    browser
+        .wait_for_text(
+            &format!("li.job[data-job-id='{id}'] .job-options"),
+            "Options: from 0:00.5 · to 0:02.5 · title “Holiday mix” · mono",
+        )
+        .await;
+    browser.screenshot("up-options-done").await;
+
+    // Sent: what was set, nothing else (the quality stays the server's default).
+    let token = page_token(&browser).await;
+    let job = api::expect(
+        system.authed(&token, Method::GET, &format!("/v1/jobs/{id}")),
+        200,
+    )
+    .await;
+    assert_eq!(
+        job["options"],
+        json!({ "start": 0.5, "end": 2.5, "title": "Holiday mix", "channels": "mono" })
+    );
+    assert_eq!(job["bitrate"], "192");
+
+    // The MP3: 2 s, mono, titled.
+    browser
+        .click(&format!("li.job[data-job-id='{id}'] .job-download"))
+        .await;
+    let file = browser.wait_for_download("clip.mp3").await;
+    let info = ffprobe(&file);
+    assert!((seconds(&info) - 2.0).abs() <= 0.05, "{info}");
+    assert_eq!(info["streams"][0]["codec_name"], "mp3");
+    assert_eq!(info["streams"][0]["channels"], 1, "{info}");
+    assert_eq!(info["format"]["tags"]["title"], "Holiday mix", "{info}");
+    let errors = browser.console_errors().await;
+    assert!(
+        !errors.iter().any(|error| error.contains("Uncaught")),
+        "{errors:?}"
+    );
+    browser.close().await;
+}
+
+/// A value the server refuses shows its message next to the field, marked for assistive
+/// technology; the upload is not converted; a link's refusal shows the same way.
+#[tokio::test]
+async fn a_bad_option_shows_the_servers_message_next_to_its_field() {
+    use mp3conv_contract::options::Options;
+    let system = System::embedded(&[]);
+    let alice = person(&system, "alice").await;
+    let browser = Browser::start().await;
+    sign_in(&browser, &system, &alice).await;
+    browser.wait_for("#drop-zone").await;
+
+    // An upload with a start that is no time.
+    browser.click("#options > summary").await;
+    browser.fill("#opt-start", "soon").await;
+    browser.upload("#file-input", &media("clip")).await;
+    let refused = Options::default().set("start", "soon").unwrap_err().message;
+    browser
+        .wait_for_text("#opt-start-error:not([hidden])", &refused)
+        .await;
+    let marks = browser
+        .eval(
+            "const input = document.getElementById('opt-start');
+             return [input.getAttribute('aria-invalid'),
+                     input.getAttribute('aria-describedby').split(' ').includes('opt-start-error'),
+                     document.activeElement === input,
+                     document.querySelector('li.upload[data-state=failed] .upload-status').textContent];",
+        )
+        .await;
+    assert_eq!(marks, json!(["true", true, true, refused]));
+    browser.screenshot("up-options-refused").await;
+    let token = page_token(&browser).await;
+    let jobs = api::expect(system.authed(&token, Method::GET, "/v1/jobs"), 200).await;
+    assert_eq!(jobs["jobs"], json!([]), "a refused upload made a job");
+
+    // Typing in the field takes the mark away.
+    browser.fill("#opt-start", "5").await;
+    browser
+        .wait_until(
+            "document.getElementById('opt-start-error').hidden && !document.getElementById('opt-start').hasAttribute('aria-invalid')",
+            "the error to clear",
+        )
+        .await;
+
+    // A link with an end before its start: the server's sentence at `end`.
+    browser.fill("#opt-end", "2").await;
+    let site = api::video_site().await;
+    browser.fill("#link-url", &format!("{site}/talk.mp4")).await;
+    browser.click("#link-submit").await;
+    let mut clip = Options::default();
+    clip.set("start", "5").unwrap();
+    clip.set("end", "2").unwrap();
+    let refused = clip.check().unwrap_err().message;
+    browser
+        .wait_for_text("#opt-end-error:not([hidden])", &refused)
+        .await;
+    browser.wait_for_text("#link-error", &refused).await;
+    assert_eq!(
+        browser
+            .eval("return document.getElementById('opt-end').getAttribute('aria-invalid')")
+            .await,
+        json!("true")
+    );
+    let jobs = api::expect(system.authed(&token, Method::GET, "/v1/jobs"), 200).await;
+    assert_eq!(jobs["jobs"], json!([]), "a refused link made a job");
+    browser.close().await;
+}
+
+/// Options saved as a preset in the page are kept by the API, offered by the picker on a
+/// fresh page, and applied to a conversion that names only the preset; a name the server
+/// refuses shows its message at the name.
+#[tokio::test]
+async fn a_preset_saved_in_the_page_is_applied() {
+    let system = System::embedded(&[]);
+    let alice = person(&system, "alice").await;
+    let browser = Browser::start().await;
+    sign_in(&browser, &system, &alice).await;
+    browser.wait_for("#drop-zone").await;
+    browser.click("#options > summary").await;
+    choose(&browser, "#opt-channels", "mono").await;
+    choose(&browser, "#opt-sample-rate", "48000").await;
+    browser.fill("#opt-artist", "The Band").await;
+    browser.fill("#preset-name", "Mono 48").await;
+    browser.click("#preset-save").await;
+    browser
+        .wait_until(
+            "document.getElementById('opt-preset').value === 'Mono 48'",
+            "the new preset to be picked",
+        )
+        .await;
+    let token = page_token(&browser).await;
+    let kept = api::expect(system.authed(&token, Method::GET, "/v1/presets"), 200).await;
+    assert_eq!(kept["presets"].as_array().unwrap().len(), 1, "{kept}");
+    assert_eq!(kept["presets"][0]["name"], "Mono 48");
+    assert_eq!(
+        kept["presets"][0]["options"],
+        json!({ "artist": "The Band", "channels": "mono", "sample_rate": 48000 })
+    );
+
+    // A name the server refuses: its own sentence, at the name.
+    browser.fill("#preset-name", "bad*name").await;
+    browser.click("#preset-save").await;
+    let answer = api::expect(
+        system
+            .authed(&token, Method::PUT, "/v1/presets/bad*name")
+            .json(&json!({ "options": {} })),
+        400,
+    )
+    .await;
+    let refused = answer["error"]["message"].as_str().unwrap();
+    browser
+        .wait_for_text("#preset-name-error:not([hidden])", refused)
+        .await;
+    assert_eq!(
+        browser
+            .eval("return document.getElementById('preset-name').getAttribute('aria-invalid')")
+            .await,
+        json!("true")
+    );
+
+    // A fresh page: only the preset is picked, and it applies.
+    browser.goto(&system.url("/")).await;
+    browser.wait_for("#drop-zone").await;
+    browser.click("#options > summary").await;
+    browser
+        .wait_for("#opt-preset option[value='Mono 48']")
+        .await;
+    choose(&browser, "#opt-preset", "Mono 48").await;
+    browser
+        .wait_for_text("#opt-preset-summary", "artist “The Band”, mono, 48 kHz")
+        .await;
+    browser.upload("#file-input", &media("clip")).await;
+    let id = job_in(&browser, "done").await;
+    browser
+        .wait_for_text(
+            &format!("li.job[data-job-id='{id}'] .job-options"),
+            "preset “Mono 48”",
+        )
+        .await;
+    let job = api::expect(
+        system.authed(&token, Method::GET, &format!("/v1/jobs/{id}")),
+        200,
+    )
+    .await;
+    assert_eq!(
+        job["options"],
+        json!({ "artist": "The Band", "channels": "mono", "sample_rate": 48000, "preset": "Mono 48" })
+    );
+    browser
+        .click(&format!("li.job[data-job-id='{id}'] .job-download"))
+        .await;
+    let info = ffprobe(&browser.wait_for_download("clip.mp3").await);
+    assert_eq!(info["streams"][0]["channels"], 1, "{info}");
+    assert_eq!(info["streams"][0]["sample_rate"], "48000", "{info}");
+    assert_eq!(info["format"]["tags"]["artist"], "The Band", "{info}");
+    browser.close().await;
+}
+
+/// A job split by chapters lists its tracks; each downloads on its own, and all of them as
+/// one ZIP holding the same MP3s.
+#[tokio::test]
+async fn a_split_job_lists_its_tracks_and_their_zip() {
+    let system = System::embedded(&[]);
+    let alice = person(&system, "alice").await;
+    let browser = Browser::start().await;
+    sign_in(&browser, &system, &alice).await;
+    browser.wait_for("#drop-zone").await;
+    browser.click("#options > summary").await;
+    browser.click("#opt-split").await;
+    let dir = tempfile::tempdir().unwrap();
+    let video = chapters_video(dir.path());
+    browser.upload("#file-input", &video).await;
+    let id = job_in(&browser, "done").await;
+    let card = format!("li.job[data-job-id='{id}']");
+    browser
+        .wait_for_text(&format!("{card} .job-options"), "split by chapters")
+        .await;
+    let titles = browser
+        .eval(&format!(
+            "return [...document.querySelectorAll(\"{card} .job-track-title\")].map(t => t.textContent)"
+        ))
+        .await;
+    assert_eq!(titles, json!(["One", "Two", "Three"]));
+    browser
+        .eval(&format!(
+            "document.querySelector(\"{card}\").scrollIntoView(); return true"
+        ))
+        .await;
+    browser.screenshot("up-tracks").await;
+
+    browser
+        .click(&format!(
+            "{card} .job-track[data-number='2'] .job-track-download"
+        ))
+        .await;
+    let second = browser.wait_for_download("book - 02 - Two.mp3").await;
+    let info = ffprobe(&second);
+    let expected = bare_mp3_seconds(&video, Some((2.0, 4.0)), dir.path());
+    assert!(
+        (seconds(&info) - expected).abs() <= 0.05,
+        "{expected} s expected: {info}"
+    );
+    assert_eq!(info["format"]["tags"]["title"], "Two", "{info}");
+
+    browser.click(&format!("{card} .job-zip")).await;
+    let zip = std::fs::read(browser.wait_for_download("book.zip").await).unwrap();
+    let entries = stored_zip_entries(&zip);
+    let token = page_token(&browser).await;
+    assert_eq!(entries.len(), 3);
+    for (n, (name, bytes)) in entries.iter().enumerate() {
+        assert!(name.starts_with(&format!("{:02} - ", n + 1)), "{name}");
+        let track = common::client()
+            .get(system.url(&format!("/v1/jobs/{id}/tracks/{}", n + 1)))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(track.status(), 200);
+        assert!(
+            track.bytes().await.unwrap() == bytes.as_slice(),
+            "{name} differs from track {}",
+            n + 1
+        );
+    }
+    assert_eq!(entries[1].1, std::fs::read(&second).unwrap());
     browser.close().await;
 }

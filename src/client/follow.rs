@@ -61,8 +61,8 @@ pub(super) fn answer(status: u16, content_type: Option<&str>) -> Answer {
 /// How reading one stream ended, short of the job's end.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Ended {
-    /// The job is done or failed.
-    Job(PublicJob),
+    /// The job is done or failed (boxed: a job is large beside the other variants).
+    Job(Box<PublicJob>),
     /// The job was deleted.
     Deleted,
     /// The server ended the stream cleanly (its time limit), after `events` of the job's events.
@@ -77,7 +77,7 @@ pub(super) enum Ended {
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Next {
     /// The job ended (done or failed).
-    Finished(PublicJob),
+    Finished(Box<PublicJob>),
     /// The job was deleted while being followed.
     Deleted,
     /// Open the stream again after this pause, resuming from the last event seen.
@@ -156,7 +156,7 @@ impl Follower {
                         progress(job.progress);
                     }
                     Some(Event::JobDone { job, .. } | Event::JobFailed { job }) => {
-                        return Ended::Job(job);
+                        return Ended::Job(Box::new(job));
                     }
                     Some(Event::JobDeleted { .. }) => return Ended::Deleted,
                     // Not ours, or not about the job: skipped.
@@ -262,7 +262,7 @@ impl Client {
             };
             tracing::debug!(?ended, "the job's event stream ended");
             match follower.next(ended) {
-                Next::Finished(job) => return Ok(Some(job)),
+                Next::Finished(job) => return Ok(Some(*job)),
                 Next::Deleted => {
                     return Err(Failure::JobFailed(format!(
                         "{id} was deleted before it finished"

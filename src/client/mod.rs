@@ -5,9 +5,15 @@
 //! expired token), 4 the server is unreachable or unavailable. Progress bars are drawn only on
 //! a terminal; otherwise progress is plain lines on stderr. `--json` prints one JSON document
 //! on stdout for scripts.
+//!
+//! Conversion options are flags (`--start`, `--normalize`, `--title`, ...; see
+//! [`options::OptionArgs`]), checked here by the contract's rule before anything is sent; a
+//! value the server still refuses is reported naming its flag.
 
 pub mod credentials;
 mod follow;
+mod options;
+mod presets;
 
 use std::io::{IsTerminal as _, Read as _};
 use std::path::{Path, PathBuf};
@@ -16,14 +22,15 @@ use std::time::{Duration, Instant};
 use clap::Subcommand;
 use futures::StreamExt as _;
 use mp3conv_contract::error::ErrorBody;
-use mp3conv_contract::job::{
-    Bitrate, JobId, LinkRequest, PublicJob, PublicJobPage, Source, Status,
-};
+use mp3conv_contract::job::{JobId, LinkRequest, PublicJob, PublicJobPage, Source, Status};
+use mp3conv_contract::options::Options;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use credentials::Credentials;
+use options::OptionArgs;
+use presets::PresetsCommand;
 
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
@@ -43,12 +50,18 @@ pub enum ClientCommand {
         password_stdin: bool,
     },
     /// Convert a video file or an http(s) link to MP3.
+    ///
+    /// The options are checked before anything is sent. With --wait or --output the MP3 is
+    /// saved once done; a job split by chapters (--split chapters) also saves each chapter's
+    /// MP3 next to it, as `<name> - NN - <chapter title>.mp3`.
     Convert {
         /// A file to upload, or an http:// or https:// link.
         input: String,
-        /// 128, 192, 256, 320 (kbit/s) or v0..v9 (VBR quality).
-        #[arg(long)]
-        bitrate: Option<String>,
+        #[command(flatten)]
+        options: OptionArgs,
+        /// Apply a preset of yours (`mp3conv presets`); the flags given here win over it.
+        #[arg(long, value_name = "NAME")]
+        preset: Option<String>,
         /// Wait for the conversion (implied by --output).
         #[arg(long)]
         wait: bool,
@@ -63,7 +76,7 @@ pub enum ClientCommand {
     },
     /// One job's status.
     Status { id: JobId },
-    /// Download a job's MP3.
+    /// Download a job's MP3 (and, for a job split by chapters, each chapter's next to it).
     Download {
         id: JobId,
         #[arg(short, long)]
@@ -71,6 +84,9 @@ pub enum ClientCommand {
     },
     /// Delete a job, its video and its MP3.
     Rm { id: JobId },
+    /// Your saved sets of options: list, save, show, delete.
+    #[command(subcommand)]
+    Presets(PresetsCommand),
 }
 
 /// Why a command failed, and the exit code that says so.
@@ -153,14 +169,30 @@ impl Client {
             } => self.login(&email, password_stdin).await,
             ClientCommand::Convert {
                 input,
-                bitrate,
+                options,
+                preset,
                 wait,
                 output,
-            } => self.convert(&input, bitrate, wait, output).await,
+            } => {
+                let options = options.options(preset.as_deref())?;
+                self.convert(&input, options, wait, output).await
+            }
             ClientCommand::Jobs { limit } => self.jobs(limit).await,
             ClientCommand::Status { id } => {
                 let job = self.job(id).await?;
-                self.print(&job, || describe(&job));
+                self.print(&job, || {
+                    let mut text = describe(&job);
+                    if !job.options.is_empty() {
+                        text.push_str(&format!("\n  options: {}", options::describe(&job.options)));
+                    }
+                    for track in &job.tracks {
+                        text.push_str(&format!(
+                            "\n  track {:>2}: {} ({:.1} s)",
+                            track.number, track.title, track.audio.duration
+                        ));
+                    }
+                    text
+                });
                 Ok(())
             }
             ClientCommand::Download { id, output } => {
@@ -181,6 +213,7 @@ impl Client {
                 self.print(&json!({ "deleted": id }), || format!("deleted {id}"));
                 Ok(())
             }
+            ClientCommand::Presets(command) => self.presets(command).await,
         }
     }
 
@@ -316,20 +349,16 @@ impl Client {
     async fn convert(
         &self,
         input: &str,
-        bitrate: Option<String>,
+        options: Options,
         wait: bool,
         output: Option<PathBuf>,
     ) -> Outcome {
-        let bitrate = bitrate
-            .map(|b| b.parse::<Bitrate>())
-            .transpose()
-            .map_err(|err| Failure::Usage(err.to_string()))?;
         let token = self.token()?;
         let is_link = input.starts_with("http://") || input.starts_with("https://");
         let request = if is_link {
             let body = LinkRequest {
                 url: input.to_owned(),
-                bitrate,
+                options,
             };
             self.http.post(self.url("/v1/jobs")).json(&body)
         } else {
@@ -357,9 +386,10 @@ impl Client {
                 size,
             )
             .file_name(name);
+            // Options first: a server of before options-in-any-order reads them there too.
             let mut form = reqwest::multipart::Form::new();
-            if let Some(bitrate) = bitrate {
-                form = form.text("bitrate", bitrate.to_string());
+            for (field, text) in options::form_fields(&options) {
+                form = form.text(field, text);
             }
             self.http
                 .post(self.url("/v1/jobs"))
@@ -419,6 +449,8 @@ impl Client {
         }
     }
 
+    /// Saves a done job's MP3 at `path`, and each of its tracks (a job split by chapters)
+    /// next to it.
     async fn download(&self, job: &PublicJob, path: &Path) -> Outcome {
         let token = self.token()?;
         let id = job.id;
@@ -430,32 +462,65 @@ impl Client {
                 Failure::Usage(format!("{id} is {status}: no MP3 yet"))
             });
         }
+        let size = self
+            .save(&token, &format!("/v1/jobs/{id}/audio"), path)
+            .await?;
+        let mut tracks = Vec::new();
+        for track in &job.tracks {
+            let track_path = track_path(path, track.number, &track.title);
+            let bytes = self
+                .save(
+                    &token,
+                    &format!("/v1/jobs/{id}/tracks/{}", track.number),
+                    &track_path,
+                )
+                .await?;
+            tracks.push(json!({ "number": track.number, "title": track.title,
+                                "saved": track_path, "bytes": bytes }));
+        }
+        let mut saved = json!({ "id": id, "saved": path, "bytes": size });
+        if !tracks.is_empty() {
+            saved["tracks"] = Value::Array(tracks);
+        }
+        self.print(&saved, || {
+            let mut text = format!("saved {}", path.display());
+            for track in saved["tracks"].as_array().into_iter().flatten() {
+                text.push_str(&format!(
+                    "\nsaved {}",
+                    track["saved"].as_str().unwrap_or_default()
+                ));
+            }
+            text
+        });
+        Ok(())
+    }
+
+    /// Downloads `route` into `path` (through `<path>.part`, renamed once whole), showing the
+    /// progress; answers the bytes saved.
+    async fn save(&self, token: &str, route: &str, path: &Path) -> Result<u64, Failure> {
         let response = self
-            .send(
-                self.http
-                    .get(self.url(&format!("/v1/jobs/{id}/audio")))
-                    .bearer_auth(&token),
-            )
+            .send(self.http.get(self.url(route)).bearer_auth(token))
             .await?;
         let response = check(response).await?;
         let size = response.content_length().unwrap_or(0);
         let progress = Progress::new(self.terminal, "download", size);
-        let temporary = path.with_extension("mp3.part");
+        let mut temporary = path.as_os_str().to_owned();
+        temporary.push(".part");
+        let temporary = PathBuf::from(temporary);
         let mut out = tokio::fs::File::create(&temporary).await?;
         let mut body = response.bytes_stream();
+        let mut saved = 0;
         while let Some(chunk) = body.next().await {
             let chunk = chunk
                 .map_err(|err| Failure::Unreachable(format!("the download broke off: {err}")))?;
             tokio::io::AsyncWriteExt::write_all(&mut out, &chunk).await?;
+            saved += chunk.len() as u64;
             progress.advance(chunk.len() as u64);
         }
         tokio::io::AsyncWriteExt::flush(&mut out).await?;
         std::fs::rename(&temporary, path)?;
         progress.finish();
-        self.print(&json!({ "id": id, "saved": path, "bytes": size }), || {
-            format!("saved {}", path.display())
-        });
-        Ok(())
+        Ok(saved)
     }
 }
 
@@ -466,7 +531,14 @@ async fn check(response: reqwest::Response) -> Result<reqwest::Response, Failure
         return Ok(response);
     }
     let (code, message) = match response.json::<ErrorBody>().await {
-        Ok(body) => (body.error.code, body.error.message),
+        // An option the server refused (a preset's name, a clip it cannot make) names its flag.
+        Ok(body) => match body.error.field {
+            Some(field) if Options::is_field(&field) => (
+                body.error.code,
+                format!("{}: {}", options::flag(&field), body.error.message),
+            ),
+            _ => (body.error.code, body.error.message),
+        },
         Err(_) => (String::new(), format!("the server answered {status}")),
     };
     Err(match status {
@@ -511,6 +583,32 @@ fn describe(job: &PublicJob) -> String {
         line.push_str(&format!("  ({})", error.message));
     }
     line
+}
+
+/// Where track `number` of the MP3 at `mp3` is saved: beside it, as
+/// `<mp3's stem> - NN - <title>.mp3`, the title made safe as a file name.
+fn track_path(mp3: &Path, number: u32, title: &str) -> PathBuf {
+    let stem = mp3
+        .file_stem()
+        .map_or_else(|| "audio".into(), |s| s.to_string_lossy().into_owned());
+    let title: String = title
+        .chars()
+        .map(|c| {
+            if c.is_control() || matches!(c, '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|') {
+                '_'
+            } else {
+                c
+            }
+        })
+        .take(100)
+        .collect();
+    let title = title.trim().trim_start_matches('.');
+    let name = if title.is_empty() {
+        format!("{stem} - {number:02}.mp3")
+    } else {
+        format!("{stem} - {number:02} - {title}.mp3")
+    };
+    mp3.with_file_name(name)
 }
 
 /// `<original name>.mp3` in the current directory.
@@ -616,6 +714,33 @@ impl Progress {
     fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracks_are_saved_beside_the_mp3_under_safe_names() {
+        for (mp3, number, title, expected) in [
+            ("out.mp3", 1, "Intro", "out - 01 - Intro.mp3"),
+            (
+                "/tmp/a/talk.mp3",
+                12,
+                "Q/A: why?",
+                "/tmp/a/talk - 12 - Q_A_ why_.mp3",
+            ),
+            ("talk.mp3", 3, "../../etc", "talk - 03 - _.._etc.mp3"),
+            ("talk.mp3", 4, "  ", "talk - 04.mp3"),
+            ("talk.mp3", 5, "a\nb", "talk - 05 - a_b.mp3"),
+        ] {
+            assert_eq!(
+                track_path(Path::new(mp3), number, title),
+                PathBuf::from(expected),
+                "{title:?}"
+            );
         }
     }
 }

@@ -3,13 +3,24 @@
 
 const TOKEN_KEY = "mp3conv.session";
 
-/** An API error: the HTTP status and the API's stable code and sentence. */
+/**
+ * An API error: the HTTP status, the API's stable code and sentence, and the request field
+ * at fault when the API names one (a conversion option).
+ */
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, field = null) {
     super(message);
     this.status = status;
     this.code = code;
+    this.field = field;
   }
+}
+
+/** The error a JSON error body (`{ error: { code, message, field } }`) describes, or null. */
+function errorFrom(status, body) {
+  if (!body || !body.error) return null;
+  const field = typeof body.error.field === "string" ? body.error.field : null;
+  return new ApiError(status, String(body.error.code || "http_" + status), String(body.error.message || "The server answered " + status + "."), field);
 }
 
 /** The signed-in session, or null: `{ token, email, expiresAt }` (expiresAt in ms). */
@@ -47,22 +58,18 @@ export function onSignedOut(listener) {
 }
 
 async function errorOf(response) {
-  let code = "http_" + response.status;
-  let message = response.statusText || "The server answered " + response.status + ".";
+  let error = null;
   try {
-    const body = await response.json();
-    if (body && body.error) {
-      code = String(body.error.code || code);
-      message = String(body.error.message || message);
-    }
+    error = errorFrom(response.status, await response.json());
   } catch {
     // Not JSON: keep the status line.
   }
+  error ||= new ApiError(response.status, "http_" + response.status, response.statusText || "The server answered " + response.status + ".");
   if (response.status === 429 || response.status === 503) {
     const wait = response.headers.get("retry-after");
-    if (wait) message += " Try again in " + wait + " s.";
+    if (wait) error.message += " Try again in " + wait + " s.";
   }
-  return new ApiError(response.status, code, message);
+  return error;
 }
 
 /**
@@ -120,8 +127,12 @@ export function register(email, password) {
   return call("POST", "/auth/register", { body: { email, password }, auth: false });
 }
 
-/** The MP3 of a done job, as a Blob (the audio route needs the bearer header). */
-export async function audio(jobId) {
+/**
+ * A file of a job's as a Blob of `type` (the routes need the bearer header, which a plain
+ * link cannot send). Typed here, whatever the answer said: it is only ever played or saved
+ * as that.
+ */
+async function jobFile(jobId, route, type) {
   const current = session();
   if (!current) {
     forget();
@@ -129,7 +140,7 @@ export async function audio(jobId) {
   }
   let response;
   try {
-    response = await fetch("/v1/jobs/" + encodeURIComponent(jobId) + "/audio", {
+    response = await fetch("/v1/jobs/" + encodeURIComponent(jobId) + route, {
       headers: { Authorization: "Bearer " + current.token },
       cache: "no-store",
     });
@@ -141,16 +152,42 @@ export async function audio(jobId) {
     if (response.status === 401) forget(current.token);
     throw error;
   }
-  // Typed here, whatever the answer said: it is only ever played or saved as an MP3.
-  return new Blob([await response.arrayBuffer()], { type: "audio/mpeg" });
+  return new Blob([await response.arrayBuffer()], { type });
+}
+
+/** The MP3 of a done job, as a Blob. */
+export function audio(jobId) {
+  return jobFile(jobId, "/audio", "audio/mpeg");
+}
+
+/** Track `number` of a done job split by chapters, as a Blob. */
+export function track(jobId, number) {
+  return jobFile(jobId, "/tracks/" + encodeURIComponent(number), "audio/mpeg");
+}
+
+/** Every track of a done job split by chapters, as one ZIP Blob. */
+export function tracksZip(jobId) {
+  return jobFile(jobId, "/tracks.zip", "application/zip");
+}
+
+/** The caller's presets, by name: `[{ name, options, created_at, updated_at }]`. */
+export async function presets() {
+  const answer = await call("GET", "/v1/presets");
+  return answer && Array.isArray(answer.presets) ? answer.presets : [];
+}
+
+/** Saves `options` (an object of option fields) as the preset `name`, replacing one so named. */
+export function savePreset(name, options) {
+  return call("PUT", "/v1/presets/" + encodeURIComponent(name), { body: { options } });
 }
 
 /**
- * Uploads one file as a new job. The browser streams the file from disk (FormData with the
- * File), so a 2 GiB video is never read into the page's memory. `onProgress(sent, total)` as the
- * bytes go. Answers `{ promise, abort }`; the promise gives the job (202) or throws ApiError.
+ * Uploads one file as a new job with `options` (`[[field, text], ...]`: only what the person
+ * set). The browser streams the file from disk (FormData with the File), so a 2 GiB video is
+ * never read into the page's memory. `onProgress(sent, total)` as the bytes go. Answers
+ * `{ promise, abort }`; the promise gives the job (202) or throws ApiError.
  */
-export function upload(file, bitrate, onProgress) {
+export function upload(file, options, onProgress) {
   const xhr = new XMLHttpRequest();
   const promise = new Promise((resolve, reject) => {
     const current = session();
@@ -160,8 +197,9 @@ export function upload(file, bitrate, onProgress) {
       return;
     }
     const form = new FormData();
-    // The gateway reads options before the file.
-    if (bitrate) form.append("bitrate", bitrate);
+    // Options first: the gateway takes them in any order, but this way it knows them
+    // before the (long) file.
+    for (const [field, text] of options) form.append(field, text);
     form.append("file", file, file.name);
     xhr.open("POST", "/v1/jobs");
     xhr.setRequestHeader("Authorization", "Bearer " + current.token);
@@ -173,11 +211,8 @@ export function upload(file, bitrate, onProgress) {
         resolve(xhr.response);
         return;
       }
-      const body = xhr.response;
-      const code = body && body.error ? String(body.error.code) : "http_" + xhr.status;
-      const message = body && body.error ? String(body.error.message) : "The upload failed (" + xhr.status + ").";
       if (xhr.status === 401) forget(current.token);
-      reject(new ApiError(xhr.status, code, message));
+      reject(errorFrom(xhr.status, xhr.response) || new ApiError(xhr.status, "http_" + xhr.status, "The upload failed (" + xhr.status + ")."));
     };
     xhr.onerror = () => reject(new ApiError(0, "network", "The upload was cut off. Check your connection and try again."));
     xhr.onabort = () => reject(new ApiError(0, "cancelled", "Upload cancelled."));

@@ -1,22 +1,17 @@
-// The convert page: video files (dropped or picked) or a link, a bitrate, then each upload's
-// progress, then the conversions live.
+// The convert page: video files (dropped or picked) or a link, the quality and the options,
+// then each upload's progress, then the conversions live.
 
 import { call, upload } from "./api.js";
 import { jobList } from "./jobs.js";
+import { optionsPanel } from "./options.js";
 import { putJob } from "./store.js";
 import { bytes, h, onSubmit, replace } from "./ui.js";
 
-const BITRATES = [
-  ["128", "128 kbit/s (smaller)"],
-  ["192", "192 kbit/s (recommended)"],
-  ["256", "256 kbit/s"],
-  ["320", "320 kbit/s (best)"],
-  ["v0", "Variable, best (V0)"],
-  ["v2", "Variable, high (V2)"],
-];
-
-/** One file's upload row: name, bar, bytes and rate, a cancel button. */
-function uploadRow(file, bitrate, uploads) {
+/**
+ * One file's upload row: name, bar, bytes and rate, a cancel button. `options` are the ones
+ * set when the file was chosen; an error naming one of them is also shown by `panel`.
+ */
+function uploadRow(file, options, panel, uploads) {
   const bar = h("progress", { max: String(file.size || 1), value: "0", "aria-label": "Upload of " + file.name });
   const state = h("span", { class: "upload-status" }, "Waiting to upload");
   const cancel = h("button", { type: "button", class: "secondary upload-cancel", "aria-label": "Cancel the upload of " + file.name }, "Cancel");
@@ -36,7 +31,7 @@ function uploadRow(file, bitrate, uploads) {
     row.dataset.state = "uploading";
     const started = performance.now();
     const samples = [];
-    const sending = upload(file, bitrate, (sent, total) => {
+    const sending = upload(file, options, (sent, total) => {
       bar.max = total || 1;
       bar.value = sent;
       const now = performance.now();
@@ -56,6 +51,7 @@ function uploadRow(file, bitrate, uploads) {
       cancel.remove();
       replace(state, error.message);
       state.setAttribute("role", "alert");
+      panel.showError(error);
       const dismiss = h("button", { type: "button", class: "secondary" }, "Dismiss");
       dismiss.addEventListener("click", () => row.remove());
       row.append(dismiss);
@@ -64,11 +60,7 @@ function uploadRow(file, bitrate, uploads) {
 }
 
 export function convertPage() {
-  const bitrate = h(
-    "select",
-    { id: "bitrate", name: "bitrate" },
-    BITRATES.map(([value, label]) => h("option", { value, selected: value === "192" }, label)),
-  );
+  const panel = optionsPanel();
   const input = h("input", { type: "file", id: "file-input", class: "visually-hidden", multiple: true, accept: "video/*,audio/*" });
   const uploads = h("ul", { class: "uploads", id: "uploads", "aria-live": "polite" });
   const queue = [];
@@ -83,7 +75,9 @@ export function convertPage() {
   }
 
   function take(files) {
-    for (const file of files) queue.push(uploadRow(file, bitrate.value, uploads));
+    panel.clearErrors();
+    const options = panel.fields();
+    for (const file of files) queue.push(uploadRow(file, options, panel, uploads));
     drain();
   }
 
@@ -127,8 +121,11 @@ export function convertPage() {
     h("div", { class: "inline" }, link, linkButton),
     linkError,
   );
-  onSubmit(linkForm, { button: linkButton, error: linkError }, async () => {
-    const job = await call("POST", "/v1/jobs", { body: { url: link.value.trim(), bitrate: bitrate.value } });
+  const describe = (failure) => (panel.showError(failure) ? "Check the options: " + failure.message : failure.message);
+  onSubmit(linkForm, { button: linkButton, error: linkError, describe }, async () => {
+    panel.clearErrors();
+    const body = { ...Object.fromEntries(panel.fields()), url: link.value.trim() };
+    const job = await call("POST", "/v1/jobs", { body });
     putJob(job);
     link.value = "";
   });
@@ -138,7 +135,7 @@ export function convertPage() {
     "section",
     { class: "page", "aria-labelledby": "convert-title" },
     h("h1", { id: "convert-title" }, "Convert videos to MP3"),
-    h("div", { class: "card" }, h("div", { class: "row" }, h("label", { for: "bitrate" }, "Quality"), bitrate), input, drop, uploads, linkForm),
+    h("div", { class: "card" }, panel.quality, panel.element, input, drop, uploads, linkForm),
     h("h2", {}, "Recent conversions"),
     recent.element,
     h("p", {}, h("a", { href: "/jobs", "data-link": true }, "See all conversions")),

@@ -1,8 +1,8 @@
 // The list of the caller's conversions: newest first, paged, live.
 
-import { audio, call } from "./api.js";
+import { audio, call, track, tracksZip } from "./api.js";
 import { dropJob, onJob, onResync, putJob } from "./store.js";
-import { bytes, confirm, duration, failure, h, jobName, mp3Name, replace, toast, when } from "./ui.js";
+import { bytes, confirm, duration, failure, h, jobName, mp3Name, optionWords, replace, toast, when } from "./ui.js";
 
 const STATUS_WORDS = {
   queued: "Waiting for its turn",
@@ -24,6 +24,8 @@ function card(job) {
   const ready = h("div", { class: "job-ready", hidden: true });
   const remove = h("button", { type: "button", class: "job-delete secondary", "aria-label": "Delete " + name }, "Delete");
   let release = () => {};
+  // The options it runs with: they never change over a job's life.
+  const words = optionWords(job.options);
   const element = h(
     "li",
     { class: "job", "data-job-id": job.id },
@@ -32,6 +34,7 @@ function card(job) {
       { class: "job-head" },
       h("span", { class: "job-name" }, name),
       h("span", { class: "job-meta" }, when(job.created_at), " · ", job.bitrate.startsWith("v") ? "VBR " + job.bitrate.toUpperCase() : job.bitrate + " kbit/s"),
+      words.length ? h("span", { class: "job-options" }, "Options: " + words.join(" · ")) : null,
     ),
     h("div", { class: "job-state", "aria-live": "polite" }, status, progress, error, ready),
     h("div", { class: "job-actions" }, remove),
@@ -70,12 +73,85 @@ function card(job) {
   return { element, update, release: () => release() };
 }
 
+/** Saves the file at `url` (a blob URL of this page's) as `name`. */
+function save(url, name) {
+  const link = h("a", { href: url, download: name, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+}
+
+/** Track `number`'s file name: the MP3's, then the number and the chapter's title. */
+function trackName(job, number, title) {
+  const base = mp3Name(job).replace(/\.mp3$/, "");
+  const safe = String(title || "").replace(/[\u0000-\u001f\u007f/\\:*?"<>|]/g, "_").trim().replace(/^\.+/, "").slice(0, 100);
+  return base + " - " + String(number).padStart(2, "0") + (safe ? " - " + safe : "") + ".mp3";
+}
+
 /**
- * A done job's MP3: its length and size, a download button and a player. The MP3 is fetched
- * on the first Download or Play and held (as a blob URL) until `release`.
+ * A button that fetches a file (`load()`, a Blob) on its first click, keeps it as a blob URL
+ * in `held` and saves it as `name`.
+ */
+function downloadButton(label, attributes, name, load, held) {
+  const button = h("button", { type: "button", ...attributes }, label);
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      if (!held.has(name)) held.set(name, URL.createObjectURL(await load()));
+      save(held.get(name), name);
+    } catch (error) {
+      toast(error.message);
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return button;
+}
+
+/**
+ * A done job split by chapters: its tracks, each downloadable, and all of them as one ZIP.
+ * Each file is fetched on its first download and held in `held` until the card lets go.
+ */
+function tracksPart(job, held) {
+  const name = jobName(job);
+  const list = h(
+    "ol",
+    { class: "job-tracks", "aria-label": "Tracks of " + name },
+    job.tracks.map((t) =>
+      h(
+        "li",
+        { class: "job-track", "data-number": t.number },
+        h("span", { class: "job-track-title" }, t.title),
+        h("span", { class: "job-track-facts" }, duration(t.audio.duration), " · ", bytes(t.audio.size)),
+        downloadButton(
+          "Download",
+          { class: "job-track-download secondary", "aria-label": "Download track " + t.number + ": " + t.title },
+          trackName(job, t.number, t.title),
+          () => track(job.id, t.number),
+          held,
+        ),
+      ),
+    ),
+  );
+  const zip = downloadButton(
+    "Download all (ZIP)",
+    { class: "job-zip secondary" },
+    mp3Name(job).replace(/\.mp3$/, "") + ".zip",
+    () => tracksZip(job.id),
+    held,
+  );
+  return [h("p", { class: "job-tracks-title" }, job.tracks.length + " tracks, one per chapter:"), list, zip];
+}
+
+/**
+ * A done job's MP3: its length and size, a download button and a player (and its tracks,
+ * when split by chapters). The MP3 is fetched on the first Download or Play and held (as a
+ * blob URL) until `release`.
  */
 function readyPart(job) {
   const file = mp3Name(job);
+  // Tracks and the ZIP, by file name, once fetched.
+  const held = new Map();
   const player = h("audio", { class: "job-audio", controls: true, preload: "none", hidden: true, "aria-label": "Play " + file });
   const download = h("button", { type: "button", class: "job-download" }, "Download MP3");
   const play = h("button", { type: "button", class: "job-play secondary" }, "Play");
@@ -87,10 +163,7 @@ function readyPart(job) {
   download.addEventListener("click", async () => {
     download.disabled = true;
     try {
-      const link = h("a", { href: await load(), download: file, hidden: true });
-      document.body.append(link);
-      link.click();
-      link.remove();
+      save(await load(), file);
     } catch (error) {
       toast(error.message);
     } finally {
@@ -114,8 +187,11 @@ function readyPart(job) {
       h("span", { class: "job-audio-facts" }, duration(job.audio.duration), " · ", bytes(job.audio.size)),
       h("div", { class: "job-buttons" }, download, play),
       player,
+      ...(Array.isArray(job.tracks) && job.tracks.length ? tracksPart(job, held) : []),
     ],
     release() {
+      for (const url of held.values()) URL.revokeObjectURL(url);
+      held.clear();
       if (!blobUrl) return;
       player.removeAttribute("src");
       player.load();

@@ -58,6 +58,43 @@ export function duration(seconds) {
   return h > 0 ? h + ":" + String(m).padStart(2, "0") + ":" + s : m + ":" + s;
 }
 
+/** A time in a source, to the millisecond: 90.5 -> "1:30.5"; 3725 -> "1:02:05". */
+export function position(seconds) {
+  if (!Number.isFinite(seconds) || seconds < 0) return "";
+  const millis = Math.round(seconds * 1000);
+  const whole = duration(Math.floor(millis / 1000));
+  const fraction = millis % 1000;
+  return fraction ? whole + "." + String(fraction).padStart(3, "0").replace(/0+$/, "") : whole;
+}
+
+/**
+ * A job's options in words, one entry each: `["from 0:01", "title “Talk”", "mono"]`.
+ * Options arrive as the API writes them (times in seconds, normalize false or a target).
+ */
+export function optionWords(options) {
+  if (!options) return [];
+  const words = [];
+  const tag = (name, text) => (text === "" ? "no " + name : name + " “" + text + "”");
+  if (options.start !== undefined) words.push("from " + position(options.start));
+  if (options.end !== undefined) words.push("to " + position(options.end));
+  if (options.normalize !== undefined) {
+    words.push(options.normalize === false ? "loudness unchanged" : "loudness " + String(options.normalize).replace("-", "−") + " LUFS");
+  }
+  for (const name of ["title", "artist", "album"]) {
+    if (typeof options[name] === "string") words.push(tag(name, options[name]));
+  }
+  if (options.year !== undefined) words.push("year " + options.year);
+  if (typeof options.comment === "string") words.push(tag("comment", options.comment));
+  if (options.cover === "none") words.push("no cover");
+  else if (options.cover === "auto") words.push("automatic cover");
+  else if (typeof options.cover === "number") words.push("cover at " + position(options.cover));
+  if (options.channels) words.push(options.channels);
+  if (options.sample_rate) words.push(options.sample_rate / 1000 + " kHz");
+  if (options.split === "chapters") words.push("split by chapters");
+  if (typeof options.preset === "string") words.push("preset “" + options.preset + "”");
+  return words;
+}
+
 /** A date as the reader's locale writes it, with the time. */
 export function when(text) {
   const date = new Date(text);
