@@ -8,6 +8,7 @@
 #   end to end         bench/src/bin/e2e-bench.rs   (both shapes; needs the services)
 #   live events        bench/src/bin/events-bench.rs (both shapes; needs the services)
 #   worker             bench/src/bin/worker-bench.rs (inputs cached in ~/.cache/mp3conv/bench)
+#   options            bench/src/bin/options-bench.rs (each conversion option against bare ffmpeg)
 #   web app            tests/web.rs `bench_page_load` (ignored by `make test`; headless Chromium)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,7 @@ section "gateway and notifications" gateway.md ./target/release/gateway-bench ./
 section "end to end" e2e.md ./target/release/e2e-bench ./target/release/mp3conv ./target/release/mp3conv-worker .
 section "live events" events.md ./target/release/events-bench ./target/release/mp3conv ./target/release/mp3conv-worker .
 section "worker" worker.md ./target/release/worker-bench ./target/release/mp3conv-worker
+section "conversion options" options.md ./target/release/options-bench ./target/release/mp3conv-worker
 web_bench() {   # the browser harness lives with the tests: its lines start with "bench| "
   cargo test --release --test web -- --ignored --exact bench_page_load --nocapture |
     sed -n 's/^bench| \{0,1\}//p'
@@ -77,6 +79,13 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
   echo "converted, and throughput by concurrency."
   echo
   cat "$out/worker.md"
+  echo
+  echo "## Conversion options"
+  echo
+  echo "Each option's cost: the worker with the option against bare ffmpeg doing the same work on"
+  echo "the same file (normalization against ffmpeg's own two loudnorm passes)."
+  echo
+  cat "$out/options.md"
   echo
   echo "## Web app"
   echo

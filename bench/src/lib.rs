@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
 pub mod system;
+pub mod worker;
 
 /// A reqwest client. Built together with the rest of the workspace, reqwest has TLS but no
 /// crypto provider of its own (the build links only ring), so one is installed first.

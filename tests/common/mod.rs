@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod browser;
+pub mod media;
 pub mod openapi;
 pub mod tls;
 

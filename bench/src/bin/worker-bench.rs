@@ -7,15 +7,14 @@
 //! Usage: `worker-bench <mp3conv-worker binary>`; the inputs are generated with ffmpeg once and
 //! kept in ~/.cache/mp3conv/bench.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use mp3conv_bench::median;
+use mp3conv_bench::worker::{Worker, cache_dir, generate};
 
-const TOKEN: &str = "bench-internal-token-0123456789";
 const RUNS: usize = 3;
 const CLIPS: usize = 8;
 
@@ -26,8 +25,7 @@ async fn main() -> anyhow::Result<()> {
             .nth(1)
             .context("usage: worker-bench <mp3conv-worker>")?,
     );
-    let cache = PathBuf::from(std::env::var("HOME")?).join(".cache/mp3conv/bench");
-    std::fs::create_dir_all(&cache)?;
+    let cache = cache_dir()?;
     // ~14 Mbit/s for 10 minutes: a 1 GiB file that is also the 10-minute 720p benchmark input.
     let long = generate(
         &cache,
@@ -103,169 +101,4 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// Generates a test video (lavfi test pattern + sine tone, H.264/AAC, faststart) once.
-fn generate(
-    cache: &Path,
-    name: &str,
-    seconds: u32,
-    size: &str,
-    bitrate: &str,
-) -> anyhow::Result<PathBuf> {
-    let path = cache.join(name);
-    if path.exists() {
-        return Ok(path);
-    }
-    let partial = cache.join(format!("{name}.partial.mp4"));
-    let status = Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i"])
-        .arg(format!("testsrc2=size={size}:rate=30:duration={seconds}"))
-        .args(["-f", "lavfi", "-i"])
-        .arg(format!(
-            "sine=frequency=440:sample_rate=48000:duration={seconds}"
-        ))
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-b:v",
-            bitrate,
-            "-minrate",
-            bitrate,
-            "-maxrate",
-            bitrate,
-            "-bufsize",
-            "2M",
-            // Constant bitrate with filler: the test pattern compresses far below its target
-            // otherwise, and the large input must really be 1 GiB.
-            "-x264-params",
-            "nal-hrd=cbr:force-cfr=1",
-        ])
-        .args([
-            "-c:a",
-            "aac",
-            "-b:a",
-            "128k",
-            "-movflags",
-            "+faststart",
-            "-shortest",
-        ])
-        .arg(&partial)
-        .status()
-        .context("running ffmpeg")?;
-    if !status.success() {
-        bail!("generating {name} failed");
-    }
-    std::fs::rename(&partial, &path)?;
-    Ok(path)
-}
-
-struct Worker {
-    child: Child,
-    base: String,
-    client: reqwest::Client,
-}
-
-impl Worker {
-    fn start(binary: &Path, dir: &Path, concurrency: usize) -> anyhow::Result<Worker> {
-        std::fs::create_dir_all(dir)?;
-        let mut child = Command::new(binary)
-            .env("MP3CONV_WORKER__LISTEN", "127.0.0.1:0")
-            .env("MP3CONV_WORKER__INTERNAL_TOKEN", TOKEN)
-            .env("MP3CONV_WORKER__CONCURRENCY", concurrency.to_string())
-            .env("MP3CONV_WORKER__STORAGE__KIND", "local")
-            .env("MP3CONV_WORKER__STORAGE__DIR", dir.join("blobs"))
-            .env("MP3CONV_WORKER__JOBS__KIND", "sqlite")
-            .env("MP3CONV_WORKER__JOBS__PATH", dir.join("jobs.sqlite"))
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("spawning mp3conv-worker")?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let line = lines.next().context("the worker exited")??;
-        std::thread::spawn(move || for _ in lines {});
-        let base = line
-            .strip_prefix("mp3conv-worker listening on ")
-            .with_context(|| format!("unexpected first line: {line}"))?
-            .to_owned();
-        Ok(Worker {
-            child,
-            base,
-            client: mp3conv_bench::http_client(),
-        })
-    }
-
-    async fn upload(&self, file: &Path) -> anyhow::Result<String> {
-        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
-            tokio::fs::File::open(file).await?,
-            256 * 1024,
-        ));
-        let response = self
-            .client
-            .post(format!(
-                "{}/internal/jobs?filename=bench.mp4&bitrate=128",
-                self.base
-            ))
-            .bearer_auth(TOKEN)
-            .header("x-mp3conv-owner", "bench")
-            .header("content-type", "video/mp4")
-            .header("content-length", std::fs::metadata(file)?.len())
-            .body(body)
-            .send()
-            .await?;
-        anyhow::ensure!(response.status() == 202, "upload: {}", response.status());
-        let job: serde_json::Value = response.json().await?;
-        Ok(job["id"].as_str().context("a job id")?.to_owned())
-    }
-
-    async fn wait_done(&self, id: &str) -> anyhow::Result<()> {
-        loop {
-            let job: serde_json::Value = self
-                .client
-                .get(format!("{}/internal/jobs/{id}", self.base))
-                .bearer_auth(TOKEN)
-                .header("x-mp3conv-owner", "bench")
-                .send()
-                .await?
-                .json()
-                .await?;
-            match job["status"].as_str() {
-                Some("done") => return Ok(()),
-                Some("failed") => bail!("job failed: {job}"),
-                _ => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-    }
-
-    /// Uploads `file`, then times upload-complete -> done, sampling peak RSS throughout.
-    async fn convert(&self, file: &Path) -> anyhow::Result<(Duration, u64)> {
-        let id = self.upload(file).await?;
-        let uploaded = Instant::now();
-        self.wait_done(&id).await?;
-        let elapsed = uploaded.elapsed();
-        Ok((elapsed, mp3conv_bench::memory(self.child.id(), "VmHWM")?))
-    }
-
-    /// Jobs per minute for `count` uploads of `file`, from the first upload to the last done.
-    async fn throughput(&self, file: &Path, count: usize) -> anyhow::Result<f64> {
-        let started = Instant::now();
-        let mut ids = Vec::new();
-        for _ in 0..count {
-            ids.push(self.upload(file).await?);
-        }
-        for id in &ids {
-            self.wait_done(id).await?;
-        }
-        Ok(count as f64 / started.elapsed().as_secs_f64() * 60.0)
-    }
-
-    fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -482,6 +482,7 @@ mod tests {
                 job.error = Some(JobError {
                     code: "no_audio".into(),
                     message: "the video has no audio track".into(),
+                    field: None,
                 });
             }
             Fake {
