@@ -189,6 +189,72 @@ async fn ordinary_formats_still_convert(backend: Backend) {
     app.stop().await;
 }
 
+/// The video streams of an MP3 (its cover, if any): (codec, width, height).
+fn pictures(mp3: &[u8]) -> Vec<(String, u64, u64)> {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), mp3).unwrap();
+    let output = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-print_format", "json", "-show_streams"])
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let info: Value = serde_json::from_slice(&output.stdout).unwrap();
+    info["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["codec_type"] == "video")
+        .map(|s| {
+            (
+                s["codec_name"].as_str().unwrap().to_owned(),
+                s["width"].as_u64().unwrap(),
+                s["height"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Sources awkward for the cover and the clip still convert: frames and pictures too large to
+/// take a cover from cheaply (an 8192 x 8192 frame once took ffmpeg 4.3 GB) give an MP3
+/// without one, and say why when a frame is asked for; a sound shorter than any clip that can
+/// be asked for converts whole when none is. What is shown does not depend on the stores, so
+/// one backend serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_pictures_and_blips_still_convert() {
+    let app = spawn(Backend::Embedded).await;
+    let huge = app
+        .upload_ok("olivia", "huge.mp4", media("huge-frames"))
+        .await;
+    let picture = app
+        .upload_ok("olivia", "huge.mp3", media("huge-picture"))
+        .await;
+    let blip = app.upload_ok("olivia", "blip.wav", media("blip")).await;
+    let response = app
+        .request(reqwest::Method::POST, "/internal/jobs", "olivia")
+        .query(&[("filename", "huge.mp4"), ("cover", "1")])
+        .header("content-type", "application/octet-stream")
+        .body(media("huge-frames"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let asked: Value = response.json().await.unwrap();
+    for id in [&huge, &picture, &blip] {
+        let job = app.settled("olivia", id).await;
+        assert_eq!(job["status"], "done", "{job}");
+        let mp3 = common::body(app.audio("olivia", id).await.send().await.unwrap()).await;
+        assert_eq!(common::probe(&mp3).0, "mp3");
+        assert_eq!(pictures(&mp3), [], "a cover from {}", job["source"]);
+    }
+    let job = app.settled("olivia", asked["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"]["field"], "cover", "{job}");
+    let message = job["error"]["message"].as_str().unwrap();
+    assert!(message.contains("6000x6000"), "{message}");
+    app.stop().await;
+}
+
 /// A link host whose videos never finish: `/trickle.mp4` sends a byte every 100 ms,
 /// `/steady.mp4` 64 KiB every 100 ms. Each gives up by itself after 40 s; [`SlowHost::stop`]
 /// ends them at once (the connections break) and stops accepting new ones.

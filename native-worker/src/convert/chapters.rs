@@ -91,9 +91,11 @@ pub fn ffmetadata(spans: &[Span]) -> String {
 }
 
 /// A value as `ffmetadata` reads it: `=`, `;`, `#`, `\` and line breaks escaped with `\`.
+/// Trailing backslashes are left out: ffmpeg 5.1 reads an escaped one at the end of a line as
+/// a backslash and a line break.
 fn escape(value: &str) -> String {
     let mut escaped = String::with_capacity(value.len());
-    for c in value.chars() {
+    for c in value.trim_end_matches('\\').chars() {
         if matches!(c, '=' | ';' | '#' | '\\' | '\n') {
             escaped.push('\\');
         }
@@ -201,5 +203,9 @@ mod tests {
              title=Chapter 2\n"
         );
         assert_eq!(ffmetadata(&[]), ";FFMETADATA1\n");
+        assert!(
+            ffmetadata(&[span(0, 1000, "a\\b\\\\")]).ends_with("\ntitle=a\\\\b\n"),
+            "a trailing backslash would become a line break"
+        );
     }
 }

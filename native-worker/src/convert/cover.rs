@@ -2,6 +2,12 @@
 //! frame at a chosen time, as a JPEG that fits in [`MAX_SIDE`] x [`MAX_SIDE`] (never scaled
 //! up), written to a file by its own ffmpeg run and embedded by the encoding runs as an ID3
 //! APIC frame (front cover). One extraction serves the whole MP3 and every track.
+//!
+//! A cover costs memory in proportion to the source's frames, not the cover's: the decoder
+//! holds a few whole frames, so a picture or video larger than [`MAX_SOURCE_PIXELS`] gives no
+//! cover (the probe says how large it is; `-max_pixels` makes the decoder refuse what the
+//! probe did not see), and the frames are scaled down before the `thumbnail` filter compares
+//! [`THUMBNAIL_FRAMES`] of them.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -9,15 +15,25 @@ use std::path::Path;
 use mp3conv_contract::options::Cover;
 
 use super::plan::Clip;
-use super::probe::MediaInfo;
+use super::probe::{MediaInfo, Visual};
 use super::{Input, confined_input};
 
 /// Longest side of the cover, in pixels: what players show, at a few tens of kilobytes.
 pub const MAX_SIDE: u32 = 600;
+/// The largest frame a cover is taken from, in pixels: 8K (8192 x 4320). Scaled before
+/// `thumbnail`, such frames cost ffmpeg about 400 MB; an 8192 x 8192 one compared at full size
+/// took 4.3 GB.
+pub const MAX_SOURCE_PIXELS: u64 = 8192 * 4320;
 /// Frames the `thumbnail` filter compares to pick the most representative one.
 const THUMBNAIL_FRAMES: u32 = 50;
 /// JPEG quality (ffmpeg's `-q:v`, 2 best to 31 worst).
 const QUALITY: &str = "3";
+
+/// Whether a cover may be taken from `visual`: its size is unknown (the decoder's
+/// `-max_pixels` then guards) or at most [`MAX_SOURCE_PIXELS`].
+pub fn fits(visual: &Visual) -> bool {
+    visual.pixels().is_none_or(|p| p <= MAX_SOURCE_PIXELS)
+}
 
 /// Where the cover comes from.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,19 +48,23 @@ pub enum CoverFrom {
 
 /// The cover asked for, as the source allows: `auto` takes the source's picture, else a
 /// representative frame a third into the clip; a time takes the video's frame there (the
-/// picture of a source that has no video); audio without a picture has no cover.
+/// picture of a source that has no video); audio without a picture has no cover, and neither
+/// has a source whose pictures are too large ([`fits`]).
 pub fn choose(cover: Cover, source: &MediaInfo, clip: &Clip) -> Option<CoverFrom> {
-    let picture = source.picture.map(|stream| CoverFrom::Picture { stream });
+    let picture = source
+        .picture
+        .filter(fits)
+        .map(|p| CoverFrom::Picture { stream: p.index });
+    let video = source.video.filter(fits).map(|v| v.index);
     match cover {
         Cover::None => None,
         Cover::Auto => picture.or_else(|| {
-            source.video.map(|stream| CoverFrom::Thumbnail {
+            video.map(|stream| CoverFrom::Thumbnail {
                 stream,
                 around: (clip.start as f64 + (clip.end - clip.start) as f64 / 3.0) / 1000.0,
             })
         }),
-        Cover::At(at) => source
-            .video
+        Cover::At(at) => video
             .map(|stream| CoverFrom::Frame {
                 stream,
                 at: at.seconds(),
@@ -73,12 +93,13 @@ pub fn args(input: &Path, from: CoverFrom, output: &Path) -> Vec<OsString> {
         CoverFrom::Thumbnail { stream, around } => (
             stream,
             Some(around),
-            format!("thumbnail={THUMBNAIL_FRAMES},{}", scale()),
+            format!("{},thumbnail={THUMBNAIL_FRAMES}", scale()),
         ),
     };
     if let Some(at) = seek {
         args.extend(["-ss".into(), format!("{at:.3}").into()]);
     }
+    args.extend(["-max_pixels".into(), MAX_SOURCE_PIXELS.to_string().into()]);
     args.extend(confined_input(input, Input::Source));
     args.extend(
         [
@@ -108,10 +129,80 @@ mod tests {
     use mp3conv_contract::options::Position;
 
     fn source(video: Option<u32>, picture: Option<u32>) -> MediaInfo {
+        let visual = |index| Visual {
+            index,
+            size: Some((1280, 720)),
+        };
         MediaInfo {
+            video: video.map(visual),
+            picture: picture.map(visual),
+            ..MediaInfo::default()
+        }
+    }
+
+    #[test]
+    fn no_cover_from_pictures_too_large_to_decode_cheaply() {
+        let clip = Clip {
+            start: 0,
+            end: 6000,
+            to: None,
+        };
+        let sized = |index, size| Visual {
+            index,
+            size: Some(size),
+        };
+        let huge = sized(0, (8192, 8192));
+        let eight_k = sized(0, (8192, 4320));
+        let unknown = Visual {
+            index: 0,
+            size: None,
+        };
+        let at = Cover::At(Position::from_millis(1500));
+        let with = |video, picture| MediaInfo {
             video,
             picture,
             ..MediaInfo::default()
+        };
+        let table = [
+            (Cover::Auto, with(Some(huge), None), None),
+            (
+                Cover::Auto,
+                with(Some(eight_k), None),
+                Some(CoverFrom::Thumbnail {
+                    stream: 0,
+                    around: 2.0,
+                }),
+            ),
+            (
+                Cover::Auto,
+                with(Some(unknown), None),
+                Some(CoverFrom::Thumbnail {
+                    stream: 0,
+                    around: 2.0,
+                }),
+            ),
+            // A huge picture gives way to the video's frames, and the other way round.
+            (
+                Cover::Auto,
+                with(Some(eight_k), Some(sized(1, (16000, 16000)))),
+                Some(CoverFrom::Thumbnail {
+                    stream: 0,
+                    around: 2.0,
+                }),
+            ),
+            (
+                at,
+                with(Some(huge), Some(sized(1, (600, 600)))),
+                Some(CoverFrom::Picture { stream: 1 }),
+            ),
+            (at, with(Some(huge), None), None),
+        ];
+        for (cover, media, expected) in table {
+            assert_eq!(
+                choose(cover, &media, &clip),
+                expected,
+                "{cover:?} {media:?}"
+            );
         }
     }
 
@@ -189,7 +280,7 @@ mod tests {
                 },
                 vec!["-ss", "2.000"],
                 "0:1",
-                format!("thumbnail=50,{scale}"),
+                format!("{scale},thumbnail=50"),
             ),
         ];
         for (from, seek, map, filter) in table {
@@ -202,6 +293,7 @@ mod tests {
                     .map(str::to_owned)
                     .to_vec();
             expected.extend(seek.iter().map(|s| s.to_string()));
+            expected.extend(["-max_pixels".to_owned(), "35389440".to_owned()]);
             expected.extend(
                 confined_input(Path::new("/w/video"), Input::Source)
                     .iter()

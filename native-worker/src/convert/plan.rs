@@ -53,13 +53,13 @@ fn past_the_end(field: &'static str, at: u64, length: u64) -> ConvertError {
 
 /// The clip `options` ask for, checked against the source's audio of `length` ms: `start`
 /// must leave at least [`MIN_CLIP_MILLIS`] of it, `end` may pass its end by
-/// [`END_SLACK_MILLIS`] at most.
+/// [`END_SLACK_MILLIS`] at most. Without either, the clip is the whole source, however short.
 pub fn clip(options: &Options, length: u64) -> Result<Clip, ConvertError> {
     let start = options.start.map_or(0, Position::millis);
-    if start >= length {
+    if options.start.is_some() && start >= length {
         return Err(past_the_end("start", start, length));
     }
-    if start + MIN_CLIP_MILLIS > length {
+    if options.start.is_some() && start + MIN_CLIP_MILLIS > length {
         return Err(ConvertError::Option {
             field: "start",
             message: format!(
@@ -223,6 +223,20 @@ impl Plan {
                 .map_or(length, |s| (s * 1000.0).round() as u64);
             if at.millis() >= video {
                 return Err(past_the_end("cover", at.millis(), video));
+            }
+            if let Some((width, height)) = source
+                .video
+                .filter(|v| !cover::fits(v))
+                .and_then(|v| v.size)
+            {
+                return Err(ConvertError::Option {
+                    field: "cover",
+                    message: format!(
+                        "the video's frames ({width}x{height}) are too large to take a cover \
+                         from (at most {} pixels): use `cover=auto` or `cover=none`",
+                        cover::MAX_SOURCE_PIXELS
+                    ),
+                });
             }
         }
         let tags = tags(options, &source.tags, name);
@@ -419,7 +433,7 @@ pub fn encode_args(run: &Encode<'_>) -> Vec<OsString> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::convert::probe::{AudioStream, Chapter};
+    use crate::convert::probe::{AudioStream, Chapter, Visual};
     use mp3conv_contract::options::SampleRate;
 
     fn options(pairs: &[(&str, &str)]) -> Options {
@@ -489,6 +503,14 @@ mod tests {
             let expected = expected.map_err(|(f, m)| (f, m.to_owned()));
             assert_eq!(got, expected, "{pairs:?}");
         }
+        // A source shorter than a clip may be converts whole when no clip is asked for.
+        let whole = Clip {
+            start: 0,
+            end: 40,
+            to: None,
+        };
+        assert_eq!(clip(&options(&[]), 40).unwrap(), whole);
+        assert!(clip(&options(&[("start", "0")]), 40).is_err());
     }
 
     fn source_tags(pairs: &[(&str, &str)]) -> SourceTags {
@@ -625,7 +647,10 @@ mod tests {
                     title: None,
                 })
                 .collect(),
-            video: Some(0),
+            video: Some(Visual {
+                index: 0,
+                size: Some((1280, 720)),
+            }),
             ..MediaInfo::default()
         }
     }
@@ -677,6 +702,18 @@ mod tests {
         let err = Plan::new(&source, &options(&[("cover", "6")]), "clip").unwrap_err();
         assert_eq!(err.field(), Some("cover"));
         assert!(Plan::new(&source, &options(&[("cover", "5.9")]), "clip").is_ok());
+        // Frames too large to take a cover from: none by default, an error when asked for one.
+        let huge = MediaInfo {
+            video: Some(Visual {
+                index: 0,
+                size: Some((8192, 8192)),
+            }),
+            ..source.clone()
+        };
+        assert_eq!(Plan::new(&huge, &options(&[]), "clip").unwrap().cover, None);
+        let err = Plan::new(&huge, &options(&[("cover", "1")]), "clip").unwrap_err();
+        assert_eq!(err.field(), Some("cover"));
+        assert!(err.to_string().contains("8192x8192"), "{err}");
 
         let many = video_source(MAX_TRACKS as usize + 1);
         let err = Plan::new(&many, &options(&[("split", "chapters")]), "clip").unwrap_err();

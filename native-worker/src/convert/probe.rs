@@ -67,6 +67,21 @@ pub struct AudioStream {
     pub channels: Option<u32>,
 }
 
+/// A video stream or picture: its index and, if known, its size in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Visual {
+    pub index: u32,
+    /// Width and height.
+    pub size: Option<(u32, u32)>,
+}
+
+impl Visual {
+    /// Pixels in one frame, if known.
+    pub fn pixels(&self) -> Option<u64> {
+        self.size.map(|(w, h)| u64::from(w) * u64::from(h))
+    }
+}
+
 /// What ffprobe says about a file.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct MediaInfo {
@@ -80,10 +95,10 @@ pub struct MediaInfo {
     pub tags: SourceTags,
     /// Its chapters, as the file lists them.
     pub chapters: Vec<Chapter>,
-    /// Index of the first video stream that moves (not a cover picture).
-    pub video: Option<u32>,
-    /// Index of the first attached picture (cover art of an audio file or a video).
-    pub picture: Option<u32>,
+    /// The first video stream that moves (not a cover picture).
+    pub video: Option<Visual>,
+    /// The first attached picture (cover art of an audio file or a video).
+    pub picture: Option<Visual>,
 }
 
 impl MediaInfo {
@@ -122,6 +137,8 @@ struct ProbeStream {
     duration: Option<String>,
     sample_rate: Option<String>,
     channels: Option<u32>,
+    width: Option<u32>,
+    height: Option<u32>,
     #[serde(default)]
     disposition: BTreeMap<String, i64>,
     #[serde(default)]
@@ -153,6 +170,16 @@ fn seconds(s: Option<&String>) -> Option<f64> {
 fn position(s: Option<&String>) -> Option<f64> {
     s.and_then(|s| s.parse::<f64>().ok())
         .filter(|d| d.is_finite() && *d >= 0.0)
+}
+
+fn visual(stream: &ProbeStream) -> Option<Visual> {
+    Some(Visual {
+        index: stream.index?,
+        size: stream
+            .width
+            .zip(stream.height)
+            .filter(|(w, h)| *w > 0 && *h > 0),
+    })
 }
 
 /// Reads ffprobe's JSON.
@@ -209,12 +236,8 @@ fn parse(json: &[u8]) -> Result<Option<MediaInfo>, serde_json::Error> {
         }),
         tags,
         chapters,
-        video: video_streams()
-            .find(|s| !is_picture(s))
-            .and_then(|s| s.index),
-        picture: video_streams()
-            .find(|s| is_picture(s))
-            .and_then(|s| s.index),
+        video: video_streams().find(|s| !is_picture(s)).and_then(visual),
+        picture: video_streams().find(|s| is_picture(s)).and_then(visual),
     }))
 }
 
@@ -292,7 +315,8 @@ mod tests {
     fn a_probe_finds_audio_pictures_tags_and_chapters() {
         let json = br#"{
             "streams": [
-                {"index": 0, "codec_type": "video", "disposition": {"attached_pic": 0}},
+                {"index": 0, "codec_type": "video", "width": 1280, "height": 720,
+                 "disposition": {"attached_pic": 0}},
                 {"index": 1, "codec_type": "audio", "duration": "6.000000", "sample_rate": "48000",
                  "channels": 6, "tags": {"title": "English 5.1"}},
                 {"index": 2, "codec_type": "video", "disposition": {"attached_pic": 1}}
@@ -305,8 +329,21 @@ mod tests {
                        "tags": {"ARTIST": "Band", "title": "Song", "ENCODER": "Lavf"}}
         }"#;
         let info = parse(json).unwrap().unwrap();
-        assert_eq!(info.video, Some(0));
-        assert_eq!(info.picture, Some(2));
+        assert_eq!(
+            info.video,
+            Some(Visual {
+                index: 0,
+                size: Some((1280, 720))
+            })
+        );
+        assert_eq!(info.video.unwrap().pixels(), Some(921_600));
+        assert_eq!(
+            info.picture,
+            Some(Visual {
+                index: 2,
+                size: None
+            })
+        );
         let audio = info.audio.clone().unwrap();
         assert_eq!(
             (audio.duration, audio.sample_rate, audio.channels),

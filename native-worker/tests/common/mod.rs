@@ -523,6 +523,37 @@ pub fn media(kind: &str) -> Vec<u8> {
             "f.avi",
             [&video[..], &audio, &["-c:v", "mpeg4", "-c:a", "libmp3lame"]].concat(),
         ),
+        // Frames of 36 megapixels, more than a cover is taken from.
+        "huge-frames" => (
+            "h.mp4",
+            [
+                &[
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    "testsrc=size=6000x6000:rate=1:duration=3",
+                ][..],
+                &audio,
+                &h264_aac,
+            ]
+            .concat(),
+        ),
+        // An MP3 whose cover is a 6000 x 6000 PNG.
+        "huge-picture" => (
+            "i.mp3",
+            [
+                &audio[..],
+                &["-f", "lavfi", "-i", "color=c=red:size=6000x6000:d=1"],
+                &["-map", "0", "-map", "1", "-frames:v", "1", "-c:v", "png"],
+                &["-disposition:v", "attached_pic"],
+            ]
+            .concat(),
+        ),
+        // 50 ms of sound: shorter than any clip that can be asked for.
+        "blip" => (
+            "j.wav",
+            ["-f", "lavfi", "-i", "sine=frequency=440:duration=0.05"].to_vec(),
+        ),
         "no-audio" => (
             "g.mp4",
             [&video[..], &["-c:v", "libx264", "-preset", "ultrafast"]].concat(),
