@@ -1,5 +1,67 @@
-//! Conditional requests, as every part that answers them reads `If-None-Match`: the web
-//! app's files and the worker's MP3s.
+//! HTTP as every part speaks it: conditional requests (`If-None-Match`, read by the web app's
+//! files and the worker's MP3s) and download names (`Content-Disposition`, given by the
+//! gateway and the worker, and the names the CLI saves under).
+
+/// Most bytes of a name's stem: room is left for a number, a ` (2)` and the extension within
+/// the 255 bytes file systems allow.
+pub const MAX_STEM_BYTES: usize = 200;
+
+/// `text` made safe as a file name's stem on any system and hard to mislead with: path
+/// separators and the characters Windows refuses become `_`; control and bidirectional
+/// formatting characters go, as do leading dots (no hidden files, no `..`), surrounding
+/// spaces and trailing dots; it is cut to [`MAX_STEM_BYTES`] at a character. May be empty.
+pub fn file_stem(text: &str) -> String {
+    let bidi = |c: char| matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}');
+    let cleaned: String = text
+        .chars()
+        .filter(|&c| !c.is_control() && !bidi(c))
+        .map(|c| match c {
+            '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|' => '_',
+            c => c,
+        })
+        .collect();
+    let mut stem = cleaned.trim().trim_start_matches('.').trim_start();
+    if stem.len() > MAX_STEM_BYTES {
+        let mut cut = MAX_STEM_BYTES;
+        while !stem.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        stem = &stem[..cut];
+    }
+    stem.trim_end_matches(['.', ' ']).to_owned()
+}
+
+/// A file name: `stem` made safe ([`file_stem`], `fallback` if nothing is left) and
+/// `.extension`, which a long stem never cuts off.
+pub fn file_name(stem: &str, extension: &str, fallback: &str) -> String {
+    match file_stem(stem) {
+        stem if stem.is_empty() => format!("{fallback}.{extension}"),
+        stem => format!("{stem}.{extension}"),
+    }
+}
+
+/// `Content-Disposition` of a download saved as `name` (from [`file_name`]): a plain ASCII
+/// fallback and the name as RFC 8187 UTF-8.
+pub fn attachment(name: &str) -> String {
+    let ascii: String = name
+        .chars()
+        .map(|c| match c {
+            ' ' => c,
+            '"' | '\\' | ';' | '%' => '_',
+            c if c.is_ascii_graphic() => c,
+            _ => '_',
+        })
+        .collect();
+    let mut encoded = String::with_capacity(name.len() * 3);
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+}
 
 /// Whether `if_none_match` (every `If-None-Match` value, joined by commas) names `etag`, by
 /// weak comparison (`W/"x"` matches `"x"`), or is `*`: the client's copy is current (304).
@@ -30,6 +92,36 @@ fn entity_tags(list: &str) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_names_are_safe_and_keep_their_extension() {
+        for (text, stem) in [
+            ("Intro", "Intro"),
+            ("Q/A: why?", "Q_A_ why_"),
+            ("../../etc", "_.._etc"),
+            ("  ..hidden. . ", "hidden"),
+            ("a\nb\u{7}", "ab"),
+            ("right\u{202E}4pm.exe", "right4pm.exe"),
+            ("AC/DC <live> | \"x\"", "AC_DC _live_ _ _x_"),
+            (" \u{0} ", ""),
+        ] {
+            assert_eq!(file_stem(text), stem, "{text:?}");
+        }
+        let long = "é".repeat(150);
+        let name = file_name(&long, "mp3", "audio");
+        assert!(name.ends_with("é.mp3"), "{name}");
+        assert_eq!(name.len(), MAX_STEM_BYTES + 4);
+        assert_eq!(file_name(" .. ", "zip", "tracks"), "tracks.zip");
+    }
+
+    #[test]
+    fn attachments_fall_back_to_ascii() {
+        assert_eq!(
+            attachment(&file_name("Café \"live\"; 1/2 100%", "zip", "tracks")),
+            "attachment; filename=\"Caf_ _live__ 1_2 100_.zip\"; \
+             filename*=UTF-8''Caf%C3%A9%20_live_%3B%201_2%20100%25.zip"
+        );
+    }
 
     #[test]
     fn if_none_match_lists_stars_and_weak_tags() {

@@ -10,6 +10,7 @@
 
 use std::collections::HashSet;
 
+use mp3conv_contract::http::file_stem;
 use time::OffsetDateTime;
 
 /// Largest archive written: past it an offset or size needs ZIP64 (0xFFFFFFFF marks one).
@@ -29,9 +30,6 @@ const VERSION_NEEDED: u16 = 10;
 const VERSION_MADE_BY: u16 = (3 << 8) | 20;
 /// A regular file, rw-r--r--.
 const UNIX_FILE_MODE: u32 = 0o100_644;
-/// Longest title part of an entry name, in bytes: with the number and `.mp3` a name stays
-/// within the 255 bytes file systems allow.
-const MAX_TITLE_BYTES: usize = 200;
 
 /// One file of the archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,9 +213,7 @@ fn dos_time_and_date(at: OffsetDateTime) -> (u16, u16) {
 
 /// Entry names for tracks (number, title): `NN - title.mp3`, the number zero-padded to at
 /// least two digits (three from track 100, so names sort in order). The title loses what a
-/// file name must not hold or could be used to mislead with: path separators and the
-/// characters Windows refuses (as `_`), control and bidirectional formatting characters,
-/// leading dots, surrounding spaces and trailing dots; it is cut to 200 bytes. An empty title
+/// file name must not hold or could be used to mislead with ([`file_stem`]). An empty title
 /// leaves `NN.mp3`. Names are unique, ignoring case (` (2)` and so on added).
 pub fn entry_names<'a>(tracks: impl IntoIterator<Item = (u32, &'a str)>) -> Vec<String> {
     let tracks: Vec<(u32, &str)> = tracks.into_iter().collect();
@@ -231,7 +227,7 @@ pub fn entry_names<'a>(tracks: impl IntoIterator<Item = (u32, &'a str)>) -> Vec<
     tracks
         .iter()
         .map(|(number, title)| {
-            let title = clean_title(title);
+            let title = file_stem(title);
             let stem = if title.is_empty() {
                 format!("{number:0width$}")
             } else {
@@ -246,27 +242,6 @@ pub fn entry_names<'a>(tracks: impl IntoIterator<Item = (u32, &'a str)>) -> Vec<
             name
         })
         .collect()
-}
-
-fn clean_title(title: &str) -> String {
-    let bidi = |c: char| matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}');
-    let cleaned: String = title
-        .chars()
-        .filter(|&c| !c.is_control() && !bidi(c))
-        .map(|c| match c {
-            '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|' => '_',
-            c => c,
-        })
-        .collect();
-    let mut title = cleaned.trim().trim_start_matches('.').trim_start();
-    if title.len() > MAX_TITLE_BYTES {
-        let mut cut = MAX_TITLE_BYTES;
-        while !title.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        title = &title[..cut];
-    }
-    title.trim_end_matches(['.', ' ']).to_owned()
 }
 
 #[cfg(test)]
@@ -478,7 +453,11 @@ mod tests {
             ]
         );
         assert!(names[12].starts_with("11 - éé"));
-        assert!(names[12].len() <= 5 + MAX_TITLE_BYTES + 4, "{}", names[12]);
+        assert!(
+            names[12].len() <= 5 + mp3conv_contract::http::MAX_STEM_BYTES + 4,
+            "{}",
+            names[12]
+        );
         for name in &names {
             assert!(
                 !name.contains(['/', '\\']) && !name.starts_with('.'),

@@ -705,8 +705,8 @@ async fn tracks_are_served_one_by_one_and_as_a_zip(backend: Backend) {
         .unwrap();
     assert_eq!(
         zip.headers()["content-disposition"],
-        "attachment; filename=\"Talk: part 1_2 _ _.zip\"; \
-         filename*=UTF-8''Talk%3A%20part%201%2F2%20%E2%80%94%20%C3%A9.zip"
+        "attachment; filename=\"Talk_ part 1_2 _ _.zip\"; \
+         filename*=UTF-8''Talk_%20part%201_2%20%E2%80%94%20%C3%A9.zip"
     );
     let zip = common::body(zip).await;
     assert_eq!(zip.len(), length, "Content-Length is exact");

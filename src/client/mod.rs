@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use clap::Subcommand;
 use futures::StreamExt as _;
 use mp3conv_contract::error::ErrorBody;
+use mp3conv_contract::http::{file_name, file_stem};
 use mp3conv_contract::job::{JobId, LinkRequest, PublicJob, PublicJobPage, Source, Status};
 use mp3conv_contract::options::Options;
 use serde::Serialize;
@@ -586,29 +587,18 @@ fn describe(job: &PublicJob) -> String {
 }
 
 /// Where track `number` of the MP3 at `mp3` is saved: beside it, as
-/// `<mp3's stem> - NN - <title>.mp3`, the title made safe as a file name.
+/// `<mp3's stem> - NN - <title>.mp3`, made safe as a file name (the contract's rule).
 fn track_path(mp3: &Path, number: u32, title: &str) -> PathBuf {
     let stem = mp3
         .file_stem()
         .map_or_else(|| "audio".into(), |s| s.to_string_lossy().into_owned());
-    let title: String = title
-        .chars()
-        .map(|c| {
-            if c.is_control() || matches!(c, '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|') {
-                '_'
-            } else {
-                c
-            }
-        })
-        .take(100)
-        .collect();
-    let title = title.trim().trim_start_matches('.');
+    let title = file_stem(title);
     let name = if title.is_empty() {
-        format!("{stem} - {number:02}.mp3")
+        format!("{stem} - {number:02}")
     } else {
-        format!("{stem} - {number:02} - {title}.mp3")
+        format!("{stem} - {number:02} - {title}")
     };
-    mp3.with_file_name(name)
+    mp3.with_file_name(file_name(&name, "mp3", "audio"))
 }
 
 /// `<original name>.mp3` in the current directory.
@@ -734,7 +724,7 @@ mod tests {
             ),
             ("talk.mp3", 3, "../../etc", "talk - 03 - _.._etc.mp3"),
             ("talk.mp3", 4, "  ", "talk - 04.mp3"),
-            ("talk.mp3", 5, "a\nb", "talk - 05 - a_b.mp3"),
+            ("talk.mp3", 5, "a\nb", "talk - 05 - ab.mp3"),
         ] {
             assert_eq!(
                 track_path(Path::new(mp3), number, title),
@@ -742,5 +732,8 @@ mod tests {
                 "{title:?}"
             );
         }
+        let long = track_path(Path::new("talk.mp3"), 6, &"word ".repeat(100));
+        let name = long.to_str().unwrap();
+        assert!(name.ends_with(" wor.mp3") && name.len() == 204, "{name}");
     }
 }

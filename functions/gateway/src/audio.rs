@@ -3,6 +3,7 @@
 //! by chapters). Each is streamed from the worker as it arrives, with `Range` and
 //! `If-None-Match` passed on and a download name.
 
+use mp3conv_contract::http::{attachment, file_name};
 use mp3conv_contract::job::{Job, JobId};
 
 use crate::error::ApiError;
@@ -49,7 +50,7 @@ pub async fn open<W: Worker>(
         .collect();
     headers.push((
         "content-disposition".into(),
-        content_disposition(&download_name(&job, what)),
+        attachment(&download_name(&job, what)),
     ));
     Ok(Streamed {
         status: audio.status,
@@ -77,54 +78,22 @@ pub fn track_number(text: &str) -> Result<u32, ApiError> {
         .ok_or(ApiError::TrackNotFound)
 }
 
-/// The name a download is saved under: the MP3's title (the `title` option, else the source's
-/// name) with `.mp3` or `.zip`; a track as its ZIP entry is named, `NN - <chapter>.mp3`.
+/// The name a download is saved under (made safe, [`file_name`]): the MP3's title (the `title`
+/// option, else the source's name) with `.mp3` or `.zip`; a track as its ZIP entry is named,
+/// `NN - <chapter>.mp3`.
 pub fn download_name(job: &Job, what: Download) -> String {
     let title = match job.title() {
         title if title.trim().is_empty() => job.source.title(),
         title => title,
     };
     match what {
-        Download::Audio => format!("{title}.mp3"),
-        Download::Tracks => format!("{title}.zip"),
+        Download::Audio => file_name(&title, "mp3", "download"),
+        Download::Tracks => file_name(&title, "zip", "download"),
         Download::Track(n) => match job.tracks.iter().find(|t| t.number == n) {
-            Some(track) => format!("{n:02} - {}.mp3", track.title),
-            None => format!("{title} - {n:02}.mp3"),
+            Some(track) => file_name(&format!("{n:02} - {}", track.title), "mp3", "download"),
+            None => file_name(&format!("{title} - {n:02}"), "mp3", "download"),
         },
     }
-}
-
-/// A name a file can be saved under: no control characters, `/` or `\\` (a title `AC/DC`
-/// stays one name), at most 200 characters; `download` when nothing is left.
-pub fn safe_name(name: &str) -> String {
-    let cleaned: String = name
-        .chars()
-        .filter(|c| !c.is_control())
-        .map(|c| if matches!(c, '/' | '\\') { '_' } else { c })
-        .take(200)
-        .collect();
-    match cleaned.trim() {
-        "" | "." | ".." => "download".to_owned(),
-        name => name.to_owned(),
-    }
-}
-
-/// `Content-Disposition` for a download named `file`, as a plain ASCII fallback and as
-/// RFC 8187 UTF-8.
-pub fn content_disposition(file: &str) -> String {
-    let file = safe_name(file);
-    let ascii: String = file
-        .chars()
-        .map(|c| {
-            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let encoded = percent_encoding::utf8_percent_encode(&file, percent_encoding::NON_ALPHANUMERIC);
-    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
 }
 
 #[cfg(test)]
@@ -145,25 +114,29 @@ mod tests {
             content_type: None,
         });
         assert_eq!(
-            content_disposition(&download_name(&upload, Download::Audio)),
-            "attachment; filename=\"Caf_ _live_.mp3\"; filename*=UTF-8''Caf%C3%A9%20%22live%22%2Emp3"
+            attachment(&download_name(&upload, Download::Audio)),
+            "attachment; filename=\"Caf_ _live_.mp3\"; filename*=UTF-8''Caf%C3%A9%20_live_.mp3"
         );
         let mut link = job(Source::Link {
             url: "https://x.test/a/talk.webm?x=1".into(),
         });
         assert!(
-            content_disposition(&download_name(&link, Download::Audio))
+            attachment(&download_name(&link, Download::Audio))
                 .starts_with("attachment; filename=\"talk.mp3\"")
         );
         // The title option names the file; one asked to be left out does not.
         link.options.title = Some("Keynote/2026".into());
-        assert_eq!(download_name(&link, Download::Tracks), "Keynote/2026.zip");
-        assert!(
-            content_disposition(&download_name(&link, Download::Tracks))
-                .starts_with("attachment; filename=\"Keynote_2026.zip\""),
+        assert_eq!(
+            download_name(&link, Download::Tracks),
+            "Keynote_2026.zip",
             "no path in a file name"
         );
-        assert_eq!(safe_name(" ..\u{0} "), "download");
+        // However long the title, the name keeps its extension.
+        link.options.title = Some("long ".repeat(100));
+        let long = download_name(&link, Download::Audio);
+        assert!(long.ends_with("long.mp3") && long.len() <= 204, "{long}");
+        link.options.title = Some(" ..\u{0} ".into());
+        assert_eq!(download_name(&link, Download::Audio), "download.mp3");
         link.options.title = Some(String::new());
         assert_eq!(download_name(&link, Download::Audio), "talk.mp3");
         link.tracks.push(Track {

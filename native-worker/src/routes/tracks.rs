@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream};
+use mp3conv_contract::http::{attachment, file_name};
 
 use super::Owner;
 use super::jobs::{owned_job, serve_mp3};
@@ -113,7 +114,8 @@ pub(super) async fn zip(
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
     h.insert(
         header::CONTENT_DISPOSITION,
-        HeaderValue::from_str(&content_disposition(&job.title())).map_err(Error::internal)?,
+        HeaderValue::from_str(&attachment(&file_name(&job.title(), "zip", "tracks")))
+            .map_err(Error::internal)?,
     );
     Ok(response)
 }
@@ -144,49 +146,9 @@ fn exactly(body: ByteStream, size: u64) -> impl futures::Stream<Item = io::Resul
     })
 }
 
-/// `Content-Disposition` of the ZIP: `<title>.zip` (`tracks.zip` for an empty title), as a
-/// plain ASCII fallback and as RFC 8187 UTF-8.
-fn content_disposition(title: &str) -> String {
-    let title: String = title.chars().filter(|c| !c.is_control()).collect();
-    let title = title.trim();
-    let file = format!("{}.zip", if title.is_empty() { "tracks" } else { title });
-    let ascii: String = file
-        .chars()
-        .map(|c| {
-            if (c.is_ascii_graphic() && !matches!(c, '"' | '\\' | '/' | ';')) || c == ' ' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let mut encoded = String::with_capacity(file.len() * 3);
-    for byte in file.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dispositions_fall_back_to_ascii() {
-        assert_eq!(
-            content_disposition("Café \"live\"; 1/2"),
-            "attachment; filename=\"Caf_ _live__ 1_2.zip\"; \
-             filename*=UTF-8''Caf%C3%A9%20%22live%22%3B%201%2F2.zip"
-        );
-        assert_eq!(
-            content_disposition(" \u{7}"),
-            "attachment; filename=\"tracks.zip\"; filename*=UTF-8''tracks.zip"
-        );
-    }
 
     fn chunks(parts: &[&'static [u8]]) -> ByteStream {
         stream::iter(
