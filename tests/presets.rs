@@ -203,6 +203,104 @@ async fn presets_are_their_owners_on_services() {
     presets_are_their_owners(&System::services()).await;
 }
 
+/// Codes of a batch of concurrent `POST /v1/presets` (status, error code or the preset's
+/// bitrate), each answer checked against the contract.
+async fn create_at_once(system: &System, token: &str, bodies: Vec<Value>) -> Vec<(u16, String)> {
+    let requests = bodies.into_iter().map(|body| async move {
+        let response = send(
+            system
+                .authed(token, Method::POST, "/v1/presets")
+                .json(&body),
+        )
+        .await;
+        let status = response.status().as_u16();
+        if status == 500 {
+            eprintln!("HOSTLOG {}", system.host.log());
+        }
+        let body: Value = response.json().await.unwrap();
+        let what = match status {
+            201 => body["options"]["bitrate"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            _ => body["error"]["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        (status, what)
+    });
+    futures::future::join_all(requests).await
+}
+
+/// Presets made at once: none is lost to a database deadlock (a 500), the bound of 50 holds,
+/// and of two requests for one name the second is told it exists, never handed the first's.
+async fn concurrent_creations_keep_their_rules(system: &System) {
+    let token = system.user("presets-race").await;
+    let distinct = (0..24)
+        .map(|i| json!({"name": format!("p{i:02}"), "options": {"bitrate": 128}}))
+        .collect();
+    let answers = create_at_once(system, &token, distinct).await;
+    assert!(
+        answers.iter().all(|(status, _)| *status == 201),
+        "{answers:?}"
+    );
+    for i in 24..49 {
+        expect(
+            system
+                .authed(&token, Method::POST, "/v1/presets")
+                .json(&json!({"name": format!("p{i:02}"), "options": {}})),
+            201,
+        )
+        .await;
+    }
+    // One place left; six requests want it under one name, each with its own bitrate.
+    let bitrates = ["128", "192", "256", "320", "v0", "v2"];
+    let same = bitrates
+        .iter()
+        .map(|b| json!({"name": "last", "options": {"bitrate": b}}))
+        .collect();
+    let answers = create_at_once(system, &token, same).await;
+    let made: Vec<&String> = answers
+        .iter()
+        .filter(|(status, _)| *status == 201)
+        .map(|(_, bitrate)| bitrate)
+        .collect();
+    assert_eq!(made.len(), 1, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|(status, what)| *status == 201
+                || (*status, what.as_str()) == (409, "preset_exists")),
+        "{answers:?}"
+    );
+    let last = expect(system.authed(&token, Method::GET, "/v1/presets/last"), 200).await;
+    assert_eq!(last["options"]["bitrate"].as_str(), Some(made[0].as_str()));
+    // Full: six more names at once all meet the bound.
+    let more = (0..6)
+        .map(|i| json!({"name": format!("more{i}"), "options": {}}))
+        .collect();
+    let answers = create_at_once(system, &token, more).await;
+    assert!(
+        answers
+            .iter()
+            .all(|(status, what)| (*status, what.as_str()) == (409, "too_many_presets")),
+        "{answers:?}"
+    );
+    let listed = expect(system.authed(&token, Method::GET, "/v1/presets"), 200).await;
+    assert_eq!(listed["presets"].as_array().unwrap().len(), 50);
+}
+
+#[tokio::test]
+async fn concurrent_creations_keep_their_rules_embedded() {
+    concurrent_creations_keep_their_rules(&System::embedded(&[])).await;
+}
+
+#[tokio::test]
+async fn concurrent_creations_keep_their_rules_on_services() {
+    concurrent_creations_keep_their_rules(&System::services()).await;
+}
+
 /// A job naming a preset records the merged options, the request's own fields (given after the
 /// file, and in the query) winning; the MP3 is made with them.
 async fn a_job_runs_with_its_preset_under_its_own_options(system: &System) {
@@ -424,6 +522,24 @@ async fn bad_options_name_their_field(system: &System) {
                 .json(&json!({"url": link, "colour": "blue"})),
             "unknown_field",
             "colour",
+        ),
+        (
+            "a JSON member given twice (the last would win)",
+            system
+                .authed(&token, Method::POST, jobs)
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"url": "{link}", "end": 5, "end": 9}}"#)),
+            "duplicate_field",
+            "end",
+        ),
+        (
+            "a preset's option given twice",
+            system
+                .authed(&token, Method::POST, "/v1/presets")
+                .header("content-type", "application/json")
+                .body(r#"{"name": "twice", "options": {"title": "a", "title": "b"}}"#),
+            "duplicate_field",
+            "title",
         ),
         (
             "a year that is none",

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::options::{OptionError, Options};
+use crate::options::{BadJson, Options, json_object};
 
 /// Default page size of job listings.
 pub const DEFAULT_PAGE: u32 = 20;
@@ -469,52 +469,15 @@ pub struct LinkRequest {
 
 impl LinkRequest {
     /// Reads a link request's JSON body: one rule for the gateway and the worker.
-    pub fn parse(body: &[u8]) -> Result<Self, BadLinkRequest> {
-        let mut object: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(body).map_err(|e| BadLinkRequest::Json(e.to_string()))?;
+    pub fn parse(body: &[u8]) -> Result<Self, BadJson> {
+        let mut object = json_object(body)?;
         let url = match object.remove("url") {
             Some(serde_json::Value::String(url)) => url,
-            Some(_) => return Err(BadLinkRequest::Json("`url` must be a string".into())),
-            None => return Err(BadLinkRequest::Json("missing field `url`".into())),
+            Some(_) => return Err(BadJson::Json("`url` must be a string".into())),
+            None => return Err(BadJson::Json("missing field `url`".into())),
         };
-        let options = Options::from_json(&object).map_err(BadLinkRequest::Option)?;
+        let options = Options::from_json(&object).map_err(BadJson::Option)?;
         Ok(Self { url, options })
-    }
-}
-
-/// Why a link request's body was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BadLinkRequest {
-    /// An option is unknown or has a bad value.
-    Option(OptionError),
-    /// Not JSON of the request's shape.
-    Json(String),
-}
-
-impl BadLinkRequest {
-    /// The error code clients get.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Option(err) => err.code,
-            Self::Json(_) => "invalid_json",
-        }
-    }
-
-    /// The field at fault, if one is.
-    pub fn field(&self) -> Option<&str> {
-        match self {
-            Self::Option(err) => Some(&err.field),
-            Self::Json(_) => None,
-        }
-    }
-}
-
-impl fmt::Display for BadLinkRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Option(err) => err.fmt(f),
-            Self::Json(message) => f.write_str(message),
-        }
     }
 }
 

@@ -379,6 +379,16 @@ impl OptionError {
         )
     }
 
+    /// A field given more than once: which one was meant is not ours to guess.
+    pub fn duplicate(field: &str) -> Self {
+        let shown: String = field.chars().take(64).collect();
+        Self::new(
+            field,
+            "duplicate_field",
+            format!("`{shown}` is given more than once"),
+        )
+    }
+
     /// A preset the owner has not saved.
     pub fn unknown_preset(name: &str) -> Self {
         Self::new(
@@ -386,6 +396,114 @@ impl OptionError {
             "unknown_preset",
             format!("you have no preset named `{name}`"),
         )
+    }
+}
+
+/// Why a JSON body was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadJson {
+    /// A field is unknown, given twice or has a bad value.
+    Option(OptionError),
+    /// Not JSON of the request's shape.
+    Json(String),
+}
+
+impl BadJson {
+    /// The error code clients get.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Option(err) => err.code,
+            Self::Json(_) => "invalid_json",
+        }
+    }
+
+    /// The field at fault, if one is.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Self::Option(err) => Some(&err.field),
+            Self::Json(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for BadJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Option(err) => err.fmt(f),
+            Self::Json(message) => f.write_str(message),
+        }
+    }
+}
+
+/// A JSON body that must be an object. A member named twice in any of its objects is refused
+/// (`duplicate_field`): serde_json would keep the last one, and which was meant is not ours to
+/// guess.
+pub fn json_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, BadJson> {
+    let object = serde_json::from_slice(body).map_err(|e| BadJson::Json(e.to_string()))?;
+    if let Ok(FirstDuplicate(Some(name))) = serde_json::from_slice(body) {
+        return Err(BadJson::Option(OptionError::duplicate(&name)));
+    }
+    Ok(object)
+}
+
+/// The first member name found twice in one object of a JSON value, at any depth.
+struct FirstDuplicate(Option<String>);
+
+impl<'de> Deserialize<'de> for FirstDuplicate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{MapAccess, SeqAccess, Visitor};
+
+        struct Finder;
+
+        impl<'de> Visitor<'de> for Finder {
+            type Value = FirstDuplicate;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut seen = std::collections::HashSet::new();
+                let mut first = None;
+                while let Some(name) = map.next_key::<String>()? {
+                    let FirstDuplicate(inner) = map.next_value()?;
+                    if first.is_none() && !seen.insert(name.clone()) {
+                        first = Some(name);
+                    }
+                    first = first.or(inner);
+                }
+                Ok(FirstDuplicate(first))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut first = None;
+                while let Some(FirstDuplicate(inner)) = seq.next_element()? {
+                    first = first.or(inner);
+                }
+                Ok(FirstDuplicate(first))
+            }
+
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(FirstDuplicate(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(FirstDuplicate(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(FirstDuplicate(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(FirstDuplicate(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(FirstDuplicate(None))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(FirstDuplicate(None))
+            }
+        }
+
+        d.deserialize_any(Finder)
     }
 }
 
@@ -414,17 +532,10 @@ impl Options {
         if text.len() > MAX_FIELD_BYTES {
             return Err(OptionError::too_large(name, MAX_FIELD_BYTES));
         }
-        let duplicate = || {
-            OptionError::new(
-                name,
-                "duplicate_field",
-                format!("`{name}` is given more than once"),
-            )
-        };
         macro_rules! put {
             ($slot:expr, $value:expr) => {{
                 if $slot.is_some() {
-                    return Err(duplicate());
+                    return Err(OptionError::duplicate(name));
                 }
                 $slot = Some($value);
             }};
@@ -824,6 +935,29 @@ mod tests {
             );
             assert!(err.message.contains(field), "{err}");
         }
+    }
+
+    #[test]
+    fn json_bodies_name_each_member_once() {
+        let field = |body: &str| match json_object(body.as_bytes()) {
+            Ok(object) => Ok(object.len()),
+            Err(err) => Err((err.code(), err.field().map(str::to_owned))),
+        };
+        let duplicate = |name: &str| Err(("duplicate_field", Some(name.to_owned())));
+        assert_eq!(field(r#"{"a": 1, "b": [{"a": 2}, {"a": 3}]}"#), Ok(2));
+        assert_eq!(field(r#"{"title": "a", "title": "b"}"#), duplicate("title"));
+        assert_eq!(
+            field(r#"{"options": {"end": 5, "end": 9}, "name": "x"}"#),
+            duplicate("end")
+        );
+        assert_eq!(
+            field(r#"[{"x": {"y": 1, "y": 1}}]"#).unwrap_err().0,
+            "invalid_json"
+        );
+        assert_eq!(field(r#"{"x": [{"y": 1, "y": 1}]}"#), duplicate("y"));
+        assert_eq!(field("{\"a\": 1,"), Err(("invalid_json", None)));
+        let err = json_object(br#"{"url": "u", "url": "v"}"#).unwrap_err();
+        assert_eq!(err.to_string(), "`url` is given more than once");
     }
 
     #[test]

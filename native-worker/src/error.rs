@@ -4,7 +4,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mp3conv_contract::error::ErrorBody;
-use mp3conv_contract::options::OptionError;
+use mp3conv_contract::options::{BadJson, OptionError};
 
 /// `Retry-After` (seconds) of a `too_many_streams` answer.
 const STREAM_RETRY_AFTER: &str = "5";
@@ -135,6 +135,15 @@ impl Error {
             }
             Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl From<BadJson> for Error {
+    fn from(err: BadJson) -> Self {
+        match err {
+            BadJson::Option(err) => Self::Option(err),
+            BadJson::Json(message) => Self::bad_request("invalid_json", message),
         }
     }
 }

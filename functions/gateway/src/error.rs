@@ -3,7 +3,7 @@
 //! opaque to the client and logged with the request's trace id ([`ApiError::logged_reply`]).
 
 use mp3conv_contract::error::ErrorBody;
-use mp3conv_contract::options::OptionError;
+use mp3conv_contract::options::{BadJson, OptionError};
 use mp3conv_kit::Trace;
 use mp3conv_kit::http::{ErrorKind, HttpError, keep_headers};
 use mp3conv_kit::reply::{BodyError, Reply};
@@ -168,6 +168,15 @@ fn unauthorized_message(code: &str) -> &'static str {
 impl From<OptionError> for ApiError {
     fn from(err: OptionError) -> ApiError {
         ApiError::Option(err)
+    }
+}
+
+impl From<BadJson> for ApiError {
+    fn from(err: BadJson) -> ApiError {
+        match err {
+            BadJson::Option(err) => ApiError::Option(err),
+            BadJson::Json(message) => ApiError::bad_request("invalid_json", message),
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! one from a JSON link or a multipart upload ([`crate::upload`]), with its conversion options
 //! ([`crate::options`]). Users see the contract's [`PublicJob`], never the worker's full record.
 
-use mp3conv_contract::job::{BadLinkRequest, JobId, LinkRequest, PublicJob, PublicJobPage};
+use mp3conv_contract::job::{JobId, LinkRequest, PublicJob, PublicJobPage};
 use mp3conv_contract::options::Options;
 use mp3conv_kit::reply::{Reply, declared_too_large};
 use mp3conv_sql::Db;
@@ -168,10 +168,7 @@ pub fn essence(content_type: &str) -> String {
 /// A checked link request, with the options of its body and of `query` (`?bitrate=320`): a
 /// field in both is refused (`duplicate_field`).
 pub fn link_request(body: &[u8], query: &str) -> Result<LinkRequest, ApiError> {
-    let mut link = LinkRequest::parse(body).map_err(|err| match err {
-        BadLinkRequest::Option(err) => ApiError::Option(err),
-        other => ApiError::bad_request(other.code(), other.to_string()),
-    })?;
+    let mut link = LinkRequest::parse(body)?;
     options::set_query(&mut link.options, query)?;
     let url = link.url.trim();
     // Read as HTTP clients read URLs (WHATWG), as the worker does: an absolute http(s) URL

@@ -6,7 +6,7 @@
 //! and never name a preset themselves. At most [`MAX_PRESETS`] per user, counted by the insert
 //! itself so that parallel requests cannot pass the bound together.
 
-use mp3conv_contract::options::{OptionError, Options, preset_name};
+use mp3conv_contract::options::{BadJson, OptionError, Options, json_object, preset_name};
 use mp3conv_kit::reply::Reply;
 use mp3conv_sql::{Db, DbError, Param, Value};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -90,7 +90,7 @@ pub fn create(
     body: &[u8],
     now: OffsetDateTime,
 ) -> Result<Reply, ApiError> {
-    let mut object = json_object(body)?;
+    let mut object = body_object(body)?;
     let name = match object.remove("name") {
         Some(serde_json::Value::String(name)) => {
             let name = preset_name(&name).map_err(|e| as_field(e, "name"))?;
@@ -125,7 +125,7 @@ pub fn put(
             "the path must end in a preset name: 1-64 letters, digits, spaces, `-`, `_` or `.`",
         ))
     })?;
-    let options = preset_options(json_object(body)?)?;
+    let options = preset_options(body_object(body)?)?;
     if let Some(old) = stored(db, user, &name)? {
         return replace(db, user, old, options, now);
     }
@@ -188,8 +188,26 @@ fn replace(
     Ok(Reply::json(200, &replaced))
 }
 
-/// Inserts a preset unless the user has [`MAX_PRESETS`] already: the count is taken in the
-/// insert itself, so two requests at 49 cannot both pass.
+/// Times an insert that lost a race with another (a MySQL deadlock) is tried.
+const INSERT_ATTEMPTS: u32 = 12;
+/// The longest pause before trying again, in milliseconds.
+const MAX_BACKOFF_MS: u64 = 64;
+
+/// A random pause before the try after `attempt`: up to 2^attempt ms (at most
+/// [`MAX_BACKOFF_MS`]), so that requests that deadlocked together do not meet again.
+fn back_off(attempt: u32) {
+    let mut byte = [0u8; 1];
+    let share = getrandom::fill(&mut byte).map_or(128, |()| u64::from(byte[0]));
+    let most = (1u64 << attempt.min(6)).min(MAX_BACKOFF_MS);
+    std::thread::sleep(std::time::Duration::from_millis(most * share / 255));
+}
+
+/// Inserts a preset unless the user has [`MAX_PRESETS`] others already. The count is taken in
+/// the insert itself, so two requests at 49 cannot both pass; it leaves out the name's own
+/// row, so that of two requests for one name at 49 the second meets the first's row (409
+/// `preset_exists`), not the bound. Concurrent inserts deadlock on MySQL (each holds a
+/// shared lock on the user's rows the others' inserts wait for); the victim, rolled back, is
+/// tried again after a random pause.
 fn insert(
     db: &dyn Db,
     user: &str,
@@ -198,23 +216,34 @@ fn insert(
     now: OffsetDateTime,
 ) -> Result<Preset, ApiError> {
     let at = unix_ms(now);
-    let inserted = db.execute(
-        "INSERT INTO presets (user_id, name, options, created_at, updated_at) \
-         SELECT ?, ?, ?, ?, ? FROM (SELECT COUNT(*) AS n FROM presets WHERE user_id = ?) AS counted \
-         WHERE counted.n < ?",
-        &[
-            text(user),
-            text(name),
-            text(&options_json(options)?),
-            Param::Int(at),
-            Param::Int(at),
-            text(user),
-            Param::Int(MAX_PRESETS.into()),
-        ],
-    );
-    match inserted {
-        Err(err) if err.unique_violation => return Err(exists(name)),
-        other => other.map_err(database)?,
+    let json = options_json(options)?;
+    let mut attempt = 1;
+    loop {
+        let inserted = db.execute(
+            "INSERT INTO presets (user_id, name, options, created_at, updated_at) \
+             SELECT ?, ?, ?, ?, ? FROM \
+             (SELECT COUNT(*) AS n FROM presets WHERE user_id = ? AND name <> ?) AS counted \
+             WHERE counted.n < ?",
+            &[
+                text(user),
+                text(name),
+                text(&json),
+                Param::Int(at),
+                Param::Int(at),
+                text(user),
+                text(name),
+                Param::Int(MAX_PRESETS.into()),
+            ],
+        );
+        match inserted {
+            Ok(()) => break,
+            Err(err) if err.unique_violation => return Err(exists(name)),
+            Err(err) if err.is_lost_race() && attempt < INSERT_ATTEMPTS => {
+                back_off(attempt);
+                attempt += 1;
+            }
+            Err(err) => return Err(database(err)),
+        }
     }
     // No conflict, so a row of that name is this one; none means the user is at the bound.
     match stored(db, user, name)? {
@@ -259,12 +288,13 @@ fn preset(row: &[Value]) -> Result<Preset, ApiError> {
 }
 
 /// The body of `POST` and `PUT`: a JSON object.
-fn json_object(body: &[u8]) -> Result<Map<String, serde_json::Value>, ApiError> {
-    serde_json::from_slice(body).map_err(|err| {
-        ApiError::bad_request(
+fn body_object(body: &[u8]) -> Result<Map<String, serde_json::Value>, ApiError> {
+    json_object(body).map_err(|err| match err {
+        BadJson::Json(err) => ApiError::bad_request(
             "invalid_json",
             format!("the body must be a JSON object: {err}"),
-        )
+        ),
+        other => other.into(),
     })
 }
 

@@ -60,6 +60,17 @@ pub struct DbError {
     pub message: String,
 }
 
+impl DbError {
+    /// Whether the statement lost a race with another transaction: MySQL chose it as a
+    /// deadlock's victim (1213, SQLSTATE 40001) or SQLite found the database locked. Running
+    /// it again may succeed.
+    pub fn is_lost_race(&self) -> bool {
+        ["Deadlock found", "40001", "database is locked"]
+            .iter()
+            .any(|sign| self.message.contains(sign))
+    }
+}
+
 impl std::fmt::Display for DbError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
@@ -112,6 +123,22 @@ pub use spin::open;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lost_races_are_told_from_other_errors() {
+        let error = |message: &str| DbError {
+            unique_violation: false,
+            message: message.into(),
+        };
+        for lost in [
+            "QueryFailed(\"Deadlock found when trying to get lock; try restarting transaction\")",
+            "ERROR 1213 (40001): Deadlock found",
+            "Io(\"database is locked\")",
+        ] {
+            assert!(error(lost).is_lost_race(), "{lost}");
+        }
+        assert!(!error("Duplicate entry 'a' for key 'PRIMARY'").is_lost_race());
+    }
 
     #[test]
     fn a_mysql_url_never_prints() {

@@ -12,8 +12,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 use mp3conv_contract::event::{Envelope, Event};
-use mp3conv_contract::job::{BadLinkRequest, DEFAULT_PAGE, MAX_PAGE, upload_query};
-use mp3conv_contract::options::{OptionError, Options};
+use mp3conv_contract::job::{DEFAULT_PAGE, MAX_PAGE, upload_query};
+use mp3conv_contract::options::{OptionError, Options, json_object};
 use serde::Deserialize;
 
 use super::Owner;
@@ -96,9 +96,7 @@ fn traceparent(headers: &HeaderMap) -> Option<String> {
 
 /// Options from a JSON object, by the contract's one rule; a refused option names its field.
 fn json_options(body: &[u8]) -> Result<Options, Error> {
-    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
-        .map_err(|e| Error::bad_request("invalid_json", e.to_string()))?;
-    Ok(Options::from_json(&object)?)
+    Ok(Options::from_json(&json_object(body)?)?)
 }
 
 /// `POST /internal/jobs`: an upload (the body is the video, streamed into the blob store;
@@ -126,10 +124,7 @@ pub(super) async fn create(
         let bytes = axum::body::to_bytes(body, JSON_BODY_LIMIT)
             .await
             .map_err(|e| Error::bad_request("invalid_json", e.to_string()))?;
-        let link = LinkRequest::parse(&bytes).map_err(|e| match e {
-            BadLinkRequest::Option(e) => Error::Option(e),
-            BadLinkRequest::Json(message) => Error::bad_request("invalid_json", message),
-        })?;
+        let link = LinkRequest::parse(&bytes)?;
         let query = create_query(query.as_deref(), link.options)?;
         if query.hold {
             return Err(Error::Option(OptionError {
