@@ -481,12 +481,13 @@ impl LinkRequest {
     }
 }
 
-/// Query parameter names of an upload to the worker (`POST /internal/jobs?filename=&bitrate=`).
+/// Query parameter names of an upload to the worker (`POST /internal/jobs?filename=&hold=`),
+/// beside which every parameter is an option.
 pub mod upload_query {
     /// The uploaded file's name.
     pub const FILENAME: &str = "filename";
-    /// The [`super::Bitrate`].
-    pub const BITRATE: &str = "bitrate";
+    /// `true` holds the upload until `POST /internal/jobs/{id}/start`.
+    pub const HOLD: &str = "hold";
 }
 
 #[cfg(test)]

@@ -28,7 +28,8 @@ pub struct Metrics {
     pub retries: Counter,
     /// Messages sent to the dead-letter queue.
     pub dead_lettered: Counter,
-    /// ffmpeg runs started.
+    /// Conversions started: one each, however many ffmpeg processes it runs (the name is
+    /// kept for the dashboards that chart it).
     pub ffmpeg_runs: Counter,
     /// Deliveries put off because another converter holds the job's lease.
     pub deferred: Counter,
@@ -75,7 +76,11 @@ impl Default for Metrics {
             "Messages sent to the dead-letter queue",
             dead_lettered.clone(),
         );
-        registry.register("ffmpeg_runs", "ffmpeg runs started", ffmpeg_runs.clone());
+        registry.register(
+            "ffmpeg_runs",
+            "Conversions started (one each, however many ffmpeg processes it runs)",
+            ffmpeg_runs.clone(),
+        );
         registry.register(
             "deferred_deliveries",
             "Deliveries put off because another converter holds the job",

@@ -2,10 +2,8 @@
 //! conversion with `mp3conv convert --preset NAME`.
 
 use clap::Subcommand;
-use mp3conv_contract::options::{Options, preset_name};
-use serde::{Deserialize, Serialize};
+use mp3conv_contract::options::{Preset, PresetList, preset_name};
 use serde_json::json;
-use time::OffsetDateTime;
 
 use super::options::{OptionArgs, describe};
 use super::{Client, Failure, Outcome, check, read};
@@ -30,23 +28,6 @@ pub enum PresetsCommand {
     Delete { name: String },
 }
 
-/// A saved preset, as `/v1/presets` answers it.
-#[derive(Debug, Serialize, Deserialize)]
-struct Preset {
-    name: String,
-    options: Options,
-    #[serde(with = "time::serde::rfc3339")]
-    created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    updated_at: OffsetDateTime,
-}
-
-/// `GET /v1/presets`.
-#[derive(Debug, Serialize, Deserialize)]
-struct Presets {
-    presets: Vec<Preset>,
-}
-
 fn line(preset: &Preset) -> String {
     let options = describe(&preset.options);
     if options.is_empty() {
@@ -64,7 +45,7 @@ impl Client {
                 let response = self
                     .send(self.http.get(self.url("/v1/presets")).bearer_auth(&token))
                     .await?;
-                let list: Presets = read(check(response).await?).await?;
+                let list: PresetList = read(check(response).await?).await?;
                 self.print(&list, || {
                     if list.presets.is_empty() {
                         return "no presets yet: `mp3conv presets save NAME --normalize ...`"

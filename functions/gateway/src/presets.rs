@@ -6,11 +6,12 @@
 //! and never name a preset themselves. At most [`MAX_PRESETS`] per user, counted by the insert
 //! itself so that parallel requests cannot pass the bound together.
 
-use mp3conv_contract::options::{BadJson, OptionError, Options, json_object, preset_name};
+use mp3conv_contract::options::{
+    BadJson, OptionError, Options, Preset, PresetList, json_object, preset_name,
+};
 use mp3conv_kit::reply::Reply;
 use mp3conv_sql::{Db, DbError, Param, Value};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use serde::Serialize;
 use serde_json::Map;
 use time::OffsetDateTime;
 
@@ -28,23 +29,6 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'.')
     .remove(b'~');
-
-/// A preset as its owner sees it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Preset {
-    pub name: String,
-    pub options: Options,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    pub updated_at: OffsetDateTime,
-}
-
-/// `GET /v1/presets`'s body.
-#[derive(Debug, Serialize)]
-struct PresetList {
-    presets: Vec<Preset>,
-}
 
 /// `GET /v1/presets`: every preset of the caller's, by name.
 pub fn list(db: &dyn Db, user: &str) -> Result<Reply, ApiError> {

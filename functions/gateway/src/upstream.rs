@@ -51,11 +51,11 @@ pub struct Upload {
 impl Upload {
     /// The worker's query string (`?filename=&hold=true`).
     pub fn to_query(&self) -> String {
-        use mp3conv_contract::job::upload_query::FILENAME;
+        use mp3conv_contract::job::upload_query::{FILENAME, HOLD};
         let mut query = form_urlencoded::Serializer::new(String::new());
         query.append_pair(FILENAME, &self.filename);
         if self.hold {
-            query.append_pair("hold", "true");
+            query.append_pair(HOLD, "true");
         }
         query.finish()
     }

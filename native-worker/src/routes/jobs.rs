@@ -12,7 +12,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 use mp3conv_contract::event::{Envelope, Event};
-use mp3conv_contract::job::{DEFAULT_PAGE, MAX_PAGE, upload_query};
+use mp3conv_contract::job::upload_query::{self, HOLD};
+use mp3conv_contract::job::{DEFAULT_PAGE, MAX_PAGE};
 use mp3conv_contract::options::{OptionError, Options, json_object};
 use serde::Deserialize;
 
@@ -24,9 +25,6 @@ use crate::queue::{JobMessage, MessageExt as _, Route};
 
 /// Largest JSON body accepted for a link or a start.
 const JSON_BODY_LIMIT: usize = 64 * 1024;
-
-/// Query parameter of an upload asking to hold it until `POST /internal/jobs/{id}/start`.
-pub const HOLD: &str = "hold";
 
 /// What the query of `POST /internal/jobs` asks for.
 #[derive(Debug, Default)]
