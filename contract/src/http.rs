@@ -6,29 +6,44 @@
 /// the 255 bytes file systems allow.
 pub const MAX_STEM_BYTES: usize = 200;
 
+/// Names Windows keeps for devices, whatever the extension (`CON.mp3` is the console).
+const DEVICE_NAMES: [&str; 22] = [
+    "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8",
+    "COM9", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
+];
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+pub fn cut(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// `text` made safe as a file name's stem on any system and hard to mislead with: path
-/// separators and the characters Windows refuses become `_`; control and bidirectional
-/// formatting characters go, as do leading dots (no hidden files, no `..`), surrounding
-/// spaces and trailing dots; it is cut to [`MAX_STEM_BYTES`] at a character. May be empty.
+/// separators and the characters Windows refuses become `_`; control, invisible and
+/// bidirectional formatting characters go, as do leading dots and spaces (no hidden files, no
+/// `..`) and trailing dots and spaces; a name Windows keeps for a device gains a `_`; it is
+/// cut to [`MAX_STEM_BYTES`] at a character. May be empty.
 pub fn file_stem(text: &str) -> String {
-    let bidi = |c: char| matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}');
+    let hidden = |c: char| matches!(c, '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}');
     let cleaned: String = text
         .chars()
-        .filter(|&c| !c.is_control() && !bidi(c))
+        .filter(|&c| !c.is_control() && !hidden(c))
         .map(|c| match c {
             '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|' => '_',
             c => c,
         })
         .collect();
-    let mut stem = cleaned.trim().trim_start_matches('.').trim_start();
-    if stem.len() > MAX_STEM_BYTES {
-        let mut cut = MAX_STEM_BYTES;
-        while !stem.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        stem = &stem[..cut];
+    let edge = |c: char| c == '.' || c.is_whitespace();
+    let stem = cut(cleaned.trim_start_matches(edge), MAX_STEM_BYTES).trim_end_matches(edge);
+    let device = stem.split('.').next().unwrap_or_default().trim_end();
+    if DEVICE_NAMES.iter().any(|d| d.eq_ignore_ascii_case(device)) {
+        format!("_{stem}")
+    } else {
+        stem.to_owned()
     }
-    stem.trim_end_matches(['.', ' ']).to_owned()
 }
 
 /// A file name: `stem` made safe ([`file_stem`], `fallback` if nothing is left) and
@@ -100,6 +115,11 @@ mod tests {
             ("Q/A: why?", "Q_A_ why_"),
             ("../../etc", "_.._etc"),
             ("  ..hidden. . ", "hidden"),
+            (". .bashrc", "bashrc"),
+            ("nul", "_nul"),
+            ("Com1.tar ", "_Com1.tar"),
+            ("console", "console"),
+            ("a\u{061C}b\u{2028}c\u{2066}d", "abcd"),
             ("a\nb\u{7}", "ab"),
             ("right\u{202E}4pm.exe", "right4pm.exe"),
             ("AC/DC <live> | \"x\"", "AC_DC _live_ _ _x_"),

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use clap::Subcommand;
 use futures::StreamExt as _;
 use mp3conv_contract::error::ErrorBody;
-use mp3conv_contract::http::{file_name, file_stem};
+use mp3conv_contract::http::{cut, file_name, file_stem};
 use mp3conv_contract::job::{JobId, LinkRequest, PublicJob, PublicJobPage, Source, Status};
 use mp3conv_contract::options::Options;
 use serde::Serialize;
@@ -587,12 +587,18 @@ fn describe(job: &PublicJob) -> String {
 }
 
 /// Where track `number` of the MP3 at `mp3` is saved: beside it, as
-/// `<mp3's stem> - NN - <title>.mp3`, made safe as a file name (the contract's rule).
+/// `<mp3's stem> - NN - <title>.mp3`, made safe as a file name (the contract's rule). The stem
+/// and the title are cut apart ([`STEM_BYTES`], [`TITLE_BYTES`]), so that the number always
+/// stays: tracks never share a name, nor take the MP3's.
 fn track_path(mp3: &Path, number: u32, title: &str) -> PathBuf {
+    const STEM_BYTES: usize = 80;
+    const TITLE_BYTES: usize = 100;
     let stem = mp3
         .file_stem()
         .map_or_else(|| "audio".into(), |s| s.to_string_lossy().into_owned());
+    let stem = cut(&stem, STEM_BYTES);
     let title = file_stem(title);
+    let title = cut(&title, TITLE_BYTES);
     let name = if title.is_empty() {
         format!("{stem} - {number:02}")
     } else {
@@ -606,7 +612,7 @@ fn default_output(job: &PublicJob) -> PathBuf {
     let stem = Path::new(job.source.name())
         .file_stem()
         .map_or_else(|| "audio".into(), |s| s.to_string_lossy().into_owned());
-    PathBuf::from(format!("{stem}.mp3"))
+    PathBuf::from(file_name(&stem, "mp3", "audio"))
 }
 
 /// The password: from stdin (one line), or prompted without echo (twice when `confirm`).
@@ -734,6 +740,17 @@ mod tests {
         }
         let long = track_path(Path::new("talk.mp3"), 6, &"word ".repeat(100));
         let name = long.to_str().unwrap();
-        assert!(name.ends_with(" wor.mp3") && name.len() == 204, "{name}");
+        assert!(name.ends_with(" word.mp3") && name.len() <= 204, "{name}");
+        // However long the MP3's name, each track keeps its number: no track overwrites
+        // another, or the MP3.
+        let mp3 = format!("{}.mp3", "長".repeat(67));
+        let paths: Vec<PathBuf> = (1..=3)
+            .map(|n| track_path(Path::new(&mp3), n, &"題".repeat(80)))
+            .collect();
+        for (n, path) in paths.iter().enumerate() {
+            let name = path.to_str().unwrap();
+            assert!(name.contains(&format!(" - 0{} - ", n + 1)), "{name}");
+            assert!(name.len() <= 204 && name != mp3, "{name}");
+        }
     }
 }

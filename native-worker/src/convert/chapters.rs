@@ -49,10 +49,13 @@ pub fn cut(chapters: &[Chapter], start: u64, end: u64) -> Vec<Span> {
             let from = millis(c.start).max(start);
             let to = millis(c.end).min(end);
             (to >= from + MIN_CHAPTER_MILLIS).then(|| {
+                // Without trailing backslashes, which ffmpeg cannot read back (see
+                // [`ffmetadata`]), so that tracks, file names and CHAP frames agree.
                 let title = c
                     .title
                     .as_deref()
                     .map(|t| text::tag(t, text::MAX_TAG_CHARS, false))
+                    .map(|t| t.trim_end_matches('\\').trim_end().to_owned())
                     .filter(|t| !t.is_empty());
                 (from - start, to - start, title)
             })
@@ -190,14 +193,19 @@ mod tests {
             &[
                 chapter(0.0, 1.0, Some(" A=b;c#d\\e\nf\u{1} ")),
                 chapter(1.0, 2.0, Some("")),
+                chapter(2.0, 3.0, Some("\\\\")),
+                chapter(3.0, 4.0, Some("Q&A \\")),
             ],
             0,
-            2000,
+            4000,
         );
         assert_eq!(spans[0].title, "A=b;c#d\\e f");
         assert_eq!(spans[1].title, "Chapter 2");
+        assert_eq!(spans[2].title, "Chapter 3");
+        assert_eq!(spans[3].title, "Q&A");
+        let spans = &spans[..2];
         assert_eq!(
-            ffmetadata(&spans),
+            ffmetadata(spans),
             ";FFMETADATA1\n\n[CHAPTER]\nTIMEBASE=1/1000\nSTART=0\nEND=1000\n\
              title=A\\=b\\;c\\#d\\\\e f\n\n[CHAPTER]\nTIMEBASE=1/1000\nSTART=1000\nEND=2000\n\
              title=Chapter 2\n"

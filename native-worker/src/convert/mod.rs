@@ -55,6 +55,14 @@ pub const FORMATS: &str = "mov,matroska,avi,flv,mpegts,mpeg,ogg,asf,wav,w64,aiff
 /// What ffmpeg prints when a demuxer or protocol outside the allow-lists is asked for.
 const REFUSED_MARK: &str = "not on whitelist";
 
+/// The largest frame or picture a source's decoders may make, in pixels: 8K (8192 x 4320),
+/// passed to every run on the source as `-max_pixels`. Even a run that converts only the audio
+/// decodes a frame of each stream while it opens the file, and a frame's memory grows with its
+/// pixels: an 895 KB upload of 16000 x 16000 frames took 1.8 GB in each run.
+pub const MAX_SOURCE_PIXELS: u64 = 8192 * 4320;
+/// What a decoder prints when a frame passes `-max_pixels`.
+const TOO_MANY_PIXELS_MARK: &str = "exceeds specified max pixel count";
+
 /// An input ffmpeg opens, and the one way it may read it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Input {
@@ -83,6 +91,9 @@ pub(crate) fn confined_input(path: &Path, kind: Input) -> Vec<OsString> {
     if let Some(format) = forced {
         args.extend(["-f".into(), format.into()]);
     }
+    if kind == Input::Source {
+        args.extend(["-max_pixels".into(), MAX_SOURCE_PIXELS.to_string().into()]);
+    }
     args.extend([
         "-protocol_whitelist".into(),
         "file".into(),
@@ -110,6 +121,12 @@ pub enum ConvertError {
     /// The media has no audio stream.
     #[error("the video has no audio track")]
     NoAudio,
+    /// The source's frames pass [`MAX_SOURCE_PIXELS`].
+    #[error(
+        "the video's frames are larger than 8K (8192x4320 pixels): decoding them would take \
+         gigabytes, so such a video is not converted"
+    )]
+    FramesTooLarge,
     /// An option does not fit the source (a clip past its end).
     #[error("{message}")]
     Option {
@@ -167,6 +184,7 @@ impl ConvertError {
             Self::NotMedia(_) => "not_media",
             Self::UnsupportedFormat => "unsupported_format",
             Self::NoAudio => "no_audio",
+            Self::FramesTooLarge => "frames_too_large",
             Self::Option { .. } => "invalid_option",
             Self::TooManyChapters { .. } => "too_many_chapters",
             Self::Failed { .. } => "conversion_failed",
@@ -192,6 +210,7 @@ impl ConvertError {
             Self::NotMedia(_)
             | Self::UnsupportedFormat
             | Self::NoAudio
+            | Self::FramesTooLarge
             | Self::Option { .. }
             | Self::TooManyChapters { .. }
             | Self::DurationMismatch { .. } => true,
@@ -858,6 +877,8 @@ mod tests {
         assert_eq!(
             strings(Input::Source),
             [
+                "-max_pixels",
+                "35389440",
                 "-protocol_whitelist",
                 "file",
                 "-format_whitelist",

@@ -53,13 +53,14 @@ fn past_the_end(field: &'static str, at: u64, length: u64) -> ConvertError {
 
 /// The clip `options` ask for, checked against the source's audio of `length` ms: `start`
 /// must leave at least [`MIN_CLIP_MILLIS`] of it, `end` may pass its end by
-/// [`END_SLACK_MILLIS`] at most. Without either, the clip is the whole source, however short.
+/// [`END_SLACK_MILLIS`] at most. Without either (or from 0), the clip is the whole source,
+/// however short.
 pub fn clip(options: &Options, length: u64) -> Result<Clip, ConvertError> {
     let start = options.start.map_or(0, Position::millis);
-    if options.start.is_some() && start >= length {
+    if start > 0 && start >= length {
         return Err(past_the_end("start", start, length));
     }
-    if options.start.is_some() && start + MIN_CLIP_MILLIS > length {
+    if start > 0 && start + MIN_CLIP_MILLIS > length {
         return Err(ConvertError::Option {
             field: "start",
             message: format!(
@@ -234,7 +235,7 @@ impl Plan {
                     message: format!(
                         "the video's frames ({width}x{height}) are too large to take a cover \
                          from (at most {} pixels): use `cover=auto` or `cover=none`",
-                        cover::MAX_SOURCE_PIXELS
+                        super::MAX_SOURCE_PIXELS
                     ),
                 });
             }
@@ -510,7 +511,8 @@ mod tests {
             to: None,
         };
         assert_eq!(clip(&options(&[]), 40).unwrap(), whole);
-        assert!(clip(&options(&[("start", "0")]), 40).is_err());
+        assert_eq!(clip(&options(&[("start", "0")]), 40).unwrap(), whole);
+        assert!(clip(&options(&[("start", "0.001")]), 40).is_err());
     }
 
     fn source_tags(pairs: &[(&str, &str)]) -> SourceTags {

@@ -9,7 +9,10 @@ use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
-use super::{ConvertError, Input, REFUSED_MARK, STDERR_LIMIT, confined_input, program_name, tidy};
+use super::{
+    ConvertError, Input, REFUSED_MARK, STDERR_LIMIT, TOO_MANY_PIXELS_MARK, confined_input,
+    program_name, tidy,
+};
 use crate::config::ConvertConfig;
 
 /// How long ffprobe may take.
@@ -299,6 +302,9 @@ pub async fn probe(config: &ConvertConfig, path: &Path) -> Result<MediaInfo, Con
     if !status.success() {
         if stderr.contains(REFUSED_MARK) {
             return Err(ConvertError::UnsupportedFormat);
+        }
+        if stderr.contains(TOO_MANY_PIXELS_MARK) {
+            return Err(ConvertError::FramesTooLarge);
         }
         return Err(ConvertError::NotMedia(tidy(&stderr, &[path])));
     }
