@@ -262,101 +262,6 @@ async fn an_unreachable_server_is_exit_4_and_bad_usage_exit_2() {
     }
 }
 
-/// ffprobe's whole view of a file: format (with tags), streams, chapters.
-fn ffprobe(path: &Path) -> Value {
-    let output = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-print_format", "json"])
-        .args(["-show_format", "-show_streams", "-show_chapters"])
-        .arg(path)
-        .output()
-        .expect("running ffprobe");
-    assert!(
-        output.status.success(),
-        "{}: {}",
-        path.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("ffprobe JSON")
-}
-
-fn seconds(info: &Value) -> f64 {
-    info["format"]["duration"]
-        .as_str()
-        .and_then(|d| d.parse().ok())
-        .expect("a duration")
-}
-
-/// How long ffprobe finds bare ffmpeg's MP3 of `video` (from `start` to `end` seconds, as input
-/// options, when given), made in `dir`: the reference for an MP3's length, since ffprobe counts
-/// the encoder's delay and padding in it (6.06 s for a 6 s source).
-fn bare_mp3_seconds(video: &Path, clip: Option<(f64, f64)>, dir: &Path) -> f64 {
-    let bare = dir.join(format!("bare-{}.mp3", common::api::uuid_like()));
-    let mut ffmpeg = std::process::Command::new("ffmpeg");
-    ffmpeg.args(["-v", "error", "-y"]);
-    if let Some((start, end)) = clip {
-        ffmpeg.args(["-ss", &start.to_string(), "-to", &end.to_string()]);
-    }
-    let status = ffmpeg
-        .arg("-i")
-        .arg(video)
-        .args(["-vn", "-c:a", "libmp3lame"])
-        .arg(&bare)
-        .status()
-        .expect("running ffmpeg");
-    assert!(
-        status.success(),
-        "bare ffmpeg failed on {}",
-        video.display()
-    );
-    seconds(&ffprobe(&bare))
-}
-
-/// A 6 s video with three 2 s chapters, `One`, `Two` and `Three`, made by ffmpeg in `dir`.
-fn chapters_video(dir: &Path) -> std::path::PathBuf {
-    let metadata = dir.join("chapters.txt");
-    let mut text = String::from(";FFMETADATA1\n");
-    for (n, title) in ["One", "Two", "Three"].iter().enumerate() {
-        text.push_str(&format!(
-            "[CHAPTER]\nTIMEBASE=1/1000\nSTART={}\nEND={}\ntitle={title}\n",
-            n * 2000,
-            (n + 1) * 2000
-        ));
-    }
-    std::fs::write(&metadata, text).unwrap();
-    let video = dir.join("book.mp4");
-    let status = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-y"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=160x120:rate=10:duration=6",
-        ])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=6"])
-        .arg("-i")
-        .arg(&metadata)
-        .args(["-map", "0", "-map", "1", "-map_chapters", "2"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-        ])
-        .arg(&video)
-        .status()
-        .expect("running ffmpeg");
-    assert!(status.success(), "ffmpeg could not make the chapters video");
-    assert_eq!(
-        ffprobe(&video)["chapters"].as_array().map(Vec::len),
-        Some(3)
-    );
-    video
-}
-
 /// Registers and logs in a fresh account through the client.
 async fn logged_in(cli: &Cli, name: &str) {
     let email = format!("{name}-{}@example.com", common::api::uuid_like());
@@ -464,8 +369,8 @@ async fn options_as_flags_presets_and_tracks() {
         ),
         "{text}"
     );
-    let info = ffprobe(&out);
-    assert!((seconds(&info) - 5.5).abs() <= 0.05, "{info}");
+    let info = media::probe_path(&out);
+    assert!((media::duration(&info) - 5.5).abs() <= 0.05, "{info}");
     let audio = &info["streams"][0];
     assert_eq!(audio["codec_name"], "mp3");
     assert_eq!(audio["channels"], 1);
@@ -575,7 +480,7 @@ async fn options_as_flags_presets_and_tracks() {
     assert!(run.stderr.contains("not found"), "{}", run.stderr);
 
     // Split by chapters: the MP3 and its three tracks, saved side by side.
-    let video = chapters_video(cli.cwd.path());
+    let video = media::book();
     let saved = cli
         .ok(&[
             "convert",
@@ -589,10 +494,10 @@ async fn options_as_flags_presets_and_tracks() {
         .json();
     assert_eq!(saved["saved"], "book.mp3");
     // The whole video, not one chapter.
-    let whole = ffprobe(&cli.cwd.path().join("book.mp3"));
-    let expected = bare_mp3_seconds(&video, None, cli.cwd.path());
+    let whole = media::probe_path(&cli.cwd.path().join("book.mp3"));
+    let expected = media::bare_mp3_seconds(&video, None);
     assert!(
-        (seconds(&whole) - expected).abs() <= 0.05,
+        (media::duration(&whole) - expected).abs() <= 0.05,
         "{expected} s expected: {whole}"
     );
     let tracks = saved["tracks"].as_array().expect("the tracks saved");
@@ -600,11 +505,11 @@ async fn options_as_flags_presets_and_tracks() {
     for (n, title) in ["One", "Two", "Three"].iter().enumerate() {
         let name = format!("book - {:02} - {title}.mp3", n + 1);
         assert_eq!(tracks[n]["saved"], name.as_str(), "{saved}");
-        let info = ffprobe(&cli.cwd.path().join(&name));
+        let info = media::probe_path(&cli.cwd.path().join(&name));
         let chapter = (n as f64 * 2.0, (n + 1) as f64 * 2.0);
-        let expected = bare_mp3_seconds(&video, Some(chapter), cli.cwd.path());
+        let expected = media::bare_mp3_seconds(&video, Some(chapter));
         assert!(
-            (seconds(&info) - expected).abs() <= 0.05,
+            (media::duration(&info) - expected).abs() <= 0.05,
             "{name}: {expected} s expected: {info}"
         );
         assert_eq!(info["format"]["tags"]["title"], *title, "{name}: {info}");

@@ -633,28 +633,6 @@ fn chaptered_clip() -> Vec<u8> {
     std::fs::read(out).unwrap()
 }
 
-/// A ZIP's stored entries, read from its local headers: (name, bytes).
-fn zip_entries(zip: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let u16_at = |at: usize| u16::from_le_bytes([zip[at], zip[at + 1]]) as usize;
-    let u32_at = |at: usize| u32::from_le_bytes(zip[at..at + 4].try_into().unwrap()) as usize;
-    let mut entries = Vec::new();
-    let mut at = 0;
-    while zip[at..].starts_with(b"PK\x03\x04") {
-        assert_eq!(u16_at(at + 8), 0, "entry {} is not stored", entries.len());
-        let size = u32_at(at + 18);
-        let (name_len, extra_len) = (u16_at(at + 26), u16_at(at + 28));
-        let name = String::from_utf8(zip[at + 30..at + 30 + name_len].to_vec()).unwrap();
-        let data = at + 30 + name_len + extra_len;
-        entries.push((name, zip[data..data + size].to_vec()));
-        at = data + size;
-    }
-    assert!(
-        zip[at..].starts_with(b"PK\x01\x02"),
-        "no central directory after the entries"
-    );
-    entries
-}
-
 /// A job split by chapters (`split=chapters` after the file): each track streams through the
 /// gateway like the MP3 (Range, ETag, If-None-Match, a download name), and all of them as one
 /// ZIP holding exactly those MP3s; a job not split has no ZIP, a track it lacks is 404.
@@ -738,7 +716,7 @@ async fn tracks_stream_through_like_the_mp3(system: &System) {
         response.headers()
     );
     let zip = response.bytes().await.unwrap();
-    let entries = zip_entries(&zip);
+    let entries = media::stored_zip_entries(&zip);
     let names: Vec<&str> = entries.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(names, ["01 - One.mp3", "02 - Two.mp3"]);
     assert_eq!(entries[1].1, second, "the ZIP's second entry is track 2");

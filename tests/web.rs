@@ -1339,30 +1339,6 @@ async fn lists_are_newest_first_and_paged() {
     browser.close().await;
 }
 
-/// ffprobe's whole view of a file: format (with tags), streams, chapters.
-fn ffprobe(path: &std::path::Path) -> Value {
-    let output = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-print_format", "json"])
-        .args(["-show_format", "-show_streams", "-show_chapters"])
-        .arg(path)
-        .output()
-        .expect("running ffprobe");
-    assert!(
-        output.status.success(),
-        "{}: {}",
-        path.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("ffprobe JSON")
-}
-
-fn seconds(info: &Value) -> f64 {
-    info["format"]["duration"]
-        .as_str()
-        .and_then(|d| d.parse().ok())
-        .expect("a duration")
-}
-
 /// Picks `value` in the select `css`, as a person choosing it (its `change` event fires).
 async fn choose(browser: &Browser, css: &str, value: &str) {
     let element = browser.wait_for(css).await;
@@ -1381,101 +1357,6 @@ async fn job_in(browser: &Browser, state: &str) -> String {
         ))
         .await;
     id.as_str().unwrap().to_owned()
-}
-
-/// How long ffprobe finds bare ffmpeg's MP3 of `video` (from `start` to `end` seconds, as input
-/// options, when given), made in `dir`: the reference for an MP3's length, since ffprobe counts
-/// the encoder's delay and padding in it (6.06 s for a 6 s source).
-fn bare_mp3_seconds(
-    video: &std::path::Path,
-    clip: Option<(f64, f64)>,
-    dir: &std::path::Path,
-) -> f64 {
-    let bare = dir.join(format!("bare-{}.mp3", api::uuid_like()));
-    let mut ffmpeg = std::process::Command::new("ffmpeg");
-    ffmpeg.args(["-v", "error", "-y"]);
-    if let Some((start, end)) = clip {
-        ffmpeg.args(["-ss", &start.to_string(), "-to", &end.to_string()]);
-    }
-    let status = ffmpeg
-        .arg("-i")
-        .arg(video)
-        .args(["-vn", "-c:a", "libmp3lame"])
-        .arg(&bare)
-        .status()
-        .expect("running ffmpeg");
-    assert!(
-        status.success(),
-        "bare ffmpeg failed on {}",
-        video.display()
-    );
-    seconds(&ffprobe(&bare))
-}
-
-/// A 6 s video with three 2 s chapters, `One`, `Two` and `Three`, made by ffmpeg in `dir`.
-fn chapters_video(dir: &std::path::Path) -> std::path::PathBuf {
-    let metadata = dir.join("chapters.txt");
-    let mut text = String::from(";FFMETADATA1\n");
-    for (n, title) in ["One", "Two", "Three"].iter().enumerate() {
-        text.push_str(&format!(
-            "[CHAPTER]\nTIMEBASE=1/1000\nSTART={}\nEND={}\ntitle={title}\n",
-            n * 2000,
-            (n + 1) * 2000
-        ));
-    }
-    std::fs::write(&metadata, text).unwrap();
-    let video = dir.join("book.mp4");
-    let status = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-y"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=160x120:rate=10:duration=6",
-        ])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=6"])
-        .arg("-i")
-        .arg(&metadata)
-        .args(["-map", "0", "-map", "1", "-map_chapters", "2"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-        ])
-        .arg(&video)
-        .status()
-        .expect("running ffmpeg");
-    assert!(status.success(), "ffmpeg could not make the chapters video");
-    video
-}
-
-/// The entries of a ZIP whose entries are stored (no compression) with their sizes in their
-/// local headers, as the tracks' ZIP is: (name, bytes), in order.
-fn stored_zip_entries(zip: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let u16_at = |at: usize| u16::from_le_bytes([zip[at], zip[at + 1]]) as usize;
-    let u32_at = |at: usize| u32::from_le_bytes(zip[at..at + 4].try_into().unwrap()) as usize;
-    let mut entries = Vec::new();
-    let mut at = 0;
-    while zip[at..].starts_with(b"PK\x03\x04") {
-        assert_eq!(u16_at(at + 8), 0, "entry {} is compressed", entries.len());
-        let size = u32_at(at + 18);
-        assert_eq!(size, u32_at(at + 22), "stored: compressed size = size");
-        let (name_len, extra_len) = (u16_at(at + 26), u16_at(at + 28));
-        let name = String::from_utf8(zip[at + 30..at + 30 + name_len].to_vec()).unwrap();
-        let data = at + 30 + name_len + extra_len;
-        entries.push((name, zip[data..data + size].to_vec()));
-        at = data + size;
-    }
-    assert!(
-        zip[at..].starts_with(b"PK\x01\x02"),
-        "the central directory follows the entries"
-    );
-    entries
 }
 
 /// A person converts with options in the page: a trimmed, retitled, mono clip. Only what
@@ -1529,8 +1410,8 @@ async fn a_person_converts_with_options() {
         .click(&format!("li.job[data-job-id='{id}'] .job-download"))
         .await;
     let file = browser.wait_for_download("clip.mp3").await;
-    let info = ffprobe(&file);
-    assert!((seconds(&info) - 2.0).abs() <= 0.05, "{info}");
+    let info = media::probe_path(&file);
+    assert!((media::duration(&info) - 2.0).abs() <= 0.05, "{info}");
     assert_eq!(info["streams"][0]["codec_name"], "mp3");
     assert_eq!(info["streams"][0]["channels"], 1, "{info}");
     assert_eq!(info["format"]["tags"]["title"], "Holiday mix", "{info}");
@@ -1692,7 +1573,7 @@ async fn a_preset_saved_in_the_page_is_applied() {
     browser
         .click(&format!("li.job[data-job-id='{id}'] .job-download"))
         .await;
-    let info = ffprobe(&browser.wait_for_download("clip.mp3").await);
+    let info = media::probe_path(&browser.wait_for_download("clip.mp3").await);
     assert_eq!(info["streams"][0]["channels"], 1, "{info}");
     assert_eq!(info["streams"][0]["sample_rate"], "48000", "{info}");
     assert_eq!(info["format"]["tags"]["artist"], "The Band", "{info}");
@@ -1710,8 +1591,7 @@ async fn a_split_job_lists_its_tracks_and_their_zip() {
     browser.wait_for("#drop-zone").await;
     browser.click("#options > summary").await;
     browser.click("#opt-split").await;
-    let dir = tempfile::tempdir().unwrap();
-    let video = chapters_video(dir.path());
+    let video = media::book();
     browser.upload("#file-input", &video).await;
     let id = job_in(&browser, "done").await;
     let card = format!("li.job[data-job-id='{id}']");
@@ -1737,17 +1617,17 @@ async fn a_split_job_lists_its_tracks_and_their_zip() {
         ))
         .await;
     let second = browser.wait_for_download("book - 02 - Two.mp3").await;
-    let info = ffprobe(&second);
-    let expected = bare_mp3_seconds(&video, Some((2.0, 4.0)), dir.path());
+    let info = media::probe_path(&second);
+    let expected = media::bare_mp3_seconds(&video, Some((2.0, 4.0)));
     assert!(
-        (seconds(&info) - expected).abs() <= 0.05,
+        (media::duration(&info) - expected).abs() <= 0.05,
         "{expected} s expected: {info}"
     );
     assert_eq!(info["format"]["tags"]["title"], "Two", "{info}");
 
     browser.click(&format!("{card} .job-zip")).await;
     let zip = std::fs::read(browser.wait_for_download("book.zip").await).unwrap();
-    let entries = stored_zip_entries(&zip);
+    let entries = media::stored_zip_entries(&zip);
     let token = page_token(&browser).await;
     assert_eq!(entries.len(), 3);
     for (n, (name, bytes)) in entries.iter().enumerate() {

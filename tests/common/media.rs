@@ -40,6 +40,10 @@ title=Three
 pub const TAGGED_CHAPTERS: [(&str, f64, f64); 3] =
     [("One", 0.0, 2.0), ("Two", 2.0, 4.5), ("Three", 4.5, 6.0)];
 
+/// The chapters of [`book`]: (title, start, end) in seconds.
+pub const BOOK_CHAPTERS: [(&str, f64, f64); 3] =
+    [("One", 0.0, 2.0), ("Two", 2.0, 4.0), ("Three", 4.0, 6.0)];
+
 /// Makes `file` in this process's media directory with ffmpeg `args` (once), beside
 /// `extra` files (name, content) the arguments may name.
 fn made(file: &str, extra: &[(&str, &str)], args: &[&str]) -> PathBuf {
@@ -162,6 +166,113 @@ pub fn loud() -> PathBuf {
             "aac",
         ],
     )
+}
+
+/// A 6 s video (160x120 H.264, AAC) named `book.mp4`, with the three 2 s chapters of
+/// [`BOOK_CHAPTERS`]: an audiobook's shape, for splitting.
+pub fn book() -> PathBuf {
+    let metadata: String = std::iter::once(";FFMETADATA1\n".to_owned())
+        .chain(BOOK_CHAPTERS.iter().map(|(title, start, end)| {
+            format!(
+                "[CHAPTER]\nTIMEBASE=1/1000\nSTART={}\nEND={}\ntitle={title}\n",
+                start * 1000.0,
+                end * 1000.0
+            )
+        }))
+        .collect();
+    let book = made(
+        "book.mp4",
+        &[("book.txt", &metadata)],
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x120:rate=10:duration=6",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:duration=6",
+            "-i",
+            "book.txt",
+            "-map",
+            "0",
+            "-map",
+            "1",
+            "-map_chapters",
+            "2",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+        ],
+    );
+    assert_eq!(
+        probe_path(&book)["chapters"].as_array().map(Vec::len),
+        Some(3)
+    );
+    book
+}
+
+/// The duration ffprobe gives a file (`format.duration`), in seconds.
+pub fn duration(info: &Value) -> f64 {
+    info["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .expect("a duration")
+}
+
+/// How long ffprobe finds bare ffmpeg's MP3 of `video` (from `start` to `end` seconds, as input
+/// options, when given): the reference for an MP3's length, since ffprobe counts the encoder's
+/// delay and padding in it (6.06 s for a 6 s source).
+pub fn bare_mp3_seconds(video: &Path, clip: Option<(f64, f64)>) -> f64 {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bare = dir.path().join("bare.mp3");
+    let mut ffmpeg = Command::new("ffmpeg");
+    ffmpeg.args(["-v", "error", "-y"]);
+    if let Some((start, end)) = clip {
+        ffmpeg.args(["-ss", &start.to_string(), "-to", &end.to_string()]);
+    }
+    let status = ffmpeg
+        .arg("-i")
+        .arg(video)
+        .args(["-vn", "-c:a", "libmp3lame"])
+        .arg(&bare)
+        .status()
+        .expect("running ffmpeg");
+    assert!(
+        status.success(),
+        "bare ffmpeg failed on {}",
+        video.display()
+    );
+    duration(&probe_path(&bare))
+}
+
+/// The entries of a ZIP whose entries are stored (no compression) with their sizes in their
+/// local headers, as the tracks' ZIP is: (name, bytes), in order.
+pub fn stored_zip_entries(zip: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let u16_at = |at: usize| u16::from_le_bytes([zip[at], zip[at + 1]]) as usize;
+    let u32_at = |at: usize| u32::from_le_bytes(zip[at..at + 4].try_into().unwrap()) as usize;
+    let mut entries = Vec::new();
+    let mut at = 0;
+    while zip[at..].starts_with(b"PK\x03\x04") {
+        assert_eq!(u16_at(at + 8), 0, "entry {} is compressed", entries.len());
+        let size = u32_at(at + 18);
+        assert_eq!(size, u32_at(at + 22), "stored: compressed size = size");
+        let (name_len, extra_len) = (u16_at(at + 26), u16_at(at + 28));
+        let name = String::from_utf8(zip[at + 30..at + 30 + name_len].to_vec()).unwrap();
+        let data = at + 30 + name_len + extra_len;
+        entries.push((name, zip[data..data + size].to_vec()));
+        at = data + size;
+    }
+    assert!(
+        zip[at..].starts_with(b"PK\x01\x02"),
+        "the central directory follows the entries"
+    );
+    entries
 }
 
 /// `bytes` in a temporary file, for ffmpeg and ffprobe.

@@ -809,6 +809,22 @@ mod tests {
         };
         let join = |parts: &[&[String]]| parts.concat();
         let owned = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let audio = owned(&["-map", "0:a:0"]);
+        let untagged = owned(&["-map_metadata", "-1", "-map_chapters", "-1"]);
+        let default_encoding = owned(&["-ar", "44100", "-c:a", "libmp3lame", "-b:a", "192k"]);
+        // The cover, input `input`'s picture, as the ID3 front cover.
+        let cover_from = |input: &str| {
+            owned(&[
+                "-map",
+                &format!("{input}:v:0"),
+                "-c:v",
+                "copy",
+                "-disposition:v:0",
+                "attached_pic",
+                "-metadata:s:v:0",
+                "comment=Cover (front)",
+            ])
+        };
         let table: Vec<(Encode, Vec<String>)> = vec![
             // The plainest run: the whole source, no tags, no chapters.
             (
@@ -816,20 +832,9 @@ mod tests {
                 join(&[
                     &owned(&head),
                     &source,
-                    &owned(&[
-                        "-map",
-                        "0:a:0",
-                        "-map_metadata",
-                        "-1",
-                        "-map_chapters",
-                        "-1",
-                        "-ar",
-                        "44100",
-                        "-c:a",
-                        "libmp3lame",
-                        "-b:a",
-                        "192k",
-                    ]),
+                    &audio,
+                    &untagged,
+                    &default_encoding,
                     &owned(&tail),
                 ]),
             ),
@@ -860,17 +865,9 @@ mod tests {
                     &source,
                     &chapters,
                     &jpeg,
+                    &audio,
+                    &cover_from("2"),
                     &owned(&[
-                        "-map",
-                        "0:a:0",
-                        "-map",
-                        "2:v:0",
-                        "-c:v",
-                        "copy",
-                        "-disposition:v:0",
-                        "attached_pic",
-                        "-metadata:s:v:0",
-                        "comment=Cover (front)",
                         "-map_metadata",
                         "1",
                         "-map_chapters",
@@ -901,28 +898,10 @@ mod tests {
                     &owned(&head),
                     &source,
                     &jpeg,
-                    &owned(&[
-                        "-map",
-                        "0:a:0",
-                        "-map",
-                        "1:v:0",
-                        "-c:v",
-                        "copy",
-                        "-disposition:v:0",
-                        "attached_pic",
-                        "-metadata:s:v:0",
-                        "comment=Cover (front)",
-                        "-map_metadata",
-                        "-1",
-                        "-map_chapters",
-                        "-1",
-                        "-ar",
-                        "44100",
-                        "-c:a",
-                        "libmp3lame",
-                        "-b:a",
-                        "192k",
-                    ]),
+                    &audio,
+                    &cover_from("1"),
+                    &untagged,
+                    &default_encoding,
                     &owned(&tail),
                 ]),
             ),
