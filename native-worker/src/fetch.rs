@@ -99,15 +99,42 @@ impl FetchError {
 /// The refusal carried through reqwest's error chain.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-struct Refused(String);
+pub(crate) struct Refused(pub(crate) String);
 
+/// The address rules links obey: public unicast addresses, and those `allow` lists.
 #[derive(Debug)]
-struct Guard {
+pub(crate) struct Guard {
     allow: Vec<IpNet>,
 }
 
 impl Guard {
-    fn permits(&self, ip: IpAddr) -> bool {
+    pub(crate) fn new(allow: Vec<IpNet>) -> Self {
+        Self { allow }
+    }
+
+    /// The addresses `host` resolves to that links may reach; refused when there are none.
+    pub(crate) async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        let found: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+        let permitted: Vec<SocketAddr> = found
+            .iter()
+            .copied()
+            .filter(|addr| self.permits(addr.ip()))
+            .collect();
+        if permitted.is_empty() {
+            let shown = found
+                .first()
+                .map_or("nothing".to_owned(), |a| a.ip().to_string());
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                Refused(format!(
+                    "{host} resolves to {shown}, which links may not reach"
+                )),
+            ));
+        }
+        Ok(permitted)
+    }
+
+    pub(crate) fn permits(&self, ip: IpAddr) -> bool {
         self.allow.iter().any(|net| net.contains(&ip)) || mp3conv_contract::address::is_public(ip)
     }
 
@@ -134,22 +161,17 @@ impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let guard = Arc::clone(&self.0);
         Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let found: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let permitted: Vec<SocketAddr> = found
-                .iter()
-                .copied()
-                .filter(|addr| guard.permits(addr.ip()))
-                .collect();
-            if permitted.is_empty() {
-                let shown = found
-                    .first()
-                    .map_or("nothing".to_owned(), |a| a.ip().to_string());
-                return Err(Box::new(Refused(format!(
-                    "{host} resolves to {shown}, which links may not reach"
-                ))) as _);
-            }
+            let permitted = guard.resolve(name.as_str(), 0).await.map_err(|e| {
+                // A refusal as itself, so that the fetch error finds it in the chain; a lookup
+                // that failed as the I/O error it is.
+                if e.get_ref().is_some_and(|inner| inner.is::<Refused>()) {
+                    let inner = e.into_inner().expect("checked above");
+                    inner.downcast::<Refused>().expect("checked above")
+                        as Box<dyn std::error::Error + Send + Sync>
+                } else {
+                    Box::new(e)
+                }
+            })?;
             Ok(Box::new(permitted.into_iter()) as Addrs)
         })
     }
@@ -178,9 +200,7 @@ pub struct Fetcher {
 impl Fetcher {
     /// A fetcher with the configured timeouts and allow-list.
     pub fn new(config: &FetchConfig) -> Result<Self, Error> {
-        let guard = Arc::new(Guard {
-            allow: config.allow.clone(),
-        });
+        let guard = Arc::new(Guard::new(config.allow.clone()));
         let redirect_guard = Arc::clone(&guard);
         let policy = redirect::Policy::custom(move |attempt| {
             if attempt.previous().len() > MAX_REDIRECTS {

@@ -16,6 +16,7 @@ pub mod job;
 pub mod jobs;
 pub mod metrics;
 mod processor;
+pub mod proxy;
 pub mod queue;
 mod routes;
 pub mod storage;
