@@ -191,16 +191,7 @@ async fn ordinary_formats_still_convert(backend: Backend) {
 
 /// The video streams of an MP3 (its cover, if any): (codec, width, height).
 fn pictures(mp3: &[u8]) -> Vec<(String, u64, u64)> {
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), mp3).unwrap();
-    let output = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-print_format", "json", "-show_streams"])
-        .arg(file.path())
-        .output()
-        .unwrap();
-    assert!(output.status.success());
-    let info: Value = serde_json::from_slice(&output.stdout).unwrap();
-    info["streams"]
+    common::probe_json(mp3)["streams"]
         .as_array()
         .unwrap()
         .iter()

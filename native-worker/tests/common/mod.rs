@@ -572,12 +572,13 @@ pub fn media(kind: &str) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
 
-/// Runs ffprobe on bytes; returns (format name, duration, title tag).
-pub fn probe(bytes: &[u8]) -> (String, f64, String) {
+/// ffprobe's JSON for the media `bytes`: its `format` and `streams`.
+pub fn probe_json(bytes: &[u8]) -> Value {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), bytes).unwrap();
     let output = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-print_format", "json", "-show_format"])
+        .args(["-v", "error", "-print_format", "json"])
+        .args(["-show_format", "-show_streams"])
         .arg(file.path())
         .output()
         .unwrap();
@@ -586,7 +587,12 @@ pub fn probe(bytes: &[u8]) -> (String, f64, String) {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let info: Value = serde_json::from_slice(&output.stdout).unwrap();
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Runs ffprobe on bytes; returns (format name, duration, title tag).
+pub fn probe(bytes: &[u8]) -> (String, f64, String) {
+    let info = probe_json(bytes);
     let format = &info["format"];
     (
         format["format_name"]
