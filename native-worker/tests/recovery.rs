@@ -143,3 +143,61 @@ async fn a_worker_killed_mid_conversion_finishes_the_job_exactly_once_after_rest
     assert_eq!(queue_depth(&queues.video()).await, 0);
     assert_eq!(queue_depth(&queues.dead()).await, 0);
 }
+
+/// SIGTERM in the middle of a conversion: the worker takes no new delivery, finishes the job
+/// within its grace period and acknowledges it before it exits, so nothing goes back to the
+/// queue for another converter to take up again (the consuming channel stays open for the
+/// jobs in hand).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_told_to_stop_finishes_and_settles_its_job() {
+    let names = Names::new();
+    let temp = tempfile::tempdir().unwrap();
+    // Read at real time: the 3 s conversion is still running when SIGTERM lands.
+    let worker = start(worker_command(&names, temp.path(), Some("1"))).await;
+    let upload = worker
+        .request(reqwest::Method::POST, "/internal/jobs")
+        .query(&[("filename", "stopping.mp4")])
+        .body(media("mp4"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), 202);
+    let job: Value = upload.json().await.unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    let converting = worker
+        .wait_for(&id, |j| {
+            j["status"] == "converting" && j["progress"].as_u64().unwrap_or(0) >= 10
+        })
+        .await;
+    assert!(
+        converting["progress"].as_u64().unwrap() < 60,
+        "{converting}"
+    );
+
+    let pid = worker.child.id().unwrap().to_string();
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let mut worker = worker;
+    let exit = tokio::time::timeout(Duration::from_secs(30), worker.child.wait())
+        .await
+        .expect("the worker stops within its grace period")
+        .unwrap();
+    assert!(exit.success(), "{exit}");
+
+    let queues = QueueNames::new(&names.prefix);
+    let announcements: Vec<Value> = drain(&queues.mp3())
+        .await
+        .into_iter()
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(announcements.len(), 1, "{announcements:?}");
+    assert_eq!(announcements[0]["job_id"], id.as_str());
+    assert_eq!(announcements[0]["status"], "done");
+    assert_eq!(count(&names.database, "mp3s.files").await, 1);
+    // Settled before the worker went: no delivery handed back.
+    assert_eq!(queue_depth(&queues.video()).await, 0);
+    assert_eq!(queue_depth(&queues.dead()).await, 0);
+}

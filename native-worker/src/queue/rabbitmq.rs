@@ -280,31 +280,40 @@ impl JobQueue for RabbitQueue {
             channel
                 .basic_qos(prefetch, BasicQosOptions::default())
                 .await?;
-            channel
+            let consumer = channel
                 .basic_consume(
                     self.names.video().as_str().into(),
                     "".into(),
                     BasicConsumeOptions::default(),
                     FieldTable::default(),
                 )
-                .await
+                .await?;
+            Ok((channel, consumer))
         }
         .await;
-        let consumer = match opened {
-            Ok(consumer) => consumer,
+        let (channel, consumer) = match opened {
+            Ok(opened) => opened,
             Err(e) => {
                 self.forget().await;
                 return Err(amqp_error(e));
             }
         };
-        Ok(Box::pin(consumer.map(|delivery| {
+        // Each delivery holds the channel it came on: lapin closes a channel when its last
+        // handle goes, and a closed channel hands its unsettled deliveries back to the queue.
+        // So a consumer dropped at shutdown only cancels the consuming (no new deliveries),
+        // while the jobs in hand finish and are settled on their channel, which closes after
+        // the last of them.
+        Ok(Box::pin(consumer.map(move |delivery| {
             let delivery = delivery.map_err(amqp_error)?;
             let traceparent = traceparent(&delivery.properties);
             Ok(Delivery::new(
                 Bytes::from(delivery.data),
                 traceparent,
                 delivery.redelivered,
-                Box::new(RabbitSettle(delivery.acker)),
+                Box::new(RabbitSettle {
+                    acker: delivery.acker,
+                    _channel: channel.clone(),
+                }),
             ))
         })))
     }
@@ -318,23 +327,38 @@ impl JobQueue for RabbitQueue {
     }
 }
 
-struct RabbitSettle(lapin::Acker);
+struct RabbitSettle {
+    acker: lapin::Acker,
+    /// Keeps the channel open until the delivery is settled.
+    _channel: Channel,
+}
 
 #[async_trait]
 impl Settle for RabbitSettle {
     async fn settle(self: Box<Self>, outcome: Outcome) -> Result<(), Error> {
         let settled = match outcome {
-            Outcome::Ack => self.0.ack(BasicAckOptions::default()).await,
+            Outcome::Ack => self.acker.ack(BasicAckOptions::default()).await,
             Outcome::Requeue => {
-                self.0
+                self.acker
                     .nack(BasicNackOptions {
                         requeue: true,
                         ..Default::default()
                     })
                     .await
             }
-            Outcome::DeadLetter => self.0.reject(BasicRejectOptions { requeue: false }).await,
+            Outcome::DeadLetter => {
+                self.acker
+                    .reject(BasicRejectOptions { requeue: false })
+                    .await
+            }
         };
-        settled.map(drop).map_err(amqp_error)
+        // `false`: the channel had closed, so the broker has the delivery back already.
+        match settled.map_err(amqp_error)? {
+            true => Ok(()),
+            false => Err(Error::unavailable(
+                "rabbitmq",
+                "the delivery's channel closed before it was settled",
+            )),
+        }
     }
 }
