@@ -9,6 +9,7 @@
 #   live events        bench/src/bin/events-bench.rs (both shapes; needs the services)
 #   worker             bench/src/bin/worker-bench.rs (inputs cached in ~/.cache/mp3conv/bench)
 #   options            bench/src/bin/options-bench.rs (each conversion option against bare ffmpeg)
+#   video pages        bench/src/bin/pages-bench.rs (a page link against the direct link)
 #   web app            tests/web.rs `bench_page_load` (ignored by `make test`; headless Chromium)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,7 @@ section "end to end" e2e.md ./target/release/e2e-bench ./target/release/mp3conv 
 section "live events" events.md ./target/release/events-bench ./target/release/mp3conv ./target/release/mp3conv-worker .
 section "worker" worker.md ./target/release/worker-bench ./target/release/mp3conv-worker
 section "conversion options" options.md ./target/release/options-bench ./target/release/mp3conv-worker
+section "video pages" pages.md ./target/release/pages-bench ./target/release/mp3conv-worker
 web_bench() {   # the browser harness lives with the tests: its lines start with "bench| "
   cargo test --release --test web -- --ignored --exact bench_page_load --nocapture |
     sed -n 's/^bench| \{0,1\}//p'
@@ -86,6 +88,13 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
   echo "the same file (normalization against ffmpeg's own two loudnorm passes)."
   echo
   cat "$out/options.md"
+  echo
+  echo "## Video pages"
+  echo
+  echo "A link to a page showing a clip (yt-dlp behind the worker's guarded proxy) against the direct"
+  echo "link to the same clip, and yt-dlp reading the page on its own."
+  echo
+  cat "$out/pages.md"
   echo
   echo "## Web app"
   echo

@@ -40,6 +40,11 @@ KUBERNETES_VALIDATE_VERSION=1.33.1
 JSONSCHEMA_VERSION=4.26.0
 PYYAML_VERSION=6.0.3
 FUZZ_VENV="$CACHE/fuzz-venv"
+# Page links (issue #17): the worker resolves video pages with yt-dlp. Pinned, so a test run
+# today and one next month resolve the same pages the same way; docs/deploy.md says how to move
+# the pin (sites change often).
+YTDLP_VERSION=2026.10.26
+YTDLP_VENV="$CACHE/ytdlp-$YTDLP_VERSION"
 # Both pinned: with a fixed seed, the same versions generate the same requests.
 SCHEMATHESIS_VERSION=4.32.5
 HYPOTHESIS_VERSION=6.170.17
@@ -185,6 +190,20 @@ ensure_fuzzer() {
     die "pip install of schemathesis failed"
 }
 
+ensure_ytdlp() {
+  mkdir -p "$CACHE"
+  [[ $("$YTDLP_VENV/bin/yt-dlp" --ignore-config --version 2>/dev/null) == "$YTDLP_VERSION" ]] && return 0
+  log "installing yt-dlp==$YTDLP_VERSION into $YTDLP_VENV"
+  [[ -x $YTDLP_VENV/bin/python ]] || python3 -m venv "$YTDLP_VENV" >&2 ||
+    { apt_install python3-venv && python3 -m venv --clear "$YTDLP_VENV" >&2; } ||
+    die "cannot create venv $YTDLP_VENV"
+  # Wheels only: nothing of the package runs at install time.
+  "$YTDLP_VENV/bin/pip" install -q --disable-pip-version-check --only-binary=:all: \
+    "yt-dlp==$YTDLP_VERSION" >&2 || die "pip install of yt-dlp failed"
+  [[ $("$YTDLP_VENV/bin/yt-dlp" --ignore-config --version) == "$YTDLP_VERSION" ]] ||
+    die "yt-dlp in $YTDLP_VENV is not version $YTDLP_VERSION"
+}
+
 stop_secantus() {
   local pid i=0
   [[ -f $MONGO_PID ]] || { log "SecantusDB: no pidfile ($MONGO_PID), nothing to stop"; return 0; }
@@ -213,6 +232,7 @@ ensure_secantus
 ensure_wasm_target
 ensure_deploy_validator
 ensure_fuzzer
+ensure_ytdlp
 log "all services ready"
 
 if [[ ${1:-} == env ]]; then
@@ -221,4 +241,5 @@ if [[ ${1:-} == env ]]; then
   echo "export MP3CONV_TEST_MONGO_URL=mongodb://127.0.0.1:$MONGO_PORT/?directConnection=true"
   echo "export MP3CONV_TEST_DEPLOY_PYTHON=$DEPLOY_VENV/bin/python"
   echo "export MP3CONV_TEST_SCHEMATHESIS=$FUZZ_VENV/bin/st"
+  echo "export MP3CONV_TEST_YTDLP=$YTDLP_VENV/bin/yt-dlp"
 fi

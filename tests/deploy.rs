@@ -193,3 +193,27 @@ fn a_required_variable_missing_from_a_function_is_caught() {
         "{stdout}"
     );
 }
+
+/// The `NAME=value` assignment of `name` in `text` (a Dockerfile `ARG` or a shell variable).
+fn assigned<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.lines().find_map(|line| {
+        let line = line.trim().strip_prefix("ARG ").unwrap_or(line.trim());
+        line.strip_prefix(name)?.strip_prefix('=')
+    })
+}
+
+#[test]
+fn the_images_yt_dlp_is_the_tested_one() {
+    let read = |file: &str| std::fs::read_to_string(repo().join(file)).unwrap();
+    let (dockerfile, services) = (read("Dockerfile"), read("scripts/services.sh"));
+    let image = assigned(&dockerfile, "YTDLP_VERSION").expect("the Dockerfile pins it");
+    let tested = assigned(&services, "YTDLP_VERSION").expect("services.sh pins it");
+    assert_eq!(image, tested);
+    // And the tests run that very version.
+    let program = std::env::var("MP3CONV_TEST_YTDLP").expect("MP3CONV_TEST_YTDLP is set");
+    let output = Command::new(program)
+        .args(["--ignore-config", "--version"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), tested);
+}

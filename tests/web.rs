@@ -726,6 +726,7 @@ async fn the_pages_own_logic_holds_in_the_browser() {
                    next: ['/jobs', '/', '//evil.example', 'https://evil.example/', '/settings?x', null, '/signin'].map(account.safeNext),
                    names: [ui.jobName({ source: { kind: 'link', url: 'https://a.example/v/My%20talk.mp4?x=1' } }),
                            ui.jobName({ source: { kind: 'link', url: 'https://a.example/' } }),
+                           ui.jobName({ source: { kind: 'link', url: 'https://a.example/watch?v=1', page: { title: 'A <b>talk</b>' } } }),
                            ui.mp3Name({ source: { kind: 'upload', filename: 'Holiday clip.mov' } })],
                    words: [ui.failure({ code: 'no_audio', message: 'm' }), ui.failure({ code: 'new_code', message: 'the API says' })],
                    sizes: [ui.bytes(999), ui.bytes(1536), ui.bytes(2147483648)],
@@ -756,7 +757,12 @@ async fn the_pages_own_logic_holds_in_the_browser() {
     );
     assert_eq!(
         results["names"],
-        json!(["My talk.mp4", "a.example", "Holiday clip.mp3"])
+        json!([
+            "My talk.mp4",
+            "a.example",
+            "A <b>talk</b>",
+            "Holiday clip.mp3"
+        ])
     );
     assert_eq!(
         results["words"],

@@ -85,8 +85,22 @@ pub struct Worker {
 impl Worker {
     /// Starts `binary` with its files in `dir` and `concurrency` conversion slots.
     pub fn start(binary: &Path, dir: &Path, concurrency: usize) -> anyhow::Result<Worker> {
+        Self::start_with(binary, dir, concurrency, &[])
+    }
+
+    /// [`Worker::start`], with more `MP3CONV_WORKER__...` settings in `settings`.
+    pub fn start_with(
+        binary: &Path,
+        dir: &Path,
+        concurrency: usize,
+        settings: &[(&str, String)],
+    ) -> anyhow::Result<Worker> {
         std::fs::create_dir_all(dir)?;
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        for (key, value) in settings {
+            command.env(format!("MP3CONV_WORKER__{key}"), value);
+        }
+        let mut child = command
             .env("MP3CONV_WORKER__LISTEN", "127.0.0.1:0")
             .env("MP3CONV_WORKER__INTERNAL_TOKEN", TOKEN)
             .env("MP3CONV_WORKER__CONCURRENCY", concurrency.to_string())
@@ -140,6 +154,21 @@ impl Worker {
             .send()
             .await?;
         anyhow::ensure!(response.status() == 202, "upload: {}", response.status());
+        let job: serde_json::Value = response.json().await?;
+        Ok(job["id"].as_str().context("a job id")?.to_owned())
+    }
+
+    /// Submits `url` as a link at 128 kbit/s: the job's id.
+    pub async fn link(&self, url: &str) -> anyhow::Result<String> {
+        let response = self
+            .client
+            .post(format!("{}/internal/jobs?bitrate=128", self.base))
+            .bearer_auth(TOKEN)
+            .header("x-mp3conv-owner", "bench")
+            .json(&serde_json::json!({ "url": url }))
+            .send()
+            .await?;
+        anyhow::ensure!(response.status() == 202, "link: {}", response.status());
         let job: serde_json::Value = response.json().await?;
         Ok(job["id"].as_str().context("a job id")?.to_owned())
     }

@@ -106,7 +106,7 @@ impl fmt::Display for Status {
 }
 
 /// Where the video came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Source {
     /// Uploaded in the request body.
@@ -120,27 +120,92 @@ pub enum Source {
     Link {
         /// The link as submitted.
         url: String,
+        /// What the link's web page was resolved to, when it was a page rather than media
+        /// (recorded before its media is downloaded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        page: Option<VideoPage>,
     },
 }
 
+/// A video page as its resolver (yt-dlp) read it. Every field is as the site gave it, within
+/// [`VideoPage::MAX_TEXT_CHARS`] and without control characters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VideoPage {
+    /// The video's title on the page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Who published it (uploader, channel or artist), where the site says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploader: Option<String>,
+    /// Its length in seconds, where the site says (a plain `<video>` tag does not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<f64>,
+    /// Its image on the page (an http(s) URL), the MP3's cover unless the media has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail: Option<String>,
+}
+
+impl VideoPage {
+    /// Longest title or uploader kept.
+    pub const MAX_TEXT_CHARS: usize = 200;
+
+    /// `text` without control characters or surrounding space, cut to
+    /// [`VideoPage::MAX_TEXT_CHARS`]; nothing when that leaves nothing.
+    pub fn text(text: &str) -> Option<String> {
+        let kept: String = text
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(Self::MAX_TEXT_CHARS)
+            .collect();
+        let kept = kept.trim();
+        (!kept.is_empty()).then(|| kept.to_owned())
+    }
+}
+
 impl Source {
-    /// The name the source goes by: the file's name, or the link's last path segment.
+    /// A link not resolved yet.
+    pub fn link(url: impl Into<String>) -> Self {
+        Self::Link {
+            url: url.into(),
+            page: None,
+        }
+    }
+
+    /// What its page said, for a link that was a video page.
+    pub fn page(&self) -> Option<&VideoPage> {
+        match self {
+            Self::Link { page, .. } => page.as_ref(),
+            Self::Upload { .. } => None,
+        }
+    }
+
+    /// The title its page gave, for a link that was a video page.
+    pub fn page_title(&self) -> Option<&str> {
+        self.page().and_then(|p| p.title.as_deref())
+    }
+
+    /// The name the source goes by: the file's name, the page's title, or the link's last
+    /// path segment.
     pub fn name(&self) -> &str {
+        if let Some(title) = self.page_title() {
+            return title;
+        }
         match self {
             Self::Upload { filename, .. } => filename,
-            Self::Link { url } => {
+            Self::Link { url, .. } => {
                 let path = url.split(['?', '#']).next().unwrap_or(url);
                 path.rsplit('/').find(|s| !s.is_empty()).unwrap_or(path)
             }
         }
     }
 
-    /// Title for the MP3's ID3 tag and its download name: [`Source::name`] without its
-    /// extension or control characters, at most 200 characters.
+    /// Title for the MP3's ID3 tag and its download name: the page's title, else
+    /// [`Source::name`] without its extension; without control characters, at most 200
+    /// characters.
     pub fn title(&self) -> String {
         let name = self.name();
         let stem = match name.rsplit_once('.') {
-            Some((stem, _)) if !stem.is_empty() => stem,
+            Some((stem, _)) if !stem.is_empty() && self.page_title().is_none() => stem,
             _ => name,
         };
         stem.chars().filter(|c| !c.is_control()).take(200).collect()
@@ -548,23 +613,39 @@ mod tests {
             content_type: None,
         };
         assert_eq!(upload.title(), "My holiday.final");
-        let link = Source::Link {
-            url: "http://example.com/media/clip.webm?x=1.2#t".into(),
-        };
+        let link = Source::link("http://example.com/media/clip.webm?x=1.2#t");
         assert_eq!(link.title(), "clip");
-        let bare = Source::Link {
-            url: "http://example.com/".into(),
-        };
+        let bare = Source::link("http://example.com/");
         assert_eq!(bare.title(), "example");
+        // A page's title is taken whole: its dots are not an extension.
+        let page = Source::Link {
+            url: "http://example.com/watch?v=1".into(),
+            page: Some(VideoPage {
+                title: VideoPage::text("  Release v1.2\u{7}  "),
+                uploader: None,
+                duration: Some(3.0),
+                thumbnail: None,
+            }),
+        };
+        assert_eq!(page.name(), "Release v1.2");
+        assert_eq!(page.title(), "Release v1.2");
+        let untitled = Source::Link {
+            url: "http://example.com/talk.html".into(),
+            page: Some(VideoPage::default()),
+        };
+        assert_eq!(untitled.title(), "talk");
+        assert_eq!(VideoPage::text(" \u{0} "), None);
+        assert_eq!(
+            VideoPage::text(&"é".repeat(300)).unwrap().chars().count(),
+            200
+        );
     }
 
     #[test]
     fn public_jobs_hide_internal_fields() {
         let job = Job::new(
             "owner-1".into(),
-            Source::Link {
-                url: "https://example.com/a.mp4".into(),
-            },
+            Source::link("https://example.com/a.mp4"),
             Bitrate::Variable(0),
         );
         let internal = serde_json::to_value(&job).unwrap();

@@ -75,9 +75,7 @@ mod tests {
     fn messages_keep_the_original_fields_and_stable_ids() {
         let mut job = Job::new(
             "alice".into(),
-            Source::Link {
-                url: "http://example.com/a.mp4".into(),
-            },
+            Source::link("http://example.com/a.mp4"),
             Default::default(),
         );
         let first = JobMessage::for_job(&job, 1);

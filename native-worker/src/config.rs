@@ -290,6 +290,42 @@ pub struct FetchConfig {
     /// The span `min_rate` is averaged over; the response must also begin within one.
     #[serde(with = "humantime_serde")]
     pub rate_window: Duration,
+    /// Links to video pages, resolved with yt-dlp.
+    pub pages: PagesConfig,
+}
+
+/// Links that answer with a web page: resolved with yt-dlp to the media they show (see
+/// [`crate::page`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PagesConfig {
+    /// The yt-dlp program: a path, or a name looked up on the worker's `PATH` at start.
+    pub ytdlp: PathBuf,
+    /// Longest one page's resolution may take (killed then); it also counts against the
+    /// download's `deadline`.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Longest media accepted from a page, checked before anything is downloaded when the
+    /// site tells the length (`link_too_long`).
+    #[serde(with = "humantime_serde")]
+    pub max_duration: Duration,
+    /// When not empty, links (pages and direct media alike) are accepted only on these sites
+    /// (a site covers its subdomains): `["youtube.com", "youtu.be", "vimeo.com"]`.
+    pub allow_sites: Vec<String>,
+    /// Sites whose links are refused, even when `allow_sites` lists them or a parent.
+    pub deny_sites: Vec<String>,
+}
+
+impl Default for PagesConfig {
+    fn default() -> Self {
+        Self {
+            ytdlp: PathBuf::from("yt-dlp"),
+            timeout: Duration::from_secs(60),
+            max_duration: Duration::from_secs(6 * 3600),
+            allow_sites: Vec::new(),
+            deny_sites: Vec::new(),
+        }
+    }
 }
 
 impl Default for FetchConfig {
@@ -302,6 +338,7 @@ impl Default for FetchConfig {
             deadline: Duration::from_secs(20 * 60),
             min_rate: 16 * 1024,
             rate_window: Duration::from_secs(30),
+            pages: PagesConfig::default(),
         }
     }
 }
@@ -436,6 +473,13 @@ impl Config {
                 "fetch.deadline must be below queue.broker_consumer_timeout less its margin \
                  (a tenth, at most 1 min): a download runs on its delivery's time",
             );
+        }
+        let pages = &self.fetch.pages;
+        if pages.timeout.is_zero() || pages.timeout > self.fetch.deadline {
+            return invalid("fetch.pages.timeout must be positive and at most fetch.deadline");
+        }
+        if pages.max_duration.is_zero() {
+            return invalid("fetch.pages.max_duration must be positive");
         }
         let events = &self.events;
         if events.heartbeat.is_zero() || events.max_stream.is_zero() || events.replay_age.is_zero()
@@ -574,7 +618,11 @@ mod tests {
             jail.set_env("MP3CONV_WORKER__STORAGE__DATABASE", "mp3conv");
             jail.set_env("MP3CONV_WORKER__FETCH__ALLOW", "[127.0.0.1/32]");
             jail.set_env("MP3CONV_WORKER__HELD_UPLOAD_SECONDS", "90");
+            jail.set_env("MP3CONV_WORKER__FETCH__PAGES__MAX_DURATION", "2h");
+            jail.set_env("MP3CONV_WORKER__FETCH__PAGES__DENY_SITES", "[bad.example]");
             let config = Config::from_env().expect("valid config");
+            assert_eq!(config.fetch.pages.max_duration, Duration::from_secs(7200));
+            assert_eq!(config.fetch.pages.deny_sites, ["bad.example"]);
             assert_eq!(config.held_upload_seconds, 90);
             assert_eq!(config.queue.kind, QueueKind::Rabbitmq);
             assert_eq!(config.queue.retry_delay, Duration::from_millis(250));

@@ -6,6 +6,10 @@
 //! 169.254.169.254), unique-local, multicast and unspecified addresses are refused. The guard
 //! sits in the DNS resolver, so the address checked is the address connected to.
 //!
+//! A link that answers with a web page is a video page: [`crate::page`] resolves it with
+//! yt-dlp (behind the same address rules) to the media it shows, which is then downloaded as a
+//! direct link is (and is never taken for a page in turn).
+//!
 //! A slow link must not hold the worker: downloads run in their own slots (`fetch.concurrency`,
 //! apart from the conversion slots), end at `fetch.deadline`, and fail as `link_too_slow` when
 //! a `fetch.rate_window` passes with less than `fetch.min_rate` bytes per second (a server
@@ -19,19 +23,25 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 use ipnet::IpNet;
+use mp3conv_contract::job::VideoPage;
+use prometheus_client::metrics::counter::Counter;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::redirect;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use url::Url;
 
 use crate::config::FetchConfig;
 use crate::error::Error;
+use crate::page::Resolver;
 use crate::storage::BlobStore;
 
 /// Most redirects followed for one link.
 pub const MAX_REDIRECTS: usize = 5;
+/// Largest video page image (thumbnail) fetched for a cover, and the time it may take.
+pub const MAX_IMAGE_BYTES: u64 = 8 * 1024 * 1024;
+const IMAGE_TIME: Duration = Duration::from_secs(30);
 
 /// Why a link could not be downloaded.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +76,49 @@ pub enum FetchError {
     /// Storing the download failed.
     #[error(transparent)]
     Store(Error),
+    /// The operator's site lists refuse the link's host.
+    #[error("links to {0} are not accepted here")]
+    SiteNotAllowed(String),
+    /// A video page, and no yt-dlp on this server to read it.
+    #[error(
+        "the link is a web page, and this server has no page resolver (yt-dlp) to find its video"
+    )]
+    NoResolver,
+    /// yt-dlp could not be run, or gave an answer that cannot be read.
+    #[error("the page resolver failed: {0}")]
+    Resolver(String),
+    /// A page with no media that can be found.
+    #[error("the page holds no video or audio that mp3conv can find")]
+    NoMedia,
+    /// A page listing several videos.
+    #[error("the link is a playlist of {0} videos; a job converts one video: link to one of them")]
+    Playlist(u64),
+    /// A live stream.
+    #[error("the link is a live stream, which has no end to convert; try again once it is over")]
+    Live,
+    /// The site wants a signed-in user, or proof of a human, before it shows the video.
+    #[error(
+        "the site shows this video only to a signed-in user or after a check that you are not \
+         a robot; mp3conv cannot sign in for you"
+    )]
+    SignIn,
+    /// The media is offered only in segments (HLS, DASH) or with copy protection.
+    #[error(
+        "the site offers this video only as a stream of segments or with copy protection, \
+         which mp3conv does not download"
+    )]
+    Unsupported,
+    /// The media is longer than the operator allows.
+    #[error("the video lasts {seconds:.0}s, longer than the limit of {max}s")]
+    TooLong {
+        /// Its length.
+        seconds: f64,
+        /// The limit (`fetch.pages.max_duration`).
+        max: u64,
+    },
+    /// The page could not be read, for a reason yt-dlp gave.
+    #[error("the page could not be read: {0}")]
+    PageFailed(String),
 }
 
 impl FetchError {
@@ -82,6 +135,15 @@ impl FetchError {
             Self::Network(_) => "link_unreachable",
             Self::TooSlow(_) => "link_too_slow",
             Self::Store(_) => "storage_unavailable",
+            Self::SiteNotAllowed(_) => "link_site_not_allowed",
+            Self::NoResolver | Self::NoMedia => "link_not_media",
+            Self::Resolver(_) => "link_resolver_failed",
+            Self::Playlist(_) => "link_playlist",
+            Self::Live => "link_live",
+            Self::SignIn => "link_sign_in",
+            Self::Unsupported => "link_unsupported",
+            Self::TooLong { .. } => "link_too_long",
+            Self::PageFailed(_) => "link_page_failed",
         }
     }
 
@@ -90,7 +152,7 @@ impl FetchError {
     pub fn is_permanent(&self) -> bool {
         match self {
             Self::Status(status) => *status < 500 && *status != 429 && *status != 408,
-            Self::Network(_) | Self::Store(_) => false,
+            Self::Network(_) | Self::Store(_) | Self::Resolver(_) => false,
             _ => true,
         }
     }
@@ -192,14 +254,28 @@ struct Pace {
 pub struct Fetcher {
     client: reqwest::Client,
     guard: Arc<Guard>,
+    pages: Resolver,
+    /// yt-dlp runs, counted.
+    page_runs: Counter,
     /// Download slots, apart from the conversion slots.
     slots: Arc<Semaphore>,
     pace: Pace,
 }
 
+/// A link opened: its media's answer, waiting to be stored ([`Fetcher::store`]).
+pub struct Opened {
+    response: reqwest::Response,
+    /// What the link's page said of the media, when the link was a video page.
+    pub page: Option<VideoPage>,
+    /// The download slot, held until the media is stored.
+    _slot: OwnedSemaphorePermit,
+    deadline: Instant,
+}
+
 impl Fetcher {
-    /// A fetcher with the configured timeouts and allow-list.
-    pub fn new(config: &FetchConfig) -> Result<Self, Error> {
+    /// A fetcher with the configured timeouts and allow-list, counting its yt-dlp runs in
+    /// `page_runs`.
+    pub fn new(config: &FetchConfig, page_runs: Counter) -> Result<Self, Error> {
         let guard = Arc::new(Guard::new(config.allow.clone()));
         let redirect_guard = Arc::clone(&guard);
         let policy = redirect::Policy::custom(move |attempt| {
@@ -229,6 +305,8 @@ impl Fetcher {
             .map_err(Error::internal)?;
         Ok(Self {
             client,
+            pages: Resolver::new(&config.pages, config.allow.clone()),
+            page_runs,
             guard,
             slots: Arc::new(Semaphore::new(config.concurrency.max(1))),
             pace: Pace {
@@ -239,8 +317,9 @@ impl Fetcher {
         })
     }
 
-    /// Checks a submitted link before a job is made for it: an absolute http(s) URL whose host,
-    /// if an IP address, is one links may reach. Host names are checked when resolved.
+    /// Checks a submitted link before a job is made for it: an absolute http(s) URL on a site
+    /// the operator accepts, whose host, if an IP address, is one links may reach. Host names
+    /// are checked when resolved.
     pub fn check_url(&self, link: &str) -> Result<Url, FetchError> {
         let url = Url::parse(link).map_err(|e| FetchError::InvalidUrl(format!("{link:?}: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -252,25 +331,59 @@ impl Fetcher {
         self.guard
             .check_literal(&url)
             .map_err(|r| FetchError::Forbidden(r.0))?;
+        self.pages.site_permitted(&url)?;
         Ok(url)
     }
 
-    /// Streams the video at `link` into `store` as blob `id`; returns its size. Waits for a
-    /// download slot first; the deadline and the minimum rate count from when it has one.
-    #[tracing::instrument(skip_all, fields(blob = %id))]
-    pub async fn download(
-        &self,
-        link: &str,
-        store: &dyn BlobStore,
-        id: &str,
-        limit: u64,
-    ) -> Result<u64, FetchError> {
+    /// Opens the media at `link`, resolving it first if it is a video page; waits for a
+    /// download slot first, and the deadline and the minimum rate count from when it has one.
+    /// Media larger than `limit`, by what the server or page says, is refused here.
+    #[tracing::instrument(skip_all)]
+    pub async fn open(&self, link: &str, limit: u64) -> Result<Opened, FetchError> {
         let url = self.check_url(link)?;
-        let _slot = self.slots.acquire().await.expect("never closed");
+        let slot = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        let deadline = Instant::now() + self.pace.limit;
+        let response = self.get(url.clone(), &[], deadline).await?;
+        let content_type = content_type(&response);
+        if !is_page(&content_type) {
+            return self.media(response, None, slot, deadline, limit);
+        }
+        drop(response);
+        self.page_runs.inc();
+        let left = deadline.saturating_duration_since(Instant::now());
+        let resolved = self.pages.resolve(&url, left).await?;
+        tracing::info!(media = %resolved.media.host_str().unwrap_or_default(), "page resolved");
+        if resolved.size.is_some_and(|size| size > limit) {
+            return Err(FetchError::TooLarge(limit));
+        }
+        // An address in the URL itself never reaches the resolver that guards names.
+        self.guard
+            .check_literal(&resolved.media)
+            .map_err(|r| FetchError::Forbidden(r.0))?;
+        let response = self
+            .get(resolved.media, &resolved.headers, deadline)
+            .await?;
+        self.media(response, Some(resolved.page), slot, deadline, limit)
+    }
+
+    /// GETs `url` with `headers`, answered by the end of a rate window (and by `deadline`),
+    /// with a success status.
+    async fn get(
+        &self,
+        url: Url,
+        headers: &[(String, String)],
+        deadline: Instant,
+    ) -> Result<reqwest::Response, FetchError> {
         let pace = self.pace;
-        let deadline = Instant::now() + pace.limit;
         let answer_by = deadline.min(Instant::now() + pace.window);
-        let response = tokio::time::timeout_at(answer_by, self.client.get(url).send())
+        let mut request = self.client.get(url);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let response = tokio::time::timeout_at(answer_by, request.send())
             .await
             .map_err(|_| {
                 FetchError::TooSlow(format!(
@@ -286,12 +399,20 @@ impl Fetcher {
         if !status.is_success() {
             return Err(FetchError::Status(status.as_u16()));
         }
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase();
+        Ok(response)
+    }
+
+    /// `response` as the media to store: not a page or other text, not declared larger than
+    /// `limit`.
+    fn media(
+        &self,
+        response: reqwest::Response,
+        page: Option<VideoPage>,
+        slot: OwnedSemaphorePermit,
+        deadline: Instant,
+        limit: u64,
+    ) -> Result<Opened, FetchError> {
+        let content_type = content_type(&response);
         if is_not_media(&content_type) {
             return Err(FetchError::NotMedia(content_type));
         }
@@ -303,6 +424,73 @@ impl Fetcher {
         if declared.is_some_and(|len| len > limit) {
             return Err(FetchError::TooLarge(limit));
         }
+        Ok(Opened {
+            response,
+            page,
+            _slot: slot,
+            deadline,
+        })
+    }
+
+    /// Fetches a video page's image (its thumbnail) at `link` into the file `path`, held to
+    /// the same address rules as any link: a JPEG, PNG or WebP picture of at most
+    /// [`MAX_IMAGE_BYTES`], within 30 seconds.
+    #[tracing::instrument(skip_all)]
+    pub async fn image(&self, link: &str, path: &std::path::Path) -> Result<u64, FetchError> {
+        let url = Url::parse(link).map_err(|e| FetchError::InvalidUrl(format!("{link:?}: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(FetchError::InvalidUrl(
+                "images must be http or https".into(),
+            ));
+        }
+        self.guard
+            .check_literal(&url)
+            .map_err(|r| FetchError::Forbidden(r.0))?;
+        let deadline = Instant::now() + IMAGE_TIME.min(self.pace.limit);
+        let response = self.get(url, &[], deadline).await?;
+        let content_type = content_type(&response);
+        let essence = content_type.split(';').next().unwrap_or("").trim();
+        if !matches!(essence, "image/jpeg" | "image/png" | "image/webp") {
+            return Err(FetchError::NotMedia(content_type));
+        }
+        let mut file = tokio::fs::File::create(path)
+            .await
+            .map_err(|e| FetchError::Store(Error::internal(e)))?;
+        let mut body = response.bytes_stream();
+        let mut size = 0u64;
+        loop {
+            let chunk = match tokio::time::timeout_at(deadline, body.next()).await {
+                Err(_) => return Err(FetchError::TooSlow("the image took too long".into())),
+                Ok(None) => break,
+                Ok(Some(chunk)) => chunk.map_err(classify)?,
+            };
+            size += chunk.len() as u64;
+            if size > MAX_IMAGE_BYTES {
+                return Err(FetchError::TooLarge(MAX_IMAGE_BYTES));
+            }
+            tokio::io::AsyncWriteExt::write_all(&mut file, &chunk)
+                .await
+                .map_err(|e| FetchError::Store(Error::internal(e)))?;
+        }
+        Ok(size)
+    }
+
+    /// Streams opened media into `store` as blob `id`, at most `limit` bytes; returns its
+    /// size.
+    #[tracing::instrument(skip_all, fields(blob = %id))]
+    pub async fn store(
+        &self,
+        opened: Opened,
+        store: &dyn BlobStore,
+        id: &str,
+        limit: u64,
+    ) -> Result<u64, FetchError> {
+        let Opened {
+            response,
+            _slot,
+            deadline,
+            ..
+        } = opened;
         let filename = response
             .url()
             .path_segments()
@@ -312,7 +500,7 @@ impl Fetcher {
         let too_slow = Arc::new(Mutex::new(None));
         let body = paced(
             response.bytes_stream().map_err(io::Error::other),
-            pace,
+            self.pace,
             deadline,
             Arc::clone(&too_slow),
         );
@@ -326,6 +514,22 @@ impl Fetcher {
             other => FetchError::Store(other),
         })
     }
+}
+
+/// A response's content type, lower-cased; empty when it has none.
+fn content_type(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
+/// Whether a response is a web page: a video page to resolve.
+fn is_page(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    matches!(essence, "text/html" | "application/xhtml+xml")
 }
 
 /// `body`, cut off with an error at `deadline` or at the end of a `pace.window` that brought
@@ -426,7 +630,7 @@ mod tests {
 
     #[test]
     fn submitted_links_are_checked() {
-        let fetcher = Fetcher::new(&FetchConfig::default()).unwrap();
+        let fetcher = Fetcher::new(&FetchConfig::default(), Counter::default()).unwrap();
         for (link, code) in [
             ("not a url", "invalid_url"),
             ("ftp://example.com/a.mp4", "invalid_url"),
@@ -508,5 +712,10 @@ mod tests {
         assert!(!is_not_media("video/mp4"));
         assert!(!is_not_media("application/octet-stream"));
         assert!(!is_not_media(""));
+        // Pages are resolved; other text is not media either way.
+        assert!(is_page("text/html; charset=utf-8"));
+        assert!(is_page("application/xhtml+xml"));
+        assert!(!is_page("text/plain"));
+        assert!(!is_page("video/mp4"));
     }
 }

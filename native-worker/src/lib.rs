@@ -15,6 +15,7 @@ pub mod held;
 pub mod job;
 pub mod jobs;
 pub mod metrics;
+pub mod page;
 mod processor;
 pub mod proxy;
 pub mod queue;
@@ -178,7 +179,8 @@ impl Worker {
                 (Arc::new(queue), events)
             }
         };
-        let fetcher = Fetcher::new(&config.fetch)?;
+        let metrics = Metrics::default();
+        let fetcher = Fetcher::new(&config.fetch, metrics.page_resolutions.clone())?;
         let concurrency = config.concurrency;
         sweep_temp_dirs(&config).await;
         // Only a process serving the API sweeps GridFS, so converters scaled out do not all
@@ -199,7 +201,7 @@ impl Worker {
                 videos,
                 mp3s,
                 queue,
-                metrics: Metrics::default(),
+                metrics,
                 fetcher,
                 holder,
                 conversion_slots: tokio::sync::Semaphore::new(concurrency),

@@ -41,6 +41,8 @@ pub struct Metrics {
     pub gridfs_orphans_removed: Counter,
     /// Held uploads never started, removed as abandoned (with their videos).
     pub held_uploads_removed: Counter,
+    /// Links that were video pages, each resolved by one yt-dlp run.
+    pub page_resolutions: Counter,
 }
 
 impl Default for Metrics {
@@ -58,6 +60,7 @@ impl Default for Metrics {
         let gridfs_sweeps = Counter::default();
         let gridfs_orphans_removed = Counter::default();
         let held_uploads_removed = Counter::default();
+        let page_resolutions = Counter::default();
         registry.register("jobs", "Jobs that entered each state", jobs.clone());
         registry.register(
             "conversion_seconds",
@@ -106,6 +109,11 @@ impl Default for Metrics {
             "Held uploads never started, removed as abandoned with their videos",
             held_uploads_removed.clone(),
         );
+        registry.register(
+            "page_resolutions",
+            "Links that were video pages, each resolved by one yt-dlp run",
+            page_resolutions.clone(),
+        );
         Self {
             registry,
             jobs,
@@ -120,6 +128,7 @@ impl Default for Metrics {
             gridfs_sweeps,
             gridfs_orphans_removed,
             held_uploads_removed,
+            page_resolutions,
         }
     }
 }

@@ -154,6 +154,17 @@ impl Failure {
     }
 }
 
+impl From<crate::fetch::FetchError> for Failure {
+    fn from(e: crate::fetch::FetchError) -> Self {
+        Self {
+            code: e.code(),
+            message: e.to_string(),
+            permanent: e.is_permanent(),
+            field: None,
+        }
+    }
+}
+
 impl From<ConvertError> for Failure {
     fn from(e: ConvertError) -> Self {
         Self {
@@ -562,6 +573,29 @@ async fn save(state: &State, job: &Job, holder: &str) -> Result<(), Stop> {
     }
 }
 
+/// Fetches the job's video page image into `dir` when its cover may be that image (the
+/// default, `auto`); `None` when there is none or it cannot be had.
+async fn page_image(state: &State, job: &Job, dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    if !matches!(
+        job.options.cover,
+        None | Some(mp3conv_contract::options::Cover::Auto)
+    ) {
+        return None;
+    }
+    let link = job.source.page()?.thumbnail.as_deref()?;
+    let path = dir.join("page-image");
+    match state.fetcher.image(link, &path).await {
+        Ok(size) => {
+            tracing::debug!(size, "fetched the page's image");
+            Some(path)
+        }
+        Err(e) => {
+            tracing::warn!(code = e.code(), error = %e, "no cover from the page's image");
+            None
+        }
+    }
+}
+
 /// How often a conversion's progress is written to its job.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
@@ -597,7 +631,7 @@ async fn prepare<'a>(
 ) -> Result<tokio::sync::SemaphorePermit<'a>, Stop> {
     job.attempts = attempt;
     let limit = state.config.max_video_bytes;
-    if let Source::Link { url } = &job.source {
+    if let Source::Link { url, .. } = &job.source {
         let present = state
             .videos
             .size(&job.video_id)
@@ -609,16 +643,25 @@ async fn prepare<'a>(
             save(state, job, holder).await?;
             state.metrics.job(Status::Downloading);
             state.events.job(job);
+            let opened = state
+                .fetcher
+                .open(&url, limit)
+                .await
+                .map_err(Failure::from)?;
+            // What the page said is recorded before its media comes: a redelivery after a
+            // crash finds the media stored and would not resolve the page again.
+            if let (Some(page), Source::Link { page: recorded, .. }) =
+                (&opened.page, &mut job.source)
+            {
+                *recorded = Some(page.clone());
+                save(state, job, holder).await?;
+                state.events.job(job);
+            }
             let size = state
                 .fetcher
-                .download(&url, state.videos.as_ref(), &job.video_id, limit)
+                .store(opened, state.videos.as_ref(), &job.video_id, limit)
                 .await
-                .map_err(|e| Failure {
-                    code: e.code(),
-                    message: e.to_string(),
-                    permanent: e.is_permanent(),
-                    field: None,
-                })?;
+                .map_err(Failure::from)?;
             state.metrics.bytes_in.inc_by(size);
         }
     }
@@ -667,6 +710,9 @@ async fn convert_job(
         }
     };
 
+    // A video page's image is the cover when the media has no picture of its own; without
+    // it (none, refused, broken) the cover comes from the media as for any source.
+    let image = page_image(state, job, work.path()).await;
     let name = job.source.title();
     let (progress, mut progress_rx) = watch::channel(0u8);
     let request = Request {
@@ -674,7 +720,12 @@ async fn convert_job(
         dir: work.path(),
         bitrate: job.bitrate,
         options: &job.options,
-        name: &name,
+        naming: convert::plan::Naming {
+            name: &name,
+            title: job.source.page_title(),
+            artist: job.source.page().and_then(|p| p.uploader.as_deref()),
+            image: image.as_deref(),
+        },
     };
     let started = Instant::now();
     // One per conversion, however many times it runs ffmpeg (cover, loudness, tracks).
@@ -846,9 +897,7 @@ mod tests {
     fn a_deferred_delivery_keeps_its_attempt_number() {
         let job = Job::new(
             "dora".into(),
-            Source::Link {
-                url: "http://example.com/a.mp4".into(),
-            },
+            Source::link("http://example.com/a.mp4"),
             Default::default(),
         );
         for (attempt, room) in [(1, 2), (2, 2), (3, 3)] {

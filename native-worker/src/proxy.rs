@@ -42,7 +42,7 @@ const HOP_HEADERS: [&str; 5] = [
 /// A running proxy; it stops when dropped.
 pub struct GuardedProxy {
     address: SocketAddr,
-    refusals: Arc<Mutex<Vec<String>>>,
+    refusals: Arc<Mutex<Vec<(u16, String)>>>,
     stop: CancellationToken,
 }
 
@@ -89,7 +89,19 @@ impl GuardedProxy {
 
     /// Why requests were refused, in order.
     pub fn refusals(&self) -> Vec<String> {
-        self.refusals.lock().expect("refusals lock").clone()
+        let refusals = self.refusals.lock().expect("refusals lock");
+        refusals.iter().map(|(_, why)| why.clone()).collect()
+    }
+
+    /// Why requests were refused by the address rules or for their scheme (403), in order:
+    /// not those the target's failures or the client's mistakes caused.
+    pub fn forbidden(&self) -> Vec<String> {
+        let refusals = self.refusals.lock().expect("refusals lock");
+        refusals
+            .iter()
+            .filter(|(status, _)| *status == 403)
+            .map(|(_, why)| why.clone())
+            .collect()
     }
 }
 
@@ -110,7 +122,7 @@ struct Head {
 }
 
 /// Serves one client connection: one request, or one tunnel.
-async fn serve(mut client: TcpStream, guard: &Guard, refusals: &Mutex<Vec<String>>) {
+async fn serve(mut client: TcpStream, guard: &Guard, refusals: &Mutex<Vec<(u16, String)>>) {
     let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut client)).await {
         Ok(Ok(head)) => head,
         Ok(Err(why)) => return refuse(&mut client, 400, &why, refusals).await,
@@ -252,9 +264,17 @@ async fn connect(addresses: &[SocketAddr]) -> Option<TcpStream> {
 }
 
 /// Answers `status` with `why`, and records it.
-async fn refuse(client: &mut TcpStream, status: u16, why: &str, refusals: &Mutex<Vec<String>>) {
+async fn refuse(
+    client: &mut TcpStream,
+    status: u16,
+    why: &str,
+    refusals: &Mutex<Vec<(u16, String)>>,
+) {
     tracing::info!(status, why, "proxy refused a request");
-    refusals.lock().expect("refusals lock").push(why.to_owned());
+    refusals
+        .lock()
+        .expect("refusals lock")
+        .push((status, why.to_owned()));
     let reason = match status {
         400 => "Bad Request",
         403 => "Forbidden",
@@ -439,6 +459,7 @@ mod tests {
             "the origin saw a connection"
         );
         assert_eq!(proxy.refusals().len(), 8);
+        assert_eq!(proxy.forbidden().len(), 2, "{:?}", proxy.forbidden());
     }
 
     #[test]

@@ -864,9 +864,7 @@ async fn orphan_track_blobs_are_swept_from_gridfs() {
     let jobs = MongoJobs::open(db.clone()).await.unwrap();
     let live = Job::new(
         "ola".into(),
-        Source::Link {
-            url: "http://x.test/a.mp4".into(),
-        },
+        Source::link("http://x.test/a.mp4"),
         Bitrate::default(),
     );
     jobs.insert(&live).await.unwrap();

@@ -316,9 +316,7 @@ async fn leased_job(
 ) -> (Job, time::OffsetDateTime, time::Duration) {
     let job = Job::new(
         owner.into(),
-        Source::Link {
-            url: "http://example.com/a.mp4".into(),
-        },
+        Source::link("http://example.com/a.mp4"),
         Default::default(),
     );
     store.insert(&job).await.unwrap();
@@ -548,9 +546,7 @@ async fn fencing_and_batches(store: &dyn native_worker::jobs::JobStore) {
     assert_eq!(store.get(job.id).await.unwrap().unwrap(), done);
     let missing = Job::new(
         "fred".into(),
-        Source::Link {
-            url: "http://example.com/b.mp4".into(),
-        },
+        Source::link("http://example.com/b.mp4"),
         Default::default(),
     );
     assert_eq!(store.save_held(&missing, "a").await.unwrap(), Saved::Gone);

@@ -572,7 +572,8 @@ async fn read<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, Fai
 fn describe(job: &PublicJob) -> String {
     let name = match &job.source {
         Source::Upload { filename, .. } => filename.as_str(),
-        Source::Link { url } => url.as_str(),
+        // A video page by its title, a link by itself.
+        Source::Link { url, .. } => job.source.page_title().unwrap_or(url),
     };
     let mut line = format!(
         "{}  {:<11} {:>3}%  {name}",
@@ -609,10 +610,9 @@ fn track_path(mp3: &Path, number: u32, title: &str) -> PathBuf {
 
 /// `<original name>.mp3` in the current directory.
 fn default_output(job: &PublicJob) -> PathBuf {
-    let stem = Path::new(job.source.name())
-        .file_stem()
-        .map_or_else(|| "audio".into(), |s| s.to_string_lossy().into_owned());
-    PathBuf::from(file_name(&stem, "mp3", "audio"))
+    // The file's name without its extension, or a video page's whole title (its dots and
+    // slashes are text, which `file_name` makes safe).
+    PathBuf::from(file_name(&job.source.title(), "mp3", "audio"))
 }
 
 /// The password: from stdin (one line), or prompted without echo (twice when `confirm`).

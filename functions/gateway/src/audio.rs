@@ -117,9 +117,7 @@ mod tests {
             attachment(&download_name(&upload, Download::Audio)),
             "attachment; filename=\"Caf_ _live_.mp3\"; filename*=UTF-8''Caf%C3%A9%20_live_.mp3"
         );
-        let mut link = job(Source::Link {
-            url: "https://x.test/a/talk.webm?x=1".into(),
-        });
+        let mut link = job(Source::link("https://x.test/a/talk.webm?x=1"));
         assert!(
             attachment(&download_name(&link, Download::Audio))
                 .starts_with("attachment; filename=\"talk.mp3\"")

@@ -283,9 +283,7 @@ impl Worker for FakeWorker {
 
     async fn create_link_job(&self, owner: &str, link: &LinkRequest) -> Result<Job, ApiError> {
         self.call(format!("link {}", link.url))?;
-        let source = Source::Link {
-            url: link.url.clone(),
-        };
+        let source = Source::link(link.url.clone());
         let job = Job::with_options(owner.into(), source, link.options.clone());
         self.jobs.borrow_mut().push(job.clone());
         Ok(job)

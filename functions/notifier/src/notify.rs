@@ -245,7 +245,8 @@ fn notification(
     let job_id = job.id.to_string();
     let title = match &job.source {
         Source::Upload { filename, .. } => filename.as_str(),
-        Source::Link { url } => url.as_str(),
+        // A video page by its title, a link by itself.
+        Source::Link { url, .. } => job.source.page_title().unwrap_or(url),
     }
     .chars()
     .take(200)

@@ -114,7 +114,13 @@ const WORDS = {
   link_unreachable: "The site could not be reached.",
   link_too_slow: "The site sent the video too slowly.",
   link_redirect: "The link redirected too often or somewhere that is not allowed.",
-  link_not_media: "That link leads to a page, not to a video file.",
+  link_not_media: "There is no video or audio on that page that could be found.",
+  link_playlist: "That link is a playlist. Link to one of its videos instead.",
+  link_sign_in: "That site shows this video only after signing in or a robot check, which this service cannot do for you.",
+  link_live: "That link is a live stream. Try again once it is over.",
+  link_unsupported: "That site streams this video in a way this service does not download.",
+  link_too_long: "That video is longer than this service converts.",
+  link_site_not_allowed: "Links to that site are not accepted here.",
   link_failed: "The video could not be downloaded from that link.",
 };
 
@@ -129,6 +135,7 @@ export function jobName(job) {
   const source = job.source || {};
   if (source.kind === "upload") return source.filename || "Upload";
   if (source.kind === "link") {
+    if (source.page && source.page.title) return source.page.title;
     try {
       const url = new URL(source.url);
       const last = url.pathname.split("/").filter(Boolean).pop();
@@ -142,7 +149,9 @@ export function jobName(job) {
 
 /** The MP3's file name for a job: its name with .mp3 for the video's extension. */
 export function mp3Name(job) {
-  const base = jobName(job).replace(/\.[A-Za-z0-9]{1,5}$/, "");
+  const page = job.source && job.source.page && job.source.page.title;
+  // A page's title has no extension to drop ("Release v1.2" keeps its ".2").
+  const base = page || jobName(job).replace(/\.[A-Za-z0-9]{1,5}$/, "");
   return (base || "audio") + ".mp3";
 }
 

@@ -42,13 +42,16 @@ pub enum CoverFrom {
     Frame { stream: u32, at: f64 },
     /// The most representative of the video's frames from `around` seconds on.
     Thumbnail { stream: u32, around: f64 },
+    /// The video page's own image (its thumbnail), fetched into a file of its own.
+    Image,
 }
 
-/// The cover asked for, as the source allows: `auto` takes the source's picture, else a
-/// representative frame a third into the clip; a time takes the video's frame there (the
-/// picture of a source that has no video); audio without a picture has no cover, and neither
-/// has a source whose pictures are too large ([`fits`]).
-pub fn choose(cover: Cover, source: &MediaInfo, clip: &Clip) -> Option<CoverFrom> {
+/// The cover asked for, as the source allows: `auto` takes the source's picture, else the
+/// video page's `image` when there is one, else a representative frame a third into the clip;
+/// a time takes the video's frame there (the picture of a source that has no video); audio
+/// without a picture has no cover, and neither has a source whose pictures are too large
+/// ([`fits`]).
+pub fn choose(cover: Cover, source: &MediaInfo, clip: &Clip, image: bool) -> Option<CoverFrom> {
     let picture = source
         .picture
         .filter(fits)
@@ -56,7 +59,7 @@ pub fn choose(cover: Cover, source: &MediaInfo, clip: &Clip) -> Option<CoverFrom
     let video = source.video.filter(fits).map(|v| v.index);
     match cover {
         Cover::None => None,
-        Cover::Auto => picture.or_else(|| {
+        Cover::Auto => picture.or(image.then_some(CoverFrom::Image)).or_else(|| {
             video.map(|stream| CoverFrom::Thumbnail {
                 stream,
                 around: (clip.start as f64 + (clip.end - clip.start) as f64 / 3.0) / 1000.0,
@@ -87,6 +90,7 @@ pub fn args(input: &Path, from: CoverFrom, output: &Path) -> Vec<OsString> {
         .to_vec();
     let (stream, seek, filter) = match from {
         CoverFrom::Picture { stream } => (stream, None, scale()),
+        CoverFrom::Image => (0, None, scale()),
         CoverFrom::Frame { stream, at } => (stream, Some(at), scale()),
         CoverFrom::Thumbnail { stream, around } => (
             stream,
@@ -99,7 +103,11 @@ pub fn args(input: &Path, from: CoverFrom, output: &Path) -> Vec<OsString> {
     }
     // Before `-i`: the decoder's threads.
     args.extend(["-threads".into(), "1".into()]);
-    args.extend(confined_input(input, Input::Source));
+    let kind = match from {
+        CoverFrom::Image => Input::Image,
+        _ => Input::Source,
+    };
+    args.extend(confined_input(input, kind));
     args.extend(
         [
             "-map".to_owned(),
@@ -198,7 +206,7 @@ mod tests {
         ];
         for (cover, media, expected) in table {
             assert_eq!(
-                choose(cover, &media, &clip),
+                choose(cover, &media, &clip, false),
                 expected,
                 "{cover:?} {media:?}"
             );
@@ -248,7 +256,7 @@ mod tests {
         ];
         for (cover, media, expected) in table {
             assert_eq!(
-                choose(cover, &media, &clip),
+                choose(cover, &media, &clip, false),
                 expected,
                 "{cover:?} {media:?}"
             );

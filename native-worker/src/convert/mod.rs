@@ -73,7 +73,12 @@ pub(crate) enum Input {
     /// The converter's cover: one JPEG, `jpeg_pipe` only (not `image2`, which reads sequences
     /// of files named by a pattern).
     Jpeg,
+    /// A video page's image: one JPEG, PNG or WebP picture, probed among those three.
+    Image,
 }
+
+/// The demuxers a video page's image may be read with.
+const IMAGE_FORMATS: &str = "jpeg_pipe,png_pipe,webp_pipe";
 
 /// `-i` and the options before it that confine ffmpeg or ffprobe to the file at `path`: the
 /// `file` protocol only (no `http:`, `data:`, `subfile:`... for anything the input names), the
@@ -84,21 +89,25 @@ pub(crate) fn confined_input(path: &Path, kind: Input) -> Vec<OsString> {
     input.push(path);
     let mut args: Vec<OsString> = Vec::with_capacity(9);
     let forced = match kind {
-        Input::Source => None,
+        Input::Source | Input::Image => None,
         Input::Chapters => Some("ffmetadata"),
         Input::Jpeg => Some("jpeg_pipe"),
     };
     if let Some(format) = forced {
         args.extend(["-f".into(), format.into()]);
     }
-    if kind == Input::Source {
+    if matches!(kind, Input::Source | Input::Image) {
         args.extend(["-max_pixels".into(), MAX_SOURCE_PIXELS.to_string().into()]);
     }
+    let allowed = match kind {
+        Input::Image => IMAGE_FORMATS,
+        _ => forced.unwrap_or(FORMATS),
+    };
     args.extend([
         "-protocol_whitelist".into(),
         "file".into(),
         "-format_whitelist".into(),
-        forced.unwrap_or(FORMATS).into(),
+        allowed.into(),
         "-i".into(),
         input,
     ]);
@@ -231,9 +240,8 @@ pub struct Request<'a> {
     pub bitrate: Bitrate,
     /// What else the job asks for (its `bitrate` is not read: see [`Request::bitrate`]).
     pub options: &'a Options,
-    /// The title when neither the options nor the source's tags give one (the file's or
-    /// page's name).
-    pub name: &'a str,
+    /// The tags' defaults: the file's or link's name, what its page said.
+    pub naming: plan::Naming<'a>,
 }
 
 /// One track's MP3, split by chapters.
@@ -462,7 +470,7 @@ pub async fn convert(
     if source.audio.is_none() {
         return Err(ConvertError::NoAudio);
     }
-    let plan = Plan::new(&source, request.options, request.name)?;
+    let plan = Plan::new(&source, request.options, request.naming)?;
     let slowdown = config.read_rate.map_or(1.0, |rate| (1.0 / rate).max(1.0));
     let limit = config.timeout_base
         + Duration::from_secs_f64(plan.work_seconds() * config.timeout_per_media_second * slowdown);
@@ -487,7 +495,12 @@ pub async fn convert(
     };
     let cover = match plan.cover {
         Some(from) => {
-            extract_cover(config, input, from, request.dir, &mut progress, deadline).await?
+            // The page's image is a file of its own; every other cover is in the source.
+            let picture = match (from, request.naming.image) {
+                (cover::CoverFrom::Image, Some(image)) => image,
+                _ => input,
+            };
+            extract_cover(config, picture, from, request.dir, &mut progress, deadline).await?
         }
         None => None,
     };

@@ -126,10 +126,42 @@ fn year(date: &str) -> Option<String> {
     .then_some(digits)
 }
 
-/// The MP3's tags: each option's value, else the source's own tag, else (the title) `name`;
-/// an option set to `""` leaves its tag out. Only these tags: a container's internals
+/// What the job knows of its source apart from the file: the name it goes by, and what a
+/// video page said of it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Naming<'a> {
+    /// The file's or link's name: the title when nothing better is known.
+    pub name: &'a str,
+    /// The page's title: before the file's own (a downloaded file's tags are often a
+    /// site's internals, the page's title is what its user saw).
+    pub title: Option<&'a str>,
+    /// The page's uploader: the artist when the file names none.
+    pub artist: Option<&'a str>,
+    /// The page's image (its thumbnail), fetched: the cover when the source has no picture of
+    /// its own.
+    pub image: Option<&'a Path>,
+}
+
+impl<'a> From<&'a str> for Naming<'a> {
+    fn from(name: &'a str) -> Self {
+        Self {
+            name,
+            ..Self::default()
+        }
+    }
+}
+
+/// The MP3's tags: each option's value, else the page's title (for the title), else the
+/// source's own tag, else the page's uploader (for the artist) or the name (for the title); an
+/// option set to `""` leaves its tag out. Only these tags: a container's internals
 /// (`major_brand`, `compatible_brands`, `encoder`...) never reach the MP3.
-pub fn tags(options: &Options, source: &SourceTags, name: &str) -> Tags {
+pub fn tags<'a>(options: &Options, source: &SourceTags, naming: impl Into<Naming<'a>>) -> Tags {
+    let naming = naming.into();
+    let known = |value: Option<&str>| {
+        value
+            .map(|v| text::tag(v, text::MAX_TAG_CHARS, false))
+            .filter(|v| !v.is_empty())
+    };
     let from_source = |keys: &[&str], max: usize, breaks: bool| {
         keys.iter()
             .find_map(|key| source.get(key))
@@ -141,16 +173,17 @@ pub fn tags(options: &Options, source: &SourceTags, name: &str) -> Tags {
         Some(value) => Some(value.clone()),
         None => source,
     };
-    let name = text::tag(name, text::MAX_TAG_CHARS, false);
     Tags {
         title: pick(
             &options.title,
-            from_source(&["title"], text::MAX_TAG_CHARS, false)
-                .or_else(|| (!name.is_empty()).then_some(name)),
+            known(naming.title)
+                .or_else(|| from_source(&["title"], text::MAX_TAG_CHARS, false))
+                .or_else(|| known(Some(naming.name))),
         ),
         artist: pick(
             &options.artist,
-            from_source(&["artist", "album_artist"], text::MAX_TAG_CHARS, false),
+            from_source(&["artist", "album_artist"], text::MAX_TAG_CHARS, false)
+                .or_else(|| known(naming.artist)),
         ),
         album: pick(
             &options.album,
@@ -208,10 +241,14 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Works out a conversion of `source` for `options`; `name` is the title when neither an
-    /// option nor the source gives one. Fails (naming the option) when the options do not fit
-    /// the source.
-    pub fn new(source: &MediaInfo, options: &Options, name: &str) -> Result<Self, ConvertError> {
+    /// Works out a conversion of `source` for `options`, its tags' defaults from `naming`
+    /// (see [`tags`]). Fails (naming the option) when the options do not fit the source.
+    pub fn new<'a>(
+        source: &MediaInfo,
+        options: &Options,
+        naming: impl Into<Naming<'a>>,
+    ) -> Result<Self, ConvertError> {
+        let naming = naming.into();
         let length = source
             .audio_seconds()
             .ok_or_else(|| ConvertError::NotMedia("the audio has no known duration".into()))?;
@@ -240,7 +277,7 @@ impl Plan {
                 });
             }
         }
-        let tags = tags(options, &source.tags, name);
+        let tags = tags(options, &source.tags, naming);
         let mut chapters = chapters::cut(&source.chapters, clip.start, clip.end);
         let tracks = match options.split.unwrap_or_default() {
             Split::None => Vec::new(),
@@ -264,7 +301,7 @@ impl Plan {
             chapters.clear();
         }
         Ok(Self {
-            cover: cover::choose(cover, source, &clip),
+            cover: cover::choose(cover, source, &clip, naming.image.is_some()),
             layout: layout(
                 options.channels,
                 source.audio.as_ref().and_then(|a| a.channels),

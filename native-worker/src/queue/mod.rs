@@ -155,9 +155,7 @@ mod tests {
     fn message_ids_are_stable_per_job_and_state() {
         let job = crate::job::Job::new(
             "alice".into(),
-            crate::job::Source::Link {
-                url: "http://example.com/a.mp4".into(),
-            },
+            crate::job::Source::link("http://example.com/a.mp4"),
             Default::default(),
         );
         let first = JobMessage::for_job(&job, 1).outgoing(Route::Video, None);

@@ -138,7 +138,7 @@ pub(super) async fn create(
                 code: e.code(),
                 message: e.to_string(),
             })?;
-        let job = Job::with_options(owner, Source::Link { url: url.into() }, query.options);
+        let job = Job::with_options(owner, Source::link(url), query.options);
         state.jobs.insert(&job).await?;
         job
     } else {

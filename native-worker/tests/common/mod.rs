@@ -57,6 +57,13 @@ pub fn mongo_url() -> String {
         .unwrap_or_else(|_| "mongodb://127.0.0.1:27217/?directConnection=true".into())
 }
 
+/// The pinned yt-dlp that `scripts/services.sh` installs, which resolves video pages.
+pub fn ytdlp() -> std::path::PathBuf {
+    std::env::var_os("MP3CONV_TEST_YTDLP")
+        .expect("MP3CONV_TEST_YTDLP names yt-dlp: eval \"$(scripts/services.sh env)\"")
+        .into()
+}
+
 /// Which backends a worker uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -96,6 +103,7 @@ pub fn config(backend: Backend, names: &Names, dir: &Path) -> Config {
     config.queue.prefix = names.prefix.clone();
     config.queue.expires = Some(Duration::from_secs(600));
     config.fetch.allow = vec!["127.0.0.1/32".parse().unwrap()];
+    config.fetch.pages.ytdlp = ytdlp();
     config.convert.temp_dir = Some(dir.to_path_buf());
     match backend {
         Backend::Embedded => {
@@ -554,6 +562,19 @@ pub fn media(kind: &str) -> Vec<u8> {
             "j.wav",
             ["-f", "lavfi", "-i", "sine=frequency=440:duration=0.05"].to_vec(),
         ),
+        // A site's thumbnail: one 1280x720 JPEG picture.
+        "thumbnail.jpg" => (
+            "k.jpg",
+            [
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=1280x720:d=1",
+                "-frames:v",
+                "1",
+            ]
+            .to_vec(),
+        ),
         "no-audio" => (
             "g.mp4",
             [&video[..], &["-c:v", "libx264", "-preset", "ultrafast"]].concat(),
@@ -691,6 +712,7 @@ pub fn worker_command(names: &Names, temp: &std::path::Path, read_rate: Option<&
         ("QUEUE__EXPIRES", "10m".to_owned()),
         ("QUEUE__RETRY_DELAY", "100ms".to_owned()),
         ("CONVERT__TEMP_DIR", temp.display().to_string()),
+        ("FETCH__PAGES__YTDLP", ytdlp().display().to_string()),
     ];
     for (key, value) in vars {
         command.env(format!("MP3CONV_WORKER__{key}"), value);
@@ -699,7 +721,11 @@ pub fn worker_command(names: &Names, temp: &std::path::Path, read_rate: Option<&
         command.env("MP3CONV_WORKER__CONVERT__READ_RATE", rate);
     }
     command
-        .env("RUST_LOG", "warn")
+        // `WORKER_TEST_LOG=info` shows what the worker processes did, to follow a failure.
+        .env(
+            "RUST_LOG",
+            std::env::var("WORKER_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
