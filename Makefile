@@ -9,8 +9,10 @@ APP_IMAGE := ghcr.io/mp3conv/mp3conv-app
 
 .PHONY: up test build functions native bench fmt lint image app-image
 
+# Links to video pages need yt-dlp: the pinned one the tests use, unless one is named.
 up: build
-	./target/release/mp3conv up
+	MP3CONV_WORKER__FETCH__PAGES__YTDLP="$${MP3CONV_WORKER__FETCH__PAGES__YTDLP:-$$(scripts/services.sh ytdlp || echo yt-dlp)}" \
+	  ./target/release/mp3conv up
 
 test:
 	scripts/test.sh

@@ -220,8 +220,9 @@ stop_secantus() {
 
 case "${1:-}" in
   stop) stop_secantus; exit 0 ;;
+  ytdlp) ensure_ytdlp; echo "$YTDLP_VENV/bin/yt-dlp"; exit 0 ;;   # for `make up`: its path
   "" | env) ;;
-  *) die "usage: $0 [env|stop]" ;;
+  *) die "usage: $0 [env|stop|ytdlp]" ;;
 esac
 
 ensure_ffmpeg

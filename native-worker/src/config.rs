@@ -475,8 +475,9 @@ impl Config {
             );
         }
         let pages = &self.fetch.pages;
-        if pages.timeout.is_zero() || pages.timeout > self.fetch.deadline {
-            return invalid("fetch.pages.timeout must be positive and at most fetch.deadline");
+        // Past `fetch.deadline` it does not matter: a resolution runs on the download's time.
+        if pages.timeout.is_zero() {
+            return invalid("fetch.pages.timeout must be positive");
         }
         if pages.max_duration.is_zero() {
             return invalid("fetch.pages.max_duration must be positive");

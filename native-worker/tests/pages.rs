@@ -149,6 +149,17 @@ async fn page(
             "/clip.mp4",
             &format!("{private}/thumbnail.jpg"),
         ),
+        // Media only as a stream of segments: yt-dlp sees HLS, which the worker does not fetch.
+        "/hls.html" => html(
+            r#"<!doctype html><html><head><title>Live-ish</title></head>
+<body><video src="/stream.m3u8"></video></body></html>"#
+                .into(),
+        ),
+        "/stream.m3u8" => (
+            [(header::CONTENT_TYPE, "application/vnd.apple.mpegurl")],
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n/clip.mp4\n#EXT-X-ENDLIST\n",
+        )
+            .into_response(),
         "/empty.html" => html("<!doctype html><html><head><title>Nothing</title></head><body>Text only.</body></html>".into()),
         "/two.html" => html(
             r#"<!doctype html><html><head><title>Two</title></head><body>
@@ -321,6 +332,7 @@ async fn pages_that_are_not_one_video_fail_in_words(backend: Backend) {
             "lasts 36000s, longer than the limit of 21600s",
         ),
         ("/gone.html", "link_not_found", "404"),
+        ("/hls.html", "link_unsupported", "stream of segments"),
     ];
     for (path, code, words) in cases {
         let job = convert(&app, "bo", &site.url(path)).await;
