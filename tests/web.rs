@@ -431,6 +431,27 @@ async fn failures_links_and_privacy(system: System, shape: &str) {
             "the link's job to be done",
         )
         .await;
+    // A link to a page showing the video: yt-dlp reads it, the job goes by the page's title,
+    // shown as text.
+    browser
+        .fill("#link-url", &format!("{site}/talk.html"))
+        .await;
+    browser.click("#link-submit").await;
+    browser
+        .wait_until(
+            &format!(
+                "[...document.querySelectorAll(\"li.job[data-status='done'] .job-name\")].some(n => n.textContent === {})",
+                json!(api::PAGE_TITLE)
+            ),
+            "the page link's job to be done under the page's title",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .eval("return document.querySelectorAll('main on').length")
+            .await,
+        json!(0)
+    );
 
     // Bob converts while Alice's page is open: nothing of his reaches it.
     let bobs = system.upload_clip(&bob_token, None).await;
@@ -440,8 +461,8 @@ async fn failures_links_and_privacy(system: System, shape: &str) {
     browser.upload("#file-input", &media("clip")).await;
     browser
         .wait_until(
-            "document.querySelectorAll(\"li.job[data-status='done']\").length === 2",
-            "Alice's second job",
+            "document.querySelectorAll(\"li.job[data-status='done']\").length === 3",
+            "Alice's third job",
         )
         .await;
     let shown =
@@ -450,8 +471,8 @@ async fn failures_links_and_privacy(system: System, shape: &str) {
     browser.goto(&system.url("/jobs")).await;
     browser
         .wait_until(
-            "document.querySelectorAll('li.job').length === 3",
-            "Alice's three jobs",
+            "document.querySelectorAll('li.job').length === 4",
+            "Alice's four jobs",
         )
         .await;
     assert_eq!(browser.eval(&shown(&bobs_id)).await, json!(false));

@@ -27,10 +27,9 @@ pub fn cut(text: &str, max: usize) -> &str {
 /// `..`) and trailing dots and spaces; a name Windows keeps for a device gains a `_`; it is
 /// cut to [`MAX_STEM_BYTES`] at a character. May be empty.
 pub fn file_stem(text: &str) -> String {
-    let hidden = |c: char| matches!(c, '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}');
     let cleaned: String = text
         .chars()
-        .filter(|&c| !c.is_control() && !hidden(c))
+        .filter(|&c| !c.is_control() && !is_hidden(c))
         .map(|c| match c {
             '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|' => '_',
             c => c,
@@ -53,6 +52,12 @@ pub fn file_name(stem: &str, extension: &str, fallback: &str) -> String {
         stem if stem.is_empty() => format!("{fallback}.{extension}"),
         stem => format!("{stem}.{extension}"),
     }
+}
+
+/// Whether `c` is an invisible character that reorders or hides text (bidirectional marks,
+/// overrides and isolates, zero-width characters, line and paragraph separators, the BOM).
+pub fn is_hidden(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// `Content-Disposition` of a download saved as `name` (from [`file_name`]): a plain ASCII

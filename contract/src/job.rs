@@ -150,11 +150,13 @@ impl VideoPage {
     pub const MAX_TEXT_CHARS: usize = 200;
 
     /// `text` without control characters or surrounding space, cut to
-    /// [`VideoPage::MAX_TEXT_CHARS`]; nothing when that leaves nothing.
+    /// [`VideoPage::MAX_TEXT_CHARS`], without invisible characters ([`crate::http::is_hidden`]);
+    /// nothing when that leaves nothing.
     pub fn text(text: &str) -> Option<String> {
+        // Neither controls nor the invisible characters that reorder or hide text.
         let kept: String = text
             .chars()
-            .filter(|c| !c.is_control())
+            .filter(|c| !c.is_control() && !crate::http::is_hidden(*c))
             .take(Self::MAX_TEXT_CHARS)
             .collect();
         let kept = kept.trim();
@@ -635,6 +637,10 @@ mod tests {
         };
         assert_eq!(untitled.title(), "talk");
         assert_eq!(VideoPage::text(" \u{0} "), None);
+        assert_eq!(
+            VideoPage::text("Talk\u{202E}3pm.exe").unwrap(),
+            "Talk3pm.exe"
+        );
         assert_eq!(
             VideoPage::text(&"é".repeat(300)).unwrap().chars().count(),
             200

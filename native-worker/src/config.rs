@@ -312,8 +312,14 @@ pub struct PagesConfig {
     /// When not empty, links (pages and direct media alike) are accepted only on these sites
     /// (a site covers its subdomains): `["youtube.com", "youtu.be", "vimeo.com"]`.
     pub allow_sites: Vec<String>,
-    /// Sites whose links are refused, even when `allow_sites` lists them or a parent.
+    /// Sites refused, even when `allow_sites` lists them or a parent: the submitted link,
+    /// and every host a download or a page's resolution would connect to (redirects, a
+    /// page's refreshes and embeds, its media).
     pub deny_sites: Vec<String>,
+    /// yt-dlp runs at once, each in up to 512 MiB of address space
+    /// ([`crate::page::MAX_ADDRESS_SPACE`]): the worker's memory limit must hold them beside
+    /// its conversions. Links wait for one within their download's time.
+    pub concurrency: usize,
 }
 
 impl Default for PagesConfig {
@@ -324,6 +330,7 @@ impl Default for PagesConfig {
             max_duration: Duration::from_secs(6 * 3600),
             allow_sites: Vec::new(),
             deny_sites: Vec::new(),
+            concurrency: 2,
         }
     }
 }
@@ -481,6 +488,19 @@ impl Config {
         }
         if pages.max_duration.is_zero() {
             return invalid("fetch.pages.max_duration must be positive");
+        }
+        if pages.concurrency == 0 || pages.concurrency > 64 {
+            return invalid("fetch.pages.concurrency must be between 1 and 64");
+        }
+        if let Some(bad) = pages
+            .allow_sites
+            .iter()
+            .chain(&pages.deny_sites)
+            .find(|s| crate::fetch::site(s).is_none())
+        {
+            return Err(ConfigError::Invalid(format!(
+                "fetch.pages site {bad:?} is not a host name"
+            )));
         }
         let events = &self.events;
         if events.heartbeat.is_zero() || events.max_stream.is_zero() || events.replay_age.is_zero()

@@ -41,7 +41,7 @@ use crate::storage::BlobStore;
 pub const MAX_REDIRECTS: usize = 5;
 /// Largest video page image (thumbnail) fetched for a cover, and the time it may take.
 pub const MAX_IMAGE_BYTES: u64 = 8 * 1024 * 1024;
-const IMAGE_TIME: Duration = Duration::from_secs(30);
+const IMAGE_TIME: Duration = Duration::from_secs(10);
 
 /// Why a link could not be downloaded.
 #[derive(Debug, thiserror::Error)]
@@ -136,8 +136,8 @@ impl FetchError {
             Self::TooSlow(_) => "link_too_slow",
             Self::Store(_) => "storage_unavailable",
             Self::SiteNotAllowed(_) => "link_site_not_allowed",
-            Self::NoResolver | Self::NoMedia => "link_not_media",
-            Self::Resolver(_) => "link_resolver_failed",
+            Self::NoMedia => "link_not_media",
+            Self::NoResolver | Self::Resolver(_) => "link_resolver_failed",
             Self::Playlist(_) => "link_playlist",
             Self::Live => "link_live",
             Self::SignIn => "link_sign_in",
@@ -152,10 +152,35 @@ impl FetchError {
     pub fn is_permanent(&self) -> bool {
         match self {
             Self::Status(status) => *status < 500 && *status != 429 && *status != 408,
-            Self::Network(_) | Self::Store(_) | Self::Resolver(_) => false,
+            // The resolver missing or failing to start is this server's fault (another
+            // converter, or this one later, may do better).
+            Self::Network(_) | Self::Store(_) | Self::Resolver(_) | Self::NoResolver => false,
             _ => true,
         }
     }
+}
+
+/// A site as the lists hold it and hosts are compared with it: lower-case ASCII (an
+/// internationalised name in its IDNA form), without dots at its ends; `None` when it is no
+/// host name.
+pub fn site(site: &str) -> Option<String> {
+    let trimmed = site.trim().trim_matches('.');
+    if trimmed.is_empty() || trimmed.contains(['/', ':', '@', '?', '#']) {
+        return None;
+    }
+    let url = Url::parse(&format!("http://{trimmed}/")).ok()?;
+    match url.host()? {
+        url::Host::Domain(domain) => Some(domain.to_ascii_lowercase()),
+        _ => None,
+    }
+}
+
+/// Whether `host` (lower-case) is `site` or under it (`www.example.com` is on `example.com`).
+pub(crate) fn on_site(host: &str, site: &str) -> bool {
+    host == site
+        || host
+            .strip_suffix(site)
+            .is_some_and(|rest| rest.ends_with('.'))
 }
 
 /// The refusal carried through reqwest's error chain.
@@ -167,15 +192,34 @@ pub(crate) struct Refused(pub(crate) String);
 #[derive(Debug)]
 pub(crate) struct Guard {
     allow: Vec<IpNet>,
+    /// Sites (in [`site`] form) no connection may go to: the operator's `deny_sites`.
+    deny: Vec<String>,
 }
 
 impl Guard {
     pub(crate) fn new(allow: Vec<IpNet>) -> Self {
-        Self { allow }
+        Self {
+            allow,
+            deny: Vec::new(),
+        }
+    }
+
+    /// This guard, refusing also every host on one of `sites` (however it is reached: a
+    /// redirect, a page's refresh or embed, its media).
+    pub(crate) fn denying(mut self, sites: &[String]) -> Self {
+        self.deny = sites.iter().filter_map(|s| site(s)).collect();
+        self
     }
 
     /// The addresses `host` resolves to that links may reach; refused when there are none.
     pub(crate) async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        let name = host.trim_end_matches('.').to_ascii_lowercase();
+        if self.deny.iter().any(|site| on_site(&name, site)) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                Refused(format!("links to {name} are not accepted here")),
+            ));
+        }
         let found: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
         let permitted: Vec<SocketAddr> = found
             .iter()
@@ -183,14 +227,19 @@ impl Guard {
             .filter(|addr| self.permits(addr.ip()))
             .collect();
         if permitted.is_empty() {
-            let shown = found
-                .first()
-                .map_or("nothing".to_owned(), |a| a.ip().to_string());
+            // The address a name has inside the network is not for the user to learn: the
+            // name alone is said (an address given as such is said as given).
+            if let Some(found) = found.first() {
+                tracing::info!(host, address = %found.ip(), "refused a name of a private address");
+            }
+            let said = if host.parse::<IpAddr>().is_ok() {
+                format!("links may not reach {host}")
+            } else {
+                format!("{host} is not a public address: links may not reach it")
+            };
             return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
-                Refused(format!(
-                    "{host} resolves to {shown}, which links may not reach"
-                )),
+                Refused(said),
             ));
         }
         Ok(permitted)
@@ -276,7 +325,7 @@ impl Fetcher {
     /// A fetcher with the configured timeouts and allow-list, counting its yt-dlp runs in
     /// `page_runs`.
     pub fn new(config: &FetchConfig, page_runs: Counter) -> Result<Self, Error> {
-        let guard = Arc::new(Guard::new(config.allow.clone()));
+        let guard = Arc::new(Guard::new(config.allow.clone()).denying(&config.pages.deny_sites));
         let redirect_guard = Arc::clone(&guard);
         let policy = redirect::Policy::custom(move |attempt| {
             if attempt.previous().len() > MAX_REDIRECTS {
@@ -434,7 +483,7 @@ impl Fetcher {
 
     /// Fetches a video page's image (its thumbnail) at `link` into the file `path`, held to
     /// the same address rules as any link: a JPEG, PNG or WebP picture of at most
-    /// [`MAX_IMAGE_BYTES`], within 30 seconds.
+    /// [`MAX_IMAGE_BYTES`], within 10 seconds (it is waited for in a conversion slot).
     #[tracing::instrument(skip_all)]
     pub async fn image(&self, link: &str, path: &std::path::Path) -> Result<u64, FetchError> {
         let url = Url::parse(link).map_err(|e| FetchError::InvalidUrl(format!("{link:?}: {e}")))?;
@@ -621,6 +670,7 @@ mod tests {
     #[test]
     fn the_allow_list_opens_only_what_it_lists() {
         let guard = Guard {
+            deny: Vec::new(),
             allow: vec!["127.0.0.1/32".parse().unwrap()],
         };
         assert!(guard.permits("127.0.0.1".parse().unwrap()));

@@ -20,30 +20,35 @@ use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use mp3conv_contract::job::VideoPage;
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
+use tokio::sync::Semaphore;
 use url::Url;
 
 use crate::config::PagesConfig;
-use crate::fetch::FetchError;
+use crate::fetch::{FetchError, Guard, on_site, site};
 use crate::proxy::GuardedProxy;
 
 /// The formats asked of yt-dlp: audio only, else a whole file, over plain http(s) only.
 const FORMAT: &str = "ba[protocol~='^https?$']/b[protocol~='^https?$']";
 /// Most bytes of yt-dlp's answer read (a video site's JSON, with all its formats, is a few
 /// hundred KiB) and of its diagnostics kept.
-const MAX_JSON_BYTES: u64 = 16 * 1024 * 1024;
-const MAX_STDERR_BYTES: u64 = 64 * 1024;
+const MAX_JSON_BYTES: usize = 16 * 1024 * 1024;
+const MAX_STDERR_BYTES: usize = 64 * 1024;
 /// Longest yt-dlp waits on one socket.
 const SOCKET_TIMEOUT_SECONDS: u64 = 15;
-/// The address space yt-dlp (a Python interpreter) may use, and the most it may write to a
-/// file (it has no business writing at all with `-J` and no cache).
-const MAX_ADDRESS_SPACE: u64 = 2 * 1024 * 1024 * 1024;
+/// The address space one yt-dlp run (a Python interpreter) may use: a page read takes about
+/// 70 MB and runs in 256 MiB; a page built to blow up (a 600 KB gzip bomb took 1.25 GB) dies
+/// of it instead of the worker's container. `fetch.pages.concurrency` runs at once, so the
+/// worker's memory limit must leave room for that many of these beside its conversions.
+pub const MAX_ADDRESS_SPACE: u64 = 512 * 1024 * 1024;
+/// The most it may write to a file (it has no business writing at all with `-J` and no cache).
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
 /// The longest thumbnail URL kept.
 const MAX_THUMBNAIL_URL_BYTES: usize = 2048;
@@ -69,6 +74,8 @@ pub struct Resolved {
     pub headers: Vec<(String, String)>,
     /// The media's size, where the site says.
     pub size: Option<u64>,
+    /// The page yt-dlp ended up reading (after redirects and refreshes), where it says.
+    pub webpage: Option<Url>,
 }
 
 /// Runs yt-dlp for pages.
@@ -77,6 +84,8 @@ pub struct Resolver {
     program: Option<PathBuf>,
     config: PagesConfig,
     allow: Vec<IpNet>,
+    /// yt-dlp runs at once (`fetch.pages.concurrency`): each may take [`MAX_ADDRESS_SPACE`].
+    runs: Arc<Semaphore>,
 }
 
 impl Resolver {
@@ -94,6 +103,7 @@ impl Resolver {
             program,
             config: config.clone(),
             allow,
+            runs: Arc::new(Semaphore::new(config.concurrency.max(1))),
         }
     }
 
@@ -101,7 +111,12 @@ impl Resolver {
     pub fn site_permitted(&self, url: &Url) -> Result<(), FetchError> {
         let host = url.host_str().unwrap_or_default();
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        let listed = |sites: &[String]| sites.iter().any(|site| on_site(&host, site));
+        let listed = |sites: &[String]| {
+            sites
+                .iter()
+                .filter_map(|s| site(s))
+                .any(|site| on_site(&host, &site))
+        };
         if listed(&self.config.deny_sites)
             || (!self.config.allow_sites.is_empty() && !listed(&self.config.allow_sites))
         {
@@ -114,16 +129,29 @@ impl Resolver {
     /// too), refusing media longer than the operator's maximum.
     pub async fn resolve(&self, url: &Url, limit: Duration) -> Result<Resolved, FetchError> {
         let program = self.program.as_deref().ok_or(FetchError::NoResolver)?;
-        let proxy = GuardedProxy::start(self.allow.clone())
+        let waited = Instant::now();
+        let _run = tokio::time::timeout(limit, self.runs.acquire())
+            .await
+            .map_err(|_| FetchError::TooSlow("no page resolver was free in time".into()))?
+            .expect("never closed");
+        let limit = limit.saturating_sub(waited.elapsed());
+        let guard = Guard::new(self.allow.clone()).denying(&self.config.deny_sites);
+        let proxy = GuardedProxy::guarding(guard)
             .await
             .map_err(|e| FetchError::Resolver(format!("cannot start its proxy: {e}")))?;
         let home = tempfile::tempdir()
             .map_err(|e| FetchError::Resolver(format!("no temporary directory: {e}")))?;
         let limit = limit.min(self.config.timeout);
         let mut command = Command::new(program);
+        // No program to run either: its `PATH` is an empty directory (yt-dlp runs a JavaScript
+        // runtime or PhantomJS for some sites when it finds one, and PhantomJS would not use
+        // the proxy).
+        let programs = home.path().join("no-programs");
+        std::fs::create_dir(&programs)
+            .map_err(|e| FetchError::Resolver(format!("no temporary directory: {e}")))?;
         command
             .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("PATH", &programs)
             .env("HOME", home.path())
             .env("LANG", "C.UTF-8")
             .current_dir(home.path())
@@ -139,18 +167,15 @@ impl Resolver {
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
         let run = async {
-            let (mut out, mut err) = (Vec::new(), Vec::new());
-            let mut stdout = stdout.take(MAX_JSON_BYTES);
-            let mut stderr = stderr.take(MAX_STDERR_BYTES);
-            let (read_out, read_err) =
-                tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
-            read_out?;
-            read_err?;
-            // Past its limits the pipes close: a yt-dlp still writing ends on the broken pipe.
-            drop((stdout, stderr));
-            Ok::<_, io::Error>((child.wait().await?, out, err))
+            // Both read to their ends (a pipe left full would stop yt-dlp where it is), the
+            // answer's start and the diagnostics' end kept.
+            let (out, err) = tokio::join!(
+                drain(stdout, MAX_JSON_BYTES, Keep::Head),
+                drain(stderr, MAX_STDERR_BYTES, Keep::Tail)
+            );
+            Ok::<_, io::Error>((child.wait().await?, out?, err?.0))
         };
-        let (status, out, err) = tokio::time::timeout(limit, run)
+        let (status, (out, overflowed), err) = tokio::time::timeout(limit, run)
             .await
             .map_err(|_| {
                 FetchError::TooSlow(format!(
@@ -164,7 +189,18 @@ impl Resolver {
         if !status.success() {
             return Err(failure(&err, &refusals, status.code()));
         }
+        if overflowed {
+            return Err(FetchError::PageFailed(format!(
+                "its description is larger than {} MiB",
+                MAX_JSON_BYTES >> 20
+            )));
+        }
         let resolved = answer(&out)?;
+        // A link that led elsewhere (a short link, a refresh) is held to the site lists where
+        // it arrived too.
+        if let Some(webpage) = &resolved.webpage {
+            self.site_permitted(webpage)?;
+        }
         if let Some(duration) = resolved.page.duration
             && duration > self.config.max_duration.as_secs_f64()
         {
@@ -174,6 +210,40 @@ impl Resolver {
             });
         }
         Ok(resolved)
+    }
+}
+
+/// Which part of a stream [`drain`] keeps.
+#[derive(Clone, Copy)]
+enum Keep {
+    Head,
+    Tail,
+}
+
+/// Reads `reader` to its end, keeping its first or last `max` bytes; says whether there was
+/// more.
+async fn drain(
+    mut reader: impl tokio::io::AsyncRead + Unpin,
+    max: usize,
+    keep: Keep,
+) -> io::Result<(Vec<u8>, bool)> {
+    let (mut kept, mut more) = (Vec::new(), false);
+    let mut buffer = vec![0; 64 * 1024];
+    loop {
+        let read = reader.read(&mut buffer).await?;
+        if read == 0 {
+            return Ok((kept, more));
+        }
+        kept.extend_from_slice(&buffer[..read]);
+        if kept.len() > max {
+            more = true;
+            match keep {
+                Keep::Head => kept.truncate(max),
+                Keep::Tail => {
+                    kept.drain(..kept.len() - max);
+                }
+            }
+        }
     }
 }
 
@@ -191,16 +261,6 @@ fn locate(program: &Path, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// Whether `host` is `site` or under it (`www.example.com` is on `example.com`).
-fn on_site(host: &str, site: &str) -> bool {
-    let site = site.trim_matches('.').to_ascii_lowercase();
-    !site.is_empty()
-        && (host == site
-            || host
-                .strip_suffix(&site)
-                .is_some_and(|rest| rest.ends_with('.')))
 }
 
 /// yt-dlp's command line: read the page only, through `proxy`, nothing from the environment.
@@ -228,7 +288,7 @@ fn arguments(proxy: &str, url: &Url) -> Vec<OsString> {
 }
 
 /// CPU seconds as the time limit (a loop in an extractor ends even if the clock is not
-/// watched), bounded memory, and no file larger than [`MAX_FILE_BYTES`].
+/// watched), bounded memory, no file larger than [`MAX_FILE_BYTES`] and no core dump.
 #[allow(unsafe_code)]
 fn limit_resources(command: &mut Command, limit: Duration) {
     let cpu = limit.as_secs().max(1);
@@ -240,6 +300,8 @@ fn limit_resources(command: &mut Command, limit: Duration) {
                 (libc::RLIMIT_CPU, cpu),
                 (libc::RLIMIT_AS, MAX_ADDRESS_SPACE),
                 (libc::RLIMIT_FSIZE, MAX_FILE_BYTES),
+                // No core dump of up to MAX_ADDRESS_SPACE when the CPU limit ends it.
+                (libc::RLIMIT_CORE, 0),
             ] {
                 let limit = libc::rlimit {
                     rlim_cur: value,
@@ -267,6 +329,7 @@ struct Answer {
     creator: Option<String>,
     duration: Option<f64>,
     thumbnail: Option<String>,
+    webpage_url: Option<String>,
     url: Option<String>,
     #[serde(default)]
     http_headers: std::collections::BTreeMap<String, serde_json::Value>,
@@ -275,8 +338,9 @@ struct Answer {
     live_status: Option<String>,
     is_live: Option<bool>,
     playlist_count: Option<u64>,
+    /// Only counted: each entry is skipped, not built.
     #[serde(default)]
-    entries: Vec<serde_json::Value>,
+    entries: Vec<serde::de::IgnoredAny>,
 }
 
 /// Reads yt-dlp's answer for a page.
@@ -284,9 +348,10 @@ fn answer(out: &[u8]) -> Result<Resolved, FetchError> {
     let answer: Answer = match serde_json::from_slice::<Option<Answer>>(out) {
         Ok(Some(answer)) => answer,
         Ok(None) => return Err(no_media()),
+        // What yt-dlp made of the page: the page's doing, not a fault to retry.
         Err(e) => {
-            return Err(FetchError::Resolver(format!(
-                "yt-dlp's answer is not readable: {e}"
+            return Err(FetchError::PageFailed(format!(
+                "its description cannot be read ({e})"
             )));
         }
     };
@@ -352,6 +417,10 @@ fn answer(out: &[u8]) -> Result<Resolved, FetchError> {
         media,
         headers,
         size,
+        webpage: answer
+            .webpage_url
+            .as_deref()
+            .and_then(|u| Url::parse(u).ok()),
     })
 }
 
@@ -368,7 +437,8 @@ fn no_media() -> FetchError {
     FetchError::NoMedia
 }
 
-/// Why a yt-dlp run failed, from its diagnostics and the proxy's refusals.
+/// Why a yt-dlp run failed, from its diagnostics and the proxy's refusals. Only failures of
+/// the network are retried: everything else is the page's doing and would fail again.
 fn failure(stderr: &str, refusals: &[String], code: Option<i32>) -> FetchError {
     if let Some(refusal) = refusals.first() {
         return FetchError::Forbidden(refusal.clone());
@@ -378,51 +448,70 @@ fn failure(stderr: &str, refusals: &[String], code: Option<i32>) -> FetchError {
         .rev()
         .find_map(|line| line.strip_prefix("ERROR: "))
         .unwrap_or_default();
-    // "[generic] abc: Unable to ..." : the extractor's prefix says nothing to a user.
-    let error = error
-        .strip_prefix('[')
-        .and_then(|rest| rest.split_once("] "))
-        .map_or(error, |(_, rest)| rest)
-        .trim();
+    let error = reason(error);
     let lower = error.to_ascii_lowercase();
+    let said: String = error.chars().take(300).collect();
+    if code.is_none() {
+        // Killed by its CPU limit.
+        return FetchError::TooSlow(
+            "reading the page took more than its share of the server's time".into(),
+        );
+    }
+    if said.is_empty() {
+        // Out of memory (a page built to blow up), or a crash: nothing to retry.
+        return FetchError::PageFailed("it is too large or too broken to read".into());
+    }
     if lower.starts_with("unsupported url") {
-        return no_media();
-    }
-    if is_sign_in(&lower) {
-        return FetchError::SignIn;
-    }
-    if lower.contains("requested format is not available") || lower.contains("drm") {
-        return FetchError::Unsupported;
+        return FetchError::NoMedia;
     }
     if let Some(status) = http_status(&lower) {
         return match status {
             404 | 410 => FetchError::NotFound(status),
+            // A redirect yt-dlp would not follow (to `file:`, say) is no network failure.
+            300..=399 => FetchError::PageFailed(said),
             _ => FetchError::Status(status),
         };
     }
+    if is_sign_in(&lower) {
+        return FetchError::SignIn;
+    }
+    if lower.contains("requested format is not available")
+        || lower.contains("drm protected")
+        || lower.contains("drm-protected")
+    {
+        return FetchError::Unsupported;
+    }
     let network = [
         "timed out",
-        "unable to download",
         "connection refused",
         "connection reset",
-        "name resolution",
+        "temporary failure in name resolution",
+        "name or service not known",
         "network is unreachable",
-        "remote end closed",
-        "eof occurred",
+        "remote end closed connection",
         "tunnel connection failed",
     ];
-    let said: String = error.chars().take(300).collect();
-    if network.iter().any(|n| lower.contains(n)) {
+    if network.iter().any(|n| lower.contains(n)) && !lower.contains("certificate") {
         return FetchError::Network(said);
     }
-    match code {
-        // Killed by its CPU or memory limit.
-        None => {
-            FetchError::TooSlow("resolving the page took more than its share of the server".into())
-        }
-        Some(_) if said.is_empty() => FetchError::Resolver("yt-dlp failed without a reason".into()),
-        Some(_) => FetchError::PageFailed(said),
-    }
+    FetchError::PageFailed(said)
+}
+
+/// yt-dlp's sentence without what precedes it: `[extractor] <id>: `. The id is the page's to
+/// choose (the generic extractor takes the URL's last segment), so none of it may steer the
+/// reading of the error.
+fn reason(error: &str) -> &str {
+    let Some(rest) = error.strip_prefix('[') else {
+        return error.trim();
+    };
+    let Some((_, rest)) = rest.split_once("] ") else {
+        return error.trim();
+    };
+    // "<id>: <sentence>": the id up to the first ": " (an id that holds one can only cut its
+    // own text short).
+    rest.split_once(": ")
+        .map_or(rest, |(_, sentence)| sentence)
+        .trim()
 }
 
 /// Words sites use when they want a signed-in user, or a human, before they show the video.
@@ -452,7 +541,7 @@ fn http_status(error: &str) -> Option<u16> {
     rest.get(..3)?
         .parse()
         .ok()
-        .filter(|s| (400..600).contains(s))
+        .filter(|s| (300..600).contains(s))
 }
 
 #[cfg(test)]
@@ -608,10 +697,10 @@ mod tests {
                 "{url}"
             );
         }
-        assert_eq!(
-            answer(b"{not json").unwrap_err().code(),
-            "link_resolver_failed"
-        );
+        // What yt-dlp made of the page is the page's doing: not retried.
+        let unreadable = answer(b"{not json").unwrap_err();
+        assert_eq!(unreadable.code(), "link_page_failed");
+        assert!(unreadable.is_permanent());
     }
 
     #[test]
@@ -650,7 +739,7 @@ mod tests {
         assert!(!timeout.is_permanent());
         let refused = failure(
             "ERROR: Unable to download webpage: HTTP Error 403: Forbidden",
-            &["127.0.0.1 is not an address links may reach".into()],
+            &["links may not reach 127.0.0.1".into()],
             Some(1),
         );
         assert_eq!(refused.code(), "link_forbidden");
@@ -660,6 +749,88 @@ mod tests {
         assert_eq!(odd.code(), "link_page_failed");
         assert!(odd.to_string().contains("Something odd"), "{odd}");
         assert!(!odd.to_string().contains("[site]"), "{odd}");
+    }
+
+    #[test]
+    fn the_page_cannot_steer_the_reading_of_its_failure() {
+        let code = |stderr: &str| failure(stderr, &[], Some(1)).code();
+        // The id (the URL's last segment, the page's to choose) is not read.
+        assert_eq!(
+            code(
+                "ERROR: [generic] timed out: Unable to download webpage: HTTP Error 404: Not Found"
+            ),
+            "link_not_found"
+        );
+        assert_eq!(
+            code("ERROR: [generic] login: Unable to download webpage: HTTP Error 404: Not Found"),
+            "link_not_found"
+        );
+        assert_eq!(
+            code("ERROR: [generic] drm: Something odd"),
+            "link_page_failed"
+        );
+        // A redirect to `file:` that yt-dlp would not follow is no network failure.
+        let redirect = failure(
+            "ERROR: [generic] file: Unable to download webpage: HTTP Error 302: Found",
+            &[],
+            Some(1),
+        );
+        assert_eq!(redirect.code(), "link_page_failed");
+        assert!(redirect.is_permanent());
+        // Out of memory: an empty error, the page's doing.
+        let blown = failure("ERROR: \n", &[], Some(1));
+        assert_eq!(blown.code(), "link_page_failed");
+        assert!(blown.is_permanent());
+        let certificate = failure(
+            "ERROR: [generic] x: Unable to download webpage: <urlopen error [SSL: \
+             CERTIFICATE_VERIFY_FAILED] certificate verify failed (_ssl.c:1006)> timed out",
+            &[],
+            Some(1),
+        );
+        assert!(certificate.is_permanent(), "{certificate:?}");
+    }
+
+    #[tokio::test]
+    async fn streams_are_read_to_their_end_keeping_a_bounded_part() {
+        let text = b"0123456789".repeat(10_000);
+        let (head, more) = drain(&text[..], 25, Keep::Head).await.unwrap();
+        assert_eq!(
+            (head.as_slice(), more),
+            (&b"0123456789012345678901234"[..], true)
+        );
+        let (tail, more) = drain(&text[..], 5, Keep::Tail).await.unwrap();
+        assert_eq!((tail.as_slice(), more), (&b"56789"[..], true));
+        let (whole, more) = drain(&b"short"[..], 25, Keep::Tail).await.unwrap();
+        assert_eq!((whole.as_slice(), more), (&b"short"[..], false));
+    }
+
+    #[test]
+    fn sites_are_compared_in_their_ascii_form() {
+        use crate::fetch::site;
+        assert_eq!(
+            site("Bücher.Example.").as_deref(),
+            Some("xn--bcher-kva.example")
+        );
+        assert_eq!(site(" youtube.com ").as_deref(), Some("youtube.com"));
+        for bad in [
+            "",
+            "..",
+            "http://x.test/",
+            "x.test/path",
+            "user@x.test",
+            "127.0.0.1",
+            "[::1]",
+        ] {
+            assert_eq!(site(bad), None, "{bad}");
+        }
+        let mut config = config();
+        config.deny_sites = vec!["bücher.example".into()];
+        let resolver = Resolver::new(&config, Vec::new());
+        let url = Url::parse("https://www.bücher.example/v").unwrap();
+        assert_eq!(
+            resolver.site_permitted(&url).unwrap_err().code(),
+            "link_site_not_allowed"
+        );
     }
 
     #[test]

@@ -50,7 +50,12 @@ impl GuardedProxy {
     /// Starts a proxy on 127.0.0.1 (a port of its own) applying the links' address rules,
     /// with `allow` admitting what they would refuse (the worker's `fetch.allow`).
     pub async fn start(allow: Vec<IpNet>) -> io::Result<Self> {
-        let guard = Arc::new(Guard::new(allow));
+        Self::guarding(Guard::new(allow)).await
+    }
+
+    /// Starts a proxy on 127.0.0.1 applying `guard`'s rules.
+    pub(crate) async fn guarding(guard: Guard) -> io::Result<Self> {
+        let guard = Arc::new(guard);
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
         let refusals = Arc::new(Mutex::new(Vec::new()));

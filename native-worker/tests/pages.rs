@@ -160,6 +160,12 @@ async fn page(
             "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n/clip.mp4\n#EXT-X-ENDLIST\n",
         )
             .into_response(),
+        // A short link to a denied site.
+        "/to-blocked" => (
+            StatusCode::FOUND,
+            [(header::LOCATION, "http://www.blocked.test/watch?v=1")],
+        )
+            .into_response(),
         "/empty.html" => html("<!doctype html><html><head><title>Nothing</title></head><body>Text only.</body></html>".into()),
         "/two.html" => html(
             r#"<!doctype html><html><head><title>Two</title></head><body>
@@ -403,6 +409,17 @@ async fn the_operators_site_lists_refuse_at_once(backend: Backend) {
             "{error}"
         );
     }
+    // A link that leads to a denied site gets nowhere near it.
+    let (private, _) = private_server().await;
+    let site = site(&private).await;
+    let job = convert(&app, "eve", &site.url("/to-blocked")).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"]["code"], "link_forbidden", "{job}");
+    let message = job["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("www.blocked.test are not accepted"),
+        "{message}"
+    );
     let list: Value = app
         .request(reqwest::Method::GET, "/internal/jobs", "di")
         .send()

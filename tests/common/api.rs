@@ -278,10 +278,17 @@ pub fn services_worker_env(database: &str, prefix: &str) -> Vec<(String, String)
         ("QUEUE__PREFIX", prefix),
         ("QUEUE__EXPIRES", "10m"),
         ("FETCH__ALLOW", r#"["127.0.0.1/32"]"#),
+        ("FETCH__PAGES__YTDLP", &ytdlp()),
     ]
     .into_iter()
     .map(|(k, v)| (format!("MP3CONV_WORKER__{k}"), v.to_owned()))
     .collect()
+}
+
+/// The pinned yt-dlp `scripts/services.sh` installs, which the worker reads video pages with.
+pub fn ytdlp() -> String {
+    std::env::var("MP3CONV_TEST_YTDLP")
+        .expect("MP3CONV_TEST_YTDLP names yt-dlp: eval \"$(scripts/services.sh env)\"")
 }
 
 /// The system under test.
@@ -314,7 +321,8 @@ impl System {
     pub fn embedded_with(args: &[&str], env: &[(&str, &str)]) -> System {
         let mut options = HostOptions::new(repo_manifest())
             // The link tests serve their videos from 127.0.0.1.
-            .env("MP3CONV_WORKER__FETCH__ALLOW", r#"["127.0.0.1/32"]"#);
+            .env("MP3CONV_WORKER__FETCH__ALLOW", r#"["127.0.0.1/32"]"#)
+            .env("MP3CONV_WORKER__FETCH__PAGES__YTDLP", &ytdlp());
         options.subcommand = "up";
         // The manifest is copied elsewhere, so name the repository's eventing.toml.
         options = options
@@ -515,8 +523,8 @@ pub fn uuid_like() -> String {
     )
 }
 
-/// A stand-in for a site hosting a video (`/talk.mp4`, 10 s), on 127.0.0.1 (HTTP/1.1, one response per
-/// connection).
+/// A stand-in for a site hosting a video (`/talk.mp4`, 10 s) and a page showing it
+/// (`/talk.html`, titled [`PAGE_TITLE`]), on 127.0.0.1 (HTTP/1.1, one response per connection).
 pub async fn video_site() -> String {
     video_site_on(None).await
 }
@@ -525,6 +533,9 @@ pub async fn video_site() -> String {
 pub async fn video_site_https(ca: &super::tls::TestCa) -> String {
     video_site_on(Some(ca.acceptor("localhost"))).await
 }
+
+/// The title of the video site's page (`<` and `&` as HTML entities in the page).
+pub const PAGE_TITLE: &str = "A talk <on> a page";
 
 trait Connection: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Connection for T {}
@@ -561,14 +572,21 @@ async fn video_site_on(tls: Option<tokio_rustls::TlsAcceptor>) -> String {
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
-                let found = String::from_utf8_lossy(&head).starts_with("GET /talk.mp4 ");
-                let (status, body) = if found {
-                    ("200 OK", clip)
+                let head = String::from_utf8_lossy(&head);
+                let (status, kind, body) = if head.starts_with("GET /talk.mp4 ") {
+                    ("200 OK", "video/mp4", clip)
+                } else if head.starts_with("GET /talk.html ") {
+                    let title = PAGE_TITLE.replace('<', "&lt;").replace('>', "&gt;");
+                    let page = format!(
+                        "<!doctype html><html><head><title>{title}</title></head>\
+                         <body><video controls src=\"/talk.mp4\"></video></body></html>"
+                    );
+                    ("200 OK", "text/html; charset=utf-8", page.into_bytes())
                 } else {
-                    ("404 Not Found", Vec::new())
+                    ("404 Not Found", "video/mp4", Vec::new())
                 };
                 let head = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: video/mp4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                     body.len()
                 );
                 let _ = stream.write_all(head.as_bytes()).await;

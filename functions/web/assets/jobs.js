@@ -17,7 +17,9 @@ const STATUS_WORDS = {
  * lets go of the MP3 it holds, if it fetched it.
  */
 function card(job) {
-  const name = jobName(job);
+  // A link's name changes once: when its video page has been read, to the page's title.
+  let name = jobName(job);
+  const title = h("span", { class: "job-name" }, name);
   const status = h("span", { class: "job-status" });
   const progress = h("progress", { class: "job-progress", max: "100", "aria-label": "Progress of " + name });
   const error = h("p", { class: "job-error", hidden: true });
@@ -32,7 +34,7 @@ function card(job) {
     h(
       "div",
       { class: "job-head" },
-      h("span", { class: "job-name" }, name),
+      title,
       h("span", { class: "job-meta" }, when(job.created_at), " · ", job.bitrate.startsWith("v") ? "VBR " + job.bitrate.toUpperCase() : job.bitrate + " kbit/s"),
       words.length ? h("span", { class: "job-options" }, "Options: " + words.join(" · ")) : null,
     ),
@@ -53,6 +55,12 @@ function card(job) {
   });
 
   function update(next) {
+    if (jobName(next) !== name) {
+      name = jobName(next);
+      replace(title, name);
+      progress.setAttribute("aria-label", "Progress of " + name);
+      remove.setAttribute("aria-label", "Delete " + name);
+    }
     element.dataset.status = next.status;
     const words = STATUS_WORDS[next.status] || next.status;
     const active = next.status === "downloading" || next.status === "converting";
