@@ -13,7 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use common::{Backend, TestApp, body, media, probe_json, spawn_with};
+use common::{Backend, TestApp, media, probe_json, spawn_with};
 use futures::StreamExt;
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -268,14 +268,7 @@ async fn a_page_converts_under_its_title(backend: Backend) {
         "{talk}"
     );
     assert!(talk["source"]["page"].get("duration").is_none(), "{talk}");
-    let mp3 = body(
-        app.audio("ann", talk["id"].as_str().unwrap())
-            .await
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let mp3 = app.mp3("ann", talk["id"].as_str().unwrap()).await;
     let tags = &probe_json(&mp3)["format"]["tags"];
     assert_eq!(tags["title"], "Release v1.2 & more", "{tags}");
     let seconds: f64 = probe_json(&mp3)["format"]["duration"]
@@ -291,14 +284,7 @@ async fn a_page_converts_under_its_title(backend: Backend) {
     assert_eq!(page["title"], "Keynote: Audio à la Rust", "{keynote}");
     assert_eq!(page["uploader"], "Ada Speaker", "{keynote}");
     assert_eq!(page["duration"], 3.0, "{keynote}");
-    let mp3 = body(
-        app.audio("ann", keynote["id"].as_str().unwrap())
-            .await
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let mp3 = app.mp3("ann", keynote["id"].as_str().unwrap()).await;
     let tags = &probe_json(&mp3)["format"]["tags"];
     assert_eq!(tags["title"], "Keynote: Audio à la Rust", "{tags}");
     assert_eq!(tags["artist"], "Ada Speaker", "{tags}");
@@ -309,14 +295,7 @@ async fn a_page_converts_under_its_title(backend: Backend) {
     // An image that is not one leaves the cover to the video, and the job done.
     let odd = convert(&app, "ann", &site.url("/text-thumbnail.html")).await;
     assert_eq!(odd["status"], "done", "{odd}");
-    let mp3 = body(
-        app.audio("ann", odd["id"].as_str().unwrap())
-            .await
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let mp3 = app.mp3("ann", odd["id"].as_str().unwrap()).await;
     assert_eq!(cover_size(&mp3), Some((160, 120)));
 
     assert_eq!(counter(&app, RESOLUTIONS).await, 3);
@@ -420,14 +399,7 @@ async fn the_operators_site_lists_refuse_at_once(backend: Backend) {
         message.contains("www.blocked.test are not accepted"),
         "{message}"
     );
-    let list: Value = app
-        .request(reqwest::Method::GET, "/internal/jobs", "di")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = app.jobs("di").await;
     assert_eq!(list["jobs"], serde_json::json!([]), "{list}");
     app.stop().await;
 }

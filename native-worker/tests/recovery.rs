@@ -81,15 +81,12 @@ async fn a_job_that_keeps_failing_is_retried_then_dead_lettered_and_failed() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_killed_mid_conversion_finishes_the_job_exactly_once_after_restart() {
-    let names = Names::new();
-    let temp = tempfile::tempdir().unwrap();
-    // Read at real time, so the 3 s conversion is surely still running when the kill lands.
-    let first = start(worker_command(&names, temp.path(), Some("1"))).await;
-    let upload = first
+/// Uploads a 3 s video as `filename` to `worker` (reading at real time) and waits until its
+/// conversion is past 10% and short of `before` percent: the job's id.
+async fn converting_upload(worker: &common::Process, filename: &str, before: u64) -> String {
+    let upload = worker
         .request(reqwest::Method::POST, "/internal/jobs")
-        .query(&[("filename", "interrupted.mp4")])
+        .query(&[("filename", filename)])
         .body(media("mp4"))
         .send()
         .await
@@ -97,15 +94,25 @@ async fn a_worker_killed_mid_conversion_finishes_the_job_exactly_once_after_rest
     assert_eq!(upload.status(), 202);
     let job: Value = upload.json().await.unwrap();
     let id = job["id"].as_str().unwrap().to_owned();
-    let converting = first
+    let converting = worker
         .wait_for(&id, |j| {
             j["status"] == "converting" && j["progress"].as_u64().unwrap_or(0) >= 10
         })
         .await;
     assert!(
-        converting["progress"].as_u64().unwrap() < 100,
+        converting["progress"].as_u64().unwrap() < before,
         "{converting}"
     );
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_conversion_finishes_the_job_exactly_once_after_restart() {
+    let names = Names::new();
+    let temp = tempfile::tempdir().unwrap();
+    // Read at real time, so the 3 s conversion is surely still running when the kill lands.
+    let first = start(worker_command(&names, temp.path(), Some("1"))).await;
+    let id = converting_upload(&first, "interrupted.mp4", 100).await;
 
     let mut first = first;
     first.child.start_kill().unwrap(); // SIGKILL: no cleanup at all
@@ -154,25 +161,7 @@ async fn a_worker_told_to_stop_finishes_and_settles_its_job() {
     let temp = tempfile::tempdir().unwrap();
     // Read at real time: the 3 s conversion is still running when SIGTERM lands.
     let worker = start(worker_command(&names, temp.path(), Some("1"))).await;
-    let upload = worker
-        .request(reqwest::Method::POST, "/internal/jobs")
-        .query(&[("filename", "stopping.mp4")])
-        .body(media("mp4"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(upload.status(), 202);
-    let job: Value = upload.json().await.unwrap();
-    let id = job["id"].as_str().unwrap().to_owned();
-    let converting = worker
-        .wait_for(&id, |j| {
-            j["status"] == "converting" && j["progress"].as_u64().unwrap_or(0) >= 10
-        })
-        .await;
-    assert!(
-        converting["progress"].as_u64().unwrap() < 60,
-        "{converting}"
-    );
+    let id = converting_upload(&worker, "stopping.mp4", 60).await;
 
     let pid = worker.child.id().unwrap().to_string();
     let signalled = std::process::Command::new("kill")

@@ -321,6 +321,22 @@ impl TestApp {
         )
     }
 
+    /// The MP3 of `owner`'s job `id`, whole.
+    pub async fn mp3(&self, owner: &str, id: &str) -> Vec<u8> {
+        body(self.audio(owner, id).await.send().await.unwrap()).await
+    }
+
+    /// `owner`'s job list (the first page).
+    pub async fn jobs(&self, owner: &str) -> Value {
+        let response = self
+            .request(reqwest::Method::GET, "/internal/jobs", owner)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
     /// Stops the worker and asserts it shut down cleanly.
     pub async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
