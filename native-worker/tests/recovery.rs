@@ -81,6 +81,38 @@ async fn a_job_that_keeps_failing_is_retried_then_dead_lettered_and_failed() {
     app.stop().await;
 }
 
+/// Sends SIGTERM to `worker` and waits (30 s at most) for a clean exit.
+async fn stop_gracefully(mut worker: common::Process) {
+    let pid = worker.child.id().unwrap().to_string();
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let exit = tokio::time::timeout(Duration::from_secs(30), worker.child.wait())
+        .await
+        .expect("the worker stops within its grace period")
+        .unwrap();
+    assert!(exit.success(), "{exit}");
+}
+
+/// Asserts what one done job `id` left in `names`' services: one announcement of it, one MP3,
+/// and nothing on the `video` queue or in its dead letters.
+async fn settled_once(names: &Names, id: &str) {
+    let queues = QueueNames::new(&names.prefix);
+    let announcements: Vec<Value> = drain(&queues.mp3())
+        .await
+        .into_iter()
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(announcements.len(), 1, "{announcements:?}");
+    assert_eq!(announcements[0]["job_id"], id);
+    assert_eq!(announcements[0]["status"], "done");
+    assert_eq!(count(&names.database, "mp3s.files").await, 1);
+    assert_eq!(queue_depth(&queues.video()).await, 0);
+    assert_eq!(queue_depth(&queues.dead()).await, 0);
+}
+
 /// Uploads a 3 s video as `filename` to `worker` (reading at real time) and waits until its
 /// conversion is past 10% and short of `before` percent: the job's id.
 async fn converting_upload(worker: &common::Process, filename: &str, before: u64) -> String {
@@ -123,32 +155,9 @@ async fn a_worker_killed_mid_conversion_finishes_the_job_exactly_once_after_rest
     assert_eq!(done["status"], "done", "{done}");
 
     // Graceful stop (SIGTERM) of the second worker.
-    let pid = second.child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let mut second = second;
-    let exit = tokio::time::timeout(Duration::from_secs(30), second.child.wait())
-        .await
-        .expect("the worker stops on SIGTERM")
-        .unwrap();
-    assert!(exit.success(), "{exit}");
-
-    let queues = QueueNames::new(&names.prefix);
-    let announcements: Vec<Value> = drain(&queues.mp3())
-        .await
-        .into_iter()
-        .map(|(_, b)| b)
-        .collect();
-    assert_eq!(announcements.len(), 1, "{announcements:?}");
-    assert_eq!(announcements[0]["job_id"], id.as_str());
-    assert_eq!(announcements[0]["status"], "done");
-    assert_eq!(count(&names.database, "mp3s.files").await, 1);
+    stop_gracefully(second).await;
+    settled_once(&names, &id).await;
     assert_eq!(count(&names.database, "videos.files").await, 1);
-    assert_eq!(queue_depth(&queues.video()).await, 0);
-    assert_eq!(queue_depth(&queues.dead()).await, 0);
 }
 
 /// SIGTERM in the middle of a conversion: the worker takes no new delivery, finishes the job
@@ -163,30 +172,7 @@ async fn a_worker_told_to_stop_finishes_and_settles_its_job() {
     let worker = start(worker_command(&names, temp.path(), Some("1"))).await;
     let id = converting_upload(&worker, "stopping.mp4", 60).await;
 
-    let pid = worker.child.id().unwrap().to_string();
-    let signalled = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(signalled.success());
-    let mut worker = worker;
-    let exit = tokio::time::timeout(Duration::from_secs(30), worker.child.wait())
-        .await
-        .expect("the worker stops within its grace period")
-        .unwrap();
-    assert!(exit.success(), "{exit}");
-
-    let queues = QueueNames::new(&names.prefix);
-    let announcements: Vec<Value> = drain(&queues.mp3())
-        .await
-        .into_iter()
-        .map(|(_, b)| b)
-        .collect();
-    assert_eq!(announcements.len(), 1, "{announcements:?}");
-    assert_eq!(announcements[0]["job_id"], id.as_str());
-    assert_eq!(announcements[0]["status"], "done");
-    assert_eq!(count(&names.database, "mp3s.files").await, 1);
+    stop_gracefully(worker).await;
     // Settled before the worker went: no delivery handed back.
-    assert_eq!(queue_depth(&queues.video()).await, 0);
-    assert_eq!(queue_depth(&queues.dead()).await, 0);
+    settled_once(&names, &id).await;
 }
