@@ -273,6 +273,17 @@ def check_references(report, root, documents, manifest):
             if trigger.get("type") == "rabbitmq" and queue != prefix + "video":
                 report.add(file, f"{name_of(scaled)}: spec.triggers[{index}].metadata.queueName",
                            f"`{queue}` is not the worker's job queue `{prefix}video`")
+            # Scaling on ready messages alone would scale away a converter busy with the last
+            # jobs: their messages are unacknowledged, not ready. Only the management API
+            # (`protocol: http`) counts them.
+            metadata = trigger.get("metadata", {})
+            if trigger.get("type") == "rabbitmq" and (
+                metadata.get("protocol") != "http"
+                or str(metadata.get("excludeUnacknowledged", "false")).lower() == "true"
+            ):
+                report.add(file, f"{name_of(scaled)}: spec.triggers[{index}].metadata.protocol",
+                           "must be `http` counting unacknowledged messages: ready messages alone "
+                           "scale away converters busy with the last jobs")
             auth = trigger.get("authenticationRef", {}).get("name")
             if auth and auth not in names("TriggerAuthentication"):
                 report.add(file, f"{name_of(scaled)}: spec.triggers[{index}].authenticationRef.name",

@@ -97,7 +97,7 @@ fn the_repository_deployment_is_valid() {
 #[test]
 fn broken_manifests_fail_naming_the_file_and_the_field() {
     // (file, text, replacement, what the report must say)
-    let cases: [(&str, &str, &str, &[&str]); 9] = [
+    let cases: [(&str, &str, &str, &[&str]); 10] = [
         (
             "knative/worker.yaml",
             "terminationGracePeriodSeconds",
@@ -133,6 +133,16 @@ fn broken_manifests_fail_naming_the_file_and_the_field() {
             "queueName: video",
             "queueName: videos",
             &["knative/worker-autoscaling.yaml", "queueName", "`videos`"],
+        ),
+        (
+            "knative/worker-autoscaling.yaml",
+            "protocol: http",
+            "protocol: amqp",
+            &[
+                "knative/worker-autoscaling.yaml",
+                "metadata.protocol",
+                "unacknowledged",
+            ],
         ),
         (
             "eventing.toml",
