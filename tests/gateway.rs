@@ -170,6 +170,75 @@ async fn v1_flow_on_services() {
     v1_flow(&System::services()).await;
 }
 
+/// Retention through the gateway, with a short expiry: a done job says when its MP3 goes;
+/// after that its audio, its `/download?fid=` and its job stream answer as expired (410
+/// `audio_expired`, the documented shapes), then the job is gone.
+async fn an_expired_mp3_is_gone(system: &System) {
+    let token = system.user("ursula").await;
+    let job = system.upload_clip(&token, None).await;
+    let id = job["id"].as_str().unwrap();
+    let done = system.settled(&token, id).await;
+    assert_eq!(done["status"], "done", "{done}");
+    assert!(done["expires_at"].is_string(), "{done}");
+    let audio = format!("/v1/jobs/{id}/audio");
+    let response = send(system.authed(&token, Method::GET, &audio)).await;
+    assert_eq!(response.status(), 200);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let expired = loop {
+        let job = expect(
+            system.authed(&token, Method::GET, &format!("/v1/jobs/{id}")),
+            200,
+        )
+        .await;
+        if job["status"] == "expired" {
+            break job;
+        }
+        assert!(std::time::Instant::now() < deadline, "never expired: {job}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(expired["audio"].is_null(), "{expired}");
+    expect_error(
+        system.authed(&token, Method::GET, &audio),
+        410,
+        "audio_expired",
+    )
+    .await;
+    expect_error(
+        system.authed(&token, Method::GET, &format!("/download?fid={id}")),
+        410,
+        "audio_expired",
+    )
+    .await;
+    let listed = expect(system.authed(&token, Method::GET, "/v1/jobs"), 200).await;
+    assert_eq!(listed["jobs"][0]["status"], "expired", "{listed}");
+    // Someone else still sees nothing at all.
+    let other = system.user("victor").await;
+    expect_error(system.authed(&other, Method::GET, &audio), 404, "not_found").await;
+}
+
+/// Short periods, so that the test sees them pass.
+const SHORT_RETENTION: [(&str, &str); 3] = [
+    ("RETENTION__AUDIO", "5s"),
+    ("RETENTION__EXPIRED", "1h"),
+    ("RETENTION__SWEEP_INTERVAL", "200ms"),
+];
+
+#[tokio::test]
+async fn an_expired_mp3_is_gone_embedded() {
+    let env: Vec<(String, &str)> = SHORT_RETENTION
+        .iter()
+        .map(|(key, value)| (format!("MP3CONV_WORKER__{key}"), *value))
+        .collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    an_expired_mp3_is_gone(&System::embedded_with(&[], &env)).await;
+}
+
+#[tokio::test]
+async fn an_expired_mp3_is_gone_on_services() {
+    an_expired_mp3_is_gone(&System::services_with(&SHORT_RETENTION, false)).await;
+}
+
 /// The original system's client, unchanged: curl with `-u` to log in, `-F file=@...` to
 /// upload, `?fid=` to download.
 #[tokio::test]

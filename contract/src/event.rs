@@ -27,6 +27,8 @@ pub const JOB_PROGRESS: &str = "job.progress";
 pub const JOB_DONE: &str = "job.done";
 /// `job.failed`: the job will not produce an MP3.
 pub const JOB_FAILED: &str = "job.failed";
+/// `job.expired`: the job's MP3 expired and is gone; the record stays for a while.
+pub const JOB_EXPIRED: &str = "job.expired";
 /// `job.deleted`: the job and its files are gone.
 pub const JOB_DELETED: &str = "job.deleted";
 /// `notification.created`: a new notification.
@@ -87,7 +89,10 @@ pub enum Event {
     /// The job failed; `job.error` says why.
     #[serde(rename = "job.failed")]
     JobFailed { job: PublicJob },
-    /// The job was deleted.
+    /// The job's MP3 expired; `job.expires_at` says when its record goes.
+    #[serde(rename = "job.expired")]
+    JobExpired { job: PublicJob },
+    /// The job was deleted (by its owner, or when its record expired).
     #[serde(rename = "job.deleted")]
     JobDeleted { job_id: JobId },
     /// A notification was recorded for the user.
@@ -115,6 +120,7 @@ impl Event {
                 job,
             },
             Status::Failed => Event::JobFailed { job },
+            Status::Expired => Event::JobExpired { job },
         }
     }
 
@@ -125,6 +131,7 @@ impl Event {
             Event::JobProgress { .. } => JOB_PROGRESS,
             Event::JobDone { .. } => JOB_DONE,
             Event::JobFailed { .. } => JOB_FAILED,
+            Event::JobExpired { .. } => JOB_EXPIRED,
             Event::JobDeleted { .. } => JOB_DELETED,
             Event::NotificationCreated { .. } => NOTIFICATION_CREATED,
             Event::Resync { .. } => RESYNC,
@@ -137,18 +144,23 @@ impl Event {
             Event::JobQueued { job }
             | Event::JobProgress { job }
             | Event::JobDone { job, .. }
-            | Event::JobFailed { job } => Some(job.id),
+            | Event::JobFailed { job }
+            | Event::JobExpired { job } => Some(job.id),
             Event::JobDeleted { job_id } => Some(*job_id),
             Event::NotificationCreated { notification } => Some(notification.job_id),
             Event::Resync { .. } => None,
         }
     }
 
-    /// Whether nothing more will happen to its job after it (done, failed, deleted).
+    /// Whether no conversion will happen to its job after it (done, failed, expired,
+    /// deleted).
     pub fn ends_job(&self) -> bool {
         matches!(
             self,
-            Event::JobDone { .. } | Event::JobFailed { .. } | Event::JobDeleted { .. }
+            Event::JobDone { .. }
+                | Event::JobFailed { .. }
+                | Event::JobExpired { .. }
+                | Event::JobDeleted { .. }
         )
     }
 }
@@ -357,13 +369,22 @@ mod tests {
             Status::Converting,
             Status::Done,
             Status::Failed,
+            Status::Expired,
         ]
         .map(|s| Event::for_job(job(s)).kind())
         .into();
         assert_eq!(
             kinds,
-            [JOB_QUEUED, JOB_PROGRESS, JOB_PROGRESS, JOB_DONE, JOB_FAILED]
+            [
+                JOB_QUEUED,
+                JOB_PROGRESS,
+                JOB_PROGRESS,
+                JOB_DONE,
+                JOB_FAILED,
+                JOB_EXPIRED
+            ]
         );
+        assert!(Event::for_job(job(Status::Expired)).ends_job());
         assert!(!Event::for_job(job(Status::Converting)).ends_job());
         let resync = Event::Resync {
             reason: "too old".into(),

@@ -79,6 +79,9 @@ pub enum Status {
     Done,
     /// It will not produce an MP3; see `error`.
     Failed,
+    /// Its MP3 was done and has expired: the files are gone, the record stays listed until
+    /// `expires_at`.
+    Expired,
 }
 
 impl Status {
@@ -90,12 +93,13 @@ impl Status {
             Self::Converting => "converting",
             Self::Done => "done",
             Self::Failed => "failed",
+            Self::Expired => "expired",
         }
     }
 
-    /// Done or failed: nothing more will happen.
+    /// Done, failed or expired: no conversion will happen.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Done | Self::Failed)
+        matches!(self, Self::Done | Self::Failed | Self::Expired)
     }
 }
 
@@ -378,6 +382,15 @@ pub struct Job {
     pub attempts: u32,
     /// Whether the final state was announced on the `mp3` queue.
     pub announced: bool,
+    /// When the next removal happens, once the job has finished: a done job's MP3 expires
+    /// then (the job becomes [`Status::Expired`]); a failed or expired job's record is deleted
+    /// then. Whole seconds.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub expires_at: Option<OffsetDateTime>,
     /// When it was created.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -407,6 +420,7 @@ impl Job {
             held: false,
             attempts: 0,
             announced: false,
+            expires_at: None,
             created_at: now,
             updated_at: now,
         }
@@ -450,6 +464,23 @@ impl Job {
         }
     }
 
+    /// Sets when the job's next removal happens (see [`Job::expires_at`]), `after` from now,
+    /// in whole seconds (rounded up).
+    pub fn expire_after(&mut self, after: std::time::Duration) {
+        self.expires_at = Some(whole_seconds(OffsetDateTime::now_utc() + after));
+    }
+
+    /// Marks a done job's MP3 expired (its files are to be removed): no audio and no tracks,
+    /// and the record itself removed at `record_until` (rounded up to a whole second).
+    pub fn expire(&mut self, record_until: OffsetDateTime) {
+        self.status = Status::Expired;
+        self.audio = None;
+        self.tracks.clear();
+        self.progress = 0;
+        self.expires_at = Some(whole_seconds(record_until));
+        self.touch();
+    }
+
     /// Moves the job to `status`.
     pub fn set_status(&mut self, status: Status) {
         self.status = status;
@@ -458,6 +489,16 @@ impl Job {
 
     fn touch(&mut self) {
         self.updated_at = OffsetDateTime::now_utc();
+    }
+}
+
+/// `at` rounded up to a whole second.
+fn whole_seconds(at: OffsetDateTime) -> OffsetDateTime {
+    let floor = at.replace_nanosecond(0).unwrap_or(at);
+    if floor == at {
+        at
+    } else {
+        floor + time::Duration::SECOND
     }
 }
 
@@ -476,6 +517,13 @@ pub struct PublicJob {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tracks: Vec<Track>,
     pub error: Option<JobError>,
+    /// See [`Job::expires_at`].
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub expires_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -494,6 +542,7 @@ impl From<Job> for PublicJob {
             audio: job.audio,
             tracks: job.tracks,
             error: job.error,
+            expires_at: job.expires_at,
             created_at: job.created_at,
             updated_at: job.updated_at,
         }
@@ -667,6 +716,48 @@ mod tests {
         // Round trip through the worker's JSON.
         let back: Job = serde_json::from_value(internal).unwrap();
         assert_eq!(back, job);
+    }
+
+    #[test]
+    fn an_expired_job_keeps_its_record_without_its_files() {
+        let mut job = Job::new(
+            "owner-1".into(),
+            Source::link("https://example.com/a.mp4"),
+            Bitrate::default(),
+        );
+        assert!(
+            serde_json::to_value(&job)
+                .unwrap()
+                .get("expires_at")
+                .is_none()
+        );
+        job.set_status(Status::Done);
+        job.audio = Some(Audio {
+            id: job.id.to_string(),
+            size: 10,
+            duration: 1.0,
+            bitrate: Bitrate::default(),
+        });
+        let before = OffsetDateTime::now_utc();
+        job.expire_after(std::time::Duration::from_millis(1500));
+        let at = job.expires_at.unwrap();
+        assert_eq!(at.nanosecond(), 0, "whole seconds");
+        assert!(at >= before + time::Duration::milliseconds(1500));
+        assert!(at <= before + time::Duration::milliseconds(2500));
+        let json = serde_json::to_value(PublicJob::from(job.clone())).unwrap();
+        assert!(json["expires_at"].as_str().unwrap().ends_with('Z'));
+
+        job.expire(OffsetDateTime::now_utc() + std::time::Duration::from_secs(3600));
+        assert_eq!(job.status, Status::Expired);
+        assert!(job.status.is_terminal());
+        assert!(job.audio.is_none() && job.tracks.is_empty());
+        assert!(job.expires_at.unwrap() > at + time::Duration::minutes(59));
+        let back: Job = serde_json::from_value(serde_json::to_value(&job).unwrap()).unwrap();
+        assert_eq!(back, job);
+        assert_eq!(
+            serde_json::to_value(Status::Expired).unwrap(),
+            Status::Expired.as_str()
+        );
     }
 
     #[test]

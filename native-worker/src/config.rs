@@ -62,6 +62,8 @@ pub struct Config {
     pub fetch: FetchConfig,
     /// Live job events (`/internal/events`).
     pub events: EventsConfig,
+    /// How long videos, MP3s and finished jobs are kept.
+    pub retention: RetentionConfig,
 }
 
 impl Default for Config {
@@ -82,6 +84,7 @@ impl Default for Config {
             convert: ConvertConfig::default(),
             fetch: FetchConfig::default(),
             events: EventsConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -390,6 +393,43 @@ impl Default for EventsConfig {
     }
 }
 
+/// How long what a job leaves behind is kept. Every API-serving process sweeps what is due
+/// every `sweep_interval`; replicas may sweep at once (see [`crate::retention`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Keep a job's video after its conversion finished (until its MP3 expires, or its failed
+    /// record goes). By default the video is deleted as soon as the job is done or failed
+    /// for good.
+    pub keep_sources: bool,
+    /// How long a done job's MP3 (and its tracks) can be downloaded; then the job is
+    /// `expired` and its audio answers 410 `audio_expired`.
+    #[serde(with = "humantime_serde")]
+    pub audio: Duration,
+    /// How long a failed job stays listed.
+    #[serde(with = "humantime_serde")]
+    pub failed: Duration,
+    /// How long an expired job stays listed after its MP3 went.
+    #[serde(with = "humantime_serde")]
+    pub expired: Duration,
+    /// How often an API-serving process looks for what is due.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        const DAY: u64 = 24 * 3600;
+        Self {
+            keep_sources: false,
+            audio: Duration::from_secs(7 * DAY),
+            failed: Duration::from_secs(7 * DAY),
+            expired: Duration::from_secs(30 * DAY),
+            sweep_interval: Duration::from_secs(60),
+        }
+    }
+}
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -515,6 +555,20 @@ impl Config {
         if events.max_streams == 0 || events.max_streams_per_user == 0 {
             return invalid("events.max_streams and events.max_streams_per_user must be positive");
         }
+        let retention = &self.retention;
+        // A century at most: an expiry must stay a date.
+        let century = Duration::from_secs(36_525 * 24 * 3600);
+        if [retention.audio, retention.failed, retention.expired]
+            .iter()
+            .any(|period| period.is_zero() || *period > century)
+        {
+            return invalid(
+                "retention.audio, retention.failed and retention.expired must be between 1s and 100 years",
+            );
+        }
+        if retention.sweep_interval.is_zero() {
+            return invalid("retention.sweep_interval must be positive");
+        }
         if let Some(rate) = self.convert.read_rate
             && !(rate.is_finite() && rate > 0.0)
         {
@@ -605,6 +659,28 @@ mod tests {
     }
 
     #[test]
+    fn retention_defaults_and_bounds() {
+        let mut config = Config {
+            internal_token: Some(SecretString::from("0123456789abcdef0123")),
+            ..Config::default()
+        };
+        let retention = &config.retention;
+        assert!(!retention.keep_sources);
+        assert_eq!(retention.audio, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(retention.failed, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(retention.expired, Duration::from_secs(30 * 24 * 3600));
+        assert_eq!(retention.sweep_interval, Duration::from_secs(60));
+        config.validate().expect("the defaults fit");
+        config.retention.audio = Duration::ZERO;
+        assert!(config.validate().is_err());
+        config.retention.audio = Duration::from_secs(200 * 365 * 24 * 3600);
+        assert!(config.validate().is_err(), "past a century");
+        config.retention.audio = Duration::from_secs(1);
+        config.retention.sweep_interval = Duration::ZERO;
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
     fn held_uploads_need_a_positive_age() {
         let mut config = Config {
             internal_token: Some(SecretString::from("0123456789abcdef0123")),
@@ -641,7 +717,11 @@ mod tests {
             jail.set_env("MP3CONV_WORKER__HELD_UPLOAD_SECONDS", "90");
             jail.set_env("MP3CONV_WORKER__FETCH__PAGES__MAX_DURATION", "2h");
             jail.set_env("MP3CONV_WORKER__FETCH__PAGES__DENY_SITES", "[bad.example]");
+            jail.set_env("MP3CONV_WORKER__RETENTION__AUDIO", "24h");
+            jail.set_env("MP3CONV_WORKER__RETENTION__KEEP_SOURCES", "true");
             let config = Config::from_env().expect("valid config");
+            assert_eq!(config.retention.audio, Duration::from_secs(24 * 3600));
+            assert!(config.retention.keep_sources);
             assert_eq!(config.fetch.pages.max_duration, Duration::from_secs(7200));
             assert_eq!(config.fetch.pages.deny_sites, ["bad.example"]);
             assert_eq!(config.held_upload_seconds, 90);

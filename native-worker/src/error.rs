@@ -47,6 +47,9 @@ pub enum Error {
     /// 409 `not_ready`: the job has no audio (yet).
     #[error("the job has no audio: it is {0}")]
     NotReady(&'static str),
+    /// 410 `audio_expired`: the job's MP3 expired and was removed.
+    #[error("the MP3 expired and was removed; convert the video again")]
+    Expired,
     /// 409 `not_held`: the job was not uploaded with `hold=true`, or was started already.
     #[error("the job is not waiting to be started")]
     NotHeld,
@@ -122,6 +125,7 @@ impl Error {
             Self::NoTracks => (StatusCode::NOT_FOUND, "no_tracks"),
             Self::NotReady(_) => (StatusCode::CONFLICT, "not_ready"),
             Self::NotHeld => (StatusCode::CONFLICT, "not_held"),
+            Self::Expired => (StatusCode::GONE, "audio_expired"),
             Self::TooLargeForZip { .. } => (StatusCode::CONFLICT, "too_large_for_zip"),
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Self::RangeNotSatisfiable { .. } => {

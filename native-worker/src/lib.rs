@@ -19,6 +19,7 @@ pub mod page;
 mod processor;
 pub mod proxy;
 pub mod queue;
+pub mod retention;
 mod routes;
 pub mod storage;
 pub mod sweep;
@@ -242,6 +243,10 @@ impl Worker {
         let held_sweeper = role
             .serves_api()
             .then(|| tokio::spawn(held::run(Arc::clone(&self.state), token.clone())));
+        // Only processes serving the API sweep what retention removes, like held uploads.
+        let retention_sweeper = role
+            .serves_api()
+            .then(|| tokio::spawn(retention::run(Arc::clone(&self.state), token.clone())));
         let sweeper = self.gridfs_sweep.map(|db| {
             let state = Arc::clone(&self.state);
             let stop = token.clone();
@@ -289,6 +294,9 @@ impl Worker {
         }
         if let Some(held_sweeper) = held_sweeper {
             held_sweeper.await.map_err(Error::internal)?;
+        }
+        if let Some(retention_sweeper) = retention_sweeper {
+            retention_sweeper.await.map_err(Error::internal)?;
         }
         if let Some(subscriber) = subscriber {
             subscriber.await.map_err(Error::internal)?;

@@ -13,6 +13,35 @@ pub struct StatusLabel {
     pub status: String,
 }
 
+/// Label of what the retention removed.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// `video`, `mp3` or `job`.
+    pub kind: &'static str,
+}
+
+/// What retention removed, by kind (one family, `mp3conv_worker_retention_removed_total`).
+#[derive(Debug, Clone, Default)]
+pub struct Removed {
+    /// Videos removed once their conversion finished, or with their MP3 when kept.
+    pub videos: Counter,
+    /// Expired MP3s: whole files and tracks.
+    pub mp3s: Counter,
+    /// Finished jobs' records removed when due.
+    pub jobs: Counter,
+}
+
+impl Removed {
+    fn registered(family: &Family<KindLabel, Counter>) -> Self {
+        let kind = |kind| family.get_or_create(&KindLabel { kind }).clone();
+        Self {
+            videos: kind("video"),
+            mp3s: kind("mp3"),
+            jobs: kind("job"),
+        }
+    }
+}
+
 /// The worker's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -43,6 +72,8 @@ pub struct Metrics {
     pub held_uploads_removed: Counter,
     /// Links that were video pages, each resolved by one yt-dlp run.
     pub page_resolutions: Counter,
+    /// What retention removed.
+    pub removed: Removed,
 }
 
 impl Default for Metrics {
@@ -61,6 +92,13 @@ impl Default for Metrics {
         let gridfs_orphans_removed = Counter::default();
         let held_uploads_removed = Counter::default();
         let page_resolutions = Counter::default();
+        let removed_family = Family::<KindLabel, Counter>::default();
+        let removed = Removed::registered(&removed_family);
+        registry.register(
+            "retention_removed",
+            "Files and job records removed by retention, by kind (video, mp3, job)",
+            removed_family,
+        );
         registry.register("jobs", "Jobs that entered each state", jobs.clone());
         registry.register(
             "conversion_seconds",
@@ -129,6 +167,7 @@ impl Default for Metrics {
             gridfs_orphans_removed,
             held_uploads_removed,
             page_resolutions,
+            removed,
         }
     }
 }

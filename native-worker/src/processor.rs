@@ -408,6 +408,7 @@ async fn process(
             Some(field) => job.fail_option(failure.code, failure.message, field),
             None => job.fail(failure.code, failure.message),
         }
+        job.expire_after(state.config.retention.failed);
         return save_and_finish(
             state,
             job,
@@ -455,6 +456,7 @@ async fn process(
         failure.code,
         format!("gave up after {attempt} attempts: {}", failure.message),
     );
+    job.expire_after(state.config.retention.failed);
     save_and_finish(
         state,
         job,
@@ -510,7 +512,8 @@ async fn save_and_finish(
     }
 }
 
-/// Announces a job in a final state unless that was done already, then settles with `then`.
+/// Removes a finished job's video (see [`crate::retention`]), announces the job unless that
+/// was done already, then settles with `then`.
 async fn finish(
     state: &State,
     job: &mut Job,
@@ -519,6 +522,7 @@ async fn finish(
     holder: &str,
     then: Outcome,
 ) -> Outcome {
+    crate::retention::remove_source(state, job).await;
     if job.announced {
         return then;
     }
@@ -814,6 +818,7 @@ async fn convert_job(
     job.progress = 100;
     job.error = None;
     job.set_status(Status::Done);
+    job.expire_after(state.config.retention.audio);
     save(state, job, holder).await?;
     state.metrics.job(Status::Done);
     state.events.job(job);

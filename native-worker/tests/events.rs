@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 on_both_backends!(
     a_stream_follows_jobs_and_resumes,
+    an_expiring_job_tells_its_owners_stream,
     streams_are_private_and_job_streams_end,
     posted_notifications_reach_the_owner,
 );
@@ -190,6 +191,35 @@ fn assert_job_story(frames: &[Frame], id: &str, last: &str) -> Value {
         );
     }
     data(mine[mine.len() - 1])
+}
+
+/// Retention's changes reach the owner's stream: `job.expired` when the MP3 goes (the public
+/// job, expired, without audio), then `job.deleted` when the record goes.
+async fn an_expiring_job_tells_its_owners_stream(backend: Backend) {
+    let app = spawn_with(backend, |c| {
+        c.retention.audio = Duration::from_secs(1);
+        c.retention.expired = Duration::from_secs(1);
+        c.retention.sweep_interval = Duration::from_millis(100);
+    })
+    .await;
+    let mut stream = Sse::open(&app, "/internal/events", "ivy", &[]).await;
+    let id = app.upload_ok("ivy", "clip.mp4", media("mp4")).await;
+    stream.until_final(&[&id]).await;
+    let mut after = Vec::new();
+    while !after.iter().any(|f: &Frame| f.event == "job.deleted") {
+        let frame = stream.next().await.expect("the stream ended");
+        if job_id_of(&frame) == id {
+            after.push(frame);
+        }
+    }
+    let kinds: Vec<&str> = after.iter().map(|f| f.event.as_str()).collect();
+    assert_eq!(kinds, ["job.expired", "job.deleted"]);
+    let expired = data(&after[0]);
+    assert_eq!(expired["job"]["status"], "expired", "{expired}");
+    assert!(expired["job"]["audio"].is_null(), "{expired}");
+    assert!(expired["job"]["expires_at"].is_string(), "{expired}");
+    assert!(expired["job"].get("owner").is_none(), "the public shape");
+    app.stop().await;
 }
 
 async fn a_stream_follows_jobs_and_resumes(backend: Backend) {

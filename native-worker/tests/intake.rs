@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Backend, JOB_DEADLINE, TestApp, media, spawn, spawn_named, spawn_with};
+use common::{Backend, JOB_DEADLINE, Stores, TestApp, media, spawn, spawn_named, spawn_with};
 use futures::StreamExt;
 use mp3conv_contract::event::{Frame, Parser};
 use mp3conv_contract::options::Options;
@@ -432,8 +432,13 @@ async fn counter(app: &TestApp, name: &str) -> u64 {
 const REMOVED: &str = "mp3conv_worker_held_uploads_removed_total";
 
 async fn abandoned_held_uploads_are_removed(backend: Backend) {
-    // The setting under test: held uploads count as abandoned after 2 s here.
-    let app = spawn_with(backend, |c| c.held_upload_seconds = 2).await;
+    // The setting under test: held uploads count as abandoned after 2 s here. Finished jobs
+    // keep their videos, so that what the held sweep leaves shows.
+    let app = spawn_with(backend, |c| {
+        c.held_upload_seconds = 2;
+        c.retention.keep_sources = true;
+    })
+    .await;
     let abandoned = upload_held(&app, "abe").await;
     let started = id_of(&upload_held(&app, "abe").await);
     assert_eq!(start(&app, "abe", &started, "{}").await.status(), 202);
@@ -473,50 +478,6 @@ async fn replicas_remove_each_abandoned_upload_once() {
     assert_eq!(common::count(database, "jobs").await, 0);
     second.stop().await;
     first.stop().await;
-}
-
-/// The worker's stores, opened beside it (the same SQLite file and directory, or database).
-struct Stores {
-    jobs: Box<dyn JobStore>,
-    videos: Box<dyn BlobStore>,
-    mp3s: Box<dyn BlobStore>,
-}
-
-impl Stores {
-    async fn of(app: &TestApp) -> Stores {
-        use native_worker::jobs::{mongo::MongoJobs, sqlite::SqliteJobs};
-        use native_worker::storage::{gridfs::GridFsStore, local::LocalStore};
-        match app.backend {
-            Backend::Embedded => {
-                let dir = app.dir.path();
-                Stores {
-                    jobs: Box::new(SqliteJobs::open(&dir.join("jobs.sqlite")).await.unwrap()),
-                    videos: Box::new(LocalStore::open(dir.join("blobs/videos")).await.unwrap()),
-                    mp3s: Box::new(LocalStore::open(dir.join("blobs/mp3s")).await.unwrap()),
-                }
-            }
-            Backend::Services => {
-                let client = mongodb::Client::with_uri_str(common::mongo_url())
-                    .await
-                    .unwrap();
-                let db = client.database(&app.names.database);
-                Stores {
-                    jobs: Box::new(MongoJobs::open(db.clone()).await.unwrap()),
-                    videos: Box::new(GridFsStore::open(db.clone(), "videos").await.unwrap()),
-                    mp3s: Box::new(GridFsStore::open(db, "mp3s").await.unwrap()),
-                }
-            }
-        }
-    }
-
-    async fn put(store: &dyn BlobStore, id: &str, bytes: &[u8]) {
-        let body = futures::stream::iter([Ok(Bytes::copy_from_slice(bytes))]);
-        let size = store
-            .put(id, "blob", Box::pin(body), u64::MAX)
-            .await
-            .unwrap();
-        assert_eq!(size, bytes.len() as u64);
-    }
 }
 
 /// Bytes standing in for an MP3 (the routes serve what is stored).

@@ -155,7 +155,11 @@ impl Follower {
                         self.breaks = 0;
                         progress(job.progress);
                     }
-                    Some(Event::JobDone { job, .. } | Event::JobFailed { job }) => {
+                    Some(
+                        Event::JobDone { job, .. }
+                        | Event::JobFailed { job }
+                        | Event::JobExpired { job },
+                    ) => {
                         return Ended::Job(Box::new(job));
                     }
                     Some(Event::JobDeleted { .. }) => return Ended::Deleted,

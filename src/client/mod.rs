@@ -459,6 +459,10 @@ impl Client {
             let status = job.status;
             return Err(if status == Status::Failed {
                 Failure::JobFailed(format!("{id} failed: nothing to download"))
+            } else if status == Status::Expired {
+                Failure::JobFailed(format!(
+                    "{id} expired: its MP3 was removed; convert the video again"
+                ))
             } else {
                 Failure::Usage(format!("{id} is {status}: no MP3 yet"))
             });
@@ -584,7 +588,23 @@ fn describe(job: &PublicJob) -> String {
     if let Some(error) = &job.error {
         line.push_str(&format!("  ({})", error.message));
     }
+    if let (Status::Done, Some(at)) = (job.status, job.expires_at) {
+        line.push_str(&format!("  (MP3 kept until {})", day_and_time(at)));
+    }
     line
+}
+
+/// `at` as `2026-12-08 10:00 UTC`.
+fn day_and_time(at: time::OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{}-{:02}-{:02} {:02}:{:02} UTC",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute()
+    )
 }
 
 /// Where track `number` of the MP3 at `mp3` is saved: beside it, as
@@ -717,6 +737,26 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_done_job_says_until_when_its_mp3_is_kept() {
+        let mut job: PublicJob = mp3conv_contract::job::Job::new(
+            "u".into(),
+            Source::link("https://example.com/a.mp4"),
+            Default::default(),
+        )
+        .into();
+        job.status = Status::Done;
+        job.expires_at = Some(time::OffsetDateTime::from_unix_timestamp(1_796_720_707).unwrap());
+        assert!(
+            describe(&job).ends_with("(MP3 kept until 2026-12-08 09:05 UTC)"),
+            "{}",
+            describe(&job)
+        );
+        job.status = Status::Expired;
+        assert!(describe(&job).contains(" expired "));
+        assert!(!describe(&job).contains("kept until"));
+    }
 
     #[test]
     fn tracks_are_saved_beside_the_mp3_under_safe_names() {

@@ -499,7 +499,7 @@ impl System {
                 200,
             )
             .await;
-            if job["status"] == "done" || job["status"] == "failed" {
+            if ["done", "failed", "expired"].contains(&job["status"].as_str().unwrap_or_default()) {
                 return job;
             }
             assert!(Instant::now() < deadline, "the job never settled: {job}");

@@ -10,6 +10,7 @@ const STATUS_WORDS = {
   converting: "Converting",
   done: "Ready",
   failed: "Failed",
+  expired: "Expired: the MP3 was removed",
 };
 
 /**
@@ -24,6 +25,7 @@ function card(job) {
   const progress = h("progress", { class: "job-progress", max: "100", "aria-label": "Progress of " + name });
   const error = h("p", { class: "job-error", hidden: true });
   const ready = h("div", { class: "job-ready", hidden: true });
+  const keep = h("p", { class: "job-keep", hidden: true });
   const remove = h("button", { type: "button", class: "job-delete secondary", "aria-label": "Delete " + name }, "Delete");
   let release = () => {};
   // The options it runs with: they never change over a job's life.
@@ -38,7 +40,7 @@ function card(job) {
       h("span", { class: "job-meta" }, when(job.created_at), " · ", job.bitrate.startsWith("v") ? "VBR " + job.bitrate.toUpperCase() : job.bitrate + " kbit/s"),
       words.length ? h("span", { class: "job-options" }, "Options: " + words.join(" · ")) : null,
     ),
-    h("div", { class: "job-state", "aria-live": "polite" }, status, progress, error, ready),
+    h("div", { class: "job-state", "aria-live": "polite" }, status, progress, error, ready, keep),
     h("div", { class: "job-actions" }, remove),
   );
   remove.addEventListener("click", async () => {
@@ -65,7 +67,7 @@ function card(job) {
     const words = STATUS_WORDS[next.status] || next.status;
     const active = next.status === "downloading" || next.status === "converting";
     replace(status, active && next.progress > 0 ? words + " " + next.progress + "%" : words);
-    progress.hidden = next.status === "done" || next.status === "failed";
+    progress.hidden = next.status === "done" || next.status === "failed" || next.status === "expired";
     if (next.status === "queued") progress.removeAttribute("value");
     else progress.value = next.progress;
     error.hidden = next.status !== "failed";
@@ -76,6 +78,16 @@ function card(job) {
       release = part.release;
       replace(ready, part.elements);
     }
+    if (next.status === "expired" && !ready.hidden) {
+      // The MP3 is gone from the server: so are the player and the download buttons.
+      release();
+      release = () => {};
+      ready.hidden = true;
+      replace(ready);
+    }
+    const until = next.status === "done" && next.expires_at ? when(next.expires_at) : "";
+    keep.hidden = !until;
+    replace(keep, until ? "Kept until " + until : "");
   }
   update(job);
   return { element, update, release: () => release() };

@@ -1,7 +1,7 @@
 // What the page knows of the caller's jobs and notifications, kept current by the event
 // stream. Views subscribe and redraw what changed.
 
-const RANK = { queued: 0, downloading: 1, converting: 2, done: 3, failed: 3 };
+const RANK = { queued: 0, downloading: 1, converting: 2, done: 3, failed: 3, expired: 4 };
 
 const jobs = new Map();
 const jobListeners = new Set();
@@ -78,6 +78,7 @@ export function apply(type, payload) {
     case "job.progress":
     case "job.done":
     case "job.failed":
+    case "job.expired":
       if (payload.job) putJob(payload.job);
       break;
     case "job.deleted":

@@ -35,6 +35,9 @@ pub enum Saved {
 /// round of the sweeper removes.
 pub const HELD_BATCH: u32 = 100;
 
+/// Due jobs one [`JobStore::due`] query returns at most: one round of the retention sweeper.
+pub const DUE_BATCH: u32 = 200;
+
 /// Where jobs are kept.
 ///
 /// Only the converter changes a job after it is created (the API creates, starts held
@@ -49,6 +52,9 @@ pub const HELD_BATCH: u32 = 100;
 /// [`insert`](JobStore::insert) from the store's caller's clock, so the sweeper measures from
 /// when the video was stored, not from when its job was made), cleared by
 /// [`start_held`](JobStore::start_held), which is the one way out of holding.
+///
+/// A finished job's [`Job::expires_at`] is kept beside it too, in Unix milliseconds, indexed
+/// for the retention sweeper; every write of the job writes it.
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
     /// Stores a new job; a [`Job::held`] one is marked held since now.
@@ -80,6 +86,19 @@ pub trait JobStore: Send + Sync + 'static {
     /// Replaces a stored job only while `holder` holds its lease (a compare-and-set on the
     /// holder): a converter that lost its lease cannot overwrite the new holder's result.
     async fn save_held(&self, job: &Job, holder: &str) -> Result<Saved, Error>;
+
+    /// Up to `limit` finished jobs whose [`Job::expires_at`] is before `now`, the earliest
+    /// due first.
+    async fn due(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<Job>, Error>;
+
+    /// Replaces a due job with `job` (as the sweeper changed it) if its stored expiry is still
+    /// `was`: one compare-and-set, so of two sweepers only one wins. `false` if it changed or
+    /// is gone.
+    async fn replace_due(&self, job: &Job, was: OffsetDateTime) -> Result<bool, Error>;
+
+    /// Removes the job if its stored expiry is still `was`; `false` if another sweeper (or its
+    /// owner) removed it first.
+    async fn delete_due(&self, id: JobId, was: OffsetDateTime) -> Result<bool, Error>;
 
     /// Which of `ids` are stored jobs, asked [`EXISTING_BATCH`] at a time.
     async fn existing(&self, ids: &[JobId]) -> Result<HashSet<JobId>, Error>;

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
-use mongodb::bson::{Document, doc};
+use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, Database, IndexModel};
 use time::OffsetDateTime;
@@ -57,6 +57,14 @@ impl MongoJobs {
         )
         .await
         .map_err(db_error)?;
+        jobs.create_index(
+            IndexModel::builder()
+                .keys(doc! {"expires_ms": 1})
+                .options(IndexOptions::builder().name("expiry".to_owned()).build())
+                .build(),
+        )
+        .await
+        .map_err(db_error)?;
         Ok(Self { db, jobs })
     }
 }
@@ -65,10 +73,18 @@ fn encode(job: &Job) -> Result<Document, Error> {
     let mut doc = mongodb::bson::to_document(job).map_err(Error::internal)?;
     doc.insert("_id", job.id.to_string());
     doc.remove("id");
+    // The expiry as a number the sweeper's index orders; null (never matched by `$lt`) until
+    // the job finishes, written with every write of the job.
+    doc.insert(
+        "expires_ms",
+        job.expires_at
+            .map_or(Bson::Null, |at| Bson::Int64(unix_ms(at))),
+    );
     Ok(doc)
 }
 
 fn decode(mut doc: Document) -> Result<Job, Error> {
+    doc.remove("expires_ms");
     if let Some(id) = doc.remove("_id") {
         doc.insert("id", id);
     }
@@ -189,6 +205,43 @@ impl JobStore for MongoJobs {
             .map_err(db_error)?
             .is_some();
         Ok(if exists { Saved::NotHeld } else { Saved::Gone })
+    }
+
+    async fn due(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<Job>, Error> {
+        let docs: Vec<Document> = self
+            .jobs
+            .find(doc! {"expires_ms": {"$lt": unix_ms(now)}})
+            .sort(doc! {"expires_ms": 1})
+            .limit(i64::from(limit))
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)?;
+        docs.into_iter().map(decode).collect()
+    }
+
+    async fn replace_due(&self, job: &Job, was: OffsetDateTime) -> Result<bool, Error> {
+        // A replacement, not a `$set`: fields the changed job leaves out (its tracks, gone)
+        // must go. A finished job has no lease or hold beside it worth keeping.
+        let result = self
+            .jobs
+            .replace_one(
+                doc! {"_id": job.id.to_string(), "expires_ms": unix_ms(was)},
+                encode(job)?,
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(result.matched_count == 1)
+    }
+
+    async fn delete_due(&self, id: JobId, was: OffsetDateTime) -> Result<bool, Error> {
+        let result = self
+            .jobs
+            .delete_one(doc! {"_id": id.to_string(), "expires_ms": unix_ms(was)})
+            .await
+            .map_err(db_error)?;
+        Ok(result.deleted_count == 1)
     }
 
     async fn existing(&self, ids: &[JobId]) -> Result<HashSet<JobId>, Error> {

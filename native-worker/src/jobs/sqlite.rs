@@ -89,6 +89,26 @@ impl SqliteJobs {
                 .await
                 .map_err(db_error)?;
         }
+        // And before retention, the expiry's column.
+        let expiring: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE name = 'expires_at'",
+        )
+        .fetch_one(&pool)
+        .await
+        .map_err(db_error)?;
+        if expiring == 0 {
+            sqlx::query("ALTER TABLE jobs ADD COLUMN expires_at INTEGER")
+                .execute(&pool)
+                .await
+                .map_err(db_error)?;
+        }
+        sqlx::query(
+            "CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires_at)
+             WHERE expires_at IS NOT NULL",
+        )
+        .execute(&pool)
+        .await
+        .map_err(db_error)?;
         // Only held uploads are in it: the sweeper finds them without a scan.
         sqlx::query(
             "CREATE INDEX IF NOT EXISTS jobs_held ON jobs (held_since)
@@ -105,6 +125,11 @@ fn encode(job: &Job) -> Result<String, Error> {
     serde_json::to_string(job).map_err(Error::internal)
 }
 
+/// The job's expiry as stored beside it.
+fn expiry(job: &Job) -> Option<i64> {
+    job.expires_at.map(unix_ms)
+}
+
 fn decode(body: &str) -> Result<Job, Error> {
     serde_json::from_str(body).map_err(Error::internal)
 }
@@ -113,14 +138,17 @@ fn decode(body: &str) -> Result<Job, Error> {
 impl JobStore for SqliteJobs {
     async fn insert(&self, job: &Job) -> Result<(), Error> {
         let held_since = job.held.then(|| unix_ms(OffsetDateTime::now_utc()));
-        sqlx::query("INSERT INTO jobs (id, owner, body, held_since) VALUES (?, ?, ?, ?)")
-            .bind(job.id.to_string())
-            .bind(&job.owner)
-            .bind(encode(job)?)
-            .bind(held_since)
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
+        sqlx::query(
+            "INSERT INTO jobs (id, owner, body, held_since, expires_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(job.id.to_string())
+        .bind(&job.owner)
+        .bind(encode(job)?)
+        .bind(held_since)
+        .bind(expiry(job))
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
         Ok(())
     }
 
@@ -156,9 +184,11 @@ impl JobStore for SqliteJobs {
 
     async fn start_held(&self, job: &Job) -> Result<bool, Error> {
         let result = sqlx::query(
-            "UPDATE jobs SET body = ?, held_since = NULL WHERE id = ? AND held_since IS NOT NULL",
+            "UPDATE jobs SET body = ?, expires_at = ?, held_since = NULL
+             WHERE id = ? AND held_since IS NOT NULL",
         )
         .bind(encode(job)?)
+        .bind(expiry(job))
         .bind(job.id.to_string())
         .execute(&self.pool)
         .await
@@ -192,8 +222,9 @@ impl JobStore for SqliteJobs {
     }
 
     async fn save(&self, job: &Job) -> Result<bool, Error> {
-        let result = sqlx::query("UPDATE jobs SET body = ? WHERE id = ?")
+        let result = sqlx::query("UPDATE jobs SET body = ?, expires_at = ? WHERE id = ?")
             .bind(encode(job)?)
+            .bind(expiry(job))
             .bind(job.id.to_string())
             .execute(&self.pool)
             .await
@@ -203,13 +234,16 @@ impl JobStore for SqliteJobs {
 
     async fn save_held(&self, job: &Job, holder: &str) -> Result<Saved, Error> {
         let id = job.id.to_string();
-        let result = sqlx::query("UPDATE jobs SET body = ? WHERE id = ? AND lease_holder = ?")
-            .bind(encode(job)?)
-            .bind(&id)
-            .bind(holder)
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
+        let result = sqlx::query(
+            "UPDATE jobs SET body = ?, expires_at = ? WHERE id = ? AND lease_holder = ?",
+        )
+        .bind(encode(job)?)
+        .bind(expiry(job))
+        .bind(&id)
+        .bind(holder)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
         if result.rows_affected() == 1 {
             return Ok(Saved::Saved);
         }
@@ -223,6 +257,42 @@ impl JobStore for SqliteJobs {
         } else {
             Saved::Gone
         })
+    }
+
+    async fn due(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<Job>, Error> {
+        let bodies: Vec<String> = sqlx::query_scalar(
+            "SELECT body FROM jobs WHERE expires_at IS NOT NULL AND expires_at < ?
+             ORDER BY expires_at LIMIT ?",
+        )
+        .bind(unix_ms(now))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        bodies.iter().map(|b| decode(b)).collect()
+    }
+
+    async fn replace_due(&self, job: &Job, was: OffsetDateTime) -> Result<bool, Error> {
+        let result =
+            sqlx::query("UPDATE jobs SET body = ?, expires_at = ? WHERE id = ? AND expires_at = ?")
+                .bind(encode(job)?)
+                .bind(expiry(job))
+                .bind(job.id.to_string())
+                .bind(unix_ms(was))
+                .execute(&self.pool)
+                .await
+                .map_err(db_error)?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn delete_due(&self, id: JobId, was: OffsetDateTime) -> Result<bool, Error> {
+        let result = sqlx::query("DELETE FROM jobs WHERE id = ? AND expires_at = ?")
+            .bind(id.to_string())
+            .bind(unix_ms(was))
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(result.rows_affected() == 1)
     }
 
     async fn existing(&self, ids: &[JobId]) -> Result<HashSet<JobId>, Error> {

@@ -356,7 +356,8 @@ pub(super) async fn delete(
 }
 
 /// `GET /internal/jobs/{id}/audio`: the MP3, streamed. Supports a single `Range` (206, or 416
-/// `range_not_satisfiable`), `ETag` and `If-None-Match` (304). 409 `not_ready` before done.
+/// `range_not_satisfiable`), `ETag` and `If-None-Match` (304). 409 `not_ready` before done,
+/// 410 `audio_expired` once expired.
 pub(super) async fn audio(
     AxumState(state): AxumState<Arc<State>>,
     Owner(owner): Owner,
@@ -366,6 +367,7 @@ pub(super) async fn audio(
     let job = owned_job(&state, &owner, &id).await?;
     let audio = match (&job.status, &job.audio) {
         (Status::Done, Some(audio)) => audio,
+        (Status::Expired, _) => return Err(Error::Expired),
         (status, _) => return Err(Error::NotReady(status.as_str())),
     };
     serve_mp3(&state, audio, &headers).await

@@ -20,9 +20,12 @@ use crate::job::{Job, Status};
 use crate::storage::ByteStream;
 use crate::zip::{Archive, Entry, Unfit, entry_names};
 
-/// The finished job's tracks: 409 `not_ready` before it is done, 404 `no_tracks` if it was not
-/// split.
+/// The finished job's tracks: 409 `not_ready` before it is done, 410 `audio_expired` once
+/// expired, 404 `no_tracks` if it was not split.
 fn split_job(job: &Job) -> Result<(), Error> {
+    if job.status == Status::Expired {
+        return Err(Error::Expired);
+    }
     if job.status != Status::Done {
         return Err(Error::NotReady(job.status.as_str()));
     }

@@ -14,9 +14,11 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use native_worker::config::{JobStoreConfig, QueueKind, StorageConfig};
 use native_worker::job::Job;
+use native_worker::jobs::JobStore;
 use native_worker::queue::memory::MemoryQueue;
 use native_worker::queue::rabbitmq::QueueNames;
 use native_worker::queue::{JobQueue, Outgoing, Route};
+use native_worker::storage::BlobStore;
 use native_worker::{Config, OWNER_HEADER, Worker};
 use secrecy::SecretString;
 use serde_json::Value;
@@ -414,9 +416,50 @@ pub async fn publish_raw(queue: &str, body: &[u8]) {
     let _ = connection.close(200, "done".into()).await;
 }
 
+/// The worker's stores, opened beside it (the same SQLite file and directory, or database).
+pub struct Stores {
+    pub jobs: Box<dyn JobStore>,
+    pub videos: Box<dyn BlobStore>,
+    pub mp3s: Box<dyn BlobStore>,
+}
+
+impl Stores {
+    pub async fn of(app: &TestApp) -> Stores {
+        use native_worker::jobs::{mongo::MongoJobs, sqlite::SqliteJobs};
+        use native_worker::storage::{gridfs::GridFsStore, local::LocalStore};
+        match app.backend {
+            Backend::Embedded => {
+                let dir = app.dir.path();
+                Stores {
+                    jobs: Box::new(SqliteJobs::open(&dir.join("jobs.sqlite")).await.unwrap()),
+                    videos: Box::new(LocalStore::open(dir.join("blobs/videos")).await.unwrap()),
+                    mp3s: Box::new(LocalStore::open(dir.join("blobs/mp3s")).await.unwrap()),
+                }
+            }
+            Backend::Services => {
+                let client = mongodb::Client::with_uri_str(mongo_url()).await.unwrap();
+                let db = client.database(&app.names.database);
+                Stores {
+                    jobs: Box::new(MongoJobs::open(db.clone()).await.unwrap()),
+                    videos: Box::new(GridFsStore::open(db.clone(), "videos").await.unwrap()),
+                    mp3s: Box::new(GridFsStore::open(db, "mp3s").await.unwrap()),
+                }
+            }
+        }
+    }
+
+    pub async fn put(store: &dyn BlobStore, id: &str, bytes: &[u8]) {
+        let body = futures::stream::iter([Ok(bytes::Bytes::copy_from_slice(bytes))]);
+        let size = store
+            .put(id, "blob", Box::pin(body), u64::MAX)
+            .await
+            .unwrap();
+        assert_eq!(size, bytes.len() as u64);
+    }
+}
+
 /// A job inserted straight into a test database's `jobs` collection.
 pub async fn insert_job(database: &str, job: &Job) {
-    use native_worker::jobs::JobStore;
     let client = mongodb::Client::with_uri_str(mongo_url()).await.unwrap();
     let store = native_worker::jobs::mongo::MongoJobs::open(client.database(database))
         .await

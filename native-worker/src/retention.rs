@@ -1,0 +1,191 @@
+//! What a finished job leaves behind, removed when it is due (see [`RetentionConfig`]).
+//!
+//! A job's video goes as soon as its conversion has finished (done or failed for good), unless
+//! the operator keeps sources: the converter removes it (see [`remove_source`]). A finished
+//! job then carries [`Job::expires_at`]: for a done job, when its MP3 expires; for a failed or
+//! expired one, when its record goes. Every API-serving process sweeps what is due every
+//! [`RetentionConfig::sweep_interval`], [`DUE_BATCH`] jobs at a time:
+//! - a done job becomes `expired`: its MP3s (the whole file and its tracks) are removed, and so
+//!   is its video if it was kept; the record stays listed until its new `expires_at`;
+//! - a failed or expired job's record is removed, with whatever files are left.
+//!
+//! Several replicas may sweep at once: each step is a compare-and-set on the job's stored
+//! expiry ([`JobStore::replace_due`], [`JobStore::delete_due`]), so exactly one sweeper wins
+//! each job and only the winner removes and counts its files. The record changes before the
+//! files go: a sweeper that dies in between leaves files that the record's own removal (or the
+//! GridFS orphan sweep) takes later, never a record pointing at missing audio it still offers.
+
+use std::sync::Arc;
+
+use mp3conv_contract::event::{Envelope, Event};
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use crate::State;
+use crate::config::RetentionConfig;
+use crate::error::{Error, error_chain};
+use crate::job::{Job, Status, track_blob_id};
+use crate::jobs::{DUE_BATCH, JobStore};
+use crate::metrics::Removed;
+use crate::storage::BlobStore;
+
+/// What a sweep changed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A done job's MP3 expired; the job as it is now stored.
+    Expired(Job),
+    /// A job's record was removed.
+    Deleted(Job),
+}
+
+/// What one [`sweep_due`] call removed (another replica may have removed more).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Done jobs that became expired.
+    pub expired: usize,
+    /// Records removed.
+    pub deleted: usize,
+    /// Files removed: MP3s, tracks and kept videos.
+    pub files: usize,
+}
+
+/// The stores a sweep works on.
+pub struct Stores<'a> {
+    pub jobs: &'a dyn JobStore,
+    pub videos: &'a dyn BlobStore,
+    pub mp3s: &'a dyn BlobStore,
+}
+
+/// Sweeps every job due before `now` (see the module's documentation), counting what it
+/// removes in `removed` and telling `changed` of each job it changed.
+pub async fn sweep_due(
+    stores: &Stores<'_>,
+    policy: &RetentionConfig,
+    now: OffsetDateTime,
+    removed: &Removed,
+    mut changed: impl FnMut(Change),
+) -> Result<Swept, Error> {
+    let mut swept = Swept::default();
+    loop {
+        let batch = stores.jobs.due(now, DUE_BATCH).await?;
+        let full = batch.len() == DUE_BATCH as usize;
+        for job in batch {
+            // Only finished jobs carry an expiry; `due` lists nothing else.
+            let Some(was) = job.expires_at else { continue };
+            // A lost race (another replica, or its owner's delete) leaves the job no longer
+            // due, so the next batch does not list it again.
+            if job.status == Status::Done {
+                let mut expired = job.clone();
+                expired.expire(now + policy.expired);
+                if stores.jobs.replace_due(&expired, was).await? {
+                    let mp3s = remove_mp3s(stores.mp3s, &job).await?;
+                    removed.mp3s.inc_by(mp3s as u64);
+                    // A kept video goes with its MP3.
+                    if policy.keep_sources {
+                        stores.videos.delete(&job.video_id).await?;
+                        removed.videos.inc();
+                        swept.files += 1;
+                    }
+                    tracing::info!(job_id = %job.id, owner = %job.owner, "the MP3 expired");
+                    swept.expired += 1;
+                    swept.files += mp3s;
+                    changed(Change::Expired(expired));
+                }
+            } else if stores.jobs.delete_due(job.id, was).await? {
+                // Leftovers only: an expired job's MP3s went at expiry and a failed job has
+                // none; a kept video goes now.
+                remove_mp3s(stores.mp3s, &job).await?;
+                stores.videos.delete(&job.video_id).await?;
+                removed.jobs.inc();
+                tracing::info!(job_id = %job.id, owner = %job.owner, status = %job.status, "removed a finished job's record");
+                swept.deleted += 1;
+                changed(Change::Deleted(job));
+            }
+        }
+        if !full {
+            return Ok(swept);
+        }
+    }
+}
+
+/// Removes a job's MP3 and its tracks' MP3s; how many files that was (removing a missing
+/// one is harmless).
+async fn remove_mp3s(mp3s: &dyn BlobStore, job: &Job) -> Result<usize, Error> {
+    mp3s.delete(&job.id.to_string()).await?;
+    for number in 1..=job.tracks.len() as u32 {
+        mp3s.delete(&track_blob_id(job.id, number)).await?;
+    }
+    Ok(usize::from(job.audio.is_some()) + job.tracks.len())
+}
+
+/// Removes a finished job's video unless the operator keeps sources; counts it if it was
+/// still there. A failure is logged, not fatal: the job's record removal takes it later.
+pub(crate) async fn remove_source(state: &State, job: &Job) {
+    if state.config.retention.keep_sources {
+        return;
+    }
+    let removed = async {
+        let there = state.videos.size(&job.video_id).await?.is_some();
+        if there {
+            state.videos.delete(&job.video_id).await?;
+        }
+        Ok::<_, Error>(there)
+    };
+    match removed.await {
+        Ok(true) => {
+            state.metrics.removed.videos.inc();
+            tracing::info!("removed the video: its conversion has finished");
+        }
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(error = %error_chain(&e), "cannot remove the finished job's video")
+        }
+    }
+}
+
+/// Sweeps every [`RetentionConfig::sweep_interval`] until `shutdown`, publishing what changed
+/// to the owners' event streams; a sweep cut short resumes at the next tick or in the next
+/// process.
+pub(crate) async fn run(state: Arc<State>, shutdown: CancellationToken) {
+    let policy = &state.config.retention;
+    let mut ticks = tokio::time::interval(policy.sweep_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stores = Stores {
+        jobs: state.jobs.as_ref(),
+        videos: state.videos.as_ref(),
+        mp3s: state.mp3s.as_ref(),
+    };
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let publish = |change: Change| match change {
+            Change::Expired(job) => state.events.job(&job),
+            Change::Deleted(job) => state.events.publish(Envelope::new(
+                job.owner.clone(),
+                Event::JobDeleted { job_id: job.id },
+            )),
+        };
+        let swept = tokio::select! {
+            () = shutdown.cancelled() => return,
+            swept = sweep_due(
+                &stores,
+                policy,
+                OffsetDateTime::now_utc(),
+                &state.metrics.removed,
+                publish,
+            ) => swept,
+        };
+        match swept {
+            Ok(swept) if swept == Swept::default() => {}
+            Ok(swept) => tracing::info!(
+                expired = swept.expired,
+                deleted = swept.deleted,
+                files = swept.files,
+                "retention sweep"
+            ),
+            Err(e) => tracing::warn!(error = %error_chain(&e), "cannot sweep expired jobs"),
+        }
+    }
+}
