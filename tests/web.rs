@@ -986,6 +986,74 @@ async fn a_2_gib_upload_streams_from_disk() {
 
 /// The stream ends on time (here every 2 s) and the page picks up where it left off, live;
 /// when the token runs out, the page sends the person to sign in, and back after.
+/// A done job's card says until when its MP3 is kept; when it expires, the card turns expired
+/// live, its player and download buttons go, and it stays listed.
+#[tokio::test]
+async fn an_expiring_job_loses_its_mp3_on_the_page() {
+    let system = System::embedded_with(
+        &[],
+        &[
+            ("MP3CONV_WORKER__RETENTION__AUDIO", "8s"),
+            ("MP3CONV_WORKER__RETENTION__SWEEP_INTERVAL", "200ms"),
+        ],
+    );
+    let rosa = person(&system, "rosa").await;
+    let browser = Browser::start().await;
+    sign_in(&browser, &system, &rosa).await;
+    browser.click("nav a[href='/jobs']").await;
+    browser.wait_for("#jobs-title").await;
+    assert_eq!(browser.eval(WATCH_STATUSES).await, json!(true));
+    let token = page_token(&browser).await;
+    let job = system.upload_clip(&token, None).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let card = format!("li.job[data-job-id='{id}']");
+    browser
+        .wait_for(&format!("{card}[data-status='done']"))
+        .await;
+    browser
+        .wait_for_text(&format!("{card} .job-keep"), "Kept until")
+        .await;
+    browser.wait_for(&format!("{card} .job-download")).await;
+
+    browser
+        .wait_for(&format!("{card}[data-status='expired']"))
+        .await;
+    browser
+        .wait_for_text(&format!("{card} .job-status"), "Expired")
+        .await;
+    let shown = browser
+        .eval(&format!(
+            "const c = document.querySelector(\"{card}\"); \
+             return [c.querySelector('.job-ready').hidden, c.querySelector('.job-keep').hidden, \
+                     !!c.querySelector('.job-download, .job-play, audio')]"
+        ))
+        .await;
+    assert_eq!(
+        shown,
+        json!([true, true, false]),
+        "the MP3's controls stayed"
+    );
+    let seen = browser
+        .eval(&format!("return window.__statuses['{id}']"))
+        .await;
+    assert_eq!(
+        seen.as_array().unwrap().last(),
+        Some(&json!("expired")),
+        "{seen}"
+    );
+    // Still listed after a reload, as expired.
+    browser.goto(&system.url("/jobs")).await;
+    browser
+        .wait_for(&format!("{card}[data-status='expired']"))
+        .await;
+    assert!(
+        browser.console_errors().await.is_empty(),
+        "{:?}",
+        browser.console_errors().await
+    );
+    browser.close().await;
+}
+
 #[tokio::test]
 async fn the_page_follows_across_stream_ends_and_token_expiry() {
     let system = System::embedded_with(

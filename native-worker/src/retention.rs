@@ -79,10 +79,13 @@ pub async fn sweep_due(
                 expired.expire(now + policy.expired);
                 if stores.jobs.replace_due(&expired, was).await? {
                     let mp3s = remove_mp3s(stores.mp3s, &job).await?;
-                    removed.mp3s.inc_by(mp3s as u64);
                     // A kept video goes with its MP3.
                     if policy.keep_sources {
                         stores.videos.delete(&job.video_id).await?;
+                    }
+                    // Counted once everything is gone.
+                    removed.mp3s.inc_by(mp3s as u64);
+                    if policy.keep_sources {
                         removed.videos.inc();
                         swept.files += 1;
                     }
@@ -177,6 +180,11 @@ pub(crate) async fn run(state: Arc<State>, shutdown: CancellationToken) {
                 publish,
             ) => swept,
         };
+        // Idempotency keys past their day go with the sweep.
+        let stale = OffsetDateTime::now_utc() - crate::idempotency::KEY_LIFETIME;
+        if let Err(e) = state.jobs.prune_keys(stale).await {
+            tracing::warn!(error = %error_chain(&e), "cannot prune idempotency keys");
+        }
         match swept {
             Ok(swept) if swept == Swept::default() => {}
             Ok(swept) => tracing::info!(
