@@ -10,6 +10,7 @@
 #   worker             bench/src/bin/worker-bench.rs (inputs cached in ~/.cache/mp3conv/bench)
 #   options            bench/src/bin/options-bench.rs (each conversion option against bare ffmpeg)
 #   video pages        bench/src/bin/pages-bench.rs (a page link against the direct link)
+#   retention          bench/src/bin/retention-bench.rs (the sweeper against plain deletes)
 #   web app            tests/web.rs `bench_page_load` (ignored by `make test`; headless Chromium)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +33,7 @@ section "live events" events.md ./target/release/events-bench ./target/release/m
 section "worker" worker.md ./target/release/worker-bench ./target/release/mp3conv-worker
 section "conversion options" options.md ./target/release/options-bench ./target/release/mp3conv-worker
 section "video pages" pages.md ./target/release/pages-bench ./target/release/mp3conv-worker
+section "retention" retention.md ./target/release/retention-bench
 web_bench() {   # the browser harness lives with the tests: its lines start with "bench| "
   cargo test --release --test web -- --ignored --exact bench_page_load --nocapture |
     sed -n 's/^bench| \{0,1\}//p'
@@ -95,6 +97,13 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
   echo "link to the same clip, and yt-dlp reading the page on its own."
   echo
   cat "$out/pages.md"
+  echo
+  echo "## Retention"
+  echo
+  echo "The sweeper removing expired MP3s, alone and as two replicas at once, against the stores'"
+  echo "plain deletes of the same files and records."
+  echo
+  cat "$out/retention.md"
   echo
   echo "## Web app"
   echo
