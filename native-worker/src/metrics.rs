@@ -49,6 +49,8 @@ pub struct Metrics {
     pub jobs: Family<StatusLabel, Counter>,
     /// Seconds ffmpeg took per conversion.
     pub conversion_seconds: Histogram,
+    /// Seconds from a job's creation to its first attempt's start.
+    pub queue_wait_seconds: Histogram,
     /// Video bytes received (uploads and links).
     pub bytes_in: Counter,
     /// MP3 bytes written.
@@ -81,6 +83,8 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("mp3conv_worker");
         let jobs = Family::<StatusLabel, Counter>::default();
         let conversion_seconds = Histogram::new(exponential_buckets(0.25, 2.0, 14));
+        // 50 ms to about 3.6 hours.
+        let queue_wait_seconds = Histogram::new(exponential_buckets(0.05, 2.0, 19));
         let bytes_in = Counter::default();
         let bytes_out = Counter::default();
         let retries = Counter::default();
@@ -104,6 +108,11 @@ impl Default for Metrics {
             "conversion_seconds",
             "Seconds ffmpeg took per conversion",
             conversion_seconds.clone(),
+        );
+        registry.register(
+            "queue_wait_seconds",
+            "Seconds from a job's creation to a converter taking it up",
+            queue_wait_seconds.clone(),
         );
         registry.register("video_bytes", "Video bytes received", bytes_in.clone());
         registry.register("mp3_bytes", "MP3 bytes written", bytes_out.clone());
@@ -156,6 +165,7 @@ impl Default for Metrics {
             registry,
             jobs,
             conversion_seconds,
+            queue_wait_seconds,
             bytes_in,
             bytes_out,
             retries,

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
+use time::OffsetDateTime;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -633,6 +634,15 @@ async fn prepare<'a>(
     attempt: u32,
     holder: &str,
 ) -> Result<tokio::sync::SemaphorePermit<'a>, Stop> {
+    if attempt == 1 && job.status == Status::Queued {
+        // From its creation to a converter taking it up: how long converters keep people
+        // waiting (scaling from zero, a backlog).
+        let waited = OffsetDateTime::now_utc() - job.created_at;
+        state
+            .metrics
+            .queue_wait_seconds
+            .observe(waited.as_seconds_f64().max(0.0));
+    }
     job.attempts = attempt;
     let limit = state.config.max_video_bytes;
     if let Source::Link { url, .. } = &job.source {
