@@ -217,6 +217,73 @@ async fn an_expired_mp3_is_gone(system: &System) {
     expect_error(system.authed(&other, Method::GET, &audio), 404, "not_found").await;
 }
 
+/// `Idempotency-Key` through the gateway: a retried upload answers its first job, with the
+/// status its route first answered; the key with another request is 422; a bad key 400.
+async fn a_retried_upload_is_one_job(system: &System) {
+    let token = system.user("yusuf").await;
+    let clip = std::fs::read(media("clip")).unwrap();
+    let upload = |path: &str, key: &str, bitrate: &str| {
+        let form = reqwest::multipart::Form::new()
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(clip.clone())
+                    .file_name("Holiday clip.mp4")
+                    .mime_str("video/mp4")
+                    .unwrap(),
+            )
+            .text("bitrate", bitrate.to_owned());
+        system
+            .authed(&token, Method::POST, path)
+            .header("Idempotency-Key", key)
+            .multipart(form)
+    };
+    let first = expect(upload("/v1/jobs", "retry-1", "320"), 202).await;
+    let again = expect(upload("/v1/jobs", "retry-1", "320"), 202).await;
+    assert_eq!(again["id"], first["id"], "{again}");
+    expect_error(
+        upload("/v1/jobs", "retry-1", "128"),
+        422,
+        "idempotency_key_reused",
+    )
+    .await;
+    expect_error(
+        upload("/v1/jobs", "two words", "320"),
+        400,
+        "invalid_idempotency_key",
+    )
+    .await;
+    let original = expect(upload("/upload", "retry-2", "320"), 200).await;
+    let original_again = expect(upload("/upload", "retry-2", "320"), 200).await;
+    assert_eq!(original_again["id"], original["id"]);
+    let listed = expect(system.authed(&token, Method::GET, "/v1/jobs"), 200).await;
+    let mut ids: Vec<&str> = listed["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|job| job["id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    let mut expected = vec![
+        first["id"].as_str().unwrap(),
+        original["id"].as_str().unwrap(),
+    ];
+    expected.sort_unstable();
+    assert_eq!(ids, expected);
+    for id in expected {
+        assert_eq!(system.settled(&token, id).await["status"], "done");
+    }
+}
+
+#[tokio::test]
+async fn a_retried_upload_is_one_job_embedded() {
+    a_retried_upload_is_one_job(&System::embedded(&[])).await;
+}
+
+#[tokio::test]
+async fn a_retried_upload_is_one_job_on_services() {
+    a_retried_upload_is_one_job(&System::services()).await;
+}
+
 /// Short periods, so that the test sees them pass.
 const SHORT_RETENTION: [(&str, &str); 3] = [
     ("RETENTION__AUDIO", "5s"),

@@ -50,6 +50,17 @@ pub enum Error {
     /// 410 `audio_expired`: the job's MP3 expired and was removed.
     #[error("the MP3 expired and was removed; convert the video again")]
     Expired,
+    /// 422 `idempotency_key_reused`: the key was used within a day for another request.
+    #[error(
+        "this Idempotency-Key was used in the last 24 hours for another request (job {job}); send a new key with a new request"
+    )]
+    KeyReused {
+        /// The job the key names.
+        job: crate::job::JobId,
+    },
+    /// 409 `idempotency_key_in_use`: the key's job changed while this request was made.
+    #[error("another request with this Idempotency-Key is being made; try again")]
+    KeyInUse,
     /// 409 `not_held`: the job was not uploaded with `hold=true`, or was started already.
     #[error("the job is not waiting to be started")]
     NotHeld,
@@ -126,6 +137,8 @@ impl Error {
             Self::NotReady(_) => (StatusCode::CONFLICT, "not_ready"),
             Self::NotHeld => (StatusCode::CONFLICT, "not_held"),
             Self::Expired => (StatusCode::GONE, "audio_expired"),
+            Self::KeyReused { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
+            Self::KeyInUse => (StatusCode::CONFLICT, "idempotency_key_in_use"),
             Self::TooLargeForZip { .. } => (StatusCode::CONFLICT, "too_large_for_zip"),
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Self::RangeNotSatisfiable { .. } => {

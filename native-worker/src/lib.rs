@@ -12,6 +12,7 @@ pub mod error;
 mod events;
 pub mod fetch;
 pub mod held;
+pub mod idempotency;
 pub mod job;
 pub mod jobs;
 pub mod metrics;

@@ -27,6 +27,11 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
                 .map_err(|err| std::io::Error::other(err.to_debug_string()))
         }),
     };
+    let idempotency_key = request
+        .headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("idempotency-key"))
+        .map(|(_, value)| value.clone());
     let route = match gateway::route(&request) {
         Ok(route) => route,
         Err(answer) => return reply::send(out, answer).await,
@@ -44,6 +49,7 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
         worker: &SpinWorker {
             config: &config,
             trace: &trace,
+            idempotency_key: idempotency_key.as_deref(),
         },
         auth: &SpinAuth {
             config: &config,

@@ -41,11 +41,23 @@ fn failed(err: HttpError, trace: &Trace) -> ApiError {
 pub struct SpinWorker<'a> {
     pub config: &'a Config,
     pub trace: &'a Trace,
+    /// The caller's `Idempotency-Key`, passed on with each job-creating call: the worker
+    /// checks it and answers a repeated request with its first job.
+    pub idempotency_key: Option<&'a str>,
 }
 
 impl SpinWorker<'_> {
     fn request(&self, method: Method, owner: &str, path_and_query: &str) -> Request {
         worker_request(self.config, self.trace, method, owner, path_and_query)
+    }
+
+    /// A job-creating call, with the caller's `Idempotency-Key` if any.
+    fn creating(&self, owner: &str, path_and_query: &str) -> Request {
+        let request = self.request(Method::Post, owner, path_and_query);
+        match self.idempotency_key {
+            Some(key) => request.header("idempotency-key", key),
+            None => request,
+        }
     }
 
     /// A call whose success is any status below 400; the rest become the matching error.
@@ -96,9 +108,7 @@ impl Worker for SpinWorker<'_> {
     }
 
     async fn create_link_job(&self, owner: &str, link: &LinkRequest) -> Result<Job, ApiError> {
-        let request = self
-            .request(Method::Post, owner, "/internal/jobs")
-            .json(link);
+        let request = self.creating(owner, "/internal/jobs").json(link);
         self.json(self.call(request)?, MAX_JOB_BYTES)
     }
 
@@ -113,7 +123,7 @@ impl Worker for SpinWorker<'_> {
     {
         let path = format!("/internal/jobs?{}", upload.to_query());
         let request = self
-            .request(Method::Post, owner, &path)
+            .creating(owner, &path)
             .header("content-type", upload.content_type.as_str());
         let mut sending = http::start(request).map_err(|err| failed(err, self.trace))?;
         // Nothing is held: each chunk read from the client is written before the next is read.
@@ -138,7 +148,7 @@ impl Worker for SpinWorker<'_> {
 
     async fn start_job(&self, owner: &str, id: JobId, options: &Options) -> Result<Job, ApiError> {
         let path = format!("/internal/jobs/{id}/start");
-        let request = self.request(Method::Post, owner, &path).json(options);
+        let request = self.creating(owner, &path).json(options);
         self.json(self.call(request)?, MAX_JOB_BYTES)
     }
 

@@ -38,6 +38,20 @@ pub const HELD_BATCH: u32 = 100;
 /// Due jobs one [`JobStore::due`] query returns at most: one round of the retention sweeper.
 pub const DUE_BATCH: u32 = 200;
 
+/// What [`JobStore::claim_key`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key now names the job asked for.
+    Claimed,
+    /// A live claim names another job, made for the request with this fingerprint.
+    Taken {
+        /// The job the key names.
+        job: JobId,
+        /// The fingerprint of the request that made it.
+        fingerprint: String,
+    },
+}
+
 /// Where jobs are kept.
 ///
 /// Only the converter changes a job after it is created (the API creates, starts held
@@ -99,6 +113,34 @@ pub trait JobStore: Send + Sync + 'static {
     /// Removes the job if its stored expiry is still `was`; `false` if another sweeper (or its
     /// owner) removed it first.
     async fn delete_due(&self, id: JobId, was: OffsetDateTime) -> Result<bool, Error>;
+
+    /// Makes `owner`'s idempotency `key` name `job` (made for a request with `fingerprint`),
+    /// unless a claim made at `fresh_since` or later names another job that still exists: one
+    /// compare-and-set, so of two requests with one key only one claims it. A stale claim, or
+    /// one whose job is gone, is replaced.
+    async fn claim_key(
+        &self,
+        owner: &str,
+        key: &str,
+        job: JobId,
+        fingerprint: &str,
+        now: OffsetDateTime,
+        fresh_since: OffsetDateTime,
+    ) -> Result<Claim, Error>;
+
+    /// The job and fingerprint `owner`'s `key` names, claimed at `fresh_since` or later.
+    async fn key(
+        &self,
+        owner: &str,
+        key: &str,
+        fresh_since: OffsetDateTime,
+    ) -> Result<Option<(JobId, String)>, Error>;
+
+    /// Lets go of `owner`'s `key` if it names `job` (its creation failed).
+    async fn release_key(&self, owner: &str, key: &str, job: JobId) -> Result<(), Error>;
+
+    /// Removes the claims made before `before`; how many.
+    async fn prune_keys(&self, before: OffsetDateTime) -> Result<u64, Error>;
 
     /// Which of `ids` are stored jobs, asked [`EXISTING_BATCH`] at a time.
     async fn existing(&self, ids: &[JobId]) -> Result<HashSet<JobId>, Error>;

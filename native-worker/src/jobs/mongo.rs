@@ -9,7 +9,7 @@ use mongodb::options::IndexOptions;
 use mongodb::{Collection, Database, IndexModel};
 use time::OffsetDateTime;
 
-use super::{EXISTING_BATCH, JobStore, Saved};
+use super::{Claim, EXISTING_BATCH, JobStore, Saved};
 use crate::error::Error;
 use crate::job::{Job, JobId};
 use crate::jobs::unix_ms;
@@ -22,6 +22,9 @@ use crate::jobs::unix_ms;
 pub struct MongoJobs {
     db: Database,
     jobs: Collection<Document>,
+    /// Idempotency keys, `_id: {owner, key}` (unique by being the id), `job_id`,
+    /// `fingerprint` and `claimed_at` (Unix milliseconds, indexed for pruning).
+    keys: Collection<Document>,
 }
 
 fn db_error(e: mongodb::error::Error) -> Error {
@@ -65,8 +68,37 @@ impl MongoJobs {
         )
         .await
         .map_err(db_error)?;
-        Ok(Self { db, jobs })
+        let keys = db.collection::<Document>("job_keys");
+        keys.create_index(
+            IndexModel::builder()
+                .keys(doc! {"claimed_at": 1})
+                .options(IndexOptions::builder().name("claimed".to_owned()).build())
+                .build(),
+        )
+        .await
+        .map_err(db_error)?;
+        Ok(Self { db, jobs, keys })
     }
+
+    async fn job_exists(&self, id: &str) -> Result<bool, Error> {
+        Ok(self
+            .jobs
+            .find_one(doc! {"_id": id})
+            .projection(doc! {"_id": 1})
+            .await
+            .map_err(db_error)?
+            .is_some())
+    }
+}
+
+fn key_id(owner: &str, key: &str) -> Document {
+    doc! {"owner": owner, "key": key}
+}
+
+/// A write refused for a duplicate `_id` (another request's claim got there first).
+fn is_duplicate(e: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    matches!(&*e.kind, ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == 11000)
 }
 
 fn encode(job: &Job) -> Result<Document, Error> {
@@ -242,6 +274,115 @@ impl JobStore for MongoJobs {
             .await
             .map_err(db_error)?;
         Ok(result.deleted_count == 1)
+    }
+
+    async fn claim_key(
+        &self,
+        owner: &str,
+        key: &str,
+        job: JobId,
+        fingerprint: &str,
+        now: OffsetDateTime,
+        fresh_since: OffsetDateTime,
+    ) -> Result<Claim, Error> {
+        let id = key_id(owner, key);
+        let job = job.to_string();
+        let claim = doc! {
+            "_id": id.clone(),
+            "job_id": &job,
+            "fingerprint": fingerprint,
+            "claimed_at": unix_ms(now),
+        };
+        // The insert is the compare-and-set for a new key; a stale claim is replaced only as
+        // it was read. Each lost race means someone else's claim was written: read it again.
+        for _ in 0..3 {
+            match self.keys.insert_one(claim.clone()).await {
+                Ok(_) => return Ok(Claim::Claimed),
+                Err(e) if is_duplicate(&e) => {}
+                Err(e) => return Err(db_error(e)),
+            }
+            let Some(held) = self
+                .keys
+                .find_one(doc! {"_id": id.clone()})
+                .await
+                .map_err(db_error)?
+            else {
+                continue;
+            };
+            let holder = held.get_str("job_id").map_err(Error::internal)?.to_owned();
+            let claimed_at = held.get_i64("claimed_at").map_err(Error::internal)?;
+            if holder == job {
+                return Ok(Claim::Claimed);
+            }
+            let stale = claimed_at < unix_ms(fresh_since) || !self.job_exists(&holder).await?;
+            if !stale {
+                return Ok(Claim::Taken {
+                    job: holder.parse().map_err(Error::internal)?,
+                    fingerprint: held
+                        .get_str("fingerprint")
+                        .map_err(Error::internal)?
+                        .to_owned(),
+                });
+            }
+            let replaced = self
+                .keys
+                .replace_one(
+                    doc! {"_id": id.clone(), "job_id": &holder, "claimed_at": claimed_at},
+                    claim.clone(),
+                )
+                .await
+                .map_err(db_error)?;
+            if replaced.matched_count == 1 {
+                return Ok(Claim::Claimed);
+            }
+        }
+        Err(Error::unavailable(
+            "mongodb",
+            "an idempotency key kept changing hands",
+        ))
+    }
+
+    async fn key(
+        &self,
+        owner: &str,
+        key: &str,
+        fresh_since: OffsetDateTime,
+    ) -> Result<Option<(JobId, String)>, Error> {
+        let found = self
+            .keys
+            .find_one(doc! {
+                "_id": key_id(owner, key),
+                "claimed_at": {"$gte": unix_ms(fresh_since)},
+            })
+            .await
+            .map_err(db_error)?;
+        found
+            .map(|held| {
+                let job = held.get_str("job_id").map_err(Error::internal)?;
+                let fingerprint = held.get_str("fingerprint").map_err(Error::internal)?;
+                Ok((
+                    job.parse().map_err(Error::internal)?,
+                    fingerprint.to_owned(),
+                ))
+            })
+            .transpose()
+    }
+
+    async fn release_key(&self, owner: &str, key: &str, job: JobId) -> Result<(), Error> {
+        self.keys
+            .delete_one(doc! {"_id": key_id(owner, key), "job_id": job.to_string()})
+            .await
+            .map(drop)
+            .map_err(db_error)
+    }
+
+    async fn prune_keys(&self, before: OffsetDateTime) -> Result<u64, Error> {
+        let result = self
+            .keys
+            .delete_many(doc! {"claimed_at": {"$lt": unix_ms(before)}})
+            .await
+            .map_err(db_error)?;
+        Ok(result.deleted_count)
     }
 
     async fn existing(&self, ids: &[JobId]) -> Result<HashSet<JobId>, Error> {

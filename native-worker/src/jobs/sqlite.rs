@@ -9,7 +9,7 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use time::OffsetDateTime;
 
-use super::{EXISTING_BATCH, JobStore, Saved};
+use super::{Claim, EXISTING_BATCH, JobStore, Saved};
 use crate::error::Error;
 use crate::job::{Job, JobId};
 use crate::jobs::unix_ms;
@@ -109,6 +109,24 @@ impl SqliteJobs {
         .execute(&pool)
         .await
         .map_err(db_error)?;
+        // Idempotency keys: which job each of an owner's keys names, and for what request.
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS job_keys (
+                owner TEXT NOT NULL,
+                key TEXT NOT NULL,
+                job_id TEXT NOT NULL,
+                fingerprint TEXT NOT NULL,
+                claimed_at INTEGER NOT NULL,
+                PRIMARY KEY (owner, key)
+            )",
+        )
+        .execute(&pool)
+        .await
+        .map_err(db_error)?;
+        sqlx::query("CREATE INDEX IF NOT EXISTS job_keys_claimed ON job_keys (claimed_at)")
+            .execute(&pool)
+            .await
+            .map_err(db_error)?;
         // Only held uploads are in it: the sweeper finds them without a scan.
         sqlx::query(
             "CREATE INDEX IF NOT EXISTS jobs_held ON jobs (held_since)
@@ -293,6 +311,95 @@ impl JobStore for SqliteJobs {
             .await
             .map_err(db_error)?;
         Ok(result.rows_affected() == 1)
+    }
+
+    async fn claim_key(
+        &self,
+        owner: &str,
+        key: &str,
+        job: JobId,
+        fingerprint: &str,
+        now: OffsetDateTime,
+        fresh_since: OffsetDateTime,
+    ) -> Result<Claim, Error> {
+        // One statement: SQLite runs it alone, so the check and the write cannot interleave
+        // with another claim's.
+        sqlx::query(
+            "INSERT INTO job_keys (owner, key, job_id, fingerprint, claimed_at)
+             VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (owner, key) DO UPDATE SET
+                 job_id = excluded.job_id,
+                 fingerprint = excluded.fingerprint,
+                 claimed_at = excluded.claimed_at
+             WHERE job_keys.claimed_at < ?
+                OR NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = job_keys.job_id)",
+        )
+        .bind(owner)
+        .bind(key)
+        .bind(job.to_string())
+        .bind(fingerprint)
+        .bind(unix_ms(now))
+        .bind(unix_ms(fresh_since))
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let (holder, held_for): (String, String) =
+            sqlx::query_as("SELECT job_id, fingerprint FROM job_keys WHERE owner = ? AND key = ?")
+                .bind(owner)
+                .bind(key)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_error)?;
+        let holder: JobId = holder.parse().map_err(Error::internal)?;
+        Ok(if holder == job {
+            Claim::Claimed
+        } else {
+            Claim::Taken {
+                job: holder,
+                fingerprint: held_for,
+            }
+        })
+    }
+
+    async fn key(
+        &self,
+        owner: &str,
+        key: &str,
+        fresh_since: OffsetDateTime,
+    ) -> Result<Option<(JobId, String)>, Error> {
+        let found: Option<(String, String)> = sqlx::query_as(
+            "SELECT job_id, fingerprint FROM job_keys
+             WHERE owner = ? AND key = ? AND claimed_at >= ?",
+        )
+        .bind(owner)
+        .bind(key)
+        .bind(unix_ms(fresh_since))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        found
+            .map(|(job, fingerprint)| Ok((job.parse().map_err(Error::internal)?, fingerprint)))
+            .transpose()
+    }
+
+    async fn release_key(&self, owner: &str, key: &str, job: JobId) -> Result<(), Error> {
+        sqlx::query("DELETE FROM job_keys WHERE owner = ? AND key = ? AND job_id = ?")
+            .bind(owner)
+            .bind(key)
+            .bind(job.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn prune_keys(&self, before: OffsetDateTime) -> Result<u64, Error> {
+        let result = sqlx::query("DELETE FROM job_keys WHERE claimed_at < ?")
+            .bind(unix_ms(before))
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(result.rows_affected())
     }
 
     async fn existing(&self, ids: &[JobId]) -> Result<HashSet<JobId>, Error> {

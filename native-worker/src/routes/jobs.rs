@@ -20,6 +20,7 @@ use serde::Deserialize;
 use super::Owner;
 use crate::State;
 use crate::error::Error;
+use crate::idempotency;
 use crate::job::{Audio, Job, JobId, JobPage, LinkRequest, Source, Status, track_blob_id};
 use crate::queue::{JobMessage, MessageExt as _, Route};
 
@@ -106,22 +107,27 @@ fn json_options(body: &[u8]) -> Result<Options, Error> {
 ///
 /// Errors: 400 `empty_upload`, `invalid_url`, `link_forbidden`, `invalid_json`, `body_read`,
 /// and for options (with `field`) `invalid_option`, `invalid_bitrate`, `unknown_field`,
-/// `duplicate_field`, `field_too_large`; 413 `too_large`.
+/// `duplicate_field`, `field_too_large`; 413 `too_large`. With `Idempotency-Key` (see
+/// [`idempotency`]): 202 with the first job and `Idempotent-Replayed: true` for a repeated
+/// request, 422 `idempotency_key_reused`, 409 `idempotency_key_in_use`, 400
+/// `invalid_idempotency_key`.
 pub(super) async fn create(
     AxumState(state): AxumState<Arc<State>>,
     Owner(owner): Owner,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
-) -> Result<impl IntoResponse, Error> {
+) -> Result<Response, Error> {
+    let key = idempotency::key(&headers);
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.trim_start().starts_with("application/json"));
-    let job = if is_json {
+    let (job, key) = if is_json {
         let bytes = axum::body::to_bytes(body, JSON_BODY_LIMIT)
             .await
             .map_err(|e| Error::bad_request("invalid_json", e.to_string()))?;
+        let key = key?;
         let link = LinkRequest::parse(&bytes)?;
         let query = create_query(query.as_deref(), link.options)?;
         if query.hold {
@@ -140,16 +146,30 @@ pub(super) async fn create(
             })?;
         let job = Job::with_options(owner, Source::link(url), query.options);
         state.jobs.insert(&job).await?;
-        job
+        // Claimed once stored, so that a claim always names a job that exists (one whose job
+        // is missing was deleted, and is taken over).
+        if let Some(key) = &key {
+            let print = idempotency::fingerprint(&job, None);
+            let claimed = idempotency::claim(state.jobs.as_ref(), &job, key, &print).await;
+            if !matches!(claimed, Ok(None)) {
+                // Nobody heard of this job yet: no event, no message.
+                let _ = state.jobs.delete(job.id).await;
+                return replay(claimed);
+            }
+        }
+        (job, key)
     } else {
-        let query = match create_query(query.as_deref(), Options::default()) {
-            Ok(query) => query,
+        let read = create_query(query.as_deref(), Options::default())
+            .map_err(Error::from)
+            .and_then(|query| Ok((query, key?)));
+        let (query, key) = match read {
+            Ok(read) => read,
             Err(e) => {
                 // Read a little of the video first, so that a client still sending it gets
                 // the answer rather than a reset.
                 let mut stream = body.into_data_stream().map_err(std::io::Error::other);
                 crate::storage::drain(&mut stream).await;
-                return Err(e.into());
+                return Err(e);
             }
         };
         let limit = state.config.max_video_bytes;
@@ -179,7 +199,22 @@ pub(super) async fn create(
             query.options,
         );
         job.held = query.hold;
-        let stream = body.into_data_stream().map_err(std::io::Error::other);
+        // With a key, the bytes are hashed on their way to the store.
+        let hasher = key
+            .as_ref()
+            .map(|_| Arc::new(std::sync::Mutex::new(idempotency::Hasher::default())));
+        let hashing = hasher.clone();
+        let stream = body
+            .into_data_stream()
+            .map_err(std::io::Error::other)
+            .inspect_ok(move |chunk| {
+                if let Some(hasher) = &hashing {
+                    hasher
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .update(chunk);
+                }
+            });
         let size = state
             .videos
             .put(&job.video_id, &filename, Box::pin(stream), limit)
@@ -189,18 +224,67 @@ pub(super) async fn create(
             return Err(Error::bad_request("empty_upload", "the upload is empty"));
         }
         state.metrics.bytes_in.inc_by(size);
+        let hash = hasher.map(|hasher| {
+            std::mem::take(&mut *hasher.lock().unwrap_or_else(|e| e.into_inner())).finish()
+        });
         if let Err(e) = state.jobs.insert(&job).await {
             let _ = state.videos.delete(&job.video_id).await;
             return Err(e);
         }
+        // A held upload's options come at its start: its key is claimed there.
+        if let (Some(key), Some(hash), false) = (&key, &hash, job.held) {
+            let print = idempotency::fingerprint(&job, Some(hash));
+            let claimed = idempotency::claim(state.jobs.as_ref(), &job, key, &print).await;
+            if !matches!(claimed, Ok(None)) {
+                // A replay or a refusal: this request's job and copy of the video go.
+                let _ = state.jobs.delete(job.id).await;
+                let _ = state.videos.delete(&job.video_id).await;
+                return replay(claimed);
+            }
+        }
         if job.held {
+            if let Some(hash) = &hash {
+                idempotency::hold_hash(state.jobs.as_ref(), &job, hash).await?;
+            }
             // Nobody hears of it until it is started: no event, no message.
             tracing::info!(job_id = %job.id, "upload held for its options");
-            return Ok((StatusCode::ACCEPTED, Json(job)));
+            return Ok((StatusCode::ACCEPTED, Json(job)).into_response());
         }
-        job
+        (job, key)
     };
-    queue(&state, job, &headers).await
+    let key_holder = job.clone();
+    match queue(&state, job, &headers).await {
+        Ok(queued) => Ok(queued.into_response()),
+        Err(e) => {
+            release(&state, &key_holder, key.as_deref()).await;
+            Err(e)
+        }
+    }
+}
+
+/// The answer to a claim that did not make the key this request's: the first job, or why not.
+fn replay(claimed: Result<Option<Job>, Error>) -> Result<Response, Error> {
+    claimed?.map(replayed).ok_or(Error::KeyInUse)
+}
+
+/// The answer repeating an earlier request's job.
+fn replayed(first: Job) -> Response {
+    tracing::info!(job_id = %first.id, "idempotent request repeated");
+    (
+        StatusCode::ACCEPTED,
+        [(idempotency::REPLAYED_HEADER, "true")],
+        Json(first),
+    )
+        .into_response()
+}
+
+/// Lets go of `key` after `job`'s creation failed, so a retry can make the job.
+async fn release(state: &State, job: &Job, key: Option<&str>) {
+    if let Some(key) = key
+        && let Err(e) = state.jobs.release_key(&job.owner, key, job.id).await
+    {
+        tracing::warn!(error = %crate::error::error_chain(&e), "cannot release an idempotency key");
+    }
 }
 
 /// Announces a stored job and queues it for a converter; on failure removes it and its video.
@@ -242,7 +326,8 @@ pub(super) async fn start(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<impl IntoResponse, Error> {
+) -> Result<Response, Error> {
+    let key = idempotency::key(&headers)?;
     let held = owned_job(&state, &owner, &id).await?;
     if !held.held {
         return Err(Error::NotHeld);
@@ -258,14 +343,55 @@ pub(super) async fn start(
     job.options = asked.options;
     job.held = false;
     job.set_status(Status::Queued);
+    if let Some(key) = &key {
+        let hash = match idempotency::held_hash(state.jobs.as_ref(), &owner, job.id).await? {
+            Some(hash) => hash,
+            // Held without a key: its bytes are read back once.
+            None => stored_hash(&state, &job.video_id).await?,
+        };
+        let print = idempotency::fingerprint(&job, Some(&hash));
+        let claimed = idempotency::claim(state.jobs.as_ref(), &job, key, &print).await;
+        if !matches!(claimed, Ok(None)) {
+            // A replay or a refusal: this held upload and its video go.
+            if state.jobs.delete(job.id).await? {
+                let _ = state.videos.delete(&job.video_id).await;
+            }
+            let _ = idempotency::forget_held(state.jobs.as_ref(), &owner, job.id).await;
+            return replay(claimed);
+        }
+    }
     if !state.jobs.start_held(&job).await? {
+        release(&state, &job, key.as_deref()).await;
         // Another start won, or the job was deleted (or swept) meanwhile.
         return Err(match state.jobs.get(job.id).await? {
             Some(_) => Error::NotHeld,
             None => Error::NotFound,
         });
     }
-    queue(&state, job, &headers).await
+    let _ = idempotency::forget_held(state.jobs.as_ref(), &owner, job.id).await;
+    let key_holder = job.clone();
+    match queue(&state, job, &headers).await {
+        Ok(queued) => Ok(queued.into_response()),
+        Err(e) => {
+            release(&state, &key_holder, key.as_deref()).await;
+            Err(e)
+        }
+    }
+}
+
+/// The SHA-256 of a stored video, read back from the store.
+async fn stored_hash(state: &State, video_id: &str) -> Result<String, Error> {
+    let size = state.videos.size(video_id).await?.ok_or(Error::NotFound)?;
+    let mut stream = state.videos.get(video_id, 0..size).await?;
+    let mut hasher = idempotency::Hasher::default();
+    while let Some(chunk) = stream
+        .try_next()
+        .await
+        .map_err(|e| Error::unavailable("blob store", e))?
+    {
+        hasher.update(&chunk);
+    }
+    Ok(hasher.finish())
 }
 
 /// Query of `GET /internal/jobs`.

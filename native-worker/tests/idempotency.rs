@@ -1,0 +1,272 @@
+//! `Idempotency-Key` on job creation (issue #19): a repeated request answers its first job, a
+//! reused key with another request is refused, and a retried upload leaves one video. Both
+//! backends.
+
+#[macro_use]
+mod common;
+
+use common::{Backend, Stores, TestApp, media, spawn_with};
+use reqwest::{Method, RequestBuilder};
+use serde_json::{Value, json};
+
+/// A request's answer: status, whether it repeats an earlier job, and its JSON.
+struct Answer {
+    status: u16,
+    replayed: bool,
+    body: Value,
+}
+
+impl Answer {
+    fn id(&self) -> &str {
+        self.body["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no job: {}", self.body))
+    }
+
+    fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or_default()
+    }
+}
+
+async fn send(request: RequestBuilder) -> Answer {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let replayed = response
+        .headers()
+        .get("idempotent-replayed")
+        .is_some_and(|v| v == "true");
+    let body = response.json().await.unwrap();
+    Answer {
+        status,
+        replayed,
+        body,
+    }
+}
+
+fn link(app: &TestApp, owner: &str, key: &str, url: &str) -> RequestBuilder {
+    app.request(Method::POST, "/internal/jobs", owner)
+        .header("idempotency-key", key)
+        .json(&json!({ "url": url }))
+}
+
+fn upload(app: &TestApp, owner: &str, key: &str, bytes: Vec<u8>, hold: bool) -> RequestBuilder {
+    app.request(Method::POST, "/internal/jobs", owner)
+        .header("idempotency-key", key)
+        .query(&[
+            ("filename", "clip.mp4"),
+            ("hold", if hold { "true" } else { "false" }),
+        ])
+        .header("content-type", "application/octet-stream")
+        .body(bytes)
+}
+
+fn start(app: &TestApp, owner: &str, key: &str, id: &str, options: Value) -> RequestBuilder {
+    app.request(Method::POST, &format!("/internal/jobs/{id}/start"), owner)
+        .header("idempotency-key", key)
+        .json(&options)
+}
+
+/// How many videos the store holds.
+async fn videos(app: &TestApp) -> u64 {
+    match app.backend {
+        Backend::Embedded => std::fs::read_dir(app.dir.path().join("blobs/videos"))
+            .unwrap()
+            .count() as u64,
+        Backend::Services => common::count(&app.names.database, "videos.files").await,
+    }
+}
+
+fn listed(page: &Value) -> Vec<&str> {
+    page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|job| job["id"].as_str().unwrap())
+        .collect()
+}
+
+async fn a_repeated_link_request_answers_its_first_job(backend: Backend) {
+    let host = common::link_host().await;
+    let app = spawn_with(backend, |_| {}).await;
+    let url = format!("{host}/clip.mp4");
+    let first = send(link(&app, "ann", "order-1", &url)).await;
+    assert_eq!(
+        (first.status, first.replayed),
+        (202, false),
+        "{}",
+        first.body
+    );
+    let again = send(link(&app, "ann", "order-1", &url)).await;
+    assert_eq!(
+        (again.status, again.replayed),
+        (202, true),
+        "{}",
+        again.body
+    );
+    assert_eq!(again.id(), first.id());
+
+    let other = send(link(&app, "ann", "order-1", &format!("{url}?v=2"))).await;
+    assert_eq!(
+        (other.status, other.code()),
+        (422, "idempotency_key_reused")
+    );
+    let message = other.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains(first.id()), "{message}");
+
+    // Keys are each owner's own.
+    let theirs = send(link(&app, "bob", "order-1", &url)).await;
+    assert_eq!((theirs.status, theirs.replayed), (202, false));
+    assert_ne!(theirs.id(), first.id());
+    assert_eq!(listed(&app.jobs("ann").await), [first.id()]);
+
+    for bad in ["two words", &"k".repeat(256)] {
+        let refused = send(link(&app, "ann", bad, &url)).await;
+        assert_eq!(
+            (refused.status, refused.code()),
+            (400, "invalid_idempotency_key")
+        );
+    }
+
+    // Once its job is deleted, the key makes a new one.
+    app.settled("ann", first.id()).await;
+    let deleted = app
+        .request(
+            Method::DELETE,
+            &format!("/internal/jobs/{}", first.id()),
+            "ann",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let anew = send(link(&app, "ann", "order-1", &url)).await;
+    assert_eq!((anew.status, anew.replayed), (202, false));
+    assert_ne!(anew.id(), first.id());
+    app.settled("ann", anew.id()).await;
+    app.stop().await;
+}
+
+async fn a_retried_upload_stores_one_video(backend: Backend) {
+    let app = spawn_with(backend, |c| c.retention.keep_sources = true).await;
+    let first = send(upload(&app, "cy", "u-1", media("mp4"), false)).await;
+    assert_eq!(
+        (first.status, first.replayed),
+        (202, false),
+        "{}",
+        first.body
+    );
+    let again = send(upload(&app, "cy", "u-1", media("mp4"), false)).await;
+    assert_eq!(
+        (again.status, again.replayed),
+        (202, true),
+        "{}",
+        again.body
+    );
+    assert_eq!(again.id(), first.id());
+    let other = send(upload(&app, "cy", "u-1", media("webm"), false)).await;
+    assert_eq!(
+        (other.status, other.code()),
+        (422, "idempotency_key_reused")
+    );
+    assert_eq!(app.settled("cy", first.id()).await["status"], "done");
+    assert_eq!(videos(&app).await, 1, "one video for the three requests");
+
+    // Held uploads claim their key when started, with their options.
+    let held = send(upload(&app, "cy", "h-1", media("mp4"), true)).await;
+    assert_eq!(held.body["held"], true, "{}", held.body);
+    let started = send(start(&app, "cy", "h-1", held.id(), json!({"bitrate": 320}))).await;
+    assert_eq!(
+        (started.status, started.replayed),
+        (202, false),
+        "{}",
+        started.body
+    );
+    assert_eq!(started.id(), held.id());
+
+    let retry = send(upload(&app, "cy", "h-1", media("mp4"), true)).await;
+    let repeated = send(start(
+        &app,
+        "cy",
+        "h-1",
+        retry.id(),
+        json!({"bitrate": 320}),
+    ))
+    .await;
+    assert_eq!(
+        (repeated.status, repeated.replayed),
+        (202, true),
+        "{}",
+        repeated.body
+    );
+    assert_eq!(repeated.id(), held.id());
+    assert_eq!(
+        app.job("cy", retry.id()).await.status(),
+        404,
+        "the retry's held job went"
+    );
+
+    let changed = send(upload(&app, "cy", "h-1", media("mp4"), true)).await;
+    let refused = send(start(
+        &app,
+        "cy",
+        "h-1",
+        changed.id(),
+        json!({"bitrate": 128}),
+    ))
+    .await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (422, "idempotency_key_reused")
+    );
+    assert_eq!(app.job("cy", changed.id()).await.status(), 404);
+
+    assert_eq!(app.settled("cy", held.id()).await["status"], "done");
+    assert_eq!(
+        videos(&app).await,
+        2,
+        "the first upload's and the held one's"
+    );
+    let stores = Stores::of(&app).await;
+    for retried in [
+        retry.body["video_id"].as_str(),
+        changed.body["video_id"].as_str(),
+    ] {
+        assert_eq!(stores.videos.size(retried.unwrap()).await.unwrap(), None);
+    }
+    let mut ids = listed(&app.jobs("cy").await)
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    ids.sort();
+    let mut expected = vec![first.id().to_owned(), held.id().to_owned()];
+    expected.sort();
+    assert_eq!(ids, expected);
+    app.stop().await;
+}
+
+/// Requests with one key at once (a client retrying before its first answer came): one job.
+async fn racing_requests_with_one_key_make_one_job(backend: Backend) {
+    let host = common::link_host().await;
+    let app = spawn_with(backend, |_| {}).await;
+    let url = format!("{host}/clip.mp4");
+    let answers =
+        futures::future::join_all((0..6).map(|_| send(link(&app, "dee", "burst", &url)))).await;
+    let first = answers
+        .iter()
+        .find(|a| !a.replayed)
+        .expect("one made the job");
+    for answer in &answers {
+        assert_eq!(answer.status, 202, "{}", answer.body);
+        assert_eq!(answer.id(), first.id());
+    }
+    assert_eq!(answers.iter().filter(|a| !a.replayed).count(), 1);
+    assert_eq!(listed(&app.jobs("dee").await), [first.id()]);
+    app.settled("dee", first.id()).await;
+    app.stop().await;
+}
+
+on_both_backends!(
+    a_repeated_link_request_answers_its_first_job,
+    a_retried_upload_stores_one_video,
+    racing_requests_with_one_key_make_one_job,
+);
