@@ -121,13 +121,27 @@ pub async fn claim(
             fingerprint,
         } if fingerprint == print => {
             match jobs.get(first).await? {
-                Some(first) if first.owner == job.owner => Ok(Some(first)),
+                // A held upload is still being started by the first request.
+                Some(first) if first.owner == job.owner && !first.held => Ok(Some(first)),
                 // Deleted since its claim was read: the next attempt claims the key anew.
                 _ => Err(Error::KeyInUse),
             }
         }
         Claim::Taken { job: first, .. } => Err(Error::KeyReused { job: first }),
     }
+}
+
+/// How long a repeated request's job may stay queued, never tried, before the repeat queues
+/// it again: its first request may have died between storing it and queueing it.
+pub const STALLED: Duration = Duration::from_secs(30);
+
+/// Whether a repeated request's `job` looks never queued (see [`STALLED`]). Queueing it again
+/// is safe: a converter takes a job once (its lease) and acknowledges a finished one.
+pub fn stalled(job: &Job, now: OffsetDateTime) -> bool {
+    job.status == crate::job::Status::Queued
+        && job.attempts == 0
+        && !job.held
+        && now - job.updated_at > STALLED
 }
 
 /// Keeps a held upload's hash until its start.
@@ -160,6 +174,26 @@ pub async fn forget_held(jobs: &dyn JobStore, owner: &str, id: JobId) -> Result<
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    #[test]
+    fn only_a_job_queued_long_ago_and_never_tried_is_stalled() {
+        let mut job = Job::new(
+            "ann".into(),
+            Source::link("http://x.test/a.mp4"),
+            Bitrate::default(),
+        );
+        let later = job.updated_at + Duration::from_secs(31);
+        assert!(!stalled(&job, job.updated_at + Duration::from_secs(5)));
+        assert!(stalled(&job, later));
+        job.attempts = 1;
+        assert!(!stalled(&job, later), "a converter took it");
+        job.attempts = 0;
+        job.held = true;
+        assert!(!stalled(&job, later), "held: not meant to be queued yet");
+        job.held = false;
+        job.set_status(crate::job::Status::Done);
+        assert!(!stalled(&job, job.updated_at + Duration::from_secs(31)));
+    }
 
     fn headers(values: &[&[u8]]) -> HeaderMap {
         let mut headers = HeaderMap::new();

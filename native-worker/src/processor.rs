@@ -524,7 +524,8 @@ async fn finish(
     then: Outcome,
 ) -> Outcome {
     crate::retention::remove_source(state, job).await;
-    if job.announced {
+    // An expired job was done long ago: telling of it now would tell of nothing to download.
+    if job.announced || job.status == Status::Expired {
         return then;
     }
     let announcement = JobMessage::for_job(job, attempt).outgoing(Route::Mp3, traceparent);

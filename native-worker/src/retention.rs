@@ -9,11 +9,13 @@
 //!   is its video if it was kept; the record stays listed until its new `expires_at`;
 //! - a failed or expired job's record is removed, with whatever files are left.
 //!
-//! Several replicas may sweep at once: each step is a compare-and-set on the job's stored
+//! Several replicas may sweep at once: each job's change is a compare-and-set on its stored
 //! expiry ([`JobStore::replace_due`], [`JobStore::delete_due`]), so exactly one sweeper wins
-//! each job and only the winner removes and counts its files. The record changes before the
-//! files go: a sweeper that dies in between leaves files that the record's own removal (or the
-//! GridFS orphan sweep) takes later, never a record pointing at missing audio it still offers.
+//! each job, and only the winner counts its files. The files go before the record changes,
+//! while the job still lists them: a sweep cut short anywhere (a crash, a shutdown, a store
+//! error) leaves the job due and the next sweep does it again, so no file is ever left that
+//! no record names. Removing a file twice (two sweepers) is harmless. The job is due then:
+//! its audio answering an error a moment before the record says `expired` is the price.
 
 use std::sync::Arc;
 
@@ -45,7 +47,7 @@ pub struct Swept {
     pub expired: usize,
     /// Records removed.
     pub deleted: usize,
-    /// Files removed: MP3s, tracks and kept videos.
+    /// Files removed: MP3s, tracks and videos kept past the conversion.
     pub files: usize,
 }
 
@@ -74,35 +76,35 @@ pub async fn sweep_due(
             let Some(was) = job.expires_at else { continue };
             // A lost race (another replica, or its owner's delete) leaves the job no longer
             // due, so the next batch does not list it again.
+            // Files first, then the record: a sweep cut short (a crash, a shutdown, a store
+            // error) leaves the job as it was, due, and the next sweep does it again (removing
+            // a missing file is harmless). Only the compare-and-set's winner counts.
             if job.status == Status::Done {
+                let video = remove_video(stores.videos, &job).await?;
+                let mp3s = remove_mp3s(stores.mp3s, &job).await?;
                 let mut expired = job.clone();
                 expired.expire(now + policy.expired);
                 if stores.jobs.replace_due(&expired, was).await? {
-                    let mp3s = remove_mp3s(stores.mp3s, &job).await?;
-                    // A kept video goes with its MP3.
-                    if policy.keep_sources {
-                        stores.videos.delete(&job.video_id).await?;
-                    }
-                    // Counted once everything is gone.
                     removed.mp3s.inc_by(mp3s as u64);
-                    if policy.keep_sources {
+                    if video {
                         removed.videos.inc();
-                        swept.files += 1;
                     }
                     tracing::info!(job_id = %job.id, owner = %job.owner, "the MP3 expired");
                     swept.expired += 1;
-                    swept.files += mp3s;
+                    swept.files += mp3s + usize::from(video);
                     changed(Change::Expired(expired));
                 }
-            } else if stores.jobs.delete_due(job.id, was).await? {
+            } else {
                 // Leftovers only: an expired job's MP3s went at expiry and a failed job has
-                // none; a kept video goes now.
+                // none; a video kept past a failure goes now.
+                remove_video(stores.videos, &job).await?;
                 remove_mp3s(stores.mp3s, &job).await?;
-                stores.videos.delete(&job.video_id).await?;
-                removed.jobs.inc();
-                tracing::info!(job_id = %job.id, owner = %job.owner, status = %job.status, "removed a finished job's record");
-                swept.deleted += 1;
-                changed(Change::Deleted(job));
+                if stores.jobs.delete_due(job.id, was).await? {
+                    removed.jobs.inc();
+                    tracing::info!(job_id = %job.id, owner = %job.owner, status = %job.status, "removed a finished job's record");
+                    swept.deleted += 1;
+                    changed(Change::Deleted(job));
+                }
             }
         }
         if !full {
@@ -119,6 +121,16 @@ async fn remove_mp3s(mp3s: &dyn BlobStore, job: &Job) -> Result<usize, Error> {
         mp3s.delete(&track_blob_id(job.id, number)).await?;
     }
     Ok(usize::from(job.audio.is_some()) + job.tracks.len())
+}
+
+/// Removes a job's video, whatever the policy now (it may have been kept under another);
+/// whether it was there.
+async fn remove_video(videos: &dyn BlobStore, job: &Job) -> Result<bool, Error> {
+    let there = videos.size(&job.video_id).await?.is_some();
+    if there {
+        videos.delete(&job.video_id).await?;
+    }
+    Ok(there)
 }
 
 /// Removes a finished job's video unless the operator keeps sources; counts it if it was

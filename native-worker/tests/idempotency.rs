@@ -265,7 +265,44 @@ async fn racing_requests_with_one_key_make_one_job(backend: Backend) {
     app.stop().await;
 }
 
+/// A first request that died between storing its job and queueing it (a crash, say): its
+/// retry answers that job and queues it, and the job is converted.
+async fn a_retry_queues_a_job_its_first_request_left_unqueued(backend: Backend) {
+    let host = common::link_host().await;
+    let app = spawn_with(backend, |_| {}).await;
+    let url = format!("{host}/clip.mp4");
+    let stores = Stores::of(&app).await;
+    let mut stranded = native_worker::job::Job::new(
+        "eve".into(),
+        native_worker::job::Source::link(&url),
+        Default::default(),
+    );
+    stranded.updated_at -= std::time::Duration::from_secs(60);
+    stores.jobs.insert(&stranded).await.unwrap();
+    let print = native_worker::idempotency::fingerprint(&stranded, None);
+    let now = time::OffsetDateTime::now_utc();
+    let claim = stores
+        .jobs
+        .claim_key("eve", "lost", stranded.id, &print, now, now)
+        .await
+        .unwrap();
+    assert_eq!(claim, native_worker::jobs::Claim::Claimed);
+
+    let retry = send(link(&app, "eve", "lost", &url)).await;
+    assert_eq!(
+        (retry.status, retry.replayed),
+        (202, true),
+        "{}",
+        retry.body
+    );
+    assert_eq!(retry.id(), stranded.id.to_string());
+    let done = app.settled("eve", retry.id()).await;
+    assert_eq!(done["status"], "done", "{done}");
+    app.stop().await;
+}
+
 on_both_backends!(
+    a_retry_queues_a_job_its_first_request_left_unqueued,
     a_repeated_link_request_answers_its_first_job,
     a_retried_upload_stores_one_video,
     racing_requests_with_one_key_make_one_job,

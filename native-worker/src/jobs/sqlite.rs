@@ -291,15 +291,19 @@ impl JobStore for SqliteJobs {
     }
 
     async fn replace_due(&self, job: &Job, was: OffsetDateTime) -> Result<bool, Error> {
-        let result =
-            sqlx::query("UPDATE jobs SET body = ?, expires_at = ? WHERE id = ? AND expires_at = ?")
-                .bind(encode(job)?)
-                .bind(expiry(job))
-                .bind(job.id.to_string())
-                .bind(unix_ms(was))
-                .execute(&self.pool)
-                .await
-                .map_err(db_error)?;
+        // The lease goes too (as with MongoDB's replacement): a converter still holding one
+        // cannot write the job back as it was.
+        let result = sqlx::query(
+            "UPDATE jobs SET body = ?, expires_at = ?, lease_holder = NULL, lease_until = NULL
+                 WHERE id = ? AND expires_at = ?",
+        )
+        .bind(encode(job)?)
+        .bind(expiry(job))
+        .bind(job.id.to_string())
+        .bind(unix_ms(was))
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
         Ok(result.rows_affected() == 1)
     }
 

@@ -154,7 +154,7 @@ pub(super) async fn create(
             if !matches!(claimed, Ok(None)) {
                 // Nobody heard of this job yet: no event, no message.
                 let _ = state.jobs.delete(job.id).await;
-                return replay(claimed);
+                return replay(&state, claimed, &headers).await;
             }
         }
         (job, key)
@@ -239,7 +239,7 @@ pub(super) async fn create(
                 // A replay or a refusal: this request's job and copy of the video go.
                 let _ = state.jobs.delete(job.id).await;
                 let _ = state.videos.delete(&job.video_id).await;
-                return replay(claimed);
+                return replay(&state, claimed, &headers).await;
             }
         }
         if job.held {
@@ -262,9 +262,20 @@ pub(super) async fn create(
     }
 }
 
-/// The answer to a claim that did not make the key this request's: the first job, or why not.
-fn replay(claimed: Result<Option<Job>, Error>) -> Result<Response, Error> {
-    claimed?.map(replayed).ok_or(Error::KeyInUse)
+/// The answer to a claim that did not make the key this request's: the first job (queued
+/// again if its request seems to have died before queueing it), or why not.
+async fn replay(
+    state: &State,
+    claimed: Result<Option<Job>, Error>,
+    headers: &HeaderMap,
+) -> Result<Response, Error> {
+    let first = claimed?.ok_or(Error::KeyInUse)?;
+    if idempotency::stalled(&first, time::OffsetDateTime::now_utc()) {
+        tracing::warn!(job_id = %first.id, "a repeated request's job was never queued: queueing it");
+        let message = JobMessage::for_job(&first, 1).outgoing(Route::Video, traceparent(headers));
+        state.queue.publish(Route::Video, message).await?;
+    }
+    Ok(replayed(first))
 }
 
 /// The answer repeating an earlier request's job.
@@ -357,15 +368,18 @@ pub(super) async fn start(
                 let _ = state.videos.delete(&job.video_id).await;
             }
             let _ = idempotency::forget_held(state.jobs.as_ref(), &owner, job.id).await;
-            return replay(claimed);
+            return replay(&state, claimed, &headers).await;
         }
     }
     if !state.jobs.start_held(&job).await? {
-        release(&state, &job, key.as_deref()).await;
-        // Another start won, or the job was deleted (or swept) meanwhile.
+        // Another start won (it keeps the key it claimed), or the job was deleted (or swept)
+        // meanwhile.
         return Err(match state.jobs.get(job.id).await? {
             Some(_) => Error::NotHeld,
-            None => Error::NotFound,
+            None => {
+                release(&state, &job, key.as_deref()).await;
+                Error::NotFound
+            }
         });
     }
     let _ = idempotency::forget_held(state.jobs.as_ref(), &owner, job.id).await;
