@@ -29,7 +29,9 @@ const SIGN_OUT: &str = "POST /v1/logout";
 /// its error code and field, so every other refusal of valid data still fails the run:
 /// - `end` after `start` (by 100 ms): two fields compared, perhaps one from a preset;
 /// - `preset` naming one the caller has saved (`unknown_preset`): stored data;
-/// - a field in the query and the body at once (`duplicate_field`): two places.
+/// - a field in the query and the body at once (`duplicate_field`): two places;
+/// - an `Idempotency-Key` the fuzzer sent before with another request (422
+///   `idempotency_key_reused`): stored data again, the key's first request.
 const HOOKS: &str = r#"
 import json
 
@@ -39,12 +41,13 @@ CROSS_FIELD = {
     ("invalid_option", "end", "after `start`"),
     ("unknown_preset", "preset", ""),
     ("duplicate_field", None, ""),
+    ("idempotency_key_reused", None, ""),
 }
 
 
 @schemathesis.hook
 def filter_failure(context, failure, case, response):
-    if type(failure).__name__ != "RejectedPositiveData" or response.status_code != 400:
+    if type(failure).__name__ != "RejectedPositiveData" or response.status_code not in (400, 422):
         return True
     try:
         error = json.loads(response.content)["error"]
