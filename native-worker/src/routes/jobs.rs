@@ -252,11 +252,21 @@ pub(super) async fn create(
         }
         (job, key)
     };
+    queue_keyed(&state, job, &headers, key.as_deref()).await
+}
+
+/// Queues a stored job; if that fails, lets go of the key it claimed, so a retry can make it.
+async fn queue_keyed(
+    state: &State,
+    job: Job,
+    headers: &HeaderMap,
+    key: Option<&str>,
+) -> Result<Response, Error> {
     let key_holder = job.clone();
-    match queue(&state, job, &headers).await {
+    match queue(state, job, headers).await {
         Ok(queued) => Ok(queued.into_response()),
         Err(e) => {
-            release(&state, &key_holder, key.as_deref()).await;
+            release(state, &key_holder, key).await;
             Err(e)
         }
     }
@@ -383,14 +393,7 @@ pub(super) async fn start(
         });
     }
     let _ = idempotency::forget_held(state.jobs.as_ref(), &owner, job.id).await;
-    let key_holder = job.clone();
-    match queue(&state, job, &headers).await {
-        Ok(queued) => Ok(queued.into_response()),
-        Err(e) => {
-            release(&state, &key_holder, key.as_deref()).await;
-            Err(e)
-        }
-    }
+    queue_keyed(&state, job, &headers, key.as_deref()).await
 }
 
 /// The SHA-256 of a stored video, read back from the store.
