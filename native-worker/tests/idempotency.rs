@@ -66,6 +66,20 @@ fn start(app: &TestApp, owner: &str, key: &str, id: &str, options: Value) -> Req
         .json(&options)
 }
 
+/// A held upload of the clip for `cy` with `key`, then its start at `bitrate`: both answers.
+async fn held_and_started(app: &TestApp, key: &str, bitrate: u32) -> (Answer, Answer) {
+    let held = send(upload(app, "cy", key, media("mp4"), true)).await;
+    let started = send(start(
+        app,
+        "cy",
+        key,
+        held.id(),
+        json!({ "bitrate": bitrate }),
+    ))
+    .await;
+    (held, started)
+}
+
 /// How many videos the store holds.
 async fn videos(app: &TestApp) -> u64 {
     match app.backend {
@@ -183,15 +197,7 @@ async fn a_retried_upload_stores_one_video(backend: Backend) {
     );
     assert_eq!(started.id(), held.id());
 
-    let retry = send(upload(&app, "cy", "h-1", media("mp4"), true)).await;
-    let repeated = send(start(
-        &app,
-        "cy",
-        "h-1",
-        retry.id(),
-        json!({"bitrate": 320}),
-    ))
-    .await;
+    let (retry, repeated) = held_and_started(&app, "h-1", 320).await;
     assert_eq!(
         (repeated.status, repeated.replayed),
         (202, true),
@@ -205,15 +211,7 @@ async fn a_retried_upload_stores_one_video(backend: Backend) {
         "the retry's held job went"
     );
 
-    let changed = send(upload(&app, "cy", "h-1", media("mp4"), true)).await;
-    let refused = send(start(
-        &app,
-        "cy",
-        "h-1",
-        changed.id(),
-        json!({"bitrate": 128}),
-    ))
-    .await;
+    let (changed, refused) = held_and_started(&app, "h-1", 128).await;
     assert_eq!(
         (refused.status, refused.code()),
         (422, "idempotency_key_reused")

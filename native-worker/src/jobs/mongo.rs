@@ -80,6 +80,27 @@ impl MongoJobs {
         Ok(Self { db, jobs, keys })
     }
 
+    /// Up to `limit` jobs whose time `field` (Unix milliseconds, indexed) is before `before`,
+    /// the earliest first: the sweepers' one query.
+    async fn earliest(
+        &self,
+        field: &str,
+        before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Job>, Error> {
+        let docs: Vec<Document> = self
+            .jobs
+            .find(doc! {field: {"$lt": unix_ms(before)}})
+            .sort(doc! {field: 1})
+            .limit(i64::from(limit))
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)?;
+        docs.into_iter().map(decode).collect()
+    }
+
     async fn job_exists(&self, id: &str) -> Result<bool, Error> {
         Ok(self
             .jobs
@@ -180,17 +201,7 @@ impl JobStore for MongoJobs {
     }
 
     async fn abandoned(&self, before: OffsetDateTime, limit: u32) -> Result<Vec<Job>, Error> {
-        let docs: Vec<Document> = self
-            .jobs
-            .find(doc! {"held_since": {"$lt": unix_ms(before)}})
-            .sort(doc! {"held_since": 1})
-            .limit(i64::from(limit))
-            .await
-            .map_err(db_error)?
-            .try_collect()
-            .await
-            .map_err(db_error)?;
-        docs.into_iter().map(decode).collect()
+        self.earliest("held_since", before, limit).await
     }
 
     async fn delete_abandoned(&self, id: JobId, before: OffsetDateTime) -> Result<bool, Error> {
@@ -240,17 +251,7 @@ impl JobStore for MongoJobs {
     }
 
     async fn due(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<Job>, Error> {
-        let docs: Vec<Document> = self
-            .jobs
-            .find(doc! {"expires_ms": {"$lt": unix_ms(now)}})
-            .sort(doc! {"expires_ms": 1})
-            .limit(i64::from(limit))
-            .await
-            .map_err(db_error)?
-            .try_collect()
-            .await
-            .map_err(db_error)?;
-        docs.into_iter().map(decode).collect()
+        self.earliest("expires_ms", now, limit).await
     }
 
     async fn replace_due(&self, job: &Job, was: OffsetDateTime) -> Result<bool, Error> {
