@@ -11,6 +11,7 @@
 #   options            bench/src/bin/options-bench.rs (each conversion option against bare ffmpeg)
 #   video pages        bench/src/bin/pages-bench.rs (a page link against the direct link)
 #   retention          bench/src/bin/retention-bench.rs (the sweeper against plain deletes)
+#   quota              bench/src/bin/quota-bench.rs (a job's quota checks against its insert)
 #   web app            tests/web.rs `bench_page_load` (ignored by `make test`; headless Chromium)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,7 @@ section "worker" worker.md ./target/release/worker-bench ./target/release/mp3con
 section "conversion options" options.md ./target/release/options-bench ./target/release/mp3conv-worker
 section "video pages" pages.md ./target/release/pages-bench ./target/release/mp3conv-worker
 section "retention" retention.md ./target/release/retention-bench
+section "quota" quota.md ./target/release/quota-bench
 web_bench() {   # the browser harness lives with the tests: its lines start with "bench| "
   cargo test --release --test web -- --ignored --exact bench_page_load --nocapture |
     sed -n 's/^bench| \{0,1\}//p'
@@ -104,6 +106,12 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
   echo "plain deletes of the same files and records."
   echo
   cat "$out/retention.md"
+  echo
+  echo "## Quotas"
+  echo
+  echo "What a user's quota checks add to each new job, against storing the job's record."
+  echo
+  cat "$out/quota.md"
   echo
   echo "## Web app"
   echo

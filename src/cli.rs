@@ -68,6 +68,9 @@ enum Command {
     /// Manage token signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage users (an operator's commands, on the users database).
+    #[command(subcommand)]
+    Users(UsersCommand),
     #[command(flatten)]
     Client(crate::client::ClientCommand),
 }
@@ -85,6 +88,42 @@ struct MigrateArgs {
     /// A SQLite database file (created if missing).
     #[arg(long)]
     sqlite: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCommand {
+    /// Show or set one user's quotas, replacing the worker's defaults for them
+    /// (MP3CONV_WORKER__QUOTA__*). Each value is a number, `unlimited`, or `default` (the
+    /// worker's again). Without a value, shows the user's limits. A change counts from the
+    /// user's next request.
+    ///
+    /// Example: mp3conv users limit ada@example.com --storage 5GiB --jobs-per-hour 30 --sqlite .mp3conv/sqlite_db.db
+    Limit(LimitArgs),
+}
+
+#[derive(Debug, Args)]
+struct LimitArgs {
+    /// The user's email address.
+    email: String,
+    /// Bytes kept for them: videos not converted yet, MP3s (e.g. 5GiB, 500MB).
+    #[arg(long, value_parser = crate::users::Setting::parse_bytes)]
+    storage: Option<crate::users::Setting>,
+    /// Jobs queued or converting at once.
+    #[arg(long, value_parser = crate::users::Setting::parse_count)]
+    concurrent_jobs: Option<crate::users::Setting>,
+    /// Jobs made per hour.
+    #[arg(long, value_parser = crate::users::Setting::parse_count)]
+    jobs_per_hour: Option<crate::users::Setting>,
+    /// Bytes of one video, uploaded or linked (e.g. 1GiB).
+    #[arg(long, value_parser = crate::users::Setting::parse_bytes)]
+    max_upload: Option<crate::users::Setting>,
+    /// Length of one video (e.g. 2h, 90m).
+    #[arg(long, value_parser = crate::users::Setting::parse_duration)]
+    max_duration: Option<crate::users::Setting>,
+    /// The users database (as for `mp3conv migrate`; `mp3conv up` keeps it in
+    /// DATA_DIR/sqlite_db.db).
+    #[command(flatten)]
+    database: MigrateArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -314,8 +353,44 @@ async fn serve_command(command: Command) -> anyhow::Result<()> {
             println!("{}", pair.kid());
             Ok(())
         }
+        Command::Users(UsersCommand::Limit(args)) => users_limit(args).await,
         Command::Client(_) => unreachable!("handled by run"),
     }
+}
+
+async fn users_limit(args: LimitArgs) -> anyhow::Result<()> {
+    use mp3conv_contract::quota::Limit;
+    let settings: Vec<(Limit, crate::users::Setting)> = [
+        (Limit::StorageBytes, args.storage),
+        (Limit::ConcurrentJobs, args.concurrent_jobs),
+        (Limit::JobsPerHour, args.jobs_per_hour),
+        (Limit::MaxUploadBytes, args.max_upload),
+        (Limit::MaxDurationSecs, args.max_duration),
+    ]
+    .into_iter()
+    .filter_map(|(limit, setting)| setting.map(|setting| (limit, setting)))
+    .collect();
+    let MigrateArgs {
+        mysql,
+        mysql_file,
+        sqlite,
+    } = args.database;
+    let url = url_from(mysql, mysql_file.as_deref(), "--mysql")?;
+    let database = match (&sqlite, &url) {
+        (Some(path), _) => crate::users::Database::Sqlite(path),
+        (None, Some(url)) => crate::users::Database::Mysql(url),
+        (None, None) => unreachable!("clap requires --mysql, --mysql-file or --sqlite"),
+    };
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(i64::MAX);
+    let limits = crate::users::limit(database, &args.email, &settings, now_ms).await?;
+    print!("{}", crate::users::describe(&args.email, &limits));
+    Ok(())
 }
 
 /// The whole system on embedded defaults: development keys from the data directory (unless

@@ -6,6 +6,7 @@ mod client;
 mod eventing;
 mod keys;
 mod migrate;
+mod users;
 
 use clap::Parser;
 

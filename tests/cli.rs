@@ -192,6 +192,21 @@ async fn scenario(system: &System) {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("not found"), "{}", run.stderr);
 
+    // The account and its quota: two jobs made this hour (a deletion does not give one back);
+    // what is kept is the link's MP3 alone.
+    let link_mp3 = jobs[0]["audio"]["size"].as_u64().unwrap();
+    let me = cli.ok(&["me", "--json"]).await.json();
+    assert_eq!(me["email"], email.as_str());
+    assert_eq!(me["quota"]["usage"]["storage_bytes"], link_mp3, "{me}");
+    assert_eq!(me["quota"]["usage"]["jobs_per_hour"], 2, "{me}");
+    let text = cli.ok(&["me"]).await.stdout;
+    assert!(text.starts_with(&email), "{text}");
+    assert!(text.contains("jobs in the last hour: 2 of 100"), "{text}");
+    assert!(
+        text.contains(&format!("({link_mp3} bytes) of 10.0 GiB")),
+        "{text}"
+    );
+
     // A video that cannot be converted: exit 1 with the reason.
     let notes = cli.cwd.path().join("notes.mp4");
     std::fs::write(&notes, b"this is not a video").unwrap();

@@ -284,6 +284,112 @@ async fn a_retried_upload_is_one_job_on_services() {
     a_retried_upload_is_one_job(&System::services()).await;
 }
 
+/// Quotas through the gateway, as an operator sets them and a user meets them: `GET /v1/me`
+/// shows the defaults, then what `mp3conv users limit` set; an upload over the user's size is
+/// 413, a job past their hourly jobs 429 with `Retry-After`; `default` brings a limit back;
+/// another user keeps the defaults.
+async fn an_operator_limits_a_user(system: &System) {
+    let (token, email) = system.user_and_email("quinn").await;
+    let me = expect(system.authed(&token, Method::GET, "/v1/me"), 200).await;
+    assert_eq!(me["email"], email.as_str(), "{me}");
+    let defaults = me["quota"]["limits"].clone();
+    assert_eq!(defaults["jobs_per_hour"], 100, "{me}");
+    assert_eq!(me["quota"]["usage"]["jobs_per_hour"], 0, "{me}");
+
+    let clip = std::fs::read(media("clip")).unwrap();
+    let told = system.limit_user(
+        &email,
+        &[
+            "--jobs-per-hour",
+            "1",
+            "--max-upload",
+            &format!("{}", clip.len() - 1),
+        ],
+    );
+    assert!(told.contains("jobs_per_hour      1\n"), "{told}");
+    let me = expect(system.authed(&token, Method::GET, "/v1/me"), 200).await;
+    assert_eq!(me["quota"]["limits"]["jobs_per_hour"], 1, "{me}");
+    assert_eq!(
+        me["quota"]["limits"]["max_upload_bytes"],
+        clip.len() - 1,
+        "{me}"
+    );
+    assert_eq!(
+        me["quota"]["limits"]["storage_bytes"], defaults["storage_bytes"],
+        "{me}"
+    );
+
+    let form = |bytes: Vec<u8>| {
+        reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes)
+                .file_name("clip.mp4")
+                .mime_str("video/mp4")
+                .unwrap(),
+        )
+    };
+    let too_large = expect(
+        system
+            .authed(&token, Method::POST, "/v1/jobs")
+            .multipart(form(clip.clone())),
+        413,
+    )
+    .await;
+    assert_eq!(too_large["error"]["code"], "quota_exceeded", "{too_large}");
+    assert_eq!(
+        too_large["error"]["limit"], "max_upload_bytes",
+        "{too_large}"
+    );
+
+    system.limit_user(&email, &["--max-upload", "default"]);
+    let job = expect(
+        system
+            .authed(&token, Method::POST, "/v1/jobs")
+            .multipart(form(clip.clone())),
+        202,
+    )
+    .await;
+    let response = send(
+        system
+            .authed(&token, Method::POST, "/upload")
+            .multipart(form(clip.clone())),
+    )
+    .await;
+    assert_eq!(response.status(), 429);
+    let wait: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((3000..=3601).contains(&wait), "Retry-After {wait}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "quota_exceeded", "{body}");
+    assert_eq!(body["error"]["limit"], "jobs_per_hour", "{body}");
+
+    let done = system.settled(&token, job["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "done", "{done}");
+    let me = expect(system.authed(&token, Method::GET, "/v1/me"), 200).await;
+    let usage = &me["quota"]["usage"];
+    assert_eq!(usage["jobs_per_hour"], 1, "{me}");
+    assert_eq!(usage["concurrent_jobs"], 0, "{me}");
+    assert_eq!(usage["storage_bytes"], done["audio"]["size"], "{me}");
+
+    // Someone else has the defaults still.
+    let other = system.user("rosa").await;
+    let theirs = expect(system.authed(&other, Method::GET, "/v1/me"), 200).await;
+    assert_eq!(theirs["quota"]["limits"], defaults, "{theirs}");
+}
+
+#[tokio::test]
+async fn an_operator_limits_a_user_embedded() {
+    an_operator_limits_a_user(&System::embedded(&[])).await;
+}
+
+#[tokio::test]
+async fn an_operator_limits_a_user_on_services() {
+    an_operator_limits_a_user(&System::services()).await;
+}
+
 /// Short periods, so that the test sees them pass.
 const SHORT_RETENTION: [(&str, &str); 3] = [
     ("RETENTION__AUDIO", "5s"),

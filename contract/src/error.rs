@@ -18,6 +18,9 @@ pub struct ErrorDetail {
     /// The request field at fault, when one is (a conversion option, a form field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// The quota refused (`quota_exceeded`): a [`crate::quota::Limit`]'s name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
 }
 
 impl ErrorBody {
@@ -28,6 +31,7 @@ impl ErrorBody {
                 code: code.into(),
                 message: message.into(),
                 field: None,
+                limit: None,
             },
         }
     }
@@ -35,6 +39,12 @@ impl ErrorBody {
     /// The same body naming the request field at fault.
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.error.field = Some(field.into());
+        self
+    }
+
+    /// The same body naming the quota refused.
+    pub fn with_limit(mut self, limit: crate::quota::Limit) -> Self {
+        self.error.limit = Some(limit.as_str().to_owned());
         self
     }
 }

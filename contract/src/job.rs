@@ -382,6 +382,15 @@ pub struct Job {
     pub attempts: u32,
     /// Whether the final state was announced on the `mp3` queue.
     pub announced: bool,
+    /// Bytes of its video while the store keeps it for the job (0 before a link's download,
+    /// and once the video is removed): counted in the owner's storage.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub video_bytes: u64,
+    /// The owner's limits on its video, set when the job is made: bytes (for a link's
+    /// download) and seconds (checked by ffprobe before converting, and against what a video
+    /// page says before downloading).
+    #[serde(default, skip_serializing_if = "MediaLimits::is_none")]
+    pub limits: MediaLimits,
     /// When the next removal happens, once the job has finished: a done job's MP3 expires
     /// then (the job becomes [`Status::Expired`]); a failed or expired job's record is deleted
     /// then. Whole seconds.
@@ -420,6 +429,8 @@ impl Job {
             held: false,
             attempts: 0,
             announced: false,
+            video_bytes: 0,
+            limits: MediaLimits::default(),
             expires_at: None,
             created_at: now,
             updated_at: now,
@@ -476,9 +487,24 @@ impl Job {
         self.status = Status::Expired;
         self.audio = None;
         self.tracks.clear();
+        self.video_bytes = 0;
         self.progress = 0;
         self.expires_at = Some(whole_seconds(record_until));
         self.touch();
+    }
+
+    /// Bytes stored for the job: its video while kept, its MP3 and its tracks.
+    pub fn stored_bytes(&self) -> u64 {
+        let audio = self.audio.as_ref().map_or(0, |audio| audio.size);
+        let tracks: u64 = self.tracks.iter().map(|track| track.audio.size).sum();
+        self.video_bytes
+            .saturating_add(audio)
+            .saturating_add(tracks)
+    }
+
+    /// Whether it takes one of its owner's concurrent jobs: queued, downloading or converting.
+    pub fn is_active(&self) -> bool {
+        !self.status.is_terminal()
     }
 
     /// Moves the job to `status`.
@@ -489,6 +515,28 @@ impl Job {
 
     fn touch(&mut self) {
         self.updated_at = OffsetDateTime::now_utc();
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A job's owner's limits on its video (see [`Job::limits`]); `None`: none but the service's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaLimits {
+    /// Largest video, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    /// Longest video, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration_secs: Option<u64>,
+}
+
+impl MediaLimits {
+    /// Whether there are none.
+    pub fn is_none(&self) -> bool {
+        self.max_bytes.is_none() && self.max_duration_secs.is_none()
     }
 }
 

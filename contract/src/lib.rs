@@ -10,6 +10,7 @@
 //! - [`notification`]: notifications as users read them.
 //! - [`event`]: live job events, their envelope between the worker's processes, and the
 //!   Server-Sent Events framing.
+//! - [`quota`]: per-user limits and usage, and the header that carries a user's limits.
 //! - [`error`]: the JSON error body.
 //! - [`address`]: which IP addresses and host names are public, for anything the system fetches
 //!   or calls on a user's behalf (links, webhooks).
@@ -24,6 +25,7 @@ pub mod job;
 pub mod message;
 pub mod notification;
 pub mod options;
+pub mod quota;
 pub mod trace;
 
 pub use time;

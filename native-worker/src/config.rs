@@ -64,6 +64,8 @@ pub struct Config {
     pub events: EventsConfig,
     /// How long videos, MP3s and finished jobs are kept.
     pub retention: RetentionConfig,
+    /// Every user's limits, unless an operator set theirs (`mp3conv users limit`).
+    pub quota: QuotaConfig,
 }
 
 impl Default for Config {
@@ -85,6 +87,7 @@ impl Default for Config {
             fetch: FetchConfig::default(),
             events: EventsConfig::default(),
             retention: RetentionConfig::default(),
+            quota: QuotaConfig::default(),
         }
     }
 }
@@ -430,6 +433,81 @@ impl Default for RetentionConfig {
     }
 }
 
+/// Every user's limits (see [`crate::quota`]), each a number or `unlimited`. A user's own,
+/// set by an operator, come with each request from the gateway and replace these.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// Bytes kept for a user: videos not converted yet (or kept), MP3s and their tracks.
+    #[serde(with = "limit")]
+    pub storage_bytes: Option<u64>,
+    /// Jobs queued, downloading or converting at once.
+    #[serde(with = "limit")]
+    pub concurrent_jobs: Option<u64>,
+    /// Jobs made per `rate_window`.
+    #[serde(with = "limit")]
+    pub jobs_per_hour: Option<u64>,
+    /// Bytes of one video (upload or link); never more than `max_video_bytes`.
+    #[serde(with = "limit")]
+    pub max_upload_bytes: Option<u64>,
+    /// Seconds of one video.
+    #[serde(with = "limit")]
+    pub max_duration_secs: Option<u64>,
+    /// The window `jobs_per_hour` counts in: an hour (tests shorten it).
+    #[serde(with = "humantime_serde")]
+    pub rate_window: Duration,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        Self {
+            storage_bytes: Some(10 * 1024 * 1024 * 1024),
+            concurrent_jobs: Some(10),
+            jobs_per_hour: Some(100),
+            max_upload_bytes: None,
+            max_duration_secs: Some(6 * 3600),
+            rate_window: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl QuotaConfig {
+    /// The defaults as limits.
+    pub fn limits(&self) -> mp3conv_contract::quota::Limits {
+        mp3conv_contract::quota::Limits {
+            storage_bytes: self.storage_bytes,
+            concurrent_jobs: self.concurrent_jobs,
+            jobs_per_hour: self.jobs_per_hour,
+            max_upload_bytes: self.max_upload_bytes,
+            max_duration_secs: self.max_duration_secs,
+        }
+    }
+}
+
+/// A limit in the config: a number, or `unlimited` (`None`).
+mod limit {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<u64>, D::Error> {
+        match Raw::deserialize(deserializer)? {
+            Raw::Number(n) => Ok(Some(n)),
+            Raw::Text(text) if text.trim() == "unlimited" => Ok(None),
+            Raw::Text(text) => text.trim().parse().map(Some).map_err(|_| {
+                serde::de::Error::custom(format!("`{text}` is not a number or `unlimited`"))
+            }),
+        }
+    }
+}
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -568,6 +646,21 @@ impl Config {
         }
         if retention.sweep_interval.is_zero() {
             return invalid("retention.sweep_interval must be positive");
+        }
+        let quota = &self.quota;
+        if quota.rate_window.is_zero() || quota.rate_window > century {
+            return invalid("quota.rate_window must be between 1s and 100 years");
+        }
+        let defaults = quota.limits();
+        if mp3conv_contract::quota::Limit::ALL
+            .into_iter()
+            .any(|limit| {
+                defaults
+                    .get(limit)
+                    .is_some_and(|value| value == 0 || value >= mp3conv_contract::quota::UNLIMITED)
+            })
+        {
+            return invalid("each quota must be a positive number (below 2^63) or `unlimited`");
         }
         if let Some(rate) = self.convert.read_rate
             && !(rate.is_finite() && rate > 0.0)
@@ -719,7 +812,12 @@ mod tests {
             jail.set_env("MP3CONV_WORKER__FETCH__PAGES__DENY_SITES", "[bad.example]");
             jail.set_env("MP3CONV_WORKER__RETENTION__AUDIO", "24h");
             jail.set_env("MP3CONV_WORKER__RETENTION__KEEP_SOURCES", "true");
+            jail.set_env("MP3CONV_WORKER__QUOTA__JOBS_PER_HOUR", "30");
+            jail.set_env("MP3CONV_WORKER__QUOTA__STORAGE_BYTES", "unlimited");
             let config = Config::from_env().expect("valid config");
+            assert_eq!(config.quota.jobs_per_hour, Some(30));
+            assert_eq!(config.quota.storage_bytes, None);
+            assert_eq!(config.quota.concurrent_jobs, Some(10));
             assert_eq!(config.retention.audio, Duration::from_secs(24 * 3600));
             assert!(config.retention.keep_sources);
             assert_eq!(config.fetch.pages.max_duration, Duration::from_secs(7200));

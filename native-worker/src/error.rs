@@ -78,6 +78,17 @@ pub enum Error {
         /// The configured limit in bytes.
         limit: u64,
     },
+    /// 429 (a rate: concurrent jobs, jobs per hour; with `Retry-After`) or 413 (a size:
+    /// storage, one upload) `quota_exceeded`, naming the `limit`.
+    #[error("{message}")]
+    Quota {
+        /// Which.
+        limit: mp3conv_contract::quota::Limit,
+        /// What was asked, what is allowed.
+        message: String,
+        /// Seconds until a retry can succeed, for a rate.
+        retry_after: Option<u64>,
+    },
     /// 416 `range_not_satisfiable`.
     #[error("the requested range is outside the {size}-byte file")]
     RangeNotSatisfiable {
@@ -141,6 +152,15 @@ impl Error {
             Self::KeyInUse => (StatusCode::CONFLICT, "idempotency_key_in_use"),
             Self::TooLargeForZip { .. } => (StatusCode::CONFLICT, "too_large_for_zip"),
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Self::Quota { limit, .. } => {
+                use mp3conv_contract::quota::Limit;
+                let status = match limit {
+                    Limit::ConcurrentJobs | Limit::JobsPerHour => StatusCode::TOO_MANY_REQUESTS,
+                    Limit::StorageBytes | Limit::MaxUploadBytes => StatusCode::PAYLOAD_TOO_LARGE,
+                    Limit::MaxDurationSecs => StatusCode::UNPROCESSABLE_ENTITY,
+                };
+                (status, "quota_exceeded")
+            }
             Self::RangeNotSatisfiable { .. } => {
                 (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
             }
@@ -182,11 +202,23 @@ impl IntoResponse for Error {
         if let Self::Option(e) = &self {
             body = body.with_field(e.field.clone());
         }
+        if let Self::Quota { limit, .. } = &self {
+            body = body.with_limit(*limit);
+        }
         let mut response = (status, Json(body)).into_response();
         if let Self::RangeNotSatisfiable { size } = self
             && let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}"))
         {
             response.headers_mut().insert(header::CONTENT_RANGE, value);
+        }
+        if let Self::Quota {
+            retry_after: Some(seconds),
+            ..
+        } = self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if let Self::TooManyStreams { .. } = self {
             response.headers_mut().insert(

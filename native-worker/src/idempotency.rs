@@ -131,6 +131,13 @@ pub async fn claim(
     }
 }
 
+/// Whether `owner`'s `key` names a job already: a repeated request, answered with that job
+/// whatever the owner's quota says now.
+pub async fn is_claimed(jobs: &dyn JobStore, owner: &str, key: &str) -> Result<bool, Error> {
+    let since = OffsetDateTime::now_utc() - KEY_LIFETIME;
+    Ok(jobs.key(owner, key, since).await?.is_some())
+}
+
 /// How long a repeated request's job may stay queued, never tried, before the repeat queues
 /// it again: its first request may have died between storing it and queueing it.
 pub const STALLED: Duration = Duration::from_secs(30);

@@ -3,8 +3,8 @@
 //! only the worker needs of it is here.
 
 pub use mp3conv_contract::job::{
-    Audio, Bitrate, InvalidBitrate, Job, JobError, JobId, JobPage, LinkRequest, Source, Status,
-    Track,
+    Audio, Bitrate, InvalidBitrate, Job, JobError, JobId, JobPage, LinkRequest, MediaLimits,
+    Source, Status, Track,
 };
 
 /// Most tracks a job split by chapters makes: a source with more chapters is refused.

@@ -20,6 +20,7 @@ pub mod page;
 mod processor;
 pub mod proxy;
 pub mod queue;
+pub mod quota;
 pub mod retention;
 mod routes;
 pub mod storage;
@@ -58,6 +59,8 @@ pub(crate) struct State {
     holder: String,
     /// Conversion slots (`concurrency`), taken only for converting: downloads have their own.
     conversion_slots: tokio::sync::Semaphore,
+    /// One user's quota checks after their jobs are stored, one at a time in this process.
+    quota_gate: quota::Gate,
     /// Live job events: publishing, the hub streams follow, stream limits.
     events: events::Events,
     /// Cancelled when the worker starts shutting down (open event streams end then).
@@ -207,6 +210,7 @@ impl Worker {
                 fetcher,
                 holder,
                 conversion_slots: tokio::sync::Semaphore::new(concurrency),
+                quota_gate: quota::Gate::default(),
                 events,
                 shutdown: CancellationToken::new(),
             }),

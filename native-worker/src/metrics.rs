@@ -20,6 +20,14 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+/// Label of a quota.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    /// `storage_bytes`, `concurrent_jobs`, `jobs_per_hour`, `max_upload_bytes` or
+    /// `max_duration_secs`.
+    pub limit: &'static str,
+}
+
 /// What retention removed, by kind (one family, `mp3conv_worker_retention_removed_total`).
 #[derive(Debug, Clone, Default)]
 pub struct Removed {
@@ -76,6 +84,8 @@ pub struct Metrics {
     pub page_resolutions: Counter,
     /// What retention removed.
     pub removed: Removed,
+    /// Requests and jobs refused by a user's quota, by limit.
+    pub quota_refusals: Family<LimitLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -102,6 +112,18 @@ impl Default for Metrics {
             "retention_removed",
             "Files and job records removed by retention, by kind (video, mp3, job)",
             removed_family,
+        );
+        let quota_refusals = Family::<LimitLabel, Counter>::default();
+        // Each limit from the start, so that a rate of refusals is 0 rather than absent.
+        for limit in mp3conv_contract::quota::Limit::ALL {
+            let _ = quota_refusals.get_or_create(&LimitLabel {
+                limit: limit.as_str(),
+            });
+        }
+        registry.register(
+            "quota_refusals",
+            "Requests and jobs refused by a user's quota, by limit",
+            quota_refusals.clone(),
         );
         registry.register("jobs", "Jobs that entered each state", jobs.clone());
         registry.register(
@@ -178,6 +200,7 @@ impl Default for Metrics {
             held_uploads_removed,
             page_resolutions,
             removed,
+            quota_refusals,
         }
     }
 }
@@ -188,6 +211,15 @@ impl Metrics {
         self.jobs
             .get_or_create(&StatusLabel {
                 status: status.as_str().to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a refusal by `limit`.
+    pub fn refused(&self, limit: mp3conv_contract::quota::Limit) {
+        self.quota_refusals
+            .get_or_create(&LimitLabel {
+                limit: limit.as_str(),
             })
             .inc();
     }

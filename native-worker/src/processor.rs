@@ -18,6 +18,8 @@ use tokio_util::io::ReaderStream;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use mp3conv_contract::quota::Limit;
+
 use crate::State;
 use crate::config::QueueKind;
 use crate::convert::{self, ConvertError, Request};
@@ -485,6 +487,16 @@ fn too_long(state: &State) -> Stop {
     })
 }
 
+/// A video longer than its owner's limit: permanent, the job fails.
+fn too_long_for_quota(seconds: f64, max: u64) -> Stop {
+    Stop::Failed(Failure {
+        code: "quota_exceeded",
+        message: crate::quota::too_long(seconds, max),
+        permanent: true,
+        field: None,
+    })
+}
+
 /// Saves a job's final state, if this converter still holds its lease, and announces it.
 async fn save_and_finish(
     state: &State,
@@ -495,6 +507,7 @@ async fn save_and_finish(
     then: Outcome,
     written: &AtomicU32,
 ) -> Outcome {
+    source_goes(state, &mut job);
     match state.jobs.save_held(&job, holder).await {
         Ok(Saved::Saved) => {
             state.metrics.job(job.status);
@@ -510,6 +523,14 @@ async fn save_and_finish(
             tracing::warn!(error = %error_chain(&e), "cannot save the job");
             Outcome::Requeue
         }
+    }
+}
+
+/// A finished job's video stops counting in its owner's storage as it is saved finished, unless
+/// the operator keeps sources: [`finish`] removes it next.
+fn source_goes(state: &State, job: &mut Job) {
+    if !state.config.retention.keep_sources {
+        job.video_bytes = 0;
     }
 }
 
@@ -645,7 +666,12 @@ async fn prepare<'a>(
             .observe(waited.as_seconds_f64().max(0.0));
     }
     job.attempts = attempt;
-    let limit = state.config.max_video_bytes;
+    let limit = job
+        .limits
+        .max_bytes
+        .map_or(state.config.max_video_bytes, |max| {
+            max.min(state.config.max_video_bytes)
+        });
     if let Source::Link { url, .. } = &job.source {
         let present = state
             .videos
@@ -672,12 +698,22 @@ async fn prepare<'a>(
                 save(state, job, holder).await?;
                 state.events.job(job);
             }
+            // What the page says of the media's length spares downloading one too long.
+            if let (Some(seconds), Some(max)) = (
+                opened.page.as_ref().and_then(|page| page.duration),
+                job.limits.max_duration_secs,
+            ) && seconds > max as f64
+            {
+                state.metrics.refused(Limit::MaxDurationSecs);
+                return Err(too_long_for_quota(seconds, max));
+            }
             let size = state
                 .fetcher
                 .store(opened, state.videos.as_ref(), &job.video_id, limit)
                 .await
                 .map_err(Failure::from)?;
             state.metrics.bytes_in.inc_by(size);
+            job.video_bytes = size;
         }
     }
     // A downloaded link waits for a conversion slot as an upload does: queued.
@@ -735,6 +771,7 @@ async fn convert_job(
         dir: work.path(),
         bitrate: job.bitrate,
         options: &job.options,
+        max_duration_secs: job.limits.max_duration_secs,
         naming: convert::plan::Naming {
             name: &name,
             title: job.source.page_title(),
@@ -788,7 +825,12 @@ async fn convert_job(
         }
     };
     let (converted, ()) = tokio::join!(converting, reporting);
-    let converted = converted.map_err(Failure::from)?;
+    let converted = converted.map_err(|e| {
+        if let ConvertError::OverQuota { .. } = e {
+            state.metrics.refused(Limit::MaxDurationSecs);
+        }
+        Failure::from(e)
+    })?;
     state
         .metrics
         .conversion_seconds
@@ -830,6 +872,7 @@ async fn convert_job(
     job.error = None;
     job.set_status(Status::Done);
     job.expire_after(state.config.retention.audio);
+    source_goes(state, job);
     save(state, job, holder).await?;
     state.metrics.job(Status::Done);
     state.events.job(job);

@@ -170,6 +170,17 @@ pub(crate) async fn run(state: Arc<State>, shutdown: CancellationToken) {
         videos: state.videos.as_ref(),
         mp3s: state.mp3s.as_ref(),
     };
+    // Jobs finished before retention existed get their dates from now.
+    let now = OffsetDateTime::now_utc();
+    match state
+        .jobs
+        .backfill_expiry(now + policy.audio, now + policy.failed)
+        .await
+    {
+        Ok(0) => {}
+        Ok(given) => tracing::info!(jobs = given, "finished jobs without an expiry got one"),
+        Err(e) => tracing::warn!(error = %error_chain(&e), "cannot date older finished jobs"),
+    }
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -196,6 +207,11 @@ pub(crate) async fn run(state: Arc<State>, shutdown: CancellationToken) {
         let stale = OffsetDateTime::now_utc() - crate::idempotency::KEY_LIFETIME;
         if let Err(e) = state.jobs.prune_keys(stale).await {
             tracing::warn!(error = %error_chain(&e), "cannot prune idempotency keys");
+        }
+        // And notes of jobs made before the quota's window.
+        let counted_since = OffsetDateTime::now_utc() - state.config.quota.rate_window;
+        if let Err(e) = state.jobs.prune_made(counted_since).await {
+            tracing::warn!(error = %error_chain(&e), "cannot prune the notes of jobs made");
         }
         match swept {
             Ok(swept) if swept == Swept::default() => {}

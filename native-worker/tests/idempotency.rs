@@ -80,16 +80,6 @@ async fn held_and_started(app: &TestApp, key: &str, bitrate: u32) -> (Answer, An
     (held, started)
 }
 
-/// How many videos the store holds.
-async fn videos(app: &TestApp) -> u64 {
-    match app.backend {
-        Backend::Embedded => std::fs::read_dir(app.dir.path().join("blobs/videos"))
-            .unwrap()
-            .count() as u64,
-        Backend::Services => common::count(&app.names.database, "videos.files").await,
-    }
-}
-
 fn listed(page: &Value) -> Vec<&str> {
     page["jobs"]
         .as_array()
@@ -183,7 +173,7 @@ async fn a_retried_upload_stores_one_video(backend: Backend) {
         (422, "idempotency_key_reused")
     );
     assert_eq!(app.settled("cy", first.id()).await["status"], "done");
-    assert_eq!(videos(&app).await, 1, "one video for the three requests");
+    assert_eq!(app.videos().await, 1, "one video for the three requests");
 
     // Held uploads claim their key when started, with their options.
     let held = send(upload(&app, "cy", "h-1", media("mp4"), true)).await;
@@ -220,7 +210,7 @@ async fn a_retried_upload_stores_one_video(backend: Backend) {
 
     assert_eq!(app.settled("cy", held.id()).await["status"], "done");
     assert_eq!(
-        videos(&app).await,
+        app.videos().await,
         2,
         "the first upload's and the held one's"
     );

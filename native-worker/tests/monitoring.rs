@@ -87,6 +87,7 @@ async fn the_dashboard_and_alerts_name_real_metrics() {
         "Queue wait",
         "Dead letters",
         "Retention removals",
+        "Quota refusals",
     ] {
         assert!(titles.iter().any(|t| t == needed), "no panel {needed:?}");
     }

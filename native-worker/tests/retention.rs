@@ -282,8 +282,59 @@ async fn two_sweepers_remove_each_file_once(backend: Backend) {
     app.stop().await;
 }
 
+/// Jobs finished before retention existed (no expiry) get their dates once, as a worker
+/// starting on the upgraded store gives them; sweeps then treat them as any other.
+async fn older_finished_jobs_get_their_dates(backend: Backend) {
+    let app = spawn_with(backend, |_| {}).await;
+    let stores = Stores::of(&app).await;
+    let mut done = done_job(&stores, "old", 0, time::Duration::ZERO).await;
+    done.expires_at = None;
+    assert!(stores.jobs.save(&done).await.unwrap());
+    let mut failed = Job::new(
+        "old".into(),
+        Source::link("http://x.test/gone.mp4"),
+        Bitrate::default(),
+    );
+    failed.fail("link_not_found", "gone");
+    stores.jobs.insert(&failed).await.unwrap();
+    let queued = Job::new(
+        "old".into(),
+        Source::link("http://x.test/later.mp4"),
+        Bitrate::default(),
+    );
+    stores.jobs.insert(&queued).await.unwrap();
+
+    let now = whole_seconds_ago(time::Duration::ZERO);
+    let (audio, record) = (time::Duration::days(7), time::Duration::days(3));
+    let given = stores
+        .jobs
+        .backfill_expiry(now + audio, now + record)
+        .await
+        .unwrap();
+    assert_eq!(given, 2);
+    let again = stores.jobs.backfill_expiry(now, now).await.unwrap();
+    assert_eq!(again, 0, "once only");
+    let jobs = stores.jobs.as_ref();
+    let get = |id| async move { jobs.get(id).await.unwrap().unwrap() };
+    assert_eq!(get(done.id).await.expires_at, Some(now + audio));
+    assert_eq!(get(failed.id).await.expires_at, Some(now + record));
+    assert_eq!(get(queued.id).await.expires_at, None);
+
+    let (swept, _) = sweep_at(
+        &stores,
+        now + audio + time::Duration::SECOND,
+        &Removed::default(),
+    )
+    .await;
+    assert_eq!((swept.expired, swept.deleted), (1, 1), "{swept:?}");
+    assert_eq!(get(done.id).await.status, Status::Expired);
+    assert!(stores.jobs.get(failed.id).await.unwrap().is_none());
+    app.stop().await;
+}
+
 on_both_backends!(
     sources_go_when_conversions_finish,
+    older_finished_jobs_get_their_dates,
     an_mp3_expires_then_its_record_goes,
     two_sweepers_remove_each_file_once,
 );

@@ -85,6 +85,8 @@ pub enum ClientCommand {
     },
     /// Delete a job, its video and its MP3.
     Rm { id: JobId },
+    /// Your account, and what you use of your limits.
+    Me,
     /// Your saved sets of options: list, save, show, delete.
     #[command(subcommand)]
     Presets(PresetsCommand),
@@ -212,6 +214,17 @@ impl Client {
                     .await?;
                 check(response).await?;
                 self.print(&json!({ "deleted": id }), || format!("deleted {id}"));
+                Ok(())
+            }
+            ClientCommand::Me => {
+                let token = self.token()?;
+                let response = self
+                    .send(self.http.get(self.url("/v1/me")).bearer_auth(&token))
+                    .await?;
+                let me: serde_json::Value = check(response).await?.json().await.map_err(|err| {
+                    Failure::Other(format!("the server's answer is not as agreed: {err}"))
+                })?;
+                self.print(&me, || describe_me(&me));
                 Ok(())
             }
             ClientCommand::Presets(command) => self.presets(command).await,
@@ -527,6 +540,52 @@ impl Client {
         progress.finish();
         Ok(saved)
     }
+}
+
+/// `GET /v1/me` for people: the email, then each limit with what is used of it.
+fn describe_me(me: &serde_json::Value) -> String {
+    use mp3conv_contract::quota::{Quota, bytes, seconds};
+    let mut text = me["email"].as_str().unwrap_or_default().to_owned();
+    let Ok(quota) = serde_json::from_value::<Quota>(me["quota"].clone()) else {
+        text.push_str("\n  (usage unavailable just now)");
+        return text;
+    };
+    let (limits, usage) = (quota.limits, quota.usage);
+    let of = |used: String, limit: Option<String>| match limit {
+        Some(limit) => format!("{used} of {limit}"),
+        None => format!("{used} (no limit)"),
+    };
+    text.push_str(&format!(
+        "\n  storage:               {}",
+        of(bytes(usage.storage_bytes), limits.storage_bytes.map(bytes))
+    ));
+    text.push_str(&format!(
+        "\n  jobs at once:          {}",
+        of(
+            usage.concurrent_jobs.to_string(),
+            limits.concurrent_jobs.map(|n| n.to_string())
+        )
+    ));
+    text.push_str(&format!(
+        "\n  jobs in the last hour: {}",
+        of(
+            usage.jobs_per_hour.to_string(),
+            limits.jobs_per_hour.map(|n| n.to_string())
+        )
+    ));
+    text.push_str(&format!(
+        "\n  largest video:         {}",
+        limits
+            .max_upload_bytes
+            .map_or("the server's limit".to_owned(), bytes)
+    ));
+    text.push_str(&format!(
+        "\n  longest video:         {}",
+        limits
+            .max_duration_secs
+            .map_or("no limit".to_owned(), seconds)
+    ));
+    text
 }
 
 /// Turns an error answer into the matching failure.

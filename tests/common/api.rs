@@ -299,6 +299,8 @@ pub struct System {
     pub converter: Option<WorkerProcess>,
     /// The worker's settings (cluster shape).
     pub worker_env: Vec<(String, String)>,
+    /// How `mp3conv users` names the users database (`--sqlite PATH`, `--mysql URL`).
+    pub users_db: Vec<String>,
 }
 
 impl System {
@@ -309,6 +311,7 @@ impl System {
             worker,
             converter: None,
             worker_env: Vec::new(),
+            users_db: Vec::new(),
         }
     }
 
@@ -334,11 +337,14 @@ impl System {
         for (key, value) in env {
             options = options.env(key, value);
         }
+        let host = HostProcess::start(options);
+        let users = host.data_dir().join("sqlite_db.db");
         System {
-            host: HostProcess::start(options),
+            host,
             worker: None,
             converter: None,
             worker_env: Vec::new(),
+            users_db: vec!["--sqlite".into(), users.display().to_string()],
         }
     }
 
@@ -407,6 +413,7 @@ impl System {
             worker: Some(worker),
             converter: None,
             worker_env: env,
+            users_db: vec!["--mysql".into(), mysql_url],
         }
     }
 
@@ -434,6 +441,19 @@ impl System {
 
     /// Registers a fresh user and logs in through the original `POST /login`.
     pub async fn user(&self, name: &str) -> String {
+        self.user_and_email(name).await.0
+    }
+
+    /// `mp3conv users limit EMAIL ARGS...` on this system's users database: what it printed.
+    pub fn limit_user(&self, email: &str, args: &[&str]) -> String {
+        let mut command = vec!["users", "limit", email];
+        command.extend_from_slice(args);
+        command.extend(self.users_db.iter().map(String::as_str));
+        mp3conv(&command)
+    }
+
+    /// [`System::user`], with the email it registered.
+    pub async fn user_and_email(&self, name: &str) -> (String, String) {
         let email = format!("{name}-{}@example.com", uuid_like());
         let password = "correct horse battery";
         expect(
@@ -454,7 +474,7 @@ impl System {
                 .unwrap()
                 .starts_with("text/plain")
         );
-        response.text().await.unwrap()
+        (response.text().await.unwrap(), email)
     }
 
     pub fn authed(&self, token: &str, method: Method, path: &str) -> RequestBuilder {

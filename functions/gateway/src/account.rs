@@ -66,6 +66,7 @@ pub async fn delete(
     }
     notifications::forget_user(db, owner)
         .and_then(|()| presets::forget_user(db, owner))
+        .and_then(|()| crate::caller::forget_limits(db, owner))
         .map_err(|err| ApiError::Internal(format!("database: {err}")))?;
     Ok(Reply::empty(204))
 }

@@ -2,6 +2,7 @@
 //! checked to still exist and the token not signed out (one query), signing a token out, and
 //! the HTTP Basic credentials `POST /login` passes on.
 
+use mp3conv_contract::quota::{Limit, Limits, Quota};
 use mp3conv_kit::reply::Reply;
 use mp3conv_sql::Value;
 use mp3conv_sql::{Db, Param};
@@ -9,6 +10,7 @@ use mp3conv_tokens::{Claims, Verifier};
 use serde::Serialize;
 
 use crate::error::ApiError;
+use crate::upstream::Worker;
 
 /// The verified caller (`GET /v1/me`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -20,32 +22,74 @@ pub struct Caller {
     /// The token's id (`jti`), which `POST /v1/logout` revokes.
     #[serde(skip)]
     pub token_id: String,
+    /// Their own limits, where an operator set any (`user_limits`).
+    #[serde(skip)]
+    pub limits: Limits,
+}
+
+/// `GET /v1/me`: the caller and their quota.
+#[derive(Serialize)]
+struct Me<'a> {
+    #[serde(flatten)]
+    caller: &'a Caller,
+    /// `null` when the worker cannot say.
+    quota: Option<Quota>,
 }
 
 impl Caller {
-    /// `GET /v1/me`.
-    pub fn reply(&self) -> Reply {
-        Reply::json(200, self)
+    /// `GET /v1/me`: who is calling, and their quota as the worker counts it (`null`, with
+    /// the rest, when the worker is unavailable: the account's page still shows).
+    pub async fn reply(&self, worker: &impl Worker) -> Reply {
+        let quota = match worker.quota(&self.id).await {
+            Ok(quota) => Some(quota),
+            Err(err) => {
+                eprintln!("gateway: no quota for /v1/me: {err:?}");
+                None
+            }
+        };
+        Reply::json(
+            200,
+            &Me {
+                caller: self,
+                quota,
+            },
+        )
     }
 }
+
+/// The `user_limits` columns, in [`Limit::ALL`]'s order.
+const LIMIT_COLUMNS: &str = "l.storage_bytes, l.concurrent_jobs, l.jobs_per_hour, \
+                             l.max_upload_bytes, l.max_duration_secs";
 
 /// The verified caller, if their account still exists (a deleted account's tokens stop working
 /// at once) and the token was not signed out (401 `invalid_token`).
 pub fn known(caller: Caller, db: &dyn Db) -> Result<Caller, ApiError> {
     let rows = db
         .query(
-            "SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?) FROM users WHERE id = ?",
+            &format!(
+                "SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?), {LIMIT_COLUMNS}
+                 FROM users u LEFT JOIN user_limits l ON l.user_id = u.id WHERE u.id = ?"
+            ),
             &[
                 Param::Text(caller.token_id.clone()),
                 Param::Text(caller.id.clone()),
             ],
         )
         .map_err(|err| ApiError::Internal(format!("checking the user: {err}")))?;
-    match rows.first().and_then(|row| row.first()) {
-        None => Err(ApiError::Unauthorized("unknown_user")),
-        Some(Value::Int(0)) => Ok(caller),
-        Some(_) => Err(ApiError::Unauthorized("invalid_token")),
+    let Some(row) = rows.first() else {
+        return Err(ApiError::Unauthorized("unknown_user"));
+    };
+    match row.first() {
+        Some(Value::Int(0)) => {}
+        _ => return Err(ApiError::Unauthorized("invalid_token")),
     }
+    let mut caller = caller;
+    for (limit, value) in Limit::ALL.into_iter().zip(&row[1..]) {
+        if let Value::Int(n) = value {
+            caller.limits.set(limit, u64::try_from(*n).ok());
+        }
+    }
+    Ok(caller)
 }
 
 /// Signs the caller's token out (`POST /v1/logout`): from now on it is refused, though it has
@@ -69,6 +113,14 @@ pub fn revoke(db: &dyn Db, caller: &Caller, now_secs: u64) -> Result<Reply, ApiE
     )
     .map_err(failed)?;
     Ok(Reply::empty(204))
+}
+
+/// Forgets the limits an operator set for a user whose account is gone.
+pub fn forget_limits(db: &dyn Db, user: &str) -> Result<(), mp3conv_sql::DbError> {
+    db.execute(
+        "DELETE FROM user_limits WHERE user_id = ?",
+        &[Param::Text(user.to_owned())],
+    )
 }
 
 /// 401 `unknown_user` unless the user `id` still exists.
@@ -101,6 +153,7 @@ pub fn verify(authorization: Option<&str>, verifier: &Verifier) -> Result<Caller
         email,
         token_expires_at: exp,
         token_id: jti,
+        limits: Limits::default(),
     })
 }
 

@@ -50,6 +50,7 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
             config: &config,
             trace: &trace,
             idempotency_key: idempotency_key.as_deref(),
+            limits: Default::default(),
         },
         auth: &SpinAuth {
             config: &config,

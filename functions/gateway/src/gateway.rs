@@ -136,6 +136,7 @@ impl<W: Worker, A: Auth> Gateway<'_, W, A> {
         let caller = caller::verify(authorization.as_deref(), &verifier)?;
         let db = (self.db)().map_err(|err| ApiError::Internal(format!("database: {err}")))?;
         let caller = caller::known(caller, db.as_ref())?;
+        self.worker.limit_to(caller.limits);
         let (owner, db) = (caller.id.as_str(), db.as_ref());
         let query = request.path_and_query().1.to_owned();
         let (worker, now) = (self.worker, self.now);
@@ -163,7 +164,7 @@ impl<W: Worker, A: Auth> Gateway<'_, W, A> {
                 let id = audio::download_id(&query)?;
                 return self.download(owner, id, Download::Audio, &request).await;
             }
-            CallerRoute::Me => caller.reply(),
+            CallerRoute::Me => caller.reply(worker).await,
             CallerRoute::Logout => {
                 let now_secs = u64::try_from(now.unix_timestamp()).unwrap_or_default();
                 caller::revoke(db, &caller, now_secs)?

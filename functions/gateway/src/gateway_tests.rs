@@ -6,6 +6,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures::executor::block_on;
+use mp3conv_contract::quota::{Limits, UNLIMITED, Usage};
 use mp3conv_kit::Trace;
 use mp3conv_sql::testing::Sqlite;
 use serde_json::Value;
@@ -238,6 +239,50 @@ fn the_caller_deletes_their_account() {
     let calls = world.auth.calls.borrow();
     assert_eq!(calls.len(), 1);
     assert!(calls[0].starts_with("delete Bearer "), "{calls:?}");
+}
+
+#[test]
+fn a_users_own_limits_reach_the_worker_and_their_quota_shows() {
+    let world = World::new();
+    let (status, me) = world.authed("GET", "/v1/me");
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(world.worker.limits.get(), Limits::default());
+    assert_eq!(me["quota"]["limits"]["jobs_per_hour"], Value::Null, "{me}");
+    world
+        .db
+        .execute(
+            "INSERT INTO user_limits (user_id, jobs_per_hour, storage_bytes, updated_at)
+             VALUES ('u1', 30, 9223372036854775807, 0)",
+            &[],
+        )
+        .unwrap();
+    world.worker.usage.set(Usage {
+        storage_bytes: 5,
+        concurrent_jobs: 1,
+        jobs_per_hour: 2,
+    });
+    let (status, me) = world.authed("GET", "/v1/me");
+    assert_eq!(status, 200, "{me}");
+    let handed = world.worker.limits.get();
+    assert_eq!(handed.jobs_per_hour, Some(30));
+    assert_eq!(handed.storage_bytes, Some(UNLIMITED));
+    assert_eq!(handed.concurrent_jobs, None);
+    assert_eq!(me["quota"]["usage"]["jobs_per_hour"], 2, "{me}");
+    assert_eq!(me["quota"]["limits"]["jobs_per_hour"], 30, "{me}");
+    // The worker down, the account still shows, without a quota.
+    world.worker.calls_before_outage.set(Some(0));
+    let (status, me) = world.authed("GET", "/v1/me");
+    assert_eq!((status, &me["quota"]), (200, &Value::Null), "{me}");
+    assert_eq!(me["email"], "u1@example.com");
+    // The account's deletion takes its limits along.
+    world.worker.calls_before_outage.set(None);
+    let (status, _) = world.authed("DELETE", "/v1/me");
+    assert_eq!(status, 204);
+    let rows = world
+        .db
+        .query("SELECT COUNT(*) FROM user_limits", &[])
+        .unwrap();
+    assert_eq!(rows[0][0], mp3conv_sql::Value::Int(0));
 }
 
 #[test]

@@ -14,7 +14,7 @@
 //! | `GET /v1/jobs/{id}/tracks.zip` | 200 every track's MP3 in one ZIP |
 //! | `GET /v1/presets`, `POST /v1/presets {"name","options"}` | 200 `{"presets"}`, 201 the preset |
 //! | `GET`, `PUT {"options"}`, `DELETE /v1/presets/{name}` | 200, 201/200, 204 |
-//! | `GET /v1/me`, `DELETE /v1/me` | 200 the caller, 204 (account and jobs gone) |
+//! | `GET /v1/me`, `DELETE /v1/me` | 200 the caller and their quota, 204 (account and jobs gone) |
 //! | `POST /v1/logout` | 204 (this token is refused from now on) |
 //! | `GET /v1/notifications?unread=&limit=&cursor=` | 200 `{"notifications","next_cursor"}` |
 //! | `POST /v1/notifications/{id}/read` | 204 |

@@ -2,9 +2,12 @@
 //! caller's id and the request's trace on every call. Wasm only: the decisions around these
 //! calls are in plain Rust and tested natively against in-memory stand-ins.
 
+use std::cell::RefCell;
+
 use futures::{Stream, StreamExt as _};
 use mp3conv_contract::job::{Job, JobId, JobPage, LinkRequest};
 use mp3conv_contract::options::Options;
+use mp3conv_contract::quota::{LIMITS_HEADER, Limits, Quota};
 use mp3conv_kit::Trace;
 use mp3conv_kit::http::{self, HttpError, Method, Request, Response};
 use serde::de::DeserializeOwned;
@@ -44,11 +47,18 @@ pub struct SpinWorker<'a> {
     /// The caller's `Idempotency-Key`, passed on with each job-creating call: the worker
     /// checks it and answers a repeated request with its first job.
     pub idempotency_key: Option<&'a str>,
+    /// The caller's own limits as their header's value (empty: the defaults), once known.
+    pub limits: RefCell<String>,
 }
 
 impl SpinWorker<'_> {
     fn request(&self, method: Method, owner: &str, path_and_query: &str) -> Request {
-        worker_request(self.config, self.trace, method, owner, path_and_query)
+        let request = worker_request(self.config, self.trace, method, owner, path_and_query);
+        let limits = self.limits.borrow();
+        match limits.is_empty() {
+            true => request,
+            false => request.header(LIMITS_HEADER, limits.as_str()),
+        }
     }
 
     /// A job-creating call, with the caller's `Idempotency-Key` if any.
@@ -163,6 +173,15 @@ impl Worker for SpinWorker<'_> {
             .request(Method::Get, owner, &what.path(id))
             .headers(forwarded.to_vec());
         Ok(streamed(self.call(request)?))
+    }
+
+    fn limit_to(&self, limits: Limits) {
+        *self.limits.borrow_mut() = limits.to_header();
+    }
+
+    async fn quota(&self, owner: &str) -> Result<Quota, ApiError> {
+        let response = self.call(self.request(Method::Get, owner, "/internal/usage"))?;
+        self.json(response, MAX_JSON_BYTES)
     }
 
     async fn events(

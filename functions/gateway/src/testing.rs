@@ -8,6 +8,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
 use mp3conv_contract::job::{Job, JobId, JobPage, LinkRequest, Source};
 use mp3conv_contract::options::Options;
+use mp3conv_contract::quota::{Limits, Quota, Usage};
 use mp3conv_sql::testing::Sqlite;
 use mp3conv_sql::{Db, Param};
 use mp3conv_tokens::Verifier;
@@ -196,6 +197,10 @@ pub struct FakeWorker {
     pub streams: RefCell<Vec<(String, EventStream)>>,
     /// What the worker answers to an event stream instead of one (an error).
     pub stream_refusal: RefCell<Option<ApiError>>,
+    /// The caller's limits, as last handed over.
+    pub limits: Cell<Limits>,
+    /// What the worker says the caller uses.
+    pub usage: Cell<Usage>,
 }
 
 impl FakeWorker {
@@ -395,6 +400,19 @@ impl Worker for FakeWorker {
     }
 
     /// Like the worker: someone else's job (or none) is 404; a stream starts with `retry:`.
+    fn limit_to(&self, limits: Limits) {
+        self.limits.set(limits);
+    }
+
+    /// The limits handed over, as overrides (the fake has no defaults), and the usage set.
+    async fn quota(&self, _owner: &str) -> Result<Quota, ApiError> {
+        self.call(format!("quota {}", self.limits.get().to_header()))?;
+        Ok(Quota {
+            limits: self.limits.get(),
+            usage: self.usage.get(),
+        })
+    }
+
     async fn events(
         &self,
         owner: &str,

@@ -181,6 +181,7 @@ mod tests {
             email: "u1@example.com".into(),
             token_expires_at: 1_800_003_600,
             token_id: "t1".into(),
+            limits: Default::default(),
         }
     }
 

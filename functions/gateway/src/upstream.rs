@@ -7,6 +7,7 @@ use bytes::Bytes;
 use futures::Stream;
 use mp3conv_contract::job::{Job, JobId, JobPage, LinkRequest};
 use mp3conv_contract::options::Options;
+use mp3conv_contract::quota::{Limits, Quota};
 
 use mp3conv_kit::Trace;
 use mp3conv_kit::http::{Method, Request};
@@ -178,6 +179,11 @@ pub trait Worker {
         what: Download,
         forwarded: &[(String, String)],
     ) -> Result<Streamed<Self::Audio>, ApiError>;
+    /// Hands the caller's own limits (their overrides of the defaults, known once the caller
+    /// is) to every later call: the worker enforces them.
+    fn limit_to(&self, limits: Limits);
+    /// The owner's quota: limits and usage (`GET /internal/usage`).
+    async fn quota(&self, owner: &str) -> Result<Quota, ApiError>;
     /// Opens an event stream of the owner's: a success is 200 (the stream) or 204 (a job
     /// already over, asked to resume).
     async fn events(

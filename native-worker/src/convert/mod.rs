@@ -152,6 +152,14 @@ pub enum ConvertError {
         /// How many.
         count: usize,
     },
+    /// The source is longer than its owner's limit.
+    #[error("{}", crate::quota::too_long(*seconds, *max))]
+    OverQuota {
+        /// Its length.
+        seconds: f64,
+        /// The limit.
+        max: u64,
+    },
     /// ffmpeg exited with an error.
     #[error("ffmpeg failed ({status}): {stderr}")]
     Failed {
@@ -196,6 +204,7 @@ impl ConvertError {
             Self::FramesTooLarge => "frames_too_large",
             Self::Option { .. } => "invalid_option",
             Self::TooManyChapters { .. } => "too_many_chapters",
+            Self::OverQuota { .. } => "quota_exceeded",
             Self::Failed { .. } => "conversion_failed",
             Self::Timeout(_) => "conversion_timeout",
             Self::DurationMismatch { .. } => "duration_mismatch",
@@ -222,6 +231,7 @@ impl ConvertError {
             | Self::FramesTooLarge
             | Self::Option { .. }
             | Self::TooManyChapters { .. }
+            | Self::OverQuota { .. }
             | Self::DurationMismatch { .. } => true,
             Self::Failed { signalled, .. } => !signalled,
             Self::Timeout(_) | Self::Spawn { .. } | Self::Workspace(_) => false,
@@ -240,6 +250,8 @@ pub struct Request<'a> {
     pub bitrate: Bitrate,
     /// What else the job asks for (its `bitrate` is not read: see [`Request::bitrate`]).
     pub options: &'a Options,
+    /// The owner's limit on the source's length, seconds: a longer one is not converted.
+    pub max_duration_secs: Option<u64>,
     /// The tags' defaults: the file's or link's name, what its page said.
     pub naming: plan::Naming<'a>,
 }
@@ -469,6 +481,11 @@ pub async fn convert(
     let source = probe(config, input).await?;
     if source.audio.is_none() {
         return Err(ConvertError::NoAudio);
+    }
+    if let (Some(seconds), Some(max)) = (source.duration, request.max_duration_secs)
+        && seconds > max as f64
+    {
+        return Err(ConvertError::OverQuota { seconds, max });
     }
     let plan = Plan::new(&source, request.options, request.naming)?;
     let slowdown = config.read_rate.map_or(1.0, |rate| (1.0 / rate).max(1.0));

@@ -20,6 +20,20 @@ pub(crate) fn unix_ms(at: OffsetDateTime) -> i64 {
     i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
+/// `at` as a job's JSON writes it: RFC 3339, in whole seconds.
+pub(crate) fn rfc3339_seconds(at: OffsetDateTime) -> Result<(OffsetDateTime, String), Error> {
+    let at = at.replace_nanosecond(0).map_err(Error::internal)?;
+    let text = at
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(Error::internal)?;
+    Ok((at, text))
+}
+
+/// Unix milliseconds as a time (`None` outside the representable range).
+pub(crate) fn from_unix_ms(ms: i64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+}
+
 /// What a [`JobStore::save_held`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Saved {
@@ -52,6 +66,19 @@ pub enum Claim {
     },
 }
 
+/// What an owner's jobs use of their quota ([`JobStore::usage`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoredUsage {
+    /// The sum of their jobs' [`Job::stored_bytes`].
+    pub stored_bytes: u64,
+    /// How many of their jobs are [`Job::is_active`].
+    pub active_jobs: u64,
+    /// How many jobs they made since the time asked about (deleted ones too).
+    pub made_since: u64,
+    /// When the earliest of those was made.
+    pub earliest_made: Option<OffsetDateTime>,
+}
+
 /// Where jobs are kept.
 ///
 /// Only the converter changes a job after it is created (the API creates, starts held
@@ -68,7 +95,12 @@ pub enum Claim {
 /// [`start_held`](JobStore::start_held), which is the one way out of holding.
 ///
 /// A finished job's [`Job::expires_at`] is kept beside it too, in Unix milliseconds, indexed
-/// for the retention sweeper; every write of the job writes it.
+/// for the retention sweeper; every write of the job writes it. So are its status and
+/// [`Job::stored_bytes`], which an owner's quota sums ([`usage`](JobStore::usage)).
+///
+/// Every job made is also noted in a ledger of its own ([`note_made`](JobStore::note_made)),
+/// which outlives the job: the jobs-per-hour quota counts in it, so deleting a job does not
+/// give it back.
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
     /// Stores a new job; a [`Job::held`] one is marked held since now.
@@ -139,8 +171,28 @@ pub trait JobStore: Send + Sync + 'static {
     /// Lets go of `owner`'s `key` if it names `job` (its creation failed).
     async fn release_key(&self, owner: &str, key: &str, job: JobId) -> Result<(), Error>;
 
+    /// Gives the finished jobs stored before retention existed (no expiry) their expiry:
+    /// `done_until` for done ones, `failed_until` for failed ones; how many.
+    async fn backfill_expiry(
+        &self,
+        done_until: OffsetDateTime,
+        failed_until: OffsetDateTime,
+    ) -> Result<u64, Error>;
+
     /// Removes the claims made before `before`; how many.
     async fn prune_keys(&self, before: OffsetDateTime) -> Result<u64, Error>;
+
+    /// What `owner`'s jobs use: bytes, active jobs, and jobs made since `since`.
+    async fn usage(&self, owner: &str, since: OffsetDateTime) -> Result<StoredUsage, Error>;
+
+    /// Notes that `owner` made `job` at `at`.
+    async fn note_made(&self, owner: &str, job: JobId, at: OffsetDateTime) -> Result<(), Error>;
+
+    /// Forgets the note of `job` (its creation was refused after all).
+    async fn forget_made(&self, owner: &str, job: JobId) -> Result<(), Error>;
+
+    /// Removes the notes of jobs made before `before`; how many.
+    async fn prune_made(&self, before: OffsetDateTime) -> Result<u64, Error>;
 
     /// Which of `ids` are stored jobs, asked [`EXISTING_BATCH`] at a time.
     async fn existing(&self, ids: &[JobId]) -> Result<HashSet<JobId>, Error>;

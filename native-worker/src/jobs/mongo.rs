@@ -9,10 +9,10 @@ use mongodb::options::IndexOptions;
 use mongodb::{Collection, Database, IndexModel};
 use time::OffsetDateTime;
 
-use super::{Claim, EXISTING_BATCH, JobStore, Saved};
+use super::{Claim, EXISTING_BATCH, JobStore, Saved, StoredUsage};
 use crate::error::Error;
 use crate::job::{Job, JobId};
-use crate::jobs::unix_ms;
+use crate::jobs::{from_unix_ms, rfc3339_seconds, unix_ms};
 
 /// The `jobs` collection: `_id` is the job id, `owner` is indexed with `_id` for listing. A
 /// converter's lease lives in the same document (`lease_holder`, `lease_until` in Unix
@@ -25,6 +25,9 @@ pub struct MongoJobs {
     /// Idempotency keys, `_id: {owner, key}` (unique by being the id), `job_id`,
     /// `fingerprint` and `claimed_at` (Unix milliseconds, indexed for pruning).
     keys: Collection<Document>,
+    /// Jobs made, `_id: {owner, job}`, `owner` and `made_at` (Unix milliseconds), for the
+    /// jobs-per-hour quota.
+    made: Collection<Document>,
 }
 
 fn db_error(e: mongodb::error::Error) -> Error {
@@ -77,7 +80,26 @@ impl MongoJobs {
         )
         .await
         .map_err(db_error)?;
-        Ok(Self { db, jobs, keys })
+        let made = db.collection::<Document>("jobs_made");
+        for (keys, name) in [
+            (doc! {"owner": 1, "made_at": 1}, "owner_made"),
+            (doc! {"made_at": 1}, "made"),
+        ] {
+            made.create_index(
+                IndexModel::builder()
+                    .keys(keys)
+                    .options(IndexOptions::builder().name(name.to_owned()).build())
+                    .build(),
+            )
+            .await
+            .map_err(db_error)?;
+        }
+        Ok(Self {
+            db,
+            jobs,
+            keys,
+            made,
+        })
     }
 
     /// Up to `limit` jobs whose time `field` (Unix milliseconds, indexed) is before `before`,
@@ -133,11 +155,19 @@ fn encode(job: &Job) -> Result<Document, Error> {
         job.expires_at
             .map_or(Bson::Null, |at| Bson::Int64(unix_ms(at))),
     );
+    // What the owner's quota sums.
+    doc.insert(
+        "stored_bytes",
+        i64::try_from(job.stored_bytes()).unwrap_or(i64::MAX),
+    );
+    doc.insert("active", job.is_active());
     Ok(doc)
 }
 
 fn decode(mut doc: Document) -> Result<Job, Error> {
     doc.remove("expires_ms");
+    doc.remove("stored_bytes");
+    doc.remove("active");
     if let Some(id) = doc.remove("_id") {
         doc.insert("id", id);
     }
@@ -377,10 +407,110 @@ impl JobStore for MongoJobs {
             .map_err(db_error)
     }
 
+    async fn backfill_expiry(
+        &self,
+        done_until: OffsetDateTime,
+        failed_until: OffsetDateTime,
+    ) -> Result<u64, Error> {
+        let mut given = 0;
+        for (status, until) in [("done", done_until), ("failed", failed_until)] {
+            let (until, text) = rfc3339_seconds(until)?;
+            // `null` also matches a document without the field.
+            let result = self
+                .jobs
+                .update_many(
+                    doc! {"status": status, "expires_ms": Bson::Null},
+                    doc! {"$set": {"expires_at": text, "expires_ms": unix_ms(until)}},
+                )
+                .await
+                .map_err(db_error)?;
+            given += result.modified_count;
+        }
+        Ok(given)
+    }
+
     async fn prune_keys(&self, before: OffsetDateTime) -> Result<u64, Error> {
         let result = self
             .keys
             .delete_many(doc! {"claimed_at": {"$lt": unix_ms(before)}})
+            .await
+            .map_err(db_error)?;
+        Ok(result.deleted_count)
+    }
+
+    async fn usage(&self, owner: &str, since: OffsetDateTime) -> Result<StoredUsage, Error> {
+        let summed: Vec<Document> = self
+            .jobs
+            .aggregate([
+                doc! {"$match": {"owner": owner}},
+                doc! {"$group": {"_id": Bson::Null, "bytes": {"$sum": "$stored_bytes"}}},
+            ])
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)?;
+        let stored_bytes = summed.first().map_or(0, |doc| match doc.get("bytes") {
+            Some(Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
+            Some(Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
+            Some(Bson::Double(n)) => *n as u64,
+            _ => 0,
+        });
+        let active_jobs = self
+            .jobs
+            .count_documents(doc! {"owner": owner, "active": true})
+            .await
+            .map_err(db_error)?;
+        let recent = doc! {"owner": owner, "made_at": {"$gte": unix_ms(since)}};
+        let made_since = self
+            .made
+            .count_documents(recent.clone())
+            .await
+            .map_err(db_error)?;
+        let earliest_made = match made_since {
+            0 => None,
+            _ => self
+                .made
+                .find_one(recent)
+                .sort(doc! {"made_at": 1})
+                .await
+                .map_err(db_error)?
+                .and_then(|doc| doc.get_i64("made_at").ok())
+                .and_then(from_unix_ms),
+        };
+        Ok(StoredUsage {
+            stored_bytes,
+            active_jobs,
+            made_since,
+            earliest_made,
+        })
+    }
+
+    async fn note_made(&self, owner: &str, job: JobId, at: OffsetDateTime) -> Result<(), Error> {
+        let id = doc! {"owner": owner, "job": job.to_string()};
+        self.made
+            .replace_one(
+                doc! {"_id": id.clone()},
+                doc! {"_id": id, "owner": owner, "made_at": unix_ms(at)},
+            )
+            .upsert(true)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn forget_made(&self, owner: &str, job: JobId) -> Result<(), Error> {
+        self.made
+            .delete_one(doc! {"_id": {"owner": owner, "job": job.to_string()}})
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn prune_made(&self, before: OffsetDateTime) -> Result<u64, Error> {
+        let result = self
+            .made
+            .delete_many(doc! {"made_at": {"$lt": unix_ms(before)}})
             .await
             .map_err(db_error)?;
         Ok(result.deleted_count)

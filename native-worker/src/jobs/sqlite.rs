@@ -9,14 +9,15 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use time::OffsetDateTime;
 
-use super::{Claim, EXISTING_BATCH, JobStore, Saved};
+use super::{Claim, EXISTING_BATCH, JobStore, Saved, StoredUsage};
 use crate::error::Error;
 use crate::job::{Job, JobId};
-use crate::jobs::unix_ms;
+use crate::jobs::{from_unix_ms, rfc3339_seconds, unix_ms};
 
 /// A `jobs` table: id and owner as columns for lookups, the job itself as JSON, the
 /// converter's lease (`lease_holder`, `lease_until` in Unix milliseconds) and, for a held
-/// upload, when its hold began (`held_since`, Unix milliseconds; NULL once started) beside it.
+/// upload, when its hold began (`held_since`, Unix milliseconds; NULL once started) beside it;
+/// what a quota sums (`active`, `stored_bytes`) too. Jobs made are noted in `jobs_made`.
 #[derive(Debug, Clone)]
 pub struct SqliteJobs {
     pool: SqlitePool,
@@ -109,6 +110,51 @@ impl SqliteJobs {
         .execute(&pool)
         .await
         .map_err(db_error)?;
+        // And before quotas, what an owner's quota sums, filled in from the jobs' bodies once.
+        let counted: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE name = 'stored_bytes'",
+        )
+        .fetch_one(&pool)
+        .await
+        .map_err(db_error)?;
+        if counted == 0 {
+            for statement in [
+                "ALTER TABLE jobs ADD COLUMN active INTEGER NOT NULL DEFAULT 0",
+                "ALTER TABLE jobs ADD COLUMN stored_bytes INTEGER NOT NULL DEFAULT 0",
+                "UPDATE jobs SET
+                    active = json_extract(body, '$.status') IN ('queued', 'downloading', 'converting'),
+                    stored_bytes = COALESCE(json_extract(body, '$.video_bytes'), 0)
+                        + COALESCE(json_extract(body, '$.audio.size'), 0)
+                        + (SELECT COALESCE(SUM(json_extract(value, '$.audio.size')), 0)
+                           FROM json_each(body, '$.tracks'))",
+            ] {
+                sqlx::query(statement)
+                    .execute(&pool)
+                    .await
+                    .map_err(db_error)?;
+            }
+        }
+        // The ledger of jobs made, which the jobs-per-hour quota counts in.
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS jobs_made (
+                owner TEXT NOT NULL,
+                job_id TEXT NOT NULL,
+                made_at INTEGER NOT NULL,
+                PRIMARY KEY (owner, job_id)
+            )",
+        )
+        .execute(&pool)
+        .await
+        .map_err(db_error)?;
+        for statement in [
+            "CREATE INDEX IF NOT EXISTS jobs_made_owner ON jobs_made (owner, made_at)",
+            "CREATE INDEX IF NOT EXISTS jobs_made_at ON jobs_made (made_at)",
+        ] {
+            sqlx::query(statement)
+                .execute(&pool)
+                .await
+                .map_err(db_error)?;
+        }
         // Idempotency keys: which job each of an owner's keys names, and for what request.
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS job_keys (
@@ -148,6 +194,11 @@ fn expiry(job: &Job) -> Option<i64> {
     job.expires_at.map(unix_ms)
 }
 
+/// [`Job::stored_bytes`] as its column holds it.
+fn stored(job: &Job) -> i64 {
+    i64::try_from(job.stored_bytes()).unwrap_or(i64::MAX)
+}
+
 fn decode(body: &str) -> Result<Job, Error> {
     serde_json::from_str(body).map_err(Error::internal)
 }
@@ -157,13 +208,16 @@ impl JobStore for SqliteJobs {
     async fn insert(&self, job: &Job) -> Result<(), Error> {
         let held_since = job.held.then(|| unix_ms(OffsetDateTime::now_utc()));
         sqlx::query(
-            "INSERT INTO jobs (id, owner, body, held_since, expires_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO jobs (id, owner, body, held_since, expires_at, active, stored_bytes)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(job.id.to_string())
         .bind(&job.owner)
         .bind(encode(job)?)
         .bind(held_since)
         .bind(expiry(job))
+        .bind(i64::from(job.is_active()))
+        .bind(stored(job))
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
@@ -202,11 +256,13 @@ impl JobStore for SqliteJobs {
 
     async fn start_held(&self, job: &Job) -> Result<bool, Error> {
         let result = sqlx::query(
-            "UPDATE jobs SET body = ?, expires_at = ?, held_since = NULL
+            "UPDATE jobs SET body = ?, expires_at = ?, active = ?, stored_bytes = ?, held_since = NULL
              WHERE id = ? AND held_since IS NOT NULL",
         )
         .bind(encode(job)?)
         .bind(expiry(job))
+        .bind(i64::from(job.is_active()))
+        .bind(stored(job))
         .bind(job.id.to_string())
         .execute(&self.pool)
         .await
@@ -240,23 +296,29 @@ impl JobStore for SqliteJobs {
     }
 
     async fn save(&self, job: &Job) -> Result<bool, Error> {
-        let result = sqlx::query("UPDATE jobs SET body = ?, expires_at = ? WHERE id = ?")
-            .bind(encode(job)?)
-            .bind(expiry(job))
-            .bind(job.id.to_string())
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
+        let result = sqlx::query(
+            "UPDATE jobs SET body = ?, expires_at = ?, active = ?, stored_bytes = ? WHERE id = ?",
+        )
+        .bind(encode(job)?)
+        .bind(expiry(job))
+        .bind(i64::from(job.is_active()))
+        .bind(stored(job))
+        .bind(job.id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
         Ok(result.rows_affected() == 1)
     }
 
     async fn save_held(&self, job: &Job, holder: &str) -> Result<Saved, Error> {
         let id = job.id.to_string();
         let result = sqlx::query(
-            "UPDATE jobs SET body = ?, expires_at = ? WHERE id = ? AND lease_holder = ?",
+            "UPDATE jobs SET body = ?, expires_at = ?, active = ?, stored_bytes = ? WHERE id = ? AND lease_holder = ?",
         )
         .bind(encode(job)?)
         .bind(expiry(job))
+        .bind(i64::from(job.is_active()))
+        .bind(stored(job))
         .bind(&id)
         .bind(holder)
         .execute(&self.pool)
@@ -294,11 +356,13 @@ impl JobStore for SqliteJobs {
         // The lease goes too (as with MongoDB's replacement): a converter still holding one
         // cannot write the job back as it was.
         let result = sqlx::query(
-            "UPDATE jobs SET body = ?, expires_at = ?, lease_holder = NULL, lease_until = NULL
+            "UPDATE jobs SET body = ?, expires_at = ?, active = ?, stored_bytes = ?, lease_holder = NULL, lease_until = NULL
                  WHERE id = ? AND expires_at = ?",
         )
         .bind(encode(job)?)
         .bind(expiry(job))
+        .bind(i64::from(job.is_active()))
+        .bind(stored(job))
         .bind(job.id.to_string())
         .bind(unix_ms(was))
         .execute(&self.pool)
@@ -315,6 +379,61 @@ impl JobStore for SqliteJobs {
             .await
             .map_err(db_error)?;
         Ok(result.rows_affected() == 1)
+    }
+
+    async fn usage(&self, owner: &str, since: OffsetDateTime) -> Result<StoredUsage, Error> {
+        let (stored_bytes, active_jobs): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(stored_bytes), 0), COALESCE(SUM(active), 0)
+             FROM jobs WHERE owner = ?",
+        )
+        .bind(owner)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let (made_since, earliest): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(made_at) FROM jobs_made WHERE owner = ? AND made_at >= ?",
+        )
+        .bind(owner)
+        .bind(unix_ms(since))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(StoredUsage {
+            stored_bytes: u64::try_from(stored_bytes).unwrap_or(0),
+            active_jobs: u64::try_from(active_jobs).unwrap_or(0),
+            made_since: u64::try_from(made_since).unwrap_or(0),
+            earliest_made: earliest.and_then(from_unix_ms),
+        })
+    }
+
+    async fn note_made(&self, owner: &str, job: JobId, at: OffsetDateTime) -> Result<(), Error> {
+        sqlx::query("INSERT OR REPLACE INTO jobs_made (owner, job_id, made_at) VALUES (?, ?, ?)")
+            .bind(owner)
+            .bind(job.to_string())
+            .bind(unix_ms(at))
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn forget_made(&self, owner: &str, job: JobId) -> Result<(), Error> {
+        sqlx::query("DELETE FROM jobs_made WHERE owner = ? AND job_id = ?")
+            .bind(owner)
+            .bind(job.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn prune_made(&self, before: OffsetDateTime) -> Result<u64, Error> {
+        let result = sqlx::query("DELETE FROM jobs_made WHERE made_at < ?")
+            .bind(unix_ms(before))
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(result.rows_affected())
     }
 
     async fn claim_key(
@@ -395,6 +514,29 @@ impl JobStore for SqliteJobs {
             .await
             .map_err(db_error)?;
         Ok(())
+    }
+
+    async fn backfill_expiry(
+        &self,
+        done_until: OffsetDateTime,
+        failed_until: OffsetDateTime,
+    ) -> Result<u64, Error> {
+        let mut given = 0;
+        for (status, until) in [("done", done_until), ("failed", failed_until)] {
+            let (until, text) = rfc3339_seconds(until)?;
+            let result = sqlx::query(
+                "UPDATE jobs SET expires_at = ?, body = json_set(body, '$.expires_at', ?)
+                 WHERE expires_at IS NULL AND json_extract(body, '$.status') = ?",
+            )
+            .bind(unix_ms(until))
+            .bind(text)
+            .bind(status)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+            given += result.rows_affected();
+        }
+        Ok(given)
     }
 
     async fn prune_keys(&self, before: OffsetDateTime) -> Result<u64, Error> {

@@ -23,6 +23,8 @@ use crate::error::Error;
 use crate::idempotency;
 use crate::job::{Audio, Job, JobId, JobPage, LinkRequest, Source, Status, track_blob_id};
 use crate::queue::{JobMessage, MessageExt as _, Route};
+use crate::quota::{self, Admission};
+use mp3conv_contract::quota::Limits;
 
 /// Largest JSON body accepted for a link or a start.
 const JSON_BODY_LIMIT: usize = 64 * 1024;
@@ -119,6 +121,7 @@ pub(super) async fn create(
     body: Body,
 ) -> Result<Response, Error> {
     let key = idempotency::key(&headers);
+    let limits = quota::limits(&state.config.quota, &headers);
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -128,6 +131,7 @@ pub(super) async fn create(
             .await
             .map_err(|e| Error::bad_request("invalid_json", e.to_string()))?;
         let key = key?;
+        let limits = limits?;
         let link = LinkRequest::parse(&bytes)?;
         let query = create_query(query.as_deref(), link.options)?;
         if query.hold {
@@ -144,7 +148,9 @@ pub(super) async fn create(
                 code: e.code(),
                 message: e.to_string(),
             })?;
-        let job = Job::with_options(owner, Source::link(url), query.options);
+        let admission = admit(&state, &owner, &limits, key.as_deref()).await?;
+        let mut job = Job::with_options(owner, Source::link(url), query.options);
+        job.limits = admission.media;
         state.jobs.insert(&job).await?;
         // Claimed once stored, so that a claim always names a job that exists (one whose job
         // is missing was deleted, and is taken over).
@@ -157,12 +163,13 @@ pub(super) async fn create(
                 return replay(&state, claimed, &headers).await;
             }
         }
+        confirm(&state, &job, &limits, key.as_deref()).await?;
         (job, key)
     } else {
         let read = create_query(query.as_deref(), Options::default())
             .map_err(Error::from)
-            .and_then(|query| Ok((query, key?)));
-        let (query, key) = match read {
+            .and_then(|query| Ok((query, key?, limits?)));
+        let (query, key, limits) = match read {
             Ok(read) => read,
             Err(e) => {
                 // Read a little of the video first, so that a client still sending it gets
@@ -172,7 +179,15 @@ pub(super) async fn create(
                 return Err(e);
             }
         };
-        let limit = state.config.max_video_bytes;
+        let admitted = match admit(&state, &owner, &limits, key.as_deref()).await {
+            Ok(admitted) => admitted,
+            Err(e) => {
+                let mut stream = body.into_data_stream().map_err(std::io::Error::other);
+                crate::storage::drain(&mut stream).await;
+                return Err(e);
+            }
+        };
+        let limit = admitted.max_bytes;
         let declared = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
@@ -180,7 +195,7 @@ pub(super) async fn create(
         if declared.is_some_and(|len| len > limit) {
             let mut stream = body.into_data_stream().map_err(std::io::Error::other);
             crate::storage::drain(&mut stream).await;
-            return Err(Error::TooLarge { limit });
+            return Err(refused(&state, admitted.too_large(&limits)));
         }
         let filename = query
             .filename
@@ -218,7 +233,13 @@ pub(super) async fn create(
         let size = state
             .videos
             .put(&job.video_id, &filename, Box::pin(stream), limit)
-            .await?;
+            .await
+            .map_err(|e| match e {
+                Error::TooLarge { .. } => refused(&state, admitted.too_large(&limits)),
+                e => e,
+            })?;
+        job.video_bytes = size;
+        job.limits = admitted.media;
         if size == 0 {
             state.videos.delete(&job.video_id).await?;
             return Err(Error::bad_request("empty_upload", "the upload is empty"));
@@ -242,6 +263,10 @@ pub(super) async fn create(
                 return replay(&state, claimed, &headers).await;
             }
         }
+        if let Err(e) = confirm(&state, &job, &limits, key.as_deref()).await {
+            let _ = state.videos.delete(&job.video_id).await;
+            return Err(e);
+        }
         if job.held {
             if let Some(hash) = &hash {
                 idempotency::hold_hash(state.jobs.as_ref(), &job, hash).await?;
@@ -253,6 +278,67 @@ pub(super) async fn create(
         (job, key)
     };
     queue_keyed(&state, job, &headers, key.as_deref()).await
+}
+
+/// The quota's first check of a new job of `owner` (see [`quota`]). A repeated request is
+/// not checked: it is answered with its first job, whatever the quota says now.
+async fn admit(
+    state: &State,
+    owner: &str,
+    limits: &Limits,
+    key: Option<&str>,
+) -> Result<Admission, Error> {
+    let service_max = state.config.max_video_bytes;
+    if let Some(key) = key
+        && idempotency::is_claimed(state.jobs.as_ref(), owner, key).await?
+    {
+        return Ok(Admission::repeat(limits, service_max));
+    }
+    let now = time::OffsetDateTime::now_utc();
+    quota::admit(
+        state.jobs.as_ref(),
+        owner,
+        limits,
+        &state.config.quota,
+        service_max,
+        now,
+    )
+    .await
+    .map_err(|e| refused(state, e))
+}
+
+/// The quota's second check of a stored `job` (see [`quota::confirm`]): refused, the job
+/// and its key go (the caller removes its video).
+async fn confirm(
+    state: &State,
+    job: &Job,
+    limits: &Limits,
+    key: Option<&str>,
+) -> Result<(), Error> {
+    let now = time::OffsetDateTime::now_utc();
+    let confirmed = quota::confirm(
+        state.jobs.as_ref(),
+        &state.quota_gate,
+        job,
+        limits,
+        &state.config.quota,
+        now,
+    )
+    .await;
+    if let Err(e) = confirmed {
+        release(state, job, key).await;
+        return Err(refused(state, e));
+    }
+    Ok(())
+}
+
+/// Counts a quota's refusal in the metrics, passing any error on.
+fn refused(state: &State, e: Error) -> Error {
+    if let Error::Quota { limit, .. } = &e {
+        tracing::info!(%limit, "refused by the user's quota");
+        state.metrics.refused(*limit);
+    }
+    e
 }
 
 /// Queues a stored job; if that fails, lets go of the key it claimed, so a retry can make it.
@@ -409,6 +495,28 @@ async fn stored_hash(state: &State, video_id: &str) -> Result<String, Error> {
         hasher.update(&chunk);
     }
     Ok(hasher.finish())
+}
+
+/// `GET /internal/usage`: the owner's quota: their limits (the defaults with the overrides in
+/// `X-Mp3conv-Limits`) and what they use of them.
+///
+/// Errors: 400 `invalid_limits`.
+pub(super) async fn usage(
+    AxumState(state): AxumState<Arc<State>>,
+    Owner(owner): Owner,
+    headers: HeaderMap,
+) -> Result<Json<mp3conv_contract::quota::Quota>, Error> {
+    let limits = quota::limits(&state.config.quota, &headers)?;
+    let now = time::OffsetDateTime::now_utc();
+    let quota = quota::quota(
+        state.jobs.as_ref(),
+        &owner,
+        limits,
+        &state.config.quota,
+        now,
+    )
+    .await?;
+    Ok(Json(quota))
 }
 
 /// Query of `GET /internal/jobs`.

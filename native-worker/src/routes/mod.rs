@@ -14,6 +14,10 @@
 //! `GET`/`DELETE /internal/jobs/{id}`, `GET /internal/jobs/{id}/audio`,
 //! `GET /internal/jobs/{id}/tracks/{n}`, `GET /internal/jobs/{id}/tracks.zip`.
 //!
+//! Quotas (see [`crate::quota`]): `X-Mp3conv-Limits` carries the owner's own limits, if an
+//! operator set any, on `POST /internal/jobs` and `GET /internal/usage` (their quota and what
+//! they use of it).
+//!
 //! Live events (see `events.rs`): `GET /internal/events`, `GET /internal/jobs/{id}/events`
 //! (Server-Sent Events; `Last-Event-ID`, `X-Mp3conv-Stream-Until`) and `POST /internal/events`.
 //!
@@ -58,6 +62,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/internal/jobs", get(jobs::list).post(jobs::create))
         .route("/internal/jobs/{id}", get(jobs::get).delete(jobs::delete))
         .route("/internal/jobs/{id}/start", post(jobs::start))
+        .route("/internal/usage", get(jobs::usage))
         .route("/internal/jobs/{id}/audio", get(jobs::audio))
         .route("/internal/jobs/{id}/tracks/{n}", get(tracks::track))
         .route("/internal/jobs/{id}/tracks.zip", get(tracks::zip))

@@ -222,6 +222,16 @@ impl TestApp {
         job["id"].as_str().unwrap().to_owned()
     }
 
+    /// How many videos the store holds.
+    pub async fn videos(&self) -> u64 {
+        match self.backend {
+            Backend::Embedded => std::fs::read_dir(self.dir.path().join("blobs/videos"))
+                .unwrap()
+                .count() as u64,
+            Backend::Services => count(&self.names.database, "videos.files").await,
+        }
+    }
+
     pub async fn link(&self, owner: &str, url: &str) -> reqwest::Response {
         self.request(reqwest::Method::POST, "/internal/jobs", owner)
             .json(&serde_json::json!({"url": url}))
