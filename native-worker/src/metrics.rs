@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -86,6 +87,8 @@ pub struct Metrics {
     pub removed: Removed,
     /// Requests and jobs refused by a user's quota, by limit.
     pub quota_refusals: Family<LimitLabel, Counter>,
+    /// Bytes kept for all jobs, by kind (`video`, `mp3`), as of the last retention sweep.
+    pub stored_bytes: Family<KindLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -124,6 +127,12 @@ impl Default for Metrics {
             "quota_refusals",
             "Requests and jobs refused by a user's quota, by limit",
             quota_refusals.clone(),
+        );
+        let stored_bytes = Family::<KindLabel, Gauge>::default();
+        registry.register(
+            "stored_bytes",
+            "Bytes kept for all jobs by kind (video, mp3: MP3s and tracks), as of the last retention sweep",
+            stored_bytes.clone(),
         );
         registry.register("jobs", "Jobs that entered each state", jobs.clone());
         registry.register(
@@ -201,6 +210,7 @@ impl Default for Metrics {
             page_resolutions,
             removed,
             quota_refusals,
+            stored_bytes,
         }
     }
 }
@@ -213,6 +223,17 @@ impl Metrics {
                 status: status.as_str().to_owned(),
             })
             .inc();
+    }
+
+    /// Sets the bytes kept: of videos, and in all.
+    pub fn stored(&self, videos: u64, all: u64) {
+        let set = |kind, bytes: u64| {
+            self.stored_bytes
+                .get_or_create(&KindLabel { kind })
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        };
+        set("video", videos);
+        set("mp3", all.saturating_sub(videos));
     }
 
     /// Counts a refusal by `limit`.

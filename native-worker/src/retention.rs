@@ -208,6 +208,11 @@ pub(crate) async fn run(state: Arc<State>, shutdown: CancellationToken) {
         if let Err(e) = state.jobs.prune_keys(stale).await {
             tracing::warn!(error = %error_chain(&e), "cannot prune idempotency keys");
         }
+        // What is kept, for the operators' graphs.
+        match state.jobs.stored_totals().await {
+            Ok((videos, all)) => state.metrics.stored(videos, all),
+            Err(e) => tracing::warn!(error = %error_chain(&e), "cannot total the stored bytes"),
+        }
         // And notes of jobs made before the quota's window.
         let counted_since = OffsetDateTime::now_utc() - state.config.quota.rate_window;
         if let Err(e) = state.jobs.prune_made(counted_since).await {

@@ -88,6 +88,7 @@ async fn the_dashboard_and_alerts_name_real_metrics() {
         "Dead letters",
         "Retention removals",
         "Quota refusals",
+        "Bytes kept",
     ] {
         assert!(titles.iter().any(|t| t == needed), "no panel {needed:?}");
     }

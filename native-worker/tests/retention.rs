@@ -25,6 +25,28 @@ async fn removed(app: &TestApp, kind: &str) -> u64 {
         .map_or(0, |value| value.trim().parse().unwrap())
 }
 
+/// Waits until the gauge of `kind` in `mp3conv_worker_stored_bytes` reads `bytes` (the sweep
+/// sets it).
+async fn wait_for_stored(app: &TestApp, kind: &str, bytes: u64) {
+    let prefix = format!("mp3conv_worker_stored_bytes{{kind=\"{kind}\"}} ");
+    let deadline = Instant::now() + JOB_DEADLINE;
+    loop {
+        let metrics = app.metrics().await;
+        let now = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .map(|value| value.trim().parse::<u64>().unwrap());
+        if now == Some(bytes) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{kind} stayed {now:?}, not {bytes}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The job's `expires_at`, as a time.
 fn expires_at(job: &Value) -> OffsetDateTime {
     let text = job["expires_at"]
@@ -94,8 +116,11 @@ async fn an_mp3_expires_then_its_record_goes(backend: Backend) {
     let done = app.settled("sam", &id).await;
     assert_eq!(done["status"], "done", "{done}");
     let video = done["video_id"].as_str().unwrap().to_owned();
-    assert!(stores.videos.size(&video).await.unwrap().is_some(), "kept");
+    let video_bytes = stores.videos.size(&video).await.unwrap().expect("kept");
     assert_eq!(removed(&app, "video").await, 0);
+    // Both the kept video and the MP3 count in what is stored.
+    wait_for_stored(&app, "video", video_bytes).await;
+    wait_for_stored(&app, "mp3", done["audio"]["size"].as_u64().unwrap()).await;
 
     let expired = app.wait_for("sam", &id, |j| j["status"] == "expired").await;
     // The record changes first, then the files go, then they are counted.
@@ -114,6 +139,8 @@ async fn an_mp3_expires_then_its_record_goes(backend: Backend) {
     assert_eq!(stores.videos.size(&video).await.unwrap(), None);
     assert_eq!(removed(&app, "mp3").await, 1);
     assert_eq!(removed(&app, "video").await, 1);
+    wait_for_stored(&app, "video", 0).await;
+    wait_for_stored(&app, "mp3", 0).await;
     let listed = app.jobs("sam").await;
     assert_eq!(listed["jobs"][0]["status"], "expired", "{listed}");
 

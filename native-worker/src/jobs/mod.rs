@@ -185,6 +185,9 @@ pub trait JobStore: Send + Sync + 'static {
     /// What `owner`'s jobs use: bytes, active jobs, and jobs made since `since`.
     async fn usage(&self, owner: &str, since: OffsetDateTime) -> Result<StoredUsage, Error>;
 
+    /// Bytes kept for every job: of videos, and in all (see [`Job::stored_bytes`]).
+    async fn stored_totals(&self) -> Result<(u64, u64), Error>;
+
     /// Notes that `owner` made `job` at `at`.
     async fn note_made(&self, owner: &str, job: JobId, at: OffsetDateTime) -> Result<(), Error>;
 

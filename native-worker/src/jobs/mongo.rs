@@ -134,6 +134,16 @@ impl MongoJobs {
     }
 }
 
+/// A `$sum` of an aggregation: an integer of either width, or a double past them.
+fn summed_u64(doc: &Document, field: &str) -> u64 {
+    match doc.get(field) {
+        Some(Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(Bson::Double(n)) if *n > 0.0 => *n as u64,
+        _ => 0,
+    }
+}
+
 fn key_id(owner: &str, key: &str) -> Document {
     doc! {"owner": owner, "key": key}
 }
@@ -450,12 +460,7 @@ impl JobStore for MongoJobs {
             .try_collect()
             .await
             .map_err(db_error)?;
-        let stored_bytes = summed.first().map_or(0, |doc| match doc.get("bytes") {
-            Some(Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
-            Some(Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
-            Some(Bson::Double(n)) => *n as u64,
-            _ => 0,
-        });
+        let stored_bytes = summed.first().map_or(0, |doc| summed_u64(doc, "bytes"));
         let active_jobs = self
             .jobs
             .count_documents(doc! {"owner": owner, "active": true})
@@ -484,6 +489,24 @@ impl JobStore for MongoJobs {
             made_since,
             earliest_made,
         })
+    }
+
+    async fn stored_totals(&self) -> Result<(u64, u64), Error> {
+        let summed: Vec<Document> = self
+            .jobs
+            .aggregate([doc! {"$group": {
+                "_id": Bson::Null,
+                "videos": {"$sum": "$video_bytes"},
+                "all": {"$sum": "$stored_bytes"},
+            }}])
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)?;
+        Ok(summed.first().map_or((0, 0), |doc| {
+            (summed_u64(doc, "videos"), summed_u64(doc, "all"))
+        }))
     }
 
     async fn note_made(&self, owner: &str, job: JobId, at: OffsetDateTime) -> Result<(), Error> {

@@ -406,6 +406,21 @@ impl JobStore for SqliteJobs {
         })
     }
 
+    async fn stored_totals(&self) -> Result<(u64, u64), Error> {
+        let (videos, all): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(json_extract(body, '$.video_bytes')), 0),
+                    COALESCE(SUM(stored_bytes), 0)
+             FROM jobs",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok((
+            u64::try_from(videos).unwrap_or(0),
+            u64::try_from(all).unwrap_or(0),
+        ))
+    }
+
     async fn note_made(&self, owner: &str, job: JobId, at: OffsetDateTime) -> Result<(), Error> {
         sqlx::query("INSERT OR REPLACE INTO jobs_made (owner, job_id, made_at) VALUES (?, ?, ?)")
             .bind(owner)
