@@ -1,7 +1,7 @@
 //! What a user's quota adds to each new job (issue #19), in each store.
 //!
 //! In each store (embedded: SQLite; the cluster's: MongoDB on the test server), a user with
-//! [`HISTORY`] finished jobs and [`RECENT`] jobs made in the last hour makes [`SAMPLES`] more.
+//! [`HISTORIES`] finished jobs and [`RECENT`] jobs made in the last hour makes [`SAMPLES`] more.
 //! Each new job pays the quota's two checks, as intake does: [`quota::admit`] (the user's usage
 //! read before anything is stored) and [`quota::confirm`] (the job noted as made, the usage
 //! read again). The baseline, in the same run on the same store, is what every new job costs
@@ -20,7 +20,8 @@ use native_worker::jobs::JobStore;
 use native_worker::quota;
 use time::OffsetDateTime;
 
-const HISTORY: usize = 1_000;
+/// Finished jobs of the user's, in each round: a light user and a heavy one.
+const HISTORIES: [usize; 2] = [100, 1_000];
 const RECENT: usize = 50;
 const SAMPLES: usize = 400;
 const OWNER: &str = "heavy-user";
@@ -53,9 +54,9 @@ fn job() -> Job {
 }
 
 /// The user's past: finished jobs with their MP3s, and jobs made in the last hour.
-async fn history(jobs: &dyn JobStore) -> anyhow::Result<()> {
+async fn history(jobs: &dyn JobStore, finished: usize) -> anyhow::Result<()> {
     let now = OffsetDateTime::now_utc();
-    for n in 0..HISTORY {
+    for n in 0..finished {
         let mut done = job();
         done.audio = Some(Audio {
             id: done.id.to_string(),
@@ -81,8 +82,8 @@ fn micros(d: Duration) -> String {
     format!("{:.0} µs", d.as_secs_f64() * 1e6)
 }
 
-async fn measure(name: &str, jobs: &dyn JobStore) -> anyhow::Result<()> {
-    history(jobs).await?;
+async fn measure(name: &str, jobs: &dyn JobStore, finished: usize) -> anyhow::Result<()> {
+    history(jobs, finished).await?;
     // No limit refuses here: the checks run in full whatever the numbers.
     let limits = Limits::default();
     let config = QuotaConfig::default();
@@ -105,7 +106,7 @@ async fn measure(name: &str, jobs: &dyn JobStore) -> anyhow::Result<()> {
     checks.sort();
     let (base, cost) = (percentile(&inserts, 50), percentile(&checks, 50));
     println!(
-        "| {name} | {} / {} | {} / {} | {:.2}x |",
+        "| {name}, {finished} finished jobs | {} / {} | {} / {} | {:.2}x |",
         micros(base),
         micros(percentile(&inserts, 99)),
         micros(cost),
@@ -118,19 +119,29 @@ async fn measure(name: &str, jobs: &dyn JobStore) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     println!(
-        "A user with {HISTORY} finished jobs and {RECENT} made in the last hour makes {SAMPLES} \
-         more; each one's quota checks (usage before, note and usage after) against storing \
-         its record."
+        "A user with 100 or 1,000 finished jobs and {RECENT} made in the last hour makes \
+         {SAMPLES} more; each one's quota checks (usage before, note and usage after) against \
+         storing its record."
     );
     println!();
     println!(
         "| store | job insert (baseline) p50 / p99 | quota checks p50 / p99 | checks / insert |"
     );
     println!("|---|---|---|---|");
-    let dir = tempfile::tempdir()?;
-    measure("embedded (SQLite)", embedded(dir.path()).await?.as_ref()).await?;
-    let (jobs, db) = cluster().await?;
-    let measured = measure("cluster (MongoDB)", jobs.as_ref()).await;
-    db.drop().await?;
-    measured
+    for finished in HISTORIES {
+        let dir = tempfile::tempdir()?;
+        measure(
+            "embedded (SQLite)",
+            embedded(dir.path()).await?.as_ref(),
+            finished,
+        )
+        .await?;
+    }
+    for finished in HISTORIES {
+        let (jobs, db) = cluster().await?;
+        let measured = measure("cluster (MongoDB)", jobs.as_ref(), finished).await;
+        db.drop().await?;
+        measured?;
+    }
+    Ok(())
 }

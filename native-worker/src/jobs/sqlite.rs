@@ -134,6 +134,13 @@ impl SqliteJobs {
                     .map_err(db_error)?;
             }
         }
+        // An owner's usage is read from this index alone.
+        sqlx::query(
+            "CREATE INDEX IF NOT EXISTS jobs_owner_usage ON jobs (owner, stored_bytes, active)",
+        )
+        .execute(&pool)
+        .await
+        .map_err(db_error)?;
         // The ledger of jobs made, which the jobs-per-hour quota counts in.
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS jobs_made (
@@ -382,21 +389,21 @@ impl JobStore for SqliteJobs {
     }
 
     async fn usage(&self, owner: &str, since: OffsetDateTime) -> Result<StoredUsage, Error> {
-        let (stored_bytes, active_jobs): (i64, i64) = sqlx::query_as(
-            "SELECT COALESCE(SUM(stored_bytes), 0), COALESCE(SUM(active), 0)
-             FROM jobs WHERE owner = ?",
-        )
-        .bind(owner)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db_error)?;
-        let (made_since, earliest): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT COUNT(*), MIN(made_at) FROM jobs_made WHERE owner = ? AND made_at >= ?",
+        let ((stored_bytes, active_jobs), (made_since, earliest)): (
+            (i64, i64),
+            (i64, Option<i64>),
+        ) = sqlx::query_as(
+            "SELECT
+                    (SELECT COALESCE(SUM(stored_bytes), 0) FROM jobs WHERE owner = ?1),
+                    (SELECT COALESCE(SUM(active), 0) FROM jobs WHERE owner = ?1),
+                    (SELECT COUNT(*) FROM jobs_made WHERE owner = ?1 AND made_at >= ?2),
+                    (SELECT MIN(made_at) FROM jobs_made WHERE owner = ?1 AND made_at >= ?2)",
         )
         .bind(owner)
         .bind(unix_ms(since))
         .fetch_one(&self.pool)
         .await
+        .map(|(a, b, c, d): (i64, i64, i64, Option<i64>)| ((a, b), (c, d)))
         .map_err(db_error)?;
         Ok(StoredUsage {
             stored_bytes: u64::try_from(stored_bytes).unwrap_or(0),
