@@ -237,8 +237,21 @@ async fn a_retried_upload_is_one_job(system: &System) {
             .header("Idempotency-Key", key)
             .multipart(form)
     };
-    let first = expect(upload("/v1/jobs", "retry-1", "320"), 202).await;
-    let again = expect(upload("/v1/jobs", "retry-1", "320"), 202).await;
+    let replayed = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("idempotent-replayed")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let first = send(upload("/v1/jobs", "retry-1", "320")).await;
+    assert_eq!((first.status().as_u16(), replayed(&first)), (202, None));
+    let first: Value = first.json().await.unwrap();
+    let again = send(upload("/v1/jobs", "retry-1", "320")).await;
+    assert_eq!(
+        (again.status().as_u16(), replayed(&again)),
+        (202, Some("true".to_owned()))
+    );
+    let again: Value = again.json().await.unwrap();
     assert_eq!(again["id"], first["id"], "{again}");
     expect_error(
         upload("/v1/jobs", "retry-1", "128"),

@@ -51,6 +51,7 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
             trace: &trace,
             idempotency_key: idempotency_key.as_deref(),
             limits: Default::default(),
+            replayed: Default::default(),
         },
         auth: &SpinAuth {
             config: &config,

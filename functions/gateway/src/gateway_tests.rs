@@ -286,6 +286,27 @@ fn a_users_own_limits_reach_the_worker_and_their_quota_shows() {
 }
 
 #[test]
+fn a_repeated_request_says_so() {
+    let world = World::new();
+    let bearer = world.bearer("u1");
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let link = r#"{"url":"https://example.com/talk.webm"}"#;
+    let replayed = |headers: &[(String, String)]| {
+        headers
+            .iter()
+            .any(|(name, value)| name == "idempotent-replayed" && value == "true")
+    };
+    let (status, first, _) = world.serve("POST", "/v1/jobs", &headers, link);
+    assert_eq!((status, replayed(&first)), (202, false));
+    world.worker.replaying.set(true);
+    let (status, again, _) = world.serve("POST", "/v1/jobs", &headers, link);
+    assert_eq!((status, replayed(&again)), (202, true), "{again:?}");
+}
+
+#[test]
 fn webhooks_and_notifications_go_through_the_database() {
     let world = World::new();
     let bearer = world.bearer("u1");

@@ -59,12 +59,21 @@ pub async fn create<B: Body>(
 ) -> Result<Reply, ApiError> {
     let original = request.original;
     let job = PublicJob::from(create_job(worker, db, owner, request).await?);
-    if original {
-        return Ok(Reply::json(200, &job));
-    }
-    let location = format!("/v1/jobs/{}", job.id);
-    Ok(Reply::json(202, &job).with_header("location", location))
+    let reply = if original {
+        Reply::json(200, &job)
+    } else {
+        let location = format!("/v1/jobs/{}", job.id);
+        Reply::json(202, &job).with_header("location", location)
+    };
+    // A repeated `Idempotency-Key` request says so, as the worker told.
+    Ok(match worker.replayed() {
+        true => reply.with_header(REPLAYED_HEADER, "true"),
+        false => reply,
+    })
 }
+
+/// The header telling a client its request repeated an earlier one (`Idempotency-Key`).
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 
 async fn create_job<B: Body>(
     worker: &impl Worker,

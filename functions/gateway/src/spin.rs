@@ -2,7 +2,7 @@
 //! caller's id and the request's trace on every call. Wasm only: the decisions around these
 //! calls are in plain Rust and tested natively against in-memory stand-ins.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use futures::{Stream, StreamExt as _};
 use mp3conv_contract::job::{Job, JobId, JobPage, LinkRequest};
@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 use crate::config::Config;
 use crate::error::{ApiError, upstream_error};
-use crate::jobs::MAX_JSON_BYTES;
+use crate::jobs::{MAX_JSON_BYTES, REPLAYED_HEADER};
 use crate::upstream::{
     Answered, Auth, Chunk, Download, EventStream, JobsQuery, Streamed, Upload, Worker,
     auth_request, worker_request,
@@ -49,6 +49,8 @@ pub struct SpinWorker<'a> {
     pub idempotency_key: Option<&'a str>,
     /// The caller's own limits as their header's value (empty: the defaults), once known.
     pub limits: RefCell<String>,
+    /// Whether the last job-creating call answered an earlier request's job.
+    pub replayed: Cell<bool>,
 }
 
 impl SpinWorker<'_> {
@@ -86,6 +88,15 @@ impl SpinWorker<'_> {
         Err(upstream_error(status, &headers, body))
     }
 
+    /// The job a job-creating call answered, noting whether it repeats an earlier request's.
+    fn created(&self, response: Response) -> Result<Job, ApiError> {
+        let replayed = response.headers().iter().any(|(name, value)| {
+            name.eq_ignore_ascii_case(REPLAYED_HEADER) && value.as_slice() == b"true"
+        });
+        self.replayed.set(replayed);
+        self.json(response, MAX_JOB_BYTES)
+    }
+
     fn json<T: DeserializeOwned>(&self, response: Response, limit: usize) -> Result<T, ApiError> {
         let body = response
             .read(limit)
@@ -119,7 +130,7 @@ impl Worker for SpinWorker<'_> {
 
     async fn create_link_job(&self, owner: &str, link: &LinkRequest) -> Result<Job, ApiError> {
         let request = self.creating(owner, "/internal/jobs").json(link);
-        self.json(self.call(request)?, MAX_JOB_BYTES)
+        self.created(self.call(request)?)
     }
 
     async fn create_upload_job<S>(
@@ -153,13 +164,13 @@ impl Worker for SpinWorker<'_> {
             }
         };
         let response = self.checked(response.map_err(|err| failed(err, self.trace))?)?;
-        self.json(response, MAX_JOB_BYTES)
+        self.created(response)
     }
 
     async fn start_job(&self, owner: &str, id: JobId, options: &Options) -> Result<Job, ApiError> {
         let path = format!("/internal/jobs/{id}/start");
         let request = self.creating(owner, &path).json(options);
-        self.json(self.call(request)?, MAX_JOB_BYTES)
+        self.created(self.call(request)?)
     }
 
     async fn download(
@@ -173,6 +184,10 @@ impl Worker for SpinWorker<'_> {
             .request(Method::Get, owner, &what.path(id))
             .headers(forwarded.to_vec());
         Ok(streamed(self.call(request)?))
+    }
+
+    fn replayed(&self) -> bool {
+        self.replayed.get()
     }
 
     fn limit_to(&self, limits: Limits) {

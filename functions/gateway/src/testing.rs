@@ -201,6 +201,8 @@ pub struct FakeWorker {
     pub limits: Cell<Limits>,
     /// What the worker says the caller uses.
     pub usage: Cell<Usage>,
+    /// Whether the worker answers job creations as repeats.
+    pub replaying: Cell<bool>,
 }
 
 impl FakeWorker {
@@ -400,6 +402,10 @@ impl Worker for FakeWorker {
     }
 
     /// Like the worker: someone else's job (or none) is 404; a stream starts with `retry:`.
+    fn replayed(&self) -> bool {
+        self.replaying.get()
+    }
+
     fn limit_to(&self, limits: Limits) {
         self.limits.set(limits);
     }

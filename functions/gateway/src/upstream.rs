@@ -179,6 +179,9 @@ pub trait Worker {
         what: Download,
         forwarded: &[(String, String)],
     ) -> Result<Streamed<Self::Audio>, ApiError>;
+    /// Whether the last job-creating call was answered with an earlier request's job (the
+    /// worker's `Idempotent-Replayed: true`).
+    fn replayed(&self) -> bool;
     /// Hands the caller's own limits (their overrides of the defaults, known once the caller
     /// is) to every later call: the worker enforces them.
     fn limit_to(&self, limits: Limits);
