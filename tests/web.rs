@@ -509,6 +509,12 @@ async fn settings_keep_a_webhook_and_delete_the_account() {
     browser
         .wait_for_text("#webhook-current", "No webhook is set")
         .await;
+    // What alice uses of her limits: nothing yet, against the defaults.
+    browser.wait_for_text("#usage-hourly", "0 of 100").await;
+    browser
+        .wait_for_text("#usage-storage", "0 bytes of 11 GB")
+        .await;
+    browser.wait_for_text("#usage-longest", "6 h").await;
 
     // A local address is refused in words, and nothing is set.
     browser.fill("#webhook-url", "https://127.0.0.1/hook").await;

@@ -1,7 +1,58 @@
-// Settings: the webhook (set, see, remove; its secret shown once) and deleting the account.
+// Settings: what the caller uses of their limits, the webhook (set, see, remove; its secret
+// shown once) and deleting the account.
 
 import { ApiError, call, forget } from "./api.js";
-import { confirm, h, onSubmit, replace, toast, when } from "./ui.js";
+import { bytes, confirm, h, onSubmit, replace, toast, when } from "./ui.js";
+
+/** One limit as a row: what is used of it, with a meter when there is a limit. */
+function usageRow(id, label, used, limit, words) {
+  const value = limit === null ? words(used) + " (no limit)" : words(used) + " of " + words(limit);
+  const row = h("div", { class: "usage-row", id }, h("dt", {}, label), h("dd", {}, value));
+  if (limit !== null && limit > 0) {
+    row.append(h("meter", { min: "0", max: String(limit), value: String(Math.min(used, limit)), high: String(limit * 0.9), "aria-label": label }));
+  }
+  return row;
+}
+
+function hours(seconds) {
+  if (seconds === null) return "no limit";
+  const h = Math.floor(seconds / 3600);
+  const m = Math.floor((seconds % 3600) / 60);
+  return h > 0 ? h + " h" + (m ? " " + m + " min" : "") : m + " min";
+}
+
+function usageSection() {
+  const list = h("dl", { id: "usage", class: "usage" }, h("dd", {}, "Loading…"));
+  async function load() {
+    try {
+      const me = await call("GET", "/v1/me");
+      if (!me.quota) {
+        replace(list, h("dd", {}, "Your usage cannot be shown just now."));
+        return;
+      }
+      const { limits, usage } = me.quota;
+      const count = (n) => String(n);
+      replace(
+        list,
+        usageRow("usage-storage", "Storage", usage.storage_bytes, limits.storage_bytes, bytes),
+        usageRow("usage-concurrent", "Conversions at once", usage.concurrent_jobs, limits.concurrent_jobs, count),
+        usageRow("usage-hourly", "Conversions in the last hour", usage.jobs_per_hour, limits.jobs_per_hour, count),
+        h("div", { class: "usage-row", id: "usage-largest" }, h("dt", {}, "Largest video"), h("dd", {}, limits.max_upload_bytes === null ? "the service's limit" : bytes(limits.max_upload_bytes))),
+        h("div", { class: "usage-row", id: "usage-longest" }, h("dt", {}, "Longest video"), h("dd", {}, hours(limits.max_duration_secs))),
+      );
+    } catch (failure) {
+      replace(list, h("dd", {}, failure.message));
+    }
+  }
+  load();
+  return h(
+    "section",
+    { class: "card", "aria-labelledby": "usage-title" },
+    h("h2", { id: "usage-title" }, "Your usage"),
+    list,
+    h("p", { class: "muted" }, "MP3s are kept for a limited time; deleting conversions makes room."),
+  );
+}
 
 function webhookSection() {
   const current = h("p", { id: "webhook-current" }, "Loading…");
@@ -102,6 +153,6 @@ function accountSection(navigate) {
 }
 
 export function settingsPage(navigate) {
-  const element = h("section", { class: "page", "aria-labelledby": "settings-title" }, h("h1", { id: "settings-title" }, "Settings"), webhookSection(), accountSection(navigate));
+  const element = h("section", { class: "page", "aria-labelledby": "settings-title" }, h("h1", { id: "settings-title" }, "Settings"), usageSection(), webhookSection(), accountSection(navigate));
   return { element, title: "Settings" };
 }
