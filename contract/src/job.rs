@@ -387,8 +387,8 @@ pub struct Job {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub video_bytes: u64,
     /// The owner's limits on its video, set when the job is made: bytes (for a link's
-    /// download) and seconds (checked by ffprobe before converting, and against what a video
-    /// page says before downloading).
+    /// download, with the owner's storage) and seconds (checked by ffprobe before converting,
+    /// and against what a video page says before downloading).
     #[serde(default, skip_serializing_if = "MediaLimits::is_none")]
     pub limits: MediaLimits,
     /// When the next removal happens, once the job has finished: a done job's MP3 expires
@@ -531,12 +531,16 @@ pub struct MediaLimits {
     /// Longest video, seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_duration_secs: Option<u64>,
+    /// The owner's storage, bytes: a link's download may bring what is left of it when it
+    /// starts, and is refused if the owner's files pass it once it is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_bytes: Option<u64>,
 }
 
 impl MediaLimits {
     /// Whether there are none.
     pub fn is_none(&self) -> bool {
-        self.max_bytes.is_none() && self.max_duration_secs.is_none()
+        self.max_bytes.is_none() && self.max_duration_secs.is_none() && self.storage_bytes.is_none()
     }
 }
 

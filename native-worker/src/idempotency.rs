@@ -135,7 +135,14 @@ pub async fn claim(
 /// whatever the owner's quota says now.
 pub async fn is_claimed(jobs: &dyn JobStore, owner: &str, key: &str) -> Result<bool, Error> {
     let since = OffsetDateTime::now_utc() - KEY_LIFETIME;
-    Ok(jobs.key(owner, key, since).await?.is_some())
+    let Some((id, _)) = jobs.key(owner, key, since).await? else {
+        return Ok(false);
+    };
+    // As for a claim: a key whose job is gone (or not started yet) is no repeat.
+    Ok(jobs
+        .get(id)
+        .await?
+        .is_some_and(|job| job.owner == owner && !job.held))
 }
 
 /// How long a repeated request's job may stay queued, never tried, before the repeat queues

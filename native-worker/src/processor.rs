@@ -487,6 +487,31 @@ fn too_long(state: &State) -> Stop {
     })
 }
 
+/// What the job's owner keeps and may keep, bytes, if they have a storage limit.
+async fn storage_use(state: &State, job: &Job) -> Result<Option<(u64, u64)>, Stop> {
+    let Some(limit) = job.limits.storage_bytes else {
+        return Ok(None);
+    };
+    let usage = state
+        .jobs
+        .usage(&job.owner, OffsetDateTime::now_utc())
+        .await
+        .map_err(|e| Failure::transient("storage_unavailable", &e))?;
+    Ok(Some((usage.stored_bytes, limit)))
+}
+
+/// A link's video that does not fit in its owner's storage (`(stored, limit)`): permanent,
+/// the job fails (and its video goes with it).
+fn over_storage(state: &State, (stored, limit): (u64, u64)) -> Stop {
+    state.metrics.refused(Limit::StorageBytes);
+    Stop::Failed(Failure {
+        code: "quota_exceeded",
+        message: crate::quota::storage_full(stored, limit),
+        permanent: true,
+        field: None,
+    })
+}
+
 /// A video longer than its owner's limit: permanent, the job fails.
 fn too_long_for_quota(seconds: f64, max: u64) -> Stop {
     Stop::Failed(Failure {
@@ -680,15 +705,23 @@ async fn prepare<'a>(
             .map_err(|e| Failure::transient("storage_unavailable", &e))?;
         if present.is_none() {
             let url = url.clone();
+            // The owner's storage as it is now: the download may bring what is left.
+            let storage = storage_use(state, job).await?;
+            let room = storage.map(|(stored, limit)| limit.saturating_sub(stored));
+            let limit = room.map_or(limit, |room| room.min(limit));
             job.set_status(Status::Downloading);
             save(state, job, holder).await?;
             state.metrics.job(Status::Downloading);
             state.events.job(job);
-            let opened = state
-                .fetcher
-                .open(&url, limit)
-                .await
-                .map_err(Failure::from)?;
+            let too_large = |e: crate::fetch::FetchError| match (e, storage) {
+                (crate::fetch::FetchError::TooLarge(_), Some(storage))
+                    if room.is_some_and(|room| room <= limit) =>
+                {
+                    over_storage(state, storage)
+                }
+                (e, _) => Stop::from(Failure::from(e)),
+            };
+            let opened = state.fetcher.open(&url, limit).await.map_err(too_large)?;
             // What the page said is recorded before its media comes: a redelivery after a
             // crash finds the media stored and would not resolve the page again.
             if let (Some(page), Source::Link { page: recorded, .. }) =
@@ -711,9 +744,19 @@ async fn prepare<'a>(
                 .fetcher
                 .store(opened, state.videos.as_ref(), &job.video_id, limit)
                 .await
-                .map_err(Failure::from)?;
+                .map_err(too_large)?;
             state.metrics.bytes_in.inc_by(size);
             job.video_bytes = size;
+            // Other downloads of the owner's may have filled the room meanwhile: counted with
+            // them, the video must still fit.
+            if storage.is_some() {
+                save(state, job, holder).await?;
+                if let Some((stored, limit)) = storage_use(state, job).await?
+                    && stored > limit
+                {
+                    return Err(over_storage(state, (stored, limit)));
+                }
+            }
         }
     }
     // A downloaded link waits for a conversion slot as an upload does: queued.

@@ -56,18 +56,27 @@ pub struct Admission {
 }
 
 impl Admission {
-    /// What a repeated request gets: no check (it is answered with its first job), the
-    /// service's size limit.
+    /// What a repeated request gets: no check of what the user has or made (it is answered
+    /// with its first job), only the size any one video may have.
     pub fn repeat(limits: &Limits, service_max_bytes: u64) -> Self {
-        Self {
+        let mut admission = Self {
             max_bytes: service_max_bytes,
             capped_by: None,
             media: MediaLimits {
                 max_bytes: None,
                 max_duration_secs: limits.max_duration_secs,
+                storage_bytes: limits.storage_bytes,
             },
             stored_bytes: 0,
+        };
+        if let Some(max) = limits.max_upload_bytes
+            && max < admission.max_bytes
+        {
+            admission.max_bytes = max;
+            admission.capped_by = Some(Limit::MaxUploadBytes);
+            admission.media.max_bytes = Some(max);
         }
+        admission
     }
 
     /// The refusal of a video over `max_bytes`: the user's limit, or the service's.
@@ -76,11 +85,7 @@ impl Admission {
         match self.capped_by {
             Some(Limit::StorageBytes) => Error::Quota {
                 limit: Limit::StorageBytes,
-                message: format!(
-                    "this video does not fit in your storage: you keep {} of your {}",
-                    bytes(usage_bytes),
-                    bytes(limits.storage_bytes.unwrap_or(u64::MAX))
-                ),
+                message: storage_full(usage_bytes, limits.storage_bytes.unwrap_or(u64::MAX)),
                 retry_after: None,
             },
             Some(limit) => Error::Quota {
@@ -114,21 +119,14 @@ pub async fn admit(
         stored_bytes: usage.stored_bytes,
         ..Admission::repeat(limits, service_max_bytes)
     };
-    if let Some(max) = limits.max_upload_bytes
-        && max < admission.max_bytes
-    {
-        admission.max_bytes = max;
-        admission.capped_by = Some(Limit::MaxUploadBytes);
-    }
+    // An upload brings its bytes now: it may bring what is left of the storage. (A link's
+    // download is measured against the storage when it starts: `MediaLimits::storage_bytes`.)
     if let Some(storage) = limits.storage_bytes {
         let room = storage.saturating_sub(usage.stored_bytes);
         if room < admission.max_bytes {
             admission.max_bytes = room;
             admission.capped_by = Some(Limit::StorageBytes);
         }
-    }
-    if admission.capped_by.is_some() {
-        admission.media.max_bytes = Some(admission.max_bytes);
     }
     Ok(admission)
 }
@@ -169,8 +167,8 @@ pub async fn confirm(
     now: OffsetDateTime,
 ) -> Result<(), Error> {
     let _turn = gate.enter(&job.owner).await;
-    jobs.note_made(&job.owner, job.id, now).await?;
     let checked = async {
+        jobs.note_made(&job.owner, job.id, now).await?;
         let usage = jobs.usage(&job.owner, window_start(config, now)).await?;
         check(&usage, limits, config, now, 0)
     };
@@ -265,6 +263,15 @@ fn window_name(config: &QuotaConfig) -> String {
         3600 => "hour".to_owned(),
         secs => seconds(secs),
     }
+}
+
+/// The refusal of a link's video that does not fit in its owner's storage.
+pub fn storage_full(stored: u64, storage: u64) -> String {
+    format!(
+        "this video does not fit in your storage: you keep {} of your {}",
+        bytes(stored),
+        bytes(storage)
+    )
 }
 
 /// The failure of a video longer than its job's limit.

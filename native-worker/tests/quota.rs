@@ -131,31 +131,32 @@ async fn concurrent_jobs_refuse_at_the_limit_until_one_goes(backend: Backend) {
 }
 
 /// Jobs per hour (a short window here): the next is 429 with a `Retry-After` that is right;
-/// deleting jobs does not give them back; after the wait, one more is admitted.
+/// deleting jobs does not give them back; after the wait, one more is admitted. (A held
+/// upload counts when it is started: see the racing test.)
 async fn jobs_per_hour_refuse_until_the_window_moves_on(backend: Backend) {
     let window = Duration::from_secs(4);
     let app = spawn_with(backend, |config| config.quota.rate_window = window).await;
     let limits = "jobs_per_hour=3, concurrent_jobs=unlimited";
     let mut ids = Vec::new();
     for _ in 0..3 {
-        let made = send(upload(&app, "cy", limits, media("mp4"), true)).await;
+        let made = send(upload(&app, "cy", limits, media("mp4"), false)).await;
         assert_eq!(made.status, 202, "{}", made.body);
         ids.push(made.id().to_owned());
     }
-    let refused = send(upload(&app, "cy", limits, media("mp4"), true)).await;
+    let refused = send(upload(&app, "cy", limits, media("mp4"), false)).await;
     refused.refused(429, "jobs_per_hour");
     let wait = refused.retry_after.expect("Retry-After");
     assert!((1..=window.as_secs() + 1).contains(&wait), "{wait}");
     for id in &ids {
         delete(&app, "cy", id).await;
     }
-    let still = send(upload(&app, "cy", limits, media("mp4"), true)).await;
+    let still = send(upload(&app, "cy", limits, media("mp4"), false)).await;
     still.refused(429, "jobs_per_hour");
     assert_eq!(usage(&app, "cy", limits).await["usage"]["jobs_per_hour"], 3);
 
     // The server said when: it holds.
     tokio::time::sleep(Duration::from_secs(still.retry_after.unwrap())).await;
-    let admitted = send(upload(&app, "cy", limits, media("mp4"), true)).await;
+    let admitted = send(upload(&app, "cy", limits, media("mp4"), false)).await;
     assert_eq!(admitted.status, 202, "{}", admitted.body);
     assert_eq!(refusals(&app, "jobs_per_hour").await, 2);
     app.stop().await;
@@ -207,6 +208,63 @@ async fn storage_refuses_what_does_not_fit(backend: Backend) {
     let next = send(upload(&app, "dee", &room, video, true)).await;
     assert_eq!(next.status, 202, "{}", next.body);
     assert_eq!(refusals(&app, "storage_bytes").await, 3);
+    app.stop().await;
+}
+
+/// A link's video is measured against the storage when its download starts and once it is
+/// stored: one that does not fit fails its job, and leaves nothing counted.
+async fn a_link_that_does_not_fit_fails(backend: Backend) {
+    let host = common::link_host().await;
+    let app = spawn_with(backend, |_| {}).await;
+    let size = media("mp4-faststart").len();
+    let link = |limits: String| {
+        app.request(Method::POST, "/internal/jobs", "ivy")
+            .header(LIMITS, limits)
+            .json(&serde_json::json!({ "url": format!("{host}/clip.mp4") }))
+    };
+    let made = send(link(format!("storage_bytes={}", size - 1))).await;
+    assert_eq!(made.status, 202, "{}", made.body);
+    let failed = app.settled("ivy", made.id()).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["error"]["code"], "quota_exceeded", "{failed}");
+    let message = failed["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("does not fit in your storage"),
+        "{message}"
+    );
+    assert_eq!(app.videos().await, 0);
+    let limits = format!("storage_bytes={}", size - 1);
+    assert_eq!(
+        usage(&app, "ivy", &limits).await["usage"]["storage_bytes"],
+        0
+    );
+    assert_eq!(refusals(&app, "storage_bytes").await, 1);
+    // With room for it, the same link converts.
+    let fits = send(link(format!("storage_bytes={}", size * 10))).await;
+    let done = app.settled("ivy", fits.id()).await;
+    assert_eq!(done["status"], "done", "{done}");
+    app.stop().await;
+}
+
+/// A key whose job was deleted is no repeat: the user's size limit holds.
+async fn a_stale_key_keeps_the_size_limit(backend: Backend) {
+    let host = common::link_host().await;
+    let app = spawn_with(backend, |_| {}).await;
+    let video = media("mp4");
+    let limits = format!("max_upload_bytes={}", video.len() - 1);
+    let first = send(
+        app.request(Method::POST, "/internal/jobs", "jon")
+            .header(LIMITS, &limits)
+            .header("idempotency-key", "k")
+            .json(&serde_json::json!({ "url": format!("{host}/clip.mp4") })),
+    )
+    .await;
+    assert_eq!(first.status, 202, "{}", first.body);
+    app.settled("jon", first.id()).await;
+    delete(&app, "jon", first.id()).await;
+    let again =
+        send(upload(&app, "jon", &limits, video, false).header("idempotency-key", "k")).await;
+    again.refused(413, "max_upload_bytes");
     app.stop().await;
 }
 
@@ -278,20 +336,45 @@ async fn a_video_longer_than_the_users_limit_fails(backend: Backend) {
 }
 
 /// Requests racing past the first check together are counted with each other: as many
-/// admitted as the limit allows, never more, and what is refused leaves nothing.
+/// admitted as the limit allows, never more, and what is refused leaves nothing. Uploads
+/// are counted as they are stored; held ones (the gateway's) when they are started.
 async fn racing_requests_never_pass_a_limit_together(backend: Backend) {
     let app = spawn_with(backend, |_| {}).await;
     let limits = "concurrent_jobs=2";
-    let racing = (0..6).map(|_| send(upload(&app, "gus", limits, media("mp4"), true)));
+    let racing = (0..6).map(|_| send(upload(&app, "gus", limits, media("mp4"), false)));
     let answers = futures::future::join_all(racing).await;
     let admitted = answers.iter().filter(|a| a.status == 202).count();
     for answer in answers.iter().filter(|a| a.status != 202) {
         answer.refused(429, "concurrent_jobs");
     }
     assert_eq!(admitted, 2, "admitted");
-    let now = usage(&app, "gus", limits).await;
-    assert_eq!(now["usage"]["concurrent_jobs"], admitted as u64, "{now}");
-    assert_eq!(app.videos().await, admitted as u64);
+    let listed = app.jobs("gus").await;
+    assert_eq!(listed["jobs"].as_array().unwrap().len(), 2, "{listed}");
+    assert!(app.videos().await <= 2);
+
+    // Held uploads, then their starts, all at once.
+    let racing = (0..6).map(|_| send(upload(&app, "hub", limits, media("mp4"), true)));
+    let held: Vec<String> = futures::future::join_all(racing)
+        .await
+        .iter()
+        .filter(|a| a.status == 202)
+        .map(|a| a.id().to_owned())
+        .collect();
+    assert!(held.len() >= 2, "{} held", held.len());
+    let starts = held.iter().map(|id| {
+        send(
+            app.request(Method::POST, &format!("/internal/jobs/{id}/start"), "hub")
+                .header(LIMITS, limits)
+                .json(&serde_json::json!({})),
+        )
+    });
+    let started = futures::future::join_all(starts).await;
+    for answer in started.iter().filter(|a| a.status != 202) {
+        answer.refused(429, "concurrent_jobs");
+    }
+    assert_eq!(started.iter().filter(|a| a.status == 202).count(), 2);
+    let listed = app.jobs("hub").await;
+    assert_eq!(listed["jobs"].as_array().unwrap().len(), 2, "{listed}");
     app.stop().await;
 }
 
@@ -351,4 +434,6 @@ on_both_backends!(
     a_video_longer_than_the_users_limit_fails,
     racing_requests_never_pass_a_limit_together,
     a_repeat_is_answered_and_bad_limits_refused,
+    a_link_that_does_not_fit_fails,
+    a_stale_key_keeps_the_size_limit,
 );

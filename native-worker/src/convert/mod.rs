@@ -482,7 +482,16 @@ pub async fn convert(
     if source.audio.is_none() {
         return Err(ConvertError::NoAudio);
     }
-    if let (Some(seconds), Some(max)) = (source.duration, request.max_duration_secs)
+    // The longest length the file claims, the container's or its audio's (what is encoded):
+    // one header alone may be edited to look short. (A file whose every header lies is
+    // encoded only as long as the conversion's timeout, which its claimed length sets.)
+    let claimed = [source.duration, source.audio_seconds()]
+        .into_iter()
+        .flatten()
+        .fold(None, |longest: Option<f64>, s| {
+            Some(longest.map_or(s, |l| l.max(s)))
+        });
+    if let (Some(seconds), Some(max)) = (claimed, request.max_duration_secs)
         && seconds > max as f64
     {
         return Err(ConvertError::OverQuota { seconds, max });

@@ -80,6 +80,29 @@ impl MongoJobs {
         )
         .await
         .map_err(db_error)?;
+        // Jobs written before quotas: what their owners' quotas sum, once.
+        let mut old = jobs
+            .find(doc! {"stored_bytes": {"$exists": false}})
+            .await
+            .map_err(db_error)?;
+        while let Some(document) = old.try_next().await.map_err(db_error)? {
+            let Some(id) = document.get_str("_id").ok().map(str::to_owned) else {
+                continue;
+            };
+            let Ok(job) = decode(document) else {
+                tracing::warn!(job_id = %id, "a stored job cannot be read; its quota counts 0");
+                continue;
+            };
+            jobs.update_one(
+                doc! {"_id": &id},
+                doc! {"$set": {
+                    "stored_bytes": i64::try_from(job.stored_bytes()).unwrap_or(i64::MAX),
+                    "active": job.is_active(),
+                }},
+            )
+            .await
+            .map_err(db_error)?;
+        }
         let made = db.collection::<Document>("jobs_made");
         for (keys, name) in [
             (doc! {"owner": 1, "made_at": 1}, "owner_made"),
@@ -164,6 +187,11 @@ fn encode(job: &Job) -> Result<Document, Error> {
         "expires_ms",
         job.expires_at
             .map_or(Bson::Null, |at| Bson::Int64(unix_ms(at))),
+    );
+    // Always written (the job leaves out a 0): a `$set` must clear a removed video's bytes.
+    doc.insert(
+        "video_bytes",
+        i64::try_from(job.video_bytes).unwrap_or(i64::MAX),
     );
     // What the owner's quota sums.
     doc.insert(

@@ -118,6 +118,8 @@ impl SqliteJobs {
         .await
         .map_err(db_error)?;
         if counted == 0 {
+            // One transaction: a crash half-way leaves the table as it was.
+            let mut tx = pool.begin().await.map_err(db_error)?;
             for statement in [
                 "ALTER TABLE jobs ADD COLUMN active INTEGER NOT NULL DEFAULT 0",
                 "ALTER TABLE jobs ADD COLUMN stored_bytes INTEGER NOT NULL DEFAULT 0",
@@ -129,10 +131,11 @@ impl SqliteJobs {
                            FROM json_each(body, '$.tracks'))",
             ] {
                 sqlx::query(statement)
-                    .execute(&pool)
+                    .execute(&mut *tx)
                     .await
                     .map_err(db_error)?;
             }
+            tx.commit().await.map_err(db_error)?;
         }
         // An owner's usage is read from this index alone.
         sqlx::query(

@@ -263,7 +263,11 @@ pub(super) async fn create(
                 return replay(&state, claimed, &headers).await;
             }
         }
-        if let Err(e) = confirm(&state, &job, &limits, key.as_deref()).await {
+        // A held upload is counted at its start, once its key is claimed: a retry answered
+        // there with its first job must not count as one made.
+        if !job.held
+            && let Err(e) = confirm(&state, &job, &limits, key.as_deref()).await
+        {
             let _ = state.videos.delete(&job.video_id).await;
             return Err(e);
         }
@@ -405,8 +409,10 @@ async fn queue(
     state.events.job(&job);
     let message = JobMessage::for_job(&job, 1).outgoing(Route::Video, traceparent(headers));
     if let Err(e) = state.queue.publish(Route::Video, message).await {
-        // Not queued means not accepted: leave nothing behind and let the caller retry.
+        // Not queued means not accepted: leave nothing behind (nor count it as made) and let
+        // the caller retry.
         let _ = state.jobs.delete(job.id).await;
+        let _ = state.jobs.forget_made(&job.owner, job.id).await;
         let _ = state.videos.delete(&job.video_id).await;
         state.events.publish(Envelope::new(
             job.owner.clone(),
@@ -479,6 +485,20 @@ pub(super) async fn start(
         });
     }
     let _ = idempotency::forget_held(state.jobs.as_ref(), &owner, job.id).await;
+    // Counted now, with the limits of this request: refused, the job goes, and its video.
+    let limits = quota::limits(&state.config.quota, &headers);
+    let confirmed = match limits {
+        Ok(limits) => confirm(&state, &job, &limits, key.as_deref()).await,
+        Err(e) => {
+            let _ = state.jobs.delete(job.id).await;
+            release(&state, &job, key.as_deref()).await;
+            Err(e)
+        }
+    };
+    if let Err(e) = confirmed {
+        let _ = state.videos.delete(&job.video_id).await;
+        return Err(e);
+    }
     queue_keyed(&state, job, &headers, key.as_deref()).await
 }
 
