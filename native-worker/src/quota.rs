@@ -223,6 +223,14 @@ fn check(
             retry_after: Some(CONCURRENT_RETRY_SECS),
         });
     }
+    if limits.jobs_per_hour == Some(0) {
+        // An operator's way to stop a user making jobs: no wait would help.
+        return Err(Error::Quota {
+            limit: Limit::JobsPerHour,
+            message: "you may not make new jobs for now; ask the service's operator".to_owned(),
+            retry_after: None,
+        });
+    }
     if let Some(max) = limits.jobs_per_hour
         && usage.made_since + adding > max
     {
@@ -358,6 +366,15 @@ mod tests {
         assert_eq!(
             refused(check(&over, &some_limits(), &config, now, 0)).map(|r| r.0),
             Some(Limit::JobsPerHour)
+        );
+        // A limit of 0 stops the user, with no promise of when.
+        let stopped = Limits {
+            jobs_per_hour: Some(0),
+            ..Limits::default()
+        };
+        assert_eq!(
+            refused(check(&StoredUsage::default(), &stopped, &config, now, 0)),
+            Some((Limit::JobsPerHour, None))
         );
         // No limits, no refusal.
         let huge = StoredUsage {
