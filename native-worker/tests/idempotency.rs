@@ -5,42 +5,12 @@
 #[macro_use]
 mod common;
 
-use common::{Backend, Stores, TestApp, media, spawn_with};
+use common::{Answer, Backend, Stores, TestApp, media, spawn_with};
 use reqwest::{Method, RequestBuilder};
 use serde_json::{Value, json};
 
-/// A request's answer: status, whether it repeats an earlier job, and its JSON.
-struct Answer {
-    status: u16,
-    replayed: bool,
-    body: Value,
-}
-
-impl Answer {
-    fn id(&self) -> &str {
-        self.body["id"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no job: {}", self.body))
-    }
-
-    fn code(&self) -> &str {
-        self.body["error"]["code"].as_str().unwrap_or_default()
-    }
-}
-
 async fn send(request: RequestBuilder) -> Answer {
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let replayed = response
-        .headers()
-        .get("idempotent-replayed")
-        .is_some_and(|v| v == "true");
-    let body = response.json().await.unwrap();
-    Answer {
-        status,
-        replayed,
-        body,
-    }
+    Answer::of(request).await
 }
 
 fn link(app: &TestApp, owner: &str, key: &str, url: &str) -> RequestBuilder {

@@ -9,51 +9,21 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, TestApp, media, spawn_with};
+use common::{Answer, Backend, TestApp, media, spawn_with};
 use reqwest::{Method, RequestBuilder};
 use serde_json::Value;
 
 const LIMITS: &str = "x-mp3conv-limits";
 
-/// A request's answer: status, `Retry-After` and its JSON.
-struct Answer {
-    status: u16,
-    retry_after: Option<u64>,
-    body: Value,
-}
-
-impl Answer {
-    fn id(&self) -> &str {
-        self.body["id"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no job: {}", self.body))
-    }
-
-    /// Asserts a quota refusal of `limit` with `status`.
-    fn refused(&self, status: u16, limit: &str) {
-        assert_eq!(self.status, status, "{}", self.body);
-        assert_eq!(
-            self.body["error"]["code"], "quota_exceeded",
-            "{}",
-            self.body
-        );
-        assert_eq!(self.body["error"]["limit"], limit, "{}", self.body);
-    }
+/// Asserts a quota refusal of `limit` with `status`.
+fn refused(answer: &Answer, status: u16, limit: &str) {
+    assert_eq!(answer.status, status, "{}", answer.body);
+    assert_eq!(answer.code(), "quota_exceeded", "{}", answer.body);
+    assert_eq!(answer.body["error"]["limit"], limit, "{}", answer.body);
 }
 
 async fn send(request: RequestBuilder) -> Answer {
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().parse().unwrap());
-    let body = response.json().await.unwrap_or(Value::Null);
-    Answer {
-        status,
-        retry_after,
-        body,
-    }
+    Answer::of(request).await
 }
 
 /// An upload of `bytes` for `owner` with the limits `limits` (the gateway's header).
@@ -108,7 +78,7 @@ async fn concurrent_jobs_refuse_at_the_limit_until_one_goes(backend: Backend) {
     let second = send(upload(&app, "ann", limits, media("mp4"), true)).await;
     assert_eq!((first.status, second.status), (202, 202), "{}", second.body);
     let third = send(upload(&app, "ann", limits, media("mp4"), true)).await;
-    third.refused(429, "concurrent_jobs");
+    refused(&third, 429, "concurrent_jobs");
     assert_eq!(third.retry_after, Some(30));
     let message = third.body["error"]["message"].as_str().unwrap();
     assert!(message.contains("2 of your 2 jobs"), "{message}");
@@ -143,15 +113,15 @@ async fn jobs_per_hour_refuse_until_the_window_moves_on(backend: Backend) {
         assert_eq!(made.status, 202, "{}", made.body);
         ids.push(made.id().to_owned());
     }
-    let refused = send(upload(&app, "cy", limits, media("mp4"), false)).await;
-    refused.refused(429, "jobs_per_hour");
-    let wait = refused.retry_after.expect("Retry-After");
+    let over = send(upload(&app, "cy", limits, media("mp4"), false)).await;
+    refused(&over, 429, "jobs_per_hour");
+    let wait = over.retry_after.expect("Retry-After");
     assert!((1..=window.as_secs() + 1).contains(&wait), "{wait}");
     for id in &ids {
         delete(&app, "cy", id).await;
     }
     let still = send(upload(&app, "cy", limits, media("mp4"), false)).await;
-    still.refused(429, "jobs_per_hour");
+    refused(&still, 429, "jobs_per_hour");
     assert_eq!(usage(&app, "cy", limits).await["usage"]["jobs_per_hour"], 3);
 
     // The server said when: it holds.
@@ -176,20 +146,20 @@ async fn storage_refuses_what_does_not_fit(backend: Backend) {
         size
     );
     let second = send(upload(&app, "dee", &limits, video.clone(), true)).await;
-    second.refused(413, "storage_bytes");
+    refused(&second, 413, "storage_bytes");
     assert_eq!(app.videos().await, 1, "the refused upload is not kept");
 
     // At the limit, nothing more is taken, not even a link.
     let full = format!("storage_bytes={size}");
-    let refused = send(upload(&app, "dee", &full, video.clone(), true)).await;
-    refused.refused(413, "storage_bytes");
+    let full_store = send(upload(&app, "dee", &full, video.clone(), true)).await;
+    refused(&full_store, 413, "storage_bytes");
     let link = send(
         app.request(Method::POST, "/internal/jobs", "dee")
             .header(LIMITS, &full)
             .json(&serde_json::json!({"url": "http://127.0.0.1:9/clip.mp4"})),
     )
     .await;
-    link.refused(413, "storage_bytes");
+    refused(&link, 413, "storage_bytes");
 
     // Converted, the job keeps its MP3 only: room again.
     delete(&app, "dee", held.id()).await;
@@ -264,7 +234,7 @@ async fn a_stale_key_keeps_the_size_limit(backend: Backend) {
     delete(&app, "jon", first.id()).await;
     let again =
         send(upload(&app, "jon", &limits, video, false).header("idempotency-key", "k")).await;
-    again.refused(413, "max_upload_bytes");
+    refused(&again, 413, "max_upload_bytes");
     app.stop().await;
 }
 
@@ -275,7 +245,7 @@ async fn an_upload_over_the_users_size_is_refused(backend: Backend) {
     let video = media("mp4");
     let limits = format!("max_upload_bytes={}", video.len() - 1);
     let declared = send(upload(&app, "eve", &limits, video.clone(), false)).await;
-    declared.refused(413, "max_upload_bytes");
+    refused(&declared, 413, "max_upload_bytes");
     let message = declared.body["error"]["message"].as_str().unwrap();
     assert!(
         message.contains(&format!("{} bytes", video.len() - 1)),
@@ -291,7 +261,7 @@ async fn an_upload_over_the_users_size_is_refused(backend: Backend) {
             .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks))),
     )
     .await;
-    streamed.refused(413, "max_upload_bytes");
+    refused(&streamed, 413, "max_upload_bytes");
     assert_eq!(app.videos().await, 0);
     // Exactly at it is fine.
     let fits = format!("max_upload_bytes={}", video.len());
@@ -345,7 +315,7 @@ async fn racing_requests_never_pass_a_limit_together(backend: Backend) {
     let answers = futures::future::join_all(racing).await;
     let admitted = answers.iter().filter(|a| a.status == 202).count();
     for answer in answers.iter().filter(|a| a.status != 202) {
-        answer.refused(429, "concurrent_jobs");
+        refused(&answer, 429, "concurrent_jobs");
     }
     assert_eq!(admitted, 2, "admitted");
     let listed = app.jobs("gus").await;
@@ -370,7 +340,7 @@ async fn racing_requests_never_pass_a_limit_together(backend: Backend) {
     });
     let started = futures::future::join_all(starts).await;
     for answer in started.iter().filter(|a| a.status != 202) {
-        answer.refused(429, "concurrent_jobs");
+        refused(&answer, 429, "concurrent_jobs");
     }
     assert_eq!(started.iter().filter(|a| a.status == 202).count(), 2);
     let listed = app.jobs("hub").await;
@@ -396,7 +366,7 @@ async fn a_repeat_is_answered_and_bad_limits_refused(backend: Backend) {
     let repeat = send(keyed("k1")).await;
     assert_eq!(repeat.status, 202, "{}", repeat.body);
     assert_eq!(repeat.id(), first.id());
-    send(keyed("k2")).await.refused(429, "jobs_per_hour");
+    refused(&send(keyed("k2")).await, 429, "jobs_per_hour");
 
     // Once its job is done, the link's video is gone: nothing is left to count but what the
     // refused requests would leave.

@@ -137,60 +137,43 @@ impl SqliteJobs {
             }
             tx.commit().await.map_err(db_error)?;
         }
-        // An owner's usage is read from this index alone.
-        sqlx::query(
-            "CREATE INDEX IF NOT EXISTS jobs_owner_usage ON jobs (owner, stored_bytes, active)",
+        // An owner's usage is read from one index alone; the ledger of jobs made, which the
+        // jobs-per-hour quota counts in.
+        schema(
+            &pool,
+            &[
+                "CREATE INDEX IF NOT EXISTS jobs_owner_usage ON jobs (owner, stored_bytes, active)",
+                "CREATE TABLE IF NOT EXISTS jobs_made (
+                    owner TEXT NOT NULL,
+                    job_id TEXT NOT NULL,
+                    made_at INTEGER NOT NULL,
+                    PRIMARY KEY (owner, job_id)
+                )",
+                "CREATE INDEX IF NOT EXISTS jobs_made_owner ON jobs_made (owner, made_at)",
+                "CREATE INDEX IF NOT EXISTS jobs_made_at ON jobs_made (made_at)",
+            ],
         )
-        .execute(&pool)
-        .await
-        .map_err(db_error)?;
-        // The ledger of jobs made, which the jobs-per-hour quota counts in.
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS jobs_made (
-                owner TEXT NOT NULL,
-                job_id TEXT NOT NULL,
-                made_at INTEGER NOT NULL,
-                PRIMARY KEY (owner, job_id)
-            )",
+        .await?;
+        // Idempotency keys: which job each of an owner's keys names, and for what request;
+        // held uploads, in an index of their own so that the sweeper finds them without a
+        // scan.
+        schema(
+            &pool,
+            &[
+                "CREATE TABLE IF NOT EXISTS job_keys (
+                    owner TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    job_id TEXT NOT NULL,
+                    fingerprint TEXT NOT NULL,
+                    claimed_at INTEGER NOT NULL,
+                    PRIMARY KEY (owner, key)
+                )",
+                "CREATE INDEX IF NOT EXISTS job_keys_claimed ON job_keys (claimed_at)",
+                "CREATE INDEX IF NOT EXISTS jobs_held ON jobs (held_since)
+                 WHERE held_since IS NOT NULL",
+            ],
         )
-        .execute(&pool)
-        .await
-        .map_err(db_error)?;
-        for statement in [
-            "CREATE INDEX IF NOT EXISTS jobs_made_owner ON jobs_made (owner, made_at)",
-            "CREATE INDEX IF NOT EXISTS jobs_made_at ON jobs_made (made_at)",
-        ] {
-            sqlx::query(statement)
-                .execute(&pool)
-                .await
-                .map_err(db_error)?;
-        }
-        // Idempotency keys: which job each of an owner's keys names, and for what request.
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS job_keys (
-                owner TEXT NOT NULL,
-                key TEXT NOT NULL,
-                job_id TEXT NOT NULL,
-                fingerprint TEXT NOT NULL,
-                claimed_at INTEGER NOT NULL,
-                PRIMARY KEY (owner, key)
-            )",
-        )
-        .execute(&pool)
-        .await
-        .map_err(db_error)?;
-        sqlx::query("CREATE INDEX IF NOT EXISTS job_keys_claimed ON job_keys (claimed_at)")
-            .execute(&pool)
-            .await
-            .map_err(db_error)?;
-        // Only held uploads are in it: the sweeper finds them without a scan.
-        sqlx::query(
-            "CREATE INDEX IF NOT EXISTS jobs_held ON jobs (held_since)
-             WHERE held_since IS NOT NULL",
-        )
-        .execute(&pool)
-        .await
-        .map_err(db_error)?;
+        .await?;
         Ok(Self { pool })
     }
 }
@@ -202,6 +185,17 @@ fn encode(job: &Job) -> Result<String, Error> {
 /// The job's expiry as stored beside it.
 fn expiry(job: &Job) -> Option<i64> {
     job.expires_at.map(unix_ms)
+}
+
+/// Runs schema statements, in order.
+async fn schema(pool: &SqlitePool, statements: &[&'static str]) -> Result<(), Error> {
+    for statement in statements {
+        sqlx::query(*statement)
+            .execute(pool)
+            .await
+            .map_err(db_error)?;
+    }
+    Ok(())
 }
 
 /// [`Job::stored_bytes`] as its column holds it.

@@ -847,6 +847,49 @@ impl Process {
 
 /// A reqwest client: reqwest is built without a crypto provider of its own (the build links only
 /// ring), so the process's is installed first. Idempotent.
+/// An answer of the internal API: status, whether it repeats an earlier request's job
+/// (`Idempotent-Replayed`), its `Retry-After`, and its JSON.
+pub struct Answer {
+    pub status: u16,
+    pub replayed: bool,
+    pub retry_after: Option<u64>,
+    pub body: Value,
+}
+
+impl Answer {
+    /// The job's id, asserting there is a job.
+    pub fn id(&self) -> &str {
+        self.body["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no job: {}", self.body))
+    }
+
+    /// The error's code, if an error.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or_default()
+    }
+
+    /// Sends `request`; its answer.
+    pub async fn of(request: reqwest::RequestBuilder) -> Answer {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers();
+        let replayed = headers
+            .get("idempotent-replayed")
+            .is_some_and(|v| v == "true");
+        let retry_after = headers
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().parse().unwrap());
+        let body = response.json().await.unwrap_or(Value::Null);
+        Answer {
+            status,
+            replayed,
+            retry_after,
+            body,
+        }
+    }
+}
+
 pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
