@@ -315,7 +315,7 @@ async fn racing_requests_never_pass_a_limit_together(backend: Backend) {
     let answers = futures::future::join_all(racing).await;
     let admitted = answers.iter().filter(|a| a.status == 202).count();
     for answer in answers.iter().filter(|a| a.status != 202) {
-        refused(&answer, 429, "concurrent_jobs");
+        refused(answer, 429, "concurrent_jobs");
     }
     assert_eq!(admitted, 2, "admitted");
     let listed = app.jobs("gus").await;
@@ -340,7 +340,7 @@ async fn racing_requests_never_pass_a_limit_together(backend: Backend) {
     });
     let started = futures::future::join_all(starts).await;
     for answer in started.iter().filter(|a| a.status != 202) {
-        refused(&answer, 429, "concurrent_jobs");
+        refused(answer, 429, "concurrent_jobs");
     }
     assert_eq!(started.iter().filter(|a| a.status == 202).count(), 2);
     let listed = app.jobs("hub").await;

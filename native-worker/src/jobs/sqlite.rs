@@ -198,6 +198,19 @@ async fn schema(pool: &SqlitePool, statements: &[&'static str]) -> Result<(), Er
     Ok(())
 }
 
+/// A statement writing a job, with what every such write binds first, in order: its body,
+/// expiry, whether it is active and its stored bytes.
+fn with_job<'q>(
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    job: &Job,
+) -> Result<sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>, Error> {
+    Ok(query
+        .bind(encode(job)?)
+        .bind(expiry(job))
+        .bind(i64::from(job.is_active()))
+        .bind(stored(job)))
+}
+
 /// [`Job::stored_bytes`] as its column holds it.
 fn stored(job: &Job) -> i64 {
     i64::try_from(job.stored_bytes()).unwrap_or(i64::MAX)
@@ -259,14 +272,14 @@ impl JobStore for SqliteJobs {
     }
 
     async fn start_held(&self, job: &Job) -> Result<bool, Error> {
-        let result = sqlx::query(
-            "UPDATE jobs SET body = ?, expires_at = ?, active = ?, stored_bytes = ?, held_since = NULL
-             WHERE id = ? AND held_since IS NOT NULL",
-        )
-        .bind(encode(job)?)
-        .bind(expiry(job))
-        .bind(i64::from(job.is_active()))
-        .bind(stored(job))
+        let result = with_job(
+            sqlx::query(
+                "UPDATE jobs SET body = ?, expires_at = ?, active = ?, stored_bytes = ?,
+                    held_since = NULL
+                 WHERE id = ? AND held_since IS NOT NULL",
+            ),
+            job,
+        )?
         .bind(job.id.to_string())
         .execute(&self.pool)
         .await
@@ -300,13 +313,13 @@ impl JobStore for SqliteJobs {
     }
 
     async fn save(&self, job: &Job) -> Result<bool, Error> {
-        let result = sqlx::query(
-            "UPDATE jobs SET body = ?, expires_at = ?, active = ?, stored_bytes = ? WHERE id = ?",
-        )
-        .bind(encode(job)?)
-        .bind(expiry(job))
-        .bind(i64::from(job.is_active()))
-        .bind(stored(job))
+        let result = with_job(
+            sqlx::query(
+                "UPDATE jobs SET body = ?, expires_at = ?, active = ?, stored_bytes = ?
+                 WHERE id = ?",
+            ),
+            job,
+        )?
         .bind(job.id.to_string())
         .execute(&self.pool)
         .await
@@ -316,13 +329,13 @@ impl JobStore for SqliteJobs {
 
     async fn save_held(&self, job: &Job, holder: &str) -> Result<Saved, Error> {
         let id = job.id.to_string();
-        let result = sqlx::query(
-            "UPDATE jobs SET body = ?, expires_at = ?, active = ?, stored_bytes = ? WHERE id = ? AND lease_holder = ?",
-        )
-        .bind(encode(job)?)
-        .bind(expiry(job))
-        .bind(i64::from(job.is_active()))
-        .bind(stored(job))
+        let result = with_job(
+            sqlx::query(
+                "UPDATE jobs SET body = ?, expires_at = ?, active = ?, stored_bytes = ?
+                 WHERE id = ? AND lease_holder = ?",
+            ),
+            job,
+        )?
         .bind(&id)
         .bind(holder)
         .execute(&self.pool)
@@ -359,14 +372,14 @@ impl JobStore for SqliteJobs {
     async fn replace_due(&self, job: &Job, was: OffsetDateTime) -> Result<bool, Error> {
         // The lease goes too (as with MongoDB's replacement): a converter still holding one
         // cannot write the job back as it was.
-        let result = sqlx::query(
-            "UPDATE jobs SET body = ?, expires_at = ?, active = ?, stored_bytes = ?, lease_holder = NULL, lease_until = NULL
+        let result = with_job(
+            sqlx::query(
+                "UPDATE jobs SET body = ?, expires_at = ?, active = ?, stored_bytes = ?,
+                    lease_holder = NULL, lease_until = NULL
                  WHERE id = ? AND expires_at = ?",
-        )
-        .bind(encode(job)?)
-        .bind(expiry(job))
-        .bind(i64::from(job.is_active()))
-        .bind(stored(job))
+            ),
+            job,
+        )?
         .bind(job.id.to_string())
         .bind(unix_ms(was))
         .execute(&self.pool)
