@@ -462,7 +462,8 @@ impl Default for QuotaConfig {
     fn default() -> Self {
         Self {
             storage_bytes: Some(10 * 1024 * 1024 * 1024),
-            concurrent_jobs: Some(10),
+            // Room for a batch of uploads to wait in the queue; a script gone wild stops.
+            concurrent_jobs: Some(50),
             jobs_per_hour: Some(100),
             max_upload_bytes: None,
             max_duration_secs: Some(6 * 3600),
@@ -817,7 +818,7 @@ mod tests {
             let config = Config::from_env().expect("valid config");
             assert_eq!(config.quota.jobs_per_hour, Some(30));
             assert_eq!(config.quota.storage_bytes, None);
-            assert_eq!(config.quota.concurrent_jobs, Some(10));
+            assert_eq!(config.quota.concurrent_jobs, Some(50));
             assert_eq!(config.retention.audio, Duration::from_secs(24 * 3600));
             assert!(config.retention.keep_sources);
             assert_eq!(config.fetch.pages.max_duration, Duration::from_secs(7200));

@@ -8,7 +8,8 @@
 //! the least any removal costs. Medians of [`RUNS`] rounds, the three interleaved.
 //!
 //! Usage: `retention-bench`, with `MP3CONV_TEST_MONGO_URL` set
-//! (`eval "$(scripts/services.sh env)"`).
+//! (`eval "$(scripts/services.sh env)"`). `RETENTION_BENCH_STORES=cluster` (or `embedded`)
+//! measures one store; `RETENTION_BENCH_RUNS=1` fewer rounds.
 
 use std::time::{Duration, Instant};
 
@@ -198,9 +199,27 @@ async fn main() -> anyhow::Result<()> {
         "| store | baseline: plain deletes, files/s | one sweeper, files/s (x baseline) | two sweepers at once, files/s (x baseline) |"
     );
     println!("|---|---|---|---|");
-    for backend in [embedded().await?, cluster().await?] {
+    // A store alone, or fewer rounds, on request: the cluster's rounds take many minutes on
+    // the test server.
+    let stores =
+        std::env::var("RETENTION_BENCH_STORES").unwrap_or_else(|_| "embedded,cluster".into());
+    let runs: usize = match std::env::var("RETENTION_BENCH_RUNS") {
+        Ok(runs) => runs
+            .parse()
+            .context("RETENTION_BENCH_RUNS: a number of rounds")?,
+        Err(_) => RUNS,
+    };
+    let mut backends = Vec::new();
+    for store in stores.split(',').map(str::trim) {
+        backends.push(match store {
+            "embedded" => embedded().await?,
+            "cluster" => cluster().await?,
+            other => anyhow::bail!("RETENTION_BENCH_STORES: no store {other:?}"),
+        });
+    }
+    for backend in backends {
         let (mut plain, mut one, mut two) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..RUNS {
+        for _ in 0..runs {
             let jobs = prepare(&backend).await?;
             plain.push(plain_deletes(&backend, &jobs).await?);
             let jobs = prepare(&backend).await?;
@@ -226,7 +245,7 @@ async fn main() -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "{JOBS} expired jobs with a 16 KiB MP3 each per round, medians of {RUNS} rounds; \
+        "{JOBS} expired jobs with a 16 KiB MP3 each per round, medians of {runs} rounds; \
          a ratio above 1 is faster than the baseline."
     );
     Ok(())
