@@ -133,10 +133,20 @@ impl MongoJobs {
         before: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<Job>, Error> {
+        self.found(
+            doc! {field: {"$lt": unix_ms(before)}},
+            doc! {field: 1},
+            limit,
+        )
+        .await
+    }
+
+    /// Up to `limit` jobs matching `filter`, in `sort`'s order.
+    async fn found(&self, filter: Document, sort: Document, limit: u32) -> Result<Vec<Job>, Error> {
         let docs: Vec<Document> = self
             .jobs
-            .find(doc! {field: {"$lt": unix_ms(before)}})
-            .sort(doc! {field: 1})
+            .find(filter)
+            .sort(sort)
             .limit(i64::from(limit))
             .await
             .map_err(db_error)?
@@ -241,17 +251,7 @@ impl JobStore for MongoJobs {
         if let Some(before) = before {
             filter.insert("_id", doc! {"$lt": before.to_string()});
         }
-        let docs: Vec<Document> = self
-            .jobs
-            .find(filter)
-            .sort(doc! {"_id": -1})
-            .limit(i64::from(limit))
-            .await
-            .map_err(db_error)?
-            .try_collect()
-            .await
-            .map_err(db_error)?;
-        docs.into_iter().map(decode).collect()
+        self.found(filter, doc! {"_id": -1}, limit).await
     }
 
     async fn start_held(&self, job: &Job) -> Result<bool, Error> {
