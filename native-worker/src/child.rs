@@ -1,4 +1,4 @@
-//! Child processes (ffmpeg, ffprobe) that die with the worker.
+//! Child processes (ffmpeg, ffprobe, yt-dlp) that die with the worker, within resource limits.
 //!
 //! A worker killed with SIGKILL runs no cleanup: without help its ffmpeg would convert on, and
 //! keep its temporary directory, after nobody wants the result. So every child asks the kernel
@@ -82,6 +82,47 @@ fn die_with_parent(command: &mut Command) {
     }
 }
 
+/// Resource limits a child runs under, soft and hard alike (it cannot raise them). A child
+/// never dumps core: a crash on hostile input would otherwise write up to its address space
+/// to disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// CPU seconds (`RLIMIT_CPU`).
+    pub cpu_seconds: Option<u64>,
+    /// Bytes of address space (`RLIMIT_AS`): allocations past it fail.
+    pub address_space: Option<u64>,
+    /// Bytes of the largest file it may write (`RLIMIT_FSIZE`).
+    pub file_bytes: Option<u64>,
+}
+
+/// Sets `limits` in the child between fork and exec.
+#[allow(unsafe_code)]
+pub fn limit(command: &mut Command, limits: Limits) {
+    let wanted = [
+        (libc::RLIMIT_CPU, limits.cpu_seconds),
+        (libc::RLIMIT_AS, limits.address_space),
+        (libc::RLIMIT_FSIZE, limits.file_bytes),
+        (libc::RLIMIT_CORE, Some(0)),
+    ];
+    // SAFETY: the closure runs in the forked child before exec and only calls `setrlimit`,
+    // which is async-signal-safe; it allocates nothing (the array is moved in, by value).
+    unsafe {
+        command.pre_exec(move || {
+            for (resource, value) in wanted {
+                let Some(value) = value else { continue };
+                let limit = libc::rlimit {
+                    rlim_cur: value,
+                    rlim_max: value,
+                };
+                if libc::setrlimit(resource, &limit) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +133,34 @@ mod tests {
         command.args(["-c", "exit 3"]);
         let status = spawn(command).await.unwrap().wait().await.unwrap();
         assert_eq!(status.code(), Some(3));
+    }
+
+    #[tokio::test]
+    async fn children_run_within_their_limits() {
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", "ulimit -v; ulimit -f; ulimit -c; ulimit -t"])
+            .stdout(std::process::Stdio::piped());
+        limit(
+            &mut command,
+            Limits {
+                cpu_seconds: Some(7),
+                address_space: Some(300 * 1024 * 1024),
+                file_bytes: None,
+            },
+        );
+        let output = spawn(command)
+            .await
+            .unwrap()
+            .wait_with_output()
+            .await
+            .unwrap();
+        // `ulimit` counts KiB for -v, 512-byte blocks for -f and -c.
+        let shown = String::from_utf8(output.stdout).unwrap();
+        assert_eq!(
+            shown.lines().collect::<Vec<_>>(),
+            ["307200", "unlimited", "0", "7"]
+        );
     }
 
     #[test]

@@ -254,6 +254,12 @@ pub struct ConvertConfig {
     /// Read input at this multiple of real time (ffmpeg `-readrate`), to cap the CPU a
     /// conversion takes; unset means as fast as possible.
     pub read_rate: Option<f64>,
+    /// Bytes of address space each ffmpeg and ffprobe run may use, or `unlimited`: a source
+    /// built to make ffmpeg allocate without end fails its job instead of taking the
+    /// worker's memory. ffmpeg's libraries alone map about 300 MB; an 8K cover pass takes
+    /// about 420 MB of memory.
+    #[serde(with = "limit")]
+    pub max_memory: Option<u64>,
 }
 
 impl Default for ConvertConfig {
@@ -265,6 +271,7 @@ impl Default for ConvertConfig {
             timeout_base: Duration::from_secs(60),
             timeout_per_media_second: 1.0,
             read_rate: None,
+            max_memory: Some(2 * 1024 * 1024 * 1024),
         }
     }
 }
@@ -485,6 +492,9 @@ impl QuotaConfig {
     }
 }
 
+/// The least `convert.max_memory` admitted: below it ffmpeg cannot even load.
+pub const MIN_CONVERT_MEMORY: u64 = 512 * 1024 * 1024;
+
 /// A limit in the config: a number, or `unlimited` (`None`).
 mod limit {
     use serde::{Deserialize, Deserializer};
@@ -663,6 +673,15 @@ impl Config {
         {
             return invalid("each quota must be a positive number (below 2^63) or `unlimited`");
         }
+        if self
+            .convert
+            .max_memory
+            .is_some_and(|bytes| bytes < MIN_CONVERT_MEMORY)
+        {
+            return invalid(&format!(
+                "convert.max_memory must be at least {MIN_CONVERT_MEMORY} bytes (ffmpeg's libraries alone map about 300 MB) or `unlimited`"
+            ));
+        }
         if let Some(rate) = self.convert.read_rate
             && !(rate.is_finite() && rate > 0.0)
         {
@@ -775,6 +794,20 @@ mod tests {
     }
 
     #[test]
+    fn converters_have_a_memory_limit_by_default() {
+        let mut config = Config {
+            internal_token: Some(SecretString::from("0123456789abcdef0123")),
+            ..Config::default()
+        };
+        assert_eq!(config.convert.max_memory, Some(2 * 1024 * 1024 * 1024));
+        config.validate().expect("the default fits");
+        config.convert.max_memory = Some(MIN_CONVERT_MEMORY - 1);
+        assert!(config.validate().is_err(), "ffmpeg could not load");
+        config.convert.max_memory = None;
+        config.validate().expect("unlimited is allowed");
+    }
+
+    #[test]
     fn held_uploads_need_a_positive_age() {
         let mut config = Config {
             internal_token: Some(SecretString::from("0123456789abcdef0123")),
@@ -815,7 +848,9 @@ mod tests {
             jail.set_env("MP3CONV_WORKER__RETENTION__KEEP_SOURCES", "true");
             jail.set_env("MP3CONV_WORKER__QUOTA__JOBS_PER_HOUR", "30");
             jail.set_env("MP3CONV_WORKER__QUOTA__STORAGE_BYTES", "unlimited");
+            jail.set_env("MP3CONV_WORKER__CONVERT__MAX_MEMORY", "unlimited");
             let config = Config::from_env().expect("valid config");
+            assert_eq!(config.convert.max_memory, None);
             assert_eq!(config.quota.jobs_per_hour, Some(30));
             assert_eq!(config.quota.storage_bytes, None);
             assert_eq!(config.quota.concurrent_jobs, Some(50));

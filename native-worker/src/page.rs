@@ -288,32 +288,16 @@ fn arguments(proxy: &str, url: &Url) -> Vec<OsString> {
 }
 
 /// CPU seconds as the time limit (a loop in an extractor ends even if the clock is not
-/// watched), bounded memory, no file larger than [`MAX_FILE_BYTES`] and no core dump.
-#[allow(unsafe_code)]
+/// watched), bounded memory, no file larger than [`MAX_FILE_BYTES`] (and no core dump).
 fn limit_resources(command: &mut Command, limit: Duration) {
-    let cpu = limit.as_secs().max(1);
-    // SAFETY: the closure runs in the forked child before exec and only calls `setrlimit`,
-    // which is async-signal-safe; it allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            for (resource, value) in [
-                (libc::RLIMIT_CPU, cpu),
-                (libc::RLIMIT_AS, MAX_ADDRESS_SPACE),
-                (libc::RLIMIT_FSIZE, MAX_FILE_BYTES),
-                // No core dump of up to MAX_ADDRESS_SPACE when the CPU limit ends it.
-                (libc::RLIMIT_CORE, 0),
-            ] {
-                let limit = libc::rlimit {
-                    rlim_cur: value,
-                    rlim_max: value,
-                };
-                if libc::setrlimit(resource, &limit) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
+    crate::child::limit(
+        command,
+        crate::child::Limits {
+            cpu_seconds: Some(limit.as_secs().max(1)),
+            address_space: Some(MAX_ADDRESS_SPACE),
+            file_bytes: Some(MAX_FILE_BYTES),
+        },
+    );
 }
 
 /// The part of yt-dlp's JSON answer read.

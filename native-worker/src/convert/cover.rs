@@ -120,6 +120,9 @@ pub fn args(input: &Path, from: CoverFrom, output: &Path) -> Vec<OsString> {
             "mjpeg".into(),
             "-q:v".into(),
             QUALITY.into(),
+            // The encoder's threads, for the same reason as the decoder's.
+            "-threads".into(),
+            "1".into(),
             "-f".into(),
             "mjpeg".into(),
             "-y".into(),
@@ -318,6 +321,8 @@ mod tests {
                     "mjpeg",
                     "-q:v",
                     "3",
+                    "-threads",
+                    "1",
                     "-f",
                     "mjpeg",
                     "-y",

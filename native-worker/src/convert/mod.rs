@@ -341,6 +341,26 @@ impl Progress<'_> {
     }
 }
 
+/// Global options of every ffmpeg run: filters on one thread. ffmpeg starts a thread per core
+/// it sees (in a container with a CPU quota, the host's), each mapping a whole stack: on a
+/// 128-core host a cover pass needed more than `convert.max_memory`. Audio filters and a
+/// single frame gain nothing from more.
+const ONE_FILTER_THREAD: [&str; 4] = ["-filter_threads", "1", "-filter_complex_threads", "1"];
+
+/// Bounds the memory of an ffmpeg or ffprobe run to `convert.max_memory`. glibc reserves
+/// 64 MiB of address space per malloc arena, up to eight per core: two arenas keep that
+/// reservation from counting against the limit on a machine with many cores.
+pub(crate) fn confine(config: &ConvertConfig, command: &mut Command) {
+    command.env("MALLOC_ARENA_MAX", "2");
+    crate::child::limit(
+        command,
+        crate::child::Limits {
+            address_space: config.max_memory,
+            ..crate::child::Limits::default()
+        },
+    );
+}
+
 /// How a run's stderr is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Log {
@@ -372,11 +392,13 @@ async fn run(
 ) -> Result<String, ConvertError> {
     let mut command = Command::new(&config.ffmpeg);
     command
+        .args(ONE_FILTER_THREAD)
         .args(&run.args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    confine(config, &mut command);
     let program = program_name(&config.ffmpeg);
     // Started so that it dies with the worker, even a SIGKILLed one.
     let mut child = crate::child::spawn(command)

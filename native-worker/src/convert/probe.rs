@@ -264,6 +264,7 @@ pub async fn probe(config: &ConvertConfig, path: &Path) -> Result<MediaInfo, Con
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    super::confine(config, &mut command);
     let run = async {
         let mut child = crate::child::spawn(command).await?;
         let stdout = child.stdout.take().expect("stdout is piped");
