@@ -6,6 +6,7 @@
 #   host and auth      bench/src/main.rs
 #   gateway, notifier  bench/src/bin/gateway-bench.rs
 #   end to end         bench/src/bin/e2e-bench.rs   (both shapes; needs the services)
+#   cluster shape      bench/src/bin/cluster-bench.rs (a 200 MB video on GridFS + RabbitMQ)
 #   live events        bench/src/bin/events-bench.rs (both shapes; needs the services)
 #   worker             bench/src/bin/worker-bench.rs (inputs cached in ~/.cache/mp3conv/bench)
 #   options            bench/src/bin/options-bench.rs (each conversion option against bare ffmpeg)
@@ -30,6 +31,7 @@ section() {   # section TITLE FILE COMMAND...
 section "host and auth" host.md ./target/release/mp3conv-bench ./target/release/mp3conv ./target/wasm32-wasip2/release/probe.wasm .
 section "gateway and notifications" gateway.md ./target/release/gateway-bench ./target/release/mp3conv ./target/release/mp3conv-worker .
 section "end to end" e2e.md ./target/release/e2e-bench ./target/release/mp3conv ./target/release/mp3conv-worker .
+section "cluster shape" cluster.md ./target/release/cluster-bench ./target/release/mp3conv ./target/release/mp3conv-worker .
 section "live events" events.md ./target/release/events-bench ./target/release/mp3conv ./target/release/mp3conv-worker .
 section "worker" worker.md ./target/release/worker-bench ./target/release/mp3conv-worker
 section "conversion options" options.md ./target/release/options-bench ./target/release/mp3conv-worker
@@ -71,6 +73,13 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
   echo "separate processes on MariaDB, RabbitMQ and SecantusDB), against bare ffmpeg."
   echo
   cat "$out/e2e.md"
+  echo
+  echo "## Cluster shape"
+  echo
+  echo "A 10-minute 720p video (about 200 MB) in the shape operators deploy: \`mp3conv serve\` and"
+  echo "\`mp3conv-worker\` on MariaDB, RabbitMQ and GridFS on the MongoDB-compatible test server."
+  echo
+  cat "$out/cluster.md"
   echo
   echo "## Live events"
   echo

@@ -29,6 +29,35 @@ pub struct LimitLabel {
     pub limit: &'static str,
 }
 
+/// Label of a stage of a conversion.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabel {
+    /// `read_video` (copying it out of a store that keeps no files), `convert` (ffprobe and
+    /// ffmpeg) or `store_audio` (the MP3 and its tracks).
+    pub stage: &'static str,
+}
+
+/// Where a conversion's time goes, by stage (one family, `mp3conv_worker_stage_seconds`).
+#[derive(Debug, Clone)]
+pub struct Stages {
+    pub read_video: Histogram,
+    pub convert: Histogram,
+    pub store_audio: Histogram,
+}
+
+type StageFamily = Family<StageLabel, Histogram, fn() -> Histogram>;
+
+impl Stages {
+    fn registered(family: &StageFamily) -> Self {
+        let stage = |stage| family.get_or_create(&StageLabel { stage }).clone();
+        Self {
+            read_video: stage("read_video"),
+            convert: stage("convert"),
+            store_audio: stage("store_audio"),
+        }
+    }
+}
+
 /// What retention removed, by kind (one family, `mp3conv_worker_retention_removed_total`).
 #[derive(Debug, Clone, Default)]
 pub struct Removed {
@@ -60,6 +89,8 @@ pub struct Metrics {
     pub conversion_seconds: Histogram,
     /// Seconds from a job's creation to its first attempt's start.
     pub queue_wait_seconds: Histogram,
+    /// Seconds of each stage of a conversion.
+    pub stages: Stages,
     /// Video bytes received (uploads and links).
     pub bytes_in: Counter,
     /// MP3 bytes written.
@@ -109,6 +140,15 @@ impl Default for Metrics {
         let gridfs_orphans_removed = Counter::default();
         let held_uploads_removed = Counter::default();
         let page_resolutions = Counter::default();
+        // 10 ms to about 45 minutes.
+        let stage_family: StageFamily =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.01, 2.0, 19)));
+        let stages = Stages::registered(&stage_family);
+        registry.register(
+            "stage_seconds",
+            "Seconds of each stage of a conversion (read_video, convert, store_audio)",
+            stage_family,
+        );
         let removed_family = Family::<KindLabel, Counter>::default();
         let removed = Removed::registered(&removed_family);
         registry.register(
@@ -197,6 +237,7 @@ impl Default for Metrics {
             jobs,
             conversion_seconds,
             queue_wait_seconds,
+            stages,
             bytes_in,
             bytes_out,
             retries,

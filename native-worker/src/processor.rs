@@ -603,16 +603,23 @@ async fn cleanup_deleted(state: &State, video_id: &str, id: JobId, written: &Ato
     tracing::info!("job deleted while converting; removing its files");
     let video = state.videos.delete(video_id).await;
     let audio = state.mp3s.delete(&id.to_string()).await;
-    let mut tracks = Ok(());
-    for number in 1..=written.load(Ordering::SeqCst) {
-        if let Err(e) = state.mp3s.delete(&track_blob_id(id, number)).await {
-            tracks = Err(e);
-        }
-    }
+    let tracks = remove_tracks(state, id, written).await;
     match (video, audio, tracks) {
         (Ok(()), Ok(()), Ok(())) => Outcome::Ack,
         _ => Outcome::Requeue,
     }
+}
+
+/// Removes the `written` tracks an attempt began to store (each tried, the last error
+/// returned).
+async fn remove_tracks(state: &State, id: JobId, written: &AtomicU32) -> Result<(), Error> {
+    let mut removed = Ok(());
+    for number in 1..=written.load(Ordering::SeqCst) {
+        if let Err(e) = state.mp3s.delete(&track_blob_id(id, number)).await {
+            removed = Err(e);
+        }
+    }
+    removed
 }
 
 /// Saves the job if this converter still holds its lease.
@@ -799,7 +806,14 @@ async fn convert_job(
         Ok(Some(path)) => path,
         _ => {
             let copy = work.path().join("video");
+            let reading = Instant::now();
             copy_video(state, &job.video_id, &copy).await?;
+            let read = reading.elapsed();
+            state.metrics.stages.read_video.observe(read.as_secs_f64());
+            tracing::info!(
+                read_ms = read.as_millis() as u64,
+                "video read out of storage"
+            );
             copy
         }
     };
@@ -874,10 +888,9 @@ async fn convert_job(
         }
         Failure::from(e)
     })?;
-    state
-        .metrics
-        .conversion_seconds
-        .observe(started.elapsed().as_secs_f64());
+    let converting = started.elapsed().as_secs_f64();
+    state.metrics.conversion_seconds.observe(converting);
+    state.metrics.stages.convert.observe(converting);
     let converted_at = Instant::now();
 
     let audio_id = job.id.to_string();
@@ -911,6 +924,11 @@ async fn convert_job(
         });
     }
     job.tracks = tracks;
+    state
+        .metrics
+        .stages
+        .store_audio
+        .observe(converted_at.elapsed().as_secs_f64());
     job.progress = 100;
     job.error = None;
     job.set_status(Status::Done);

@@ -17,7 +17,7 @@ use futures::StreamExt;
 use mongodb::bson::{Document, doc};
 use native_worker::Config;
 use native_worker::storage::BlobStore;
-use native_worker::storage::gridfs::GridFsStore;
+use native_worker::storage::gridfs::{CHUNK_BYTES, GridFsStore};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -249,6 +249,53 @@ async fn huge_frames_huge_pictures_and_blips() {
     app.stop().await;
 }
 
+/// Every ffmpeg and ffprobe a conversion runs has the default memory limit (2 GiB of address
+/// space) and two malloc arenas: a source built to make them allocate without end fails its
+/// job, not the worker. Seen through wrappers that note what they got and run the real thing
+/// as if on a 128-core host (`-cpucount`), where a thread per core for each filter and encoder
+/// took a cover pass past the limit: the MP3 still has its cover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn converters_run_within_the_memory_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("limits.log");
+    let mut wrappers = Vec::new();
+    for program in ["ffmpeg", "ffprobe"] {
+        let wrapper = dir.path().join(program);
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\necho \"{program} $(ulimit -v) $MALLOC_ARENA_MAX\" >> '{}'\nexec {program} -cpucount 128 \"$@\"\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        wrappers.push(wrapper);
+    }
+    let (ffmpeg, ffprobe) = (wrappers[0].clone(), wrappers[1].clone());
+    let app = spawn_with(Backend::Embedded, move |config| {
+        config.convert.ffmpeg = ffmpeg;
+        config.convert.ffprobe = ffprobe;
+    })
+    .await;
+    let id = app.upload_ok("olivia", "limited.mp4", media("mp4")).await;
+    let job = app.settled("olivia", &id).await;
+    assert_eq!(job["status"], "done", "{job}");
+    let mp3 = common::body(app.audio("olivia", &id).await.send().await.unwrap()).await;
+    assert_eq!(pictures(&mp3).len(), 1, "no cover");
+    app.stop().await;
+    let runs = std::fs::read_to_string(&log).unwrap();
+    let runs: Vec<&str> = runs.lines().collect();
+    assert!(runs.iter().any(|r| r.starts_with("ffmpeg ")), "{runs:?}");
+    assert!(runs.iter().any(|r| r.starts_with("ffprobe ")), "{runs:?}");
+    // `ulimit -v` counts KiB.
+    for run in &runs {
+        let limits: Vec<&str> = run.split(' ').skip(1).collect();
+        assert_eq!(limits, ["2097152", "2"], "{run}");
+    }
+}
+
 /// A link host whose videos never finish: `/trickle.mp4` sends a byte every 100 ms,
 /// `/steady.mp4` 64 KiB every 100 ms. Each gives up by itself after 40 s; [`SlowHost::stop`]
 /// ends them at once (the connections break) and stops accepting new ones.
@@ -413,8 +460,8 @@ async fn gridfs_ranges_start_at_their_chunk() {
         .unwrap();
     let db = client.database(&names.database);
     let store = GridFsStore::open(db.clone(), "videos").await.unwrap();
-    // The driver's default chunk size, 255 KiB; the file ends 1000 bytes into a fourth chunk.
-    let chunk = 255 * 1024u64;
+    // The store's chunk size; the file ends 1000 bytes into a fourth chunk.
+    let chunk = CHUNK_BYTES as u64;
     let size = 3 * chunk + 1000;
     let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
     let pieces: Vec<std::io::Result<Bytes>> = data
@@ -476,5 +523,142 @@ async fn gridfs_ranges_start_at_their_chunk() {
     );
     // A range over a missing chunk is an error, never silently short.
     assert!(read(chunk..chunk + 1).await.is_err());
+    db.drop().await.unwrap();
+}
+
+/// Pieces of `data`, `size` bytes each, as an upload's body.
+fn body_of(data: &[u8], size: usize) -> native_worker::storage::ByteStream {
+    let pieces: Vec<std::io::Result<Bytes>> = data
+        .chunks(size)
+        .map(|piece| Ok(Bytes::copy_from_slice(piece)))
+        .collect();
+    futures::stream::iter(pieces).boxed()
+}
+
+/// The store writes its files in batches of large chunks, as the GridFS spec has them: any
+/// GridFS reader (here the driver's own download stream) reads them back whole, and an upload
+/// that fails half-way (a client gone, a body too large) leaves neither chunks nor a file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gridfs_files_are_batched_spec_files_and_failures_leave_nothing() {
+    let names = Names::new();
+    let client = mongodb::Client::with_uri_str(common::mongo_url())
+        .await
+        .unwrap();
+    let db = client.database(&names.database);
+    let store = GridFsStore::open(db.clone(), "videos").await.unwrap();
+    let files = db.collection::<Document>("videos.files");
+    let chunks = db.collection::<Document>("videos.chunks");
+    // Three batches of 8 MiB and a half-full last chunk.
+    let size = 20 * CHUNK_BYTES + CHUNK_BYTES / 2;
+    let data: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
+    let stored = store
+        .put("big", "big.mp4", body_of(&data, 100_000), u64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(stored, size as u64);
+    let file = files.find_one(doc! {"_id": "big"}).await.unwrap().unwrap();
+    assert_eq!(file.get_i64("length").unwrap(), size as i64, "{file}");
+    assert_eq!(file.get_i32("chunkSize").unwrap(), CHUNK_BYTES as i32);
+    assert_eq!(file.get_str("filename").unwrap(), "big.mp4");
+    assert!(file.get_datetime("uploadDate").is_ok(), "{file}");
+    assert_eq!(
+        chunks
+            .count_documents(doc! {"files_id": "big"})
+            .await
+            .unwrap(),
+        21
+    );
+    let mut read = Vec::new();
+    let bucket = db.gridfs_bucket(
+        mongodb::options::GridFsBucketOptions::builder()
+            .bucket_name("videos".to_owned())
+            .build(),
+    );
+    let mut download = bucket
+        .open_download_stream(mongodb::bson::Bson::String("big".into()))
+        .await
+        .unwrap();
+    futures::AsyncReadExt::read_to_end(&mut download, &mut read)
+        .await
+        .unwrap();
+    assert!(
+        read == data,
+        "the driver read {} bytes back, not the same",
+        read.len()
+    );
+
+    // An empty file is a file of no chunks.
+    assert_eq!(
+        store
+            .put("empty", "e", body_of(&[], 1), u64::MAX)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(store.size("empty").await.unwrap(), Some(0));
+
+    // A body that breaks after 12 MiB (a batch written, one in flight), and one too large.
+    let broken: Vec<std::io::Result<Bytes>> = data[..12 * CHUNK_BYTES]
+        .chunks(CHUNK_BYTES / 2)
+        .map(|piece| Ok(Bytes::copy_from_slice(piece)))
+        .chain([Err(std::io::Error::other("the client went away"))])
+        .collect();
+    let failed = store
+        .put(
+            "broken",
+            "b",
+            futures::stream::iter(broken).boxed(),
+            u64::MAX,
+        )
+        .await;
+    assert!(failed.is_err());
+    let too_large = store
+        .put(
+            "large",
+            "l",
+            body_of(&data, 100_000),
+            10 * CHUNK_BYTES as u64,
+        )
+        .await;
+    assert!(
+        matches!(too_large, Err(native_worker::Error::TooLarge { .. })),
+        "{too_large:?}"
+    );
+    // A put whose future is dropped with a batch in flight (a lost lease, a deadline): its
+    // chunks go once that batch has landed. The body gives 6 MiB, then nothing ever again.
+    let head: Vec<std::io::Result<Bytes>> = data[..6 * CHUNK_BYTES]
+        .chunks(CHUNK_BYTES)
+        .map(|piece| Ok(Bytes::copy_from_slice(piece)))
+        .collect();
+    let stalled = futures::stream::iter(head).chain(futures::stream::pending());
+    let dropped = tokio::time::timeout(
+        Duration::from_secs(2),
+        store.put("dropped", "d", stalled.boxed(), u64::MAX),
+    )
+    .await;
+    assert!(dropped.is_err(), "the put ended: {dropped:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = chunks
+            .count_documents(doc! {"files_id": "dropped"})
+            .await
+            .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left} chunks of a dropped put stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for id in ["broken", "large", "dropped"] {
+        assert_eq!(store.size(id).await.unwrap(), None, "{id}");
+        assert_eq!(
+            chunks.count_documents(doc! {"files_id": id}).await.unwrap(),
+            0,
+            "chunks of {id} stayed"
+        );
+    }
     db.drop().await.unwrap();
 }

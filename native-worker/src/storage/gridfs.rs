@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::{AsyncWriteExt, StreamExt, TryStreamExt};
+use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::error::{ErrorKind, GridFsErrorKind};
 use mongodb::gridfs::GridFsBucket;
@@ -15,12 +15,29 @@ use mongodb::{Collection, Database, IndexModel};
 use super::{BlobStore, ByteStream, limited};
 use crate::error::Error;
 
+/// Bytes of each chunk this store writes. The GridFS spec lets each file have its own chunk
+/// size, and every reader takes it from the files document; 1 MiB rather than the drivers'
+/// 255 KiB default makes a quarter of the documents, which halves the time a video takes to
+/// read and write on the test server (200 MiB: 0.45 s against 0.95 s to read, 2.2 s against
+/// 2.8 s to write in batches).
+pub const CHUNK_BYTES: usize = 1 << 20;
+/// Bytes of chunks sent in one `insert`. An upload holds about three times this (the batch
+/// filling, the one in flight and its message).
+const BATCH_BYTES: usize = 4 << 20;
+/// Chunks read ahead of the reader, beside the cursor's batch of [`READ_BATCH`].
+const PREFETCH_CHUNKS: usize = 4;
+/// Chunks the server sends per round trip when a file is read.
+const READ_BATCH: u32 = 8;
+
 /// One GridFS bucket (`<name>.files` + `<name>.chunks`).
 #[derive(Debug, Clone)]
 pub struct GridFsStore {
     db: Database,
     bucket: GridFsBucket,
-    /// The bucket's chunks, read directly for ranges (the driver's download stream cannot seek).
+    /// The bucket's files documents, written directly once a file's chunks are all in.
+    files: Collection<Document>,
+    /// The bucket's chunks, written in batches and read directly for ranges (the driver's
+    /// streams write one chunk per round trip and cannot seek).
     chunks: Collection<Document>,
 }
 
@@ -57,7 +74,55 @@ impl GridFsStore {
                 .bucket_name(name.to_owned())
                 .build(),
         );
-        Ok(Self { db, bucket, chunks })
+        Ok(Self {
+            db,
+            bucket,
+            files,
+            chunks,
+        })
+    }
+
+    /// Stores `body` as the chunks of `id`, [`CHUNK_BYTES`] each, in batches of
+    /// [`BATCH_BYTES`] with one batch in flight (held by `upload`) while the next fills;
+    /// returns the length. When it succeeds, no insert is running; when it fails, `upload`
+    /// holds the one that may be.
+    async fn write_chunks(
+        &self,
+        id: &str,
+        mut body: impl futures::Stream<Item = Result<Bytes, Error>> + Unpin,
+        upload: &mut Upload,
+    ) -> Result<u64, Error> {
+        let per_batch = BATCH_BYTES / CHUNK_BYTES;
+        let mut pending = bytes::BytesMut::with_capacity(CHUNK_BYTES);
+        let mut batch: Vec<Document> = Vec::with_capacity(per_batch);
+        let (mut n, mut length) = (0i32, 0u64);
+        let mut ended = false;
+        while !ended {
+            match body.try_next().await? {
+                Some(bytes) => {
+                    length += bytes.len() as u64;
+                    pending.extend_from_slice(&bytes);
+                }
+                None => ended = true,
+            }
+            while pending.len() >= CHUNK_BYTES || (ended && !pending.is_empty()) {
+                let data = pending.split_to(pending.len().min(CHUNK_BYTES));
+                let chunk = mongodb::bson::oid::ObjectId::new();
+                upload.ids.push(chunk);
+                batch.push(chunk_document(chunk, id, n, data.to_vec()));
+                n += 1;
+            }
+            if batch.len() >= per_batch || (ended && !batch.is_empty()) {
+                upload.settle().await?;
+                let chunks = self.chunks.clone();
+                let docs = std::mem::replace(&mut batch, Vec::with_capacity(per_batch));
+                upload.in_flight = Some(tokio::spawn(async move {
+                    chunks.insert_many(docs).await.map(drop).map_err(db_error)
+                }));
+            }
+        }
+        upload.settle().await?;
+        Ok(length)
     }
 
     fn is_missing(e: &mongodb::error::Error) -> bool {
@@ -70,6 +135,9 @@ impl GridFsStore {
 
 #[async_trait]
 impl BlobStore for GridFsStore {
+    /// Writes the chunks in batches of [`BATCH_BYTES`], one batch in flight while the next
+    /// fills, then the files document: a reader sees the file only once it is whole. A put
+    /// that fails, or whose future is dropped, removes the chunks it wrote (see [`Upload`]).
     async fn put(
         &self,
         id: &str,
@@ -78,34 +146,25 @@ impl BlobStore for GridFsStore {
         limit: u64,
     ) -> Result<u64, Error> {
         self.delete(id).await?;
-        let mut upload = self
-            .bucket
-            .open_upload_stream(filename)
-            .id(Bson::String(id.to_owned()))
+        let mut upload = Upload::new(self.chunks.clone());
+        let body = std::pin::pin!(limited(body, limit));
+        let length = match self.write_chunks(id, body, &mut upload).await {
+            Ok(length) => length,
+            Err(e) => {
+                upload.abandon().await;
+                return Err(e);
+            }
+        };
+        // The chunks are whole: from here they stay, whatever happens to the files document
+        // (a failed insert may still have been applied, and a document without its chunks
+        // would be a broken file). Chunks that no document ever names are an unfinished
+        // upload, which the start-up sweep removes.
+        upload.finished = true;
+        self.files
+            .insert_one(file_document(id, filename, length))
             .await
             .map_err(db_error)?;
-        let mut body = std::pin::pin!(limited(body, limit));
-        let mut size = 0u64;
-        let copied: Result<(), Error> = async {
-            while let Some(chunk) = body.try_next().await? {
-                size += chunk.len() as u64;
-                upload
-                    .write_all(&chunk)
-                    .await
-                    .map_err(|e| Error::unavailable("gridfs", e))?;
-            }
-            upload
-                .close()
-                .await
-                .map_err(|e| Error::unavailable("gridfs", e))
-        }
-        .await;
-        if let Err(e) = copied {
-            // Removes the chunks written so far.
-            let _ = upload.abort().await;
-            return Err(e);
-        }
-        Ok(size)
+        Ok(length)
     }
 
     async fn size(&self, id: &str) -> Result<Option<u64>, Error> {
@@ -132,31 +191,23 @@ impl BlobStore for GridFsStore {
             })
             .sort(doc! {"n": 1})
             .projection(doc! {"_id": 0, "n": 1, "data": 1})
+            .batch_size(READ_BATCH)
             .await
             .map_err(db_error)?;
-        let stream = futures::stream::try_unfold(
-            (cursor, plan.first),
-            move |(mut cursor, expected)| async move {
-                let Some(chunk) = cursor.try_next().await.map_err(io::Error::other)? else {
-                    if expected <= plan.last {
-                        return Err(missing(expected));
-                    }
-                    return Ok(None);
-                };
-                let n = chunk.get_i32("n").map_err(|_| missing(expected))?;
-                if n != expected {
-                    return Err(missing(expected));
+        // The cursor is driven by a task of its own, up to PREFETCH_CHUNKS ahead of the
+        // reader: the next batch is asked for while the reader is still writing the last one
+        // out (to ffmpeg's file, or a client), instead of after.
+        let (sender, receiver) = tokio::sync::mpsc::channel(PREFETCH_CHUNKS);
+        tokio::spawn(async move {
+            let mut chunks = std::pin::pin!(checked_chunks(cursor, plan));
+            while let Some(chunk) = chunks.next().await {
+                let failed = chunk.is_err();
+                if sender.send(chunk).await.is_err() || failed {
+                    break;
                 }
-                let data = chunk
-                    .get_binary_generic("data")
-                    .map_err(|_| missing(expected))?;
-                let part = plan.slice(n, data).ok_or_else(|| {
-                    io::Error::other(format!("GridFS chunk {n} has the wrong size"))
-                })?;
-                Ok(Some((Bytes::copy_from_slice(part), (cursor, expected + 1))))
-            },
-        );
-        Ok(stream.boxed())
+            }
+        });
+        Ok(tokio_stream_from(receiver))
     }
 
     async fn delete(&self, id: &str) -> Result<(), Error> {
@@ -173,6 +224,155 @@ impl BlobStore for GridFsStore {
             .await
             .map(drop)
             .map_err(db_error)
+    }
+}
+
+/// The chunks `plan` names from `cursor`, in order, each checked for its place and size and
+/// cut to the range.
+fn checked_chunks(
+    cursor: mongodb::Cursor<Document>,
+    plan: ChunkPlan,
+) -> impl futures::Stream<Item = io::Result<Bytes>> + Send {
+    futures::stream::try_unfold(
+        (cursor, plan.first),
+        move |(mut cursor, expected)| async move {
+            let Some(chunk) = cursor.try_next().await.map_err(io::Error::other)? else {
+                if expected <= plan.last {
+                    return Err(missing(expected));
+                }
+                return Ok(None);
+            };
+            let n = chunk.get_i32("n").map_err(|_| missing(expected))?;
+            if n != expected {
+                return Err(missing(expected));
+            }
+            let data = chunk
+                .get_binary_generic("data")
+                .map_err(|_| missing(expected))?;
+            let part = plan
+                .slice(n, data)
+                .ok_or_else(|| io::Error::other(format!("GridFS chunk {n} has the wrong size")))?;
+            Ok(Some((Bytes::copy_from_slice(part), (cursor, expected + 1))))
+        },
+    )
+}
+
+/// A batch's insert, running on its own.
+type Insert = tokio::task::JoinHandle<Result<(), Error>>;
+
+/// The chunks one [`GridFsStore::put`] has written or is writing. Unless it is `finished`,
+/// they are removed when it is dropped (a put that failed, or whose future was dropped: a
+/// lost lease, a deadline, a shutdown), once the batch in flight has landed, and only they:
+/// another put of the same id keeps its own.
+struct Upload {
+    chunks: Collection<Document>,
+    /// Every chunk's `_id`, given before its insert.
+    ids: Vec<mongodb::bson::oid::ObjectId>,
+    /// The insert of the last batch sent.
+    in_flight: Option<Insert>,
+    finished: bool,
+}
+
+impl Upload {
+    fn new(chunks: Collection<Document>) -> Self {
+        Self {
+            chunks,
+            ids: Vec::new(),
+            in_flight: None,
+            finished: false,
+        }
+    }
+
+    /// Waits for the batch in flight to land.
+    async fn settle(&mut self) -> Result<(), Error> {
+        match self.in_flight.take() {
+            Some(task) => task.await.map_err(Error::internal)?,
+            None => Ok(()),
+        }
+    }
+
+    /// Removes this upload's chunks now (after its batch in flight).
+    async fn abandon(mut self) {
+        self.removal().await;
+    }
+
+    /// The removal of this upload's chunks, to run now or in the background; it leaves
+    /// nothing for the drop to remove.
+    fn removal(&mut self) -> impl Future<Output = ()> + Send + 'static {
+        self.finished = true;
+        remove_chunks(
+            self.chunks.clone(),
+            std::mem::take(&mut self.ids),
+            self.in_flight.take(),
+        )
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let removal = self.removal();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(removal);
+        }
+    }
+}
+
+/// Removes the chunks `ids` once `in_flight` (the last insert that may add some) has ended.
+async fn remove_chunks(
+    chunks: Collection<Document>,
+    ids: Vec<mongodb::bson::oid::ObjectId>,
+    in_flight: Option<Insert>,
+) {
+    if let Some(task) = in_flight {
+        let _ = task.await;
+    }
+    for some in ids.chunks(1000) {
+        if let Err(e) = chunks.delete_many(doc! {"_id": {"$in": some}}).await {
+            tracing::warn!(error = %e, "cannot remove the chunks of an unfinished upload; the start-up sweep will");
+        }
+    }
+}
+
+/// A stream of what `receiver` is sent, until its sender is gone.
+fn tokio_stream_from<T: Send + 'static>(
+    receiver: tokio::sync::mpsc::Receiver<T>,
+) -> futures::stream::BoxStream<'static, T> {
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    })
+    .boxed()
+}
+
+/// A files document as the GridFS spec has it (the driver reads, lists and deletes it).
+fn file_document(id: &str, filename: &str, length: u64) -> Document {
+    doc! {
+        "_id": id,
+        "length": i64::try_from(length).unwrap_or(i64::MAX),
+        "chunkSize": CHUNK_BYTES as i32,
+        "uploadDate": mongodb::bson::DateTime::now(),
+        "filename": filename,
+    }
+}
+
+/// Chunk `n` of the file `id`. Its `_id` is a new ObjectId `chunk`, whose first bytes are its
+/// creation time (the start-up sweep tells a stalled upload from one in flight by it).
+fn chunk_document(
+    chunk: mongodb::bson::oid::ObjectId,
+    id: &str,
+    n: i32,
+    data: Vec<u8>,
+) -> Document {
+    doc! {
+        "_id": chunk,
+        "files_id": id,
+        "n": n,
+        "data": mongodb::bson::Binary {
+            subtype: mongodb::bson::spec::BinarySubtype::Generic,
+            bytes: data,
+        },
     }
 }
 

@@ -1,0 +1,242 @@
+//! The cluster's shape (`mp3conv serve` + `mp3conv-worker` on MariaDB, RabbitMQ and the
+//! MongoDB-compatible test server, GridFS storage) on a large video, each figure against a
+//! baseline measured in the same run:
+//!
+//! - a 10-minute 720p H.264/AAC video (about 200 MB): upload complete -> MP3 ready, against
+//!   bare ffmpeg converting the same file (target <= 1.25x), and where that time goes, from the
+//!   worker's `mp3conv_worker_stage_seconds` histograms;
+//! - the same upload through the gateway into GridFS, MB/s, against a plain sequential GridFS
+//!   write of the same file to the same server with the driver's own upload stream
+//!   (target >= 0.8x).
+//!
+//! Usage: `cluster-bench <mp3conv> <mp3conv-worker> <repository root>` (`make bench`, which
+//! also starts the services and exports their `MP3CONV_TEST_*` addresses).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures::AsyncWriteExt as _;
+use mp3conv_bench::median;
+use mp3conv_bench::system::{Binaries, Handle, System};
+use mp3conv_bench::worker::{cache_dir, generate};
+use mp3conv_contract::event::{Event, Parser};
+use tokio::io::AsyncReadExt as _;
+
+const RUNS: usize = 3;
+/// The stages the worker times, in the order they run.
+const STAGES: [&str; 3] = ["read_video", "convert", "store_audio"];
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let Binaries {
+        mp3conv,
+        worker,
+        root,
+    } = Binaries::from_args("cluster-bench")?;
+    let video = generate(
+        &cache_dir()?,
+        "ten-minutes-720p.mp4",
+        600,
+        "1280x720",
+        "2600k",
+    )?;
+    let size = std::fs::metadata(&video)?.len();
+    let work = tempfile::tempdir()?;
+    let dir = work.path();
+    let system = System::services(&mp3conv, &worker, &root, &dir.join("services"))?;
+    let worker_base = format!(
+        "http://{}",
+        system.worker.as_ref().context("a worker process")?.addr
+    );
+    let handle = system.clone_handle();
+    let user = handle.user("cluster").await?;
+    let mongo = std::env::var("MP3CONV_TEST_MONGO_URL").context("MP3CONV_TEST_MONGO_URL")?;
+    let mongo = mongodb::Client::with_uri_str(&mongo).await?;
+    let plain_db = mongo.database(&format!("mp3conv_cluster_bench_{}", std::process::id()));
+
+    // A job's end is heard as its client would hear it, on its live event stream: polling
+    // through the gateway often enough to time it would load the test server the conversion
+    // reads from.
+    let mut finals = final_events(&handle, &user).await?;
+    let (mut bare, mut ready, mut uploads, mut plain) = (vec![], vec![], vec![], vec![]);
+    let before = stage_sums(&handle, &worker_base).await?;
+    for run in 0..RUNS {
+        bare.push(bare_ffmpeg(&video, dir)?);
+        plain.push(plain_gridfs_write(&plain_db, &video, run).await?);
+        let started = Instant::now();
+        let id = handle.upload(&user, &video).await?;
+        uploads.push(started.elapsed());
+        let uploaded = Instant::now();
+        let (job, event) = tokio::time::timeout(Duration::from_secs(900), finals.recv())
+            .await
+            .context("no final event within 15 minutes")?
+            .context("the event stream ended")?;
+        ready.push(uploaded.elapsed());
+        anyhow::ensure!(job == id, "an event of another job: {job}");
+        anyhow::ensure!(matches!(event, Event::JobDone { .. }), "{event:?}");
+        delete(&handle, &user, &id).await?;
+    }
+    let after = stage_sums(&handle, &worker_base).await?;
+    plain_db.drop().await?;
+
+    let (bare, ready) = (median(&mut bare), median(&mut ready));
+    let (upload, plain) = (median(&mut uploads), median(&mut plain));
+    let mbs = |d: Duration| size as f64 / 1e6 / d.as_secs_f64();
+    println!(
+        "input: {} ({:.0} MB, 600 s, 1280x720 H.264 + AAC); medians of {RUNS} interleaved runs",
+        video.display(),
+        size as f64 / 1e6
+    );
+    println!();
+    println!("| figure | cluster shape | baseline (same run) | ratio | target |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| upload complete -> MP3 ready | {:.2} s | {:.2} s (bare ffmpeg) | {:.2} | <= 1.25 |",
+        ready.as_secs_f64(),
+        bare.as_secs_f64(),
+        ready.as_secs_f64() / bare.as_secs_f64()
+    );
+    println!(
+        "| upload through the gateway into GridFS, MB/s | {:.0} | {:.0} (plain GridFS write) | {:.2} | >= 0.8 |",
+        mbs(upload),
+        mbs(plain),
+        mbs(upload) / mbs(plain)
+    );
+    println!();
+    println!("Where the time goes (means per conversion, from the worker's stage histograms):");
+    println!();
+    println!("| stage | seconds |");
+    println!("|---|---|");
+    println!(
+        "| upload (client's request, through the gateway) | {:.2} |",
+        upload.as_secs_f64()
+    );
+    for stage in STAGES {
+        let (sum, count) = after.get(stage).copied().unwrap_or_default();
+        let (sum0, count0) = before.get(stage).copied().unwrap_or_default();
+        let count = count - count0;
+        let mean = if count > 0.0 {
+            (sum - sum0) / count
+        } else {
+            0.0
+        };
+        println!("| {stage} | {mean:.2} |");
+    }
+    Ok(())
+}
+
+/// What the conversion costs without mp3conv: `ffmpeg -i in -vn -c:a libmp3lame -b:a 192k`.
+fn bare_ffmpeg(clip: &Path, dir: &Path) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(clip)
+        .args(["-vn", "-c:a", "libmp3lame", "-b:a", "192k"])
+        .arg(dir.join("bare.mp3"))
+        .status()?;
+    anyhow::ensure!(status.success(), "bare ffmpeg failed");
+    Ok(started.elapsed())
+}
+
+/// The file written into a GridFS bucket of `db` with the driver's upload stream, read and
+/// written 1 MiB at a time: what any program storing it sequentially would do.
+async fn plain_gridfs_write(
+    db: &mongodb::Database,
+    file: &Path,
+    run: usize,
+) -> anyhow::Result<Duration> {
+    let bucket = db.gridfs_bucket(None);
+    let started = Instant::now();
+    let mut upload = bucket
+        .open_upload_stream(format!("plain-{run}.mp4"))
+        .await?;
+    let mut input = tokio::fs::File::open(file).await?;
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let read = input.read(&mut buffer).await?;
+        if read == 0 {
+            break;
+        }
+        upload.write_all(&buffer[..read]).await?;
+    }
+    upload.close().await?;
+    Ok(started.elapsed())
+}
+
+/// The final events (done or failed) of `token`'s jobs, with their job's id, as its live
+/// event stream delivers them.
+async fn final_events(
+    handle: &Handle,
+    token: &str,
+) -> anyhow::Result<tokio::sync::mpsc::UnboundedReceiver<(String, Event)>> {
+    let mut stream = handle
+        .client
+        .get(format!("{}/v1/events", handle.base))
+        .bearer_auth(token)
+        .header("accept", "text/event-stream")
+        .send()
+        .await?;
+    anyhow::ensure!(stream.status() == 200, "stream: {}", stream.status());
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut parser = Parser::new();
+        while let Ok(Some(chunk)) = stream.chunk().await {
+            for frame in parser.feed(&chunk) {
+                let Some(event) = frame.event() else { continue };
+                if event.ends_job() {
+                    let job = match &event {
+                        Event::JobDone { job, .. } | Event::JobFailed { job, .. } => {
+                            job.id.to_string()
+                        }
+                        _ => continue,
+                    };
+                    if sender.send((job, event)).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    Ok(receiver)
+}
+
+async fn delete(handle: &Handle, token: &str, id: &str) -> anyhow::Result<()> {
+    let status = handle
+        .client
+        .delete(format!("{}/v1/jobs/{id}", handle.base))
+        .bearer_auth(token)
+        .send()
+        .await?
+        .status();
+    anyhow::ensure!(status == 204, "delete: {status}");
+    Ok(())
+}
+
+/// `stage -> (sum of seconds, count)` from the worker's `/metrics`.
+async fn stage_sums(
+    handle: &Handle,
+    worker: &str,
+) -> anyhow::Result<BTreeMap<&'static str, (f64, f64)>> {
+    let text = handle
+        .client
+        .get(format!("{worker}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let mut sums = BTreeMap::new();
+    for stage in STAGES {
+        let value = |suffix: &str| -> f64 {
+            let prefix = format!("mp3conv_worker_stage_seconds_{suffix}{{stage=\"{stage}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        sums.insert(stage, (value("sum"), value("count")));
+    }
+    Ok(sums)
+}
