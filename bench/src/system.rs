@@ -56,6 +56,9 @@ pub fn clip(dir: &Path, seconds: u32) -> anyhow::Result<PathBuf> {
     Ok(file)
 }
 
+/// The internal token of the worker [`System::services`] starts.
+pub const SERVICES_TOKEN: &str = "e2e-benchmark-internal-token";
+
 /// A running system and a client for it.
 pub struct System {
     pub process: Process,
@@ -97,7 +100,7 @@ impl System {
             var("MP3CONV_TEST_MONGO_URL")?,
         );
         let name = format!("mp3conv_e2e_bench_{}", std::process::id());
-        let token = "e2e-benchmark-internal-token";
+        let token = SERVICES_TOKEN;
         let worker = Process::start(
             Command::new(worker_binary)
                 .env("MP3CONV_WORKER__LISTEN", "127.0.0.1:0")

@@ -287,6 +287,14 @@ impl Worker {
             }
             None => (None, None),
         };
+        // Without TCP_NODELAY a streamed answer's headers and first body bytes went out as
+        // two small writes, and the second waited for the client's delayed ACK: about a
+        // quarter of MP3 downloads in `up` took 40 ms more than the rest.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+            }
+        });
         let served = axum::serve(listener, routes::router(Arc::clone(&self.state)))
             .with_graceful_shutdown(token.clone().cancelled_owned())
             .await;

@@ -7,7 +7,12 @@
 //!   worker's `mp3conv_worker_stage_seconds` histograms;
 //! - the same upload through the gateway into GridFS, MB/s, against a plain sequential GridFS
 //!   write of the same file to the same server with the driver's own upload stream
-//!   (target >= 0.8x).
+//!   (target >= 0.8x);
+//! - authenticated downloads of a 200 KB MP3 (`GET /v1/jobs/{id}/audio`) in both shapes, on one
+//!   connection (p50, p99: target p99 <= 3x p50) and 16 (req/s), against the worker's own
+//!   route in the cluster's shape (target >= 0.5x).
+//!
+//! `CLUSTER_BENCH_PARTS` (`conversion,downloads`, the default) picks the parts.
 //!
 //! Usage: `cluster-bench <mp3conv> <mp3conv-worker> <repository root>` (`make bench`, which
 //! also starts the services and exports their `MP3CONV_TEST_*` addresses).
@@ -19,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures::AsyncWriteExt as _;
-use mp3conv_bench::median;
 use mp3conv_bench::system::{Binaries, Handle, System};
 use mp3conv_bench::worker::{cache_dir, generate};
+use mp3conv_bench::{Spec, load_spec, median, ms};
 use mp3conv_contract::event::{Event, Parser};
 use tokio::io::AsyncReadExt as _;
 
@@ -36,6 +41,20 @@ async fn main() -> anyhow::Result<()> {
         worker,
         root,
     } = Binaries::from_args("cluster-bench")?;
+    let parts =
+        std::env::var("CLUSTER_BENCH_PARTS").unwrap_or_else(|_| "conversion,downloads".into());
+    let work = tempfile::tempdir()?;
+    if parts.contains("conversion") {
+        conversion(&mp3conv, &worker, &root, work.path()).await?;
+    }
+    if parts.contains("downloads") {
+        downloads(&mp3conv, &worker, &root, work.path()).await?;
+    }
+    Ok(())
+}
+
+/// Upload complete -> MP3 ready, the upload's speed and the stages, on a 200 MB video.
+async fn conversion(mp3conv: &Path, worker: &Path, root: &Path, dir: &Path) -> anyhow::Result<()> {
     let video = generate(
         &cache_dir()?,
         "ten-minutes-720p.mp4",
@@ -44,9 +63,7 @@ async fn main() -> anyhow::Result<()> {
         "2600k",
     )?;
     let size = std::fs::metadata(&video)?.len();
-    let work = tempfile::tempdir()?;
-    let dir = work.path();
-    let system = System::services(&mp3conv, &worker, &root, &dir.join("services"))?;
+    let system = System::services(mp3conv, worker, root, &dir.join("services"))?;
     let worker_base = format!(
         "http://{}",
         system.worker.as_ref().context("a worker process")?.addr
@@ -125,6 +142,81 @@ async fn main() -> anyhow::Result<()> {
         };
         println!("| {stage} | {mean:.2} |");
     }
+    println!();
+    Ok(())
+}
+
+/// Requests per round of the download figures.
+const ONE_CONNECTION: usize = 400;
+const SIXTEEN: usize = 16;
+const SIXTEEN_REQUESTS: usize = 3200;
+
+/// Authenticated MP3 downloads through the gateway in both shapes, and from the worker
+/// directly in the cluster's shape.
+async fn downloads(mp3conv: &Path, worker: &Path, root: &Path, dir: &Path) -> anyhow::Result<()> {
+    // 8 s at 192 kbit/s: a 200 KB MP3.
+    let clip = mp3conv_bench::system::clip(dir, 8)?;
+    println!(
+        "| figure | p50 / p99, 1 conn | p99 / p50 | req/s, 16 conn | baseline req/s (same run) | ratio |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for shape in ["up", "cluster"] {
+        let system = match shape {
+            "up" => System::up(mp3conv, root, &dir.join("up-downloads"))?,
+            _ => System::services(mp3conv, worker, root, &dir.join("cluster-downloads"))?,
+        };
+        let handle = system.clone_handle();
+        let token = handle.user("downloads").await?;
+        let id = handle.upload(&token, &clip).await?;
+        let job = handle.wait_done(&token, &id).await?;
+        anyhow::ensure!(job["status"] == "done", "{job}");
+        let size = job["audio"]["size"].as_u64().unwrap_or_default();
+        let mut gateway = Spec::get(&format!("/v1/jobs/{id}/audio"));
+        gateway
+            .headers
+            .push(("authorization", format!("Bearer {token}")));
+        let one = load_spec(system.process.addr, gateway.clone(), 1, ONE_CONNECTION).await?;
+        let many = load_spec(system.process.addr, gateway, SIXTEEN, SIXTEEN_REQUESTS).await?;
+        let baseline = match &system.worker {
+            Some(worker) => {
+                let me: serde_json::Value = handle
+                    .client
+                    .get(format!("{}/v1/me", handle.base))
+                    .bearer_auth(&token)
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                let owner = me["id"].as_str().context("the user's id")?.to_owned();
+                let mut direct = Spec::get(&format!("/internal/jobs/{id}/audio"));
+                direct.headers.push((
+                    "authorization",
+                    format!("Bearer {}", mp3conv_bench::system::SERVICES_TOKEN),
+                ));
+                direct.headers.push(("x-mp3conv-owner", owner));
+                Some(load_spec(worker.addr, direct, SIXTEEN, SIXTEEN_REQUESTS).await?)
+            }
+            None => None,
+        };
+        println!(
+            "| `{shape}`: {} KB MP3 through the gateway | {:.1} / {:.1} ms | {:.1} | {:.0} | {} | {} |",
+            size / 1000,
+            ms(one.p50),
+            ms(one.p99),
+            one.p99.as_secs_f64() / one.p50.as_secs_f64(),
+            many.rps,
+            baseline
+                .as_ref()
+                .map_or("".into(), |b| format!("{:.0} (worker directly)", b.rps)),
+            baseline
+                .as_ref()
+                .map_or("".into(), |b| format!("{:.2}", many.rps / b.rps)),
+        );
+    }
+    println!();
+    println!(
+        "Targets: p99 <= 3x p50 on one connection; through the gateway >= 0.5x the worker directly."
+    );
     Ok(())
 }
 
