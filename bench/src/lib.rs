@@ -268,3 +268,17 @@ pub fn serve_command(
         .env("SPIN_VARIABLE_WORKER_TOKEN", worker_token);
     Ok(command)
 }
+
+/// What a conversion costs without mp3conv: `ffmpeg -i in -vn -c:a libmp3lame -b:a 192k`,
+/// writing `bare.mp3` into `dir`.
+pub fn bare_ffmpeg(clip: &Path, dir: &Path) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(clip)
+        .args(["-vn", "-c:a", "libmp3lame", "-b:a", "192k"])
+        .arg(dir.join("bare.mp3"))
+        .status()?;
+    anyhow::ensure!(status.success(), "bare ffmpeg failed");
+    Ok(started.elapsed())
+}

@@ -449,17 +449,22 @@ async fn slow_links_fail_as_too_slow(backend: Backend) {
     app.stop().await;
 }
 
+/// A `videos` GridFS store in a database of its own (the caller drops it).
+async fn video_store() -> (mongodb::Database, GridFsStore) {
+    let client = mongodb::Client::with_uri_str(common::mongo_url())
+        .await
+        .unwrap();
+    let db = client.database(&Names::new().database);
+    let store = GridFsStore::open(db.clone(), "videos").await.unwrap();
+    (db, store)
+}
+
 /// Range reads from GridFS start at the chunk that holds the first byte: correct across chunk
 /// boundaries, and the last byte of a file reads without its earlier chunks (a read that
 /// streamed from the start, as before, fails on the first missing chunk).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gridfs_ranges_start_at_their_chunk() {
-    let names = Names::new();
-    let client = mongodb::Client::with_uri_str(common::mongo_url())
-        .await
-        .unwrap();
-    let db = client.database(&names.database);
-    let store = GridFsStore::open(db.clone(), "videos").await.unwrap();
+    let (db, store) = video_store().await;
     // The store's chunk size; the file ends 1000 bytes into a fourth chunk.
     let chunk = CHUNK_BYTES as u64;
     let size = 3 * chunk + 1000;
@@ -540,12 +545,7 @@ fn body_of(data: &[u8], size: usize) -> native_worker::storage::ByteStream {
 /// that fails half-way (a client gone, a body too large) leaves neither chunks nor a file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gridfs_files_are_batched_spec_files_and_failures_leave_nothing() {
-    let names = Names::new();
-    let client = mongodb::Client::with_uri_str(common::mongo_url())
-        .await
-        .unwrap();
-    let db = client.database(&names.database);
-    let store = GridFsStore::open(db.clone(), "videos").await.unwrap();
+    let (db, store) = video_store().await;
     let files = db.collection::<Document>("videos.files");
     let chunks = db.collection::<Document>("videos.chunks");
     // Three batches of 8 MiB and a half-full last chunk.

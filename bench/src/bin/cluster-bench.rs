@@ -19,14 +19,13 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures::AsyncWriteExt as _;
 use mp3conv_bench::system::{Binaries, Handle, System};
 use mp3conv_bench::worker::{cache_dir, generate};
-use mp3conv_bench::{Spec, load_spec, median, ms};
+use mp3conv_bench::{Spec, bare_ffmpeg, load_spec, median, ms};
 use mp3conv_contract::event::{Event, Parser};
 use tokio::io::AsyncReadExt as _;
 
@@ -218,19 +217,6 @@ async fn downloads(mp3conv: &Path, worker: &Path, root: &Path, dir: &Path) -> an
         "Targets: p99 <= 3x p50 on one connection; through the gateway >= 0.5x the worker directly."
     );
     Ok(())
-}
-
-/// What the conversion costs without mp3conv: `ffmpeg -i in -vn -c:a libmp3lame -b:a 192k`.
-fn bare_ffmpeg(clip: &Path, dir: &Path) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-i"])
-        .arg(clip)
-        .args(["-vn", "-c:a", "libmp3lame", "-b:a", "192k"])
-        .arg(dir.join("bare.mp3"))
-        .status()?;
-    anyhow::ensure!(status.success(), "bare ffmpeg failed");
-    Ok(started.elapsed())
 }
 
 /// The file written into a GridFS bucket of `db` with the driver's upload stream, read and

@@ -12,11 +12,10 @@
 //! starts the services and exports their `MP3CONV_TEST_*` addresses).
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use mp3conv_bench::median;
 use mp3conv_bench::system::{Binaries, System, clip};
+use mp3conv_bench::{bare_ffmpeg, median};
 
 const RUNS: usize = 3;
 const USERS: usize = 50;
@@ -118,19 +117,6 @@ async fn main() -> anyhow::Result<()> {
         shaped.as_secs_f64() / bare.as_secs_f64()
     );
     Ok(())
-}
-
-/// What the conversion costs without mp3conv: `ffmpeg -i in -vn -c:a libmp3lame -b:a 192k`.
-fn bare_ffmpeg(clip: &Path, dir: &Path) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-i"])
-        .arg(clip)
-        .args(["-vn", "-c:a", "libmp3lame", "-b:a", "192k"])
-        .arg(dir.join("bare.mp3"))
-        .status()?;
-    anyhow::ensure!(status.success(), "bare ffmpeg failed");
-    Ok(started.elapsed())
 }
 
 /// The whole trip a user waits for, and a stream of cheap requests.
