@@ -167,7 +167,13 @@ impl Process {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            // The systems' logs, when asked for (`MP3CONV_BENCH_LOGS=1`), to see where a
+            // figure's time went.
+            .stderr(if std::env::var_os("MP3CONV_BENCH_LOGS").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .context("spawning")?;
         let stdout = child.stdout.take().context("stdout")?;

@@ -33,8 +33,16 @@ pub struct LimitLabel {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StageLabel {
     /// `read_video` (copying it out of a store that keeps no files), `convert` (ffprobe and
-    /// ffmpeg) or `store_audio` (the MP3 and its tracks).
+    /// ffmpeg, from the start of the copy: a conversion that starts early overlaps it) or
+    /// `store_audio` (the MP3 and its tracks).
     pub stage: &'static str,
+}
+
+/// Label of what became of a conversion that started before its video was all copied.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// `kept`, or `redone` on the whole file.
+    pub outcome: &'static str,
 }
 
 /// Where a conversion's time goes, by stage (one family, `mp3conv_worker_stage_seconds`).
@@ -102,6 +110,8 @@ pub struct Metrics {
     /// Conversions started: one each, however many ffmpeg processes it runs (the name is
     /// kept for the dashboards that chart it).
     pub ffmpeg_runs: Counter,
+    /// Conversions started before their video was all copied out of storage, by outcome.
+    pub early_starts: Family<OutcomeLabel, Counter>,
     /// Deliveries put off because another converter holds the job's lease.
     pub deferred: Counter,
     /// Deliveries of a job already finished and announced (acknowledged, nothing else).
@@ -148,6 +158,17 @@ impl Default for Metrics {
             "stage_seconds",
             "Seconds of each stage of a conversion (read_video, convert, store_audio)",
             stage_family,
+        );
+        let early_starts = Family::<OutcomeLabel, Counter>::default();
+        // Both from the start, so that a rate is 0 rather than absent.
+        for outcome in ["kept", "redone"] {
+            let _ = early_starts.get_or_create(&OutcomeLabel { outcome });
+        }
+        registry.register(
+            "early_starts",
+            "Conversions started while their video was still being copied out of storage, by \
+             outcome (kept, or redone on the whole file)",
+            early_starts.clone(),
         );
         let removed_family = Family::<KindLabel, Counter>::default();
         let removed = Removed::registered(&removed_family);
@@ -243,6 +264,7 @@ impl Default for Metrics {
             retries,
             dead_lettered,
             ffmpeg_runs,
+            early_starts,
             deferred,
             duplicates,
             gridfs_sweeps,

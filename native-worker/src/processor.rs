@@ -801,46 +801,61 @@ async fn convert_job(
 
     let work = crate::sweep::JobDir::create(state.config.convert.temp_dir.as_deref())
         .map_err(|e| Failure::transient("temp_unavailable", &Error::internal(e)))?;
-    // ffmpeg needs seekable input: a stored file is read in place, anything else is copied out.
-    let input = match state.videos.local_file(&job.video_id).await {
-        Ok(Some(path)) => path,
+    // A stored file is read in place; anything else is copied out, and the conversion starts
+    // on the copy while it is being made if the container allows (see `convert::early`).
+    let (input, copy) = match state.videos.local_file(&job.video_id).await {
+        Ok(Some(path)) => (path, None),
         _ => {
-            let copy = work.path().join("video");
-            let reading = Instant::now();
-            copy_video(state, &job.video_id, &copy).await?;
-            let read = reading.elapsed();
-            state.metrics.stages.read_video.observe(read.as_secs_f64());
-            tracing::info!(
-                read_ms = read.as_millis() as u64,
-                "video read out of storage"
-            );
-            copy
+            let (made, copying) = convert::copying();
+            (work.path().join("video"), Some((made, copying)))
         }
     };
+    let (made, copying) = copy.unzip();
+    let copied = async {
+        let Some(made) = made else {
+            return Ok(());
+        };
+        let reading = Instant::now();
+        copy_video(state, &job.video_id, &input, made).await?;
+        let read = reading.elapsed();
+        state.metrics.stages.read_video.observe(read.as_secs_f64());
+        tracing::info!(
+            read_ms = read.as_millis() as u64,
+            "video read out of storage"
+        );
+        Ok::<_, Stop>(())
+    };
 
-    // A video page's image is the cover when the media has no picture of its own; without
-    // it (none, refused, broken) the cover comes from the media as for any source.
-    let image = page_image(state, job, work.path()).await;
     let name = job.source.title();
     let (progress, mut progress_rx) = watch::channel(0u8);
-    let request = Request {
-        input: &input,
-        dir: work.path(),
-        bitrate: job.bitrate,
-        options: &job.options,
-        max_duration_secs: job.limits.max_duration_secs,
-        naming: convert::plan::Naming {
-            name: &name,
-            title: job.source.page_title(),
-            artist: job.source.page().and_then(|p| p.uploader.as_deref()),
-            image: image.as_deref(),
-        },
-    };
     let started = Instant::now();
     // One per conversion, however many times it runs ffmpeg (cover, loudness, tracks).
     state.metrics.ffmpeg_runs.inc();
-    let converting =
-        async move { convert::convert(&state.config.convert, request, &progress).await };
+    let converting = {
+        let (job, input, work, name) = (&*job, &input, &work, &name);
+        let copying = copying.as_ref();
+        async move {
+            // A video page's image is the cover when the media has no picture of its own;
+            // without it (none, refused, broken) the cover comes from the media as for any
+            // source.
+            let image = page_image(state, job, work.path()).await;
+            let request = Request {
+                input,
+                copying,
+                dir: work.path(),
+                bitrate: job.bitrate,
+                options: &job.options,
+                max_duration_secs: job.limits.max_duration_secs,
+                naming: convert::plan::Naming {
+                    name,
+                    title: job.source.page_title(),
+                    artist: job.source.page().and_then(|p| p.uploader.as_deref()),
+                    image: image.as_deref(),
+                },
+            };
+            convert::convert(&state.config.convert, request, &progress).await
+        }
+    };
     let jobs = Arc::clone(&state.jobs);
     let id = job.id;
     let mut snapshot = job.clone();
@@ -881,13 +896,28 @@ async fn convert_job(
             }
         }
     };
-    let (converted, ()) = tokio::join!(converting, reporting);
+    let (copied, (converted, ())) =
+        tokio::join!(copied, async { tokio::join!(converting, reporting) });
+    // A failed copy is the attempt's failure, whatever the conversion made of it.
+    copied?;
     let converted = converted.map_err(|e| {
         if let ConvertError::OverQuota { .. } = e {
             state.metrics.refused(Limit::MaxDurationSecs);
         }
         Failure::from(e)
     })?;
+    let outcome = match converted.early {
+        convert::Early::No => None,
+        convert::Early::Kept => Some("kept"),
+        convert::Early::Redone => Some("redone"),
+    };
+    if let Some(outcome) = outcome {
+        state
+            .metrics
+            .early_starts
+            .get_or_create(&crate::metrics::OutcomeLabel { outcome })
+            .inc();
+    }
     let converting = started.elapsed().as_secs_f64();
     state.metrics.conversion_seconds.observe(converting);
     state.metrics.stages.convert.observe(converting);
@@ -941,6 +971,7 @@ async fn convert_job(
         size,
         duration = converted.duration,
         tracks = job.tracks.len(),
+        early = ?converted.early,
         convert_ms = (converted_at - started).as_millis() as u64,
         store_ms = converted_at.elapsed().as_millis() as u64,
         "converted"
@@ -975,7 +1006,12 @@ async fn store(
 }
 
 /// Copies the video into a seekable local file for ffmpeg.
-async fn copy_video(state: &State, video_id: &str, path: &std::path::Path) -> Result<(), Stop> {
+async fn copy_video(
+    state: &State,
+    video_id: &str,
+    path: &std::path::Path,
+    made: convert::CopyProgress,
+) -> Result<(), Stop> {
     let transient = |e: Error| Stop::from(Failure::transient("storage_unavailable", &e));
     let Some(size) = state.videos.size(video_id).await.map_err(transient)? else {
         return Err(Failure {
@@ -994,18 +1030,25 @@ async fn copy_video(state: &State, video_id: &str, path: &std::path::Path) -> Re
     let mut file = tokio::fs::File::create(path)
         .await
         .map_err(|e| transient(Error::internal(e)))?;
+    // A write returns once its bytes are handed to the writing thread, and the next waits for
+    // them to be in the file: each chunk is announced once the next is written.
+    let mut handed = 0u64;
     while let Some(chunk) = stream
         .try_next()
         .await
         .map_err(|e| transient(Error::unavailable("blob store", e)))?
     {
+        let in_file = handed;
         file.write_all(&chunk)
             .await
             .map_err(|e| transient(Error::internal(e)))?;
+        made.wrote(in_file);
+        handed += chunk.len() as u64;
     }
     file.flush()
         .await
         .map_err(|e| transient(Error::internal(e)))?;
+    made.finished(handed);
     Ok(())
 }
 

@@ -18,7 +18,7 @@ use mp3conv_contract::options::Cover;
 
 use super::plan::Clip;
 use super::probe::{MediaInfo, Visual};
-use super::{Input, MAX_SOURCE_PIXELS, confined_input};
+use super::{Input, MAX_SOURCE_PIXELS, Read, confined_input};
 
 /// Longest side of the cover, in pixels: what players show, at a few tens of kilobytes.
 pub const MAX_SIDE: u32 = 600;
@@ -84,7 +84,7 @@ fn scale() -> String {
 }
 
 /// ffmpeg's arguments to write the cover from `input` to `output` (one JPEG).
-pub fn args(input: &Path, from: CoverFrom, output: &Path) -> Vec<OsString> {
+pub(crate) fn args(input: Read<'_>, from: CoverFrom, output: &Path) -> Vec<OsString> {
     let mut args: Vec<OsString> = ["-hide_banner", "-nostdin", "-nostats", "-loglevel", "error"]
         .map(OsString::from)
         .to_vec();
@@ -294,10 +294,14 @@ mod tests {
             ),
         ];
         for (from, seek, map, filter) in table {
-            let args: Vec<String> = args(Path::new("/w/video"), from, Path::new("/w/cover.jpg"))
-                .iter()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect();
+            let args: Vec<String> = args(
+                Path::new("/w/video").into(),
+                from,
+                Path::new("/w/cover.jpg"),
+            )
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
             let mut expected: Vec<String> =
                 ["-hide_banner", "-nostdin", "-nostats", "-loglevel", "error"]
                     .map(str::to_owned)

@@ -1,15 +1,17 @@
-//! The MP3's comment as an ID3v2.3 comment frame (COMM).
+//! Frames the converter adds to the ID3v2.3 tag ffmpeg wrote: the comment (COMM) and the
+//! cover (APIC).
 //!
 //! ffmpeg's mp3 muxer writes only text frames: a `comment` tag becomes a user-defined text
-//! frame (`TXXX` described "comment") that players do not show as the comment. So the
-//! converter adds a real COMM frame to the tag ffmpeg wrote: first among its frames (their
-//! order is free; the padding must stay last), the tag's size grown to match. The audio frames
-//! after the tag are copied unchanged (the LAME/Info header counts only those).
+//! frame (`TXXX` described "comment") that players do not show as the comment. And a cover
+//! given to ffmpeg as an input costs about a tenth of the encoding's time (measured on a
+//! 10-minute video: 3.49 s against 3.20 s, medians of 5), and must be taken before the encoding
+//! begins, while added afterwards it is taken beside it. So the converter adds both frames to
+//! the tag ffmpeg wrote: first among its frames (their order is free; the padding must stay
+//! last), the tag's size grown to match. The audio frames after the tag are copied unchanged
+//! (the LAME/Info header counts only those).
 
-use std::io;
+use std::io::{self, Read, Seek, Write};
 use std::path::Path;
-
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 /// Largest ID3v2 tag: its size is four 7-bit bytes.
 const MAX_TAG_SIZE: usize = (1 << 28) - 1;
@@ -32,11 +34,28 @@ pub fn comment_frame(comment: &str) -> Vec<u8> {
             body.extend_from_slice(&unit.to_le_bytes());
         }
     }
+    frame(b"COMM", &body)
+}
+
+/// An APIC frame (ID3v2.3) holding `jpeg` as the front cover, without a description: what
+/// ffmpeg writes for an attached picture whose comment is "Cover (front)".
+pub fn picture_frame(jpeg: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(14 + jpeg.len());
+    body.push(0); // ISO-8859-1
+    body.extend_from_slice(b"image/jpeg\0");
+    body.push(3); // front cover
+    body.push(0); // empty description
+    body.extend_from_slice(jpeg);
+    frame(b"APIC", &body)
+}
+
+/// A frame: its id, its size (plain 32 bits in ID3v2.3), no flags, its body.
+fn frame(id: &[u8; 4], body: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(10 + body.len());
-    frame.extend_from_slice(b"COMM");
+    frame.extend_from_slice(id);
     frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
     frame.extend_from_slice(&[0, 0]);
-    frame.extend_from_slice(&body);
+    frame.extend_from_slice(body);
     frame
 }
 
@@ -74,29 +93,35 @@ fn grown_header(head: &[u8], frame_len: usize) -> io::Result<Option<[u8; 10]>> {
     Ok(Some(header))
 }
 
-/// Adds a COMM frame holding `comment` to the MP3 at `path` (rewriting the file).
-pub async fn add_comment(path: &Path, comment: &str) -> io::Result<()> {
-    let frame = comment_frame(comment);
-    let mut source = tokio::fs::File::open(path).await?;
+/// Adds `frames` (whole frames, one after the other) to the tag of the MP3 at `path`
+/// (rewriting the file: the audio is copied by the kernel).
+pub async fn add_frames(path: &Path, frames: Vec<u8>) -> io::Result<()> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || add_frames_now(&path, &frames))
+        .await
+        .map_err(io::Error::other)?
+}
+
+fn add_frames_now(path: &Path, frames: &[u8]) -> io::Result<()> {
+    let mut source = std::fs::File::open(path)?;
     let mut head = Vec::with_capacity(10);
-    (&mut source).take(10).read_to_end(&mut head).await?;
-    let (header, rest_from) = match grown_header(&head, frame.len())? {
+    (&mut source).take(10).read_to_end(&mut head)?;
+    let (header, rest_from) = match grown_header(&head, frames.len())? {
         Some(header) => (header, 10),
         None => {
             let mut header = *b"ID3\x03\x00\x00\x00\x00\x00\x00";
-            header[6..].copy_from_slice(&synchsafe(frame.len()));
+            header[6..].copy_from_slice(&synchsafe(frames.len()));
             (header, 0)
         }
     };
-    source.seek(io::SeekFrom::Start(rest_from)).await?;
+    source.seek(io::SeekFrom::Start(rest_from))?;
     let rewritten = path.with_extension("id3.tmp");
-    let mut target = tokio::fs::File::create(&rewritten).await?;
-    target.write_all(&header).await?;
-    target.write_all(&frame).await?;
-    tokio::io::copy(&mut source, &mut target).await?;
-    target.flush().await?;
+    let mut target = std::fs::File::create(&rewritten)?;
+    target.write_all(&header)?;
+    target.write_all(frames)?;
+    io::copy(&mut source, &mut target)?;
     drop(target);
-    tokio::fs::rename(&rewritten, path).await
+    std::fs::rename(&rewritten, path)
 }
 
 #[cfg(test)]
@@ -112,6 +137,14 @@ mod tests {
         assert_eq!(
             comment_frame("é"),
             b"COMM\x00\x00\x00\x0c\x00\x00\x01und\xff\xfe\x00\x00\xff\xfe\xe9\x00".to_vec()
+        );
+    }
+
+    #[test]
+    fn pictures_are_front_covers() {
+        assert_eq!(
+            picture_frame(b"\xff\xd8jpeg"),
+            b"APIC\x00\x00\x00\x14\x00\x00\x00image/jpeg\x00\x03\x00\xff\xd8jpeg".to_vec()
         );
     }
 
@@ -138,7 +171,7 @@ mod tests {
         file.extend_from_slice(b"TIT2\x00\x00\x00\x02\x00\x00\x00T");
         file.extend_from_slice(b"\xff\xfbaudio");
         std::fs::write(&path, &file).unwrap();
-        add_comment(&path, "hi").await.unwrap();
+        add_frames(&path, comment_frame("hi")).await.unwrap();
         let mut expected = b"ID3\x03\x00\x00\x00\x00\x00\x1d".to_vec();
         expected.extend_from_slice(&comment_frame("hi"));
         expected.extend_from_slice(b"TIT2\x00\x00\x00\x02\x00\x00\x00T");

@@ -5,18 +5,21 @@
 //! [`FORMATS`] allowed. Playlists (HLS), manifests (DASH), file lists (ffconcat) and image
 //! sequences would otherwise make ffmpeg read whatever files or URLs they name, such as another
 //! user's video or a file on the worker's disk, into the caller's MP3. The converter's own
-//! files that ffmpeg reads beside it (the chapters as `ffmetadata`, the cover as one JPEG) are
-//! confined the same way, each to its one demuxer (see [`Input`]).
+//! files that ffmpeg reads beside it (the chapters as `ffmetadata`) are confined the same way,
+//! each to its one demuxer (see [`Input`]). A source still being copied out of storage may be
+//! read through stdin instead, `pipe:0` with only the `pipe` protocol ([`early`]).
 //!
 //! A conversion ([`convert`]) probes the source once, works out a [`plan::Plan`] from the
 //! probe and the job's options (a clip checked against the source, tags, chapters, tracks,
-//! cover, channels, sample rate, loudness), then runs ffmpeg: the cover once ([`cover`]), the
-//! loudness measure when normalizing ([`loudness`]), the MP3, and one MP3 per track when split
-//! by chapters. Every run is supervised alike: it dies with the worker ([`crate::child`]),
-//! reports progress, and shares one time limit scaled to all the passes.
+//! cover, channels, sample rate, loudness), then runs ffmpeg: the cover once ([`cover`]) beside
+//! the loudness measure when normalizing ([`loudness`]) and the MP3, and one MP3 per track when
+//! split by chapters; the cover and the comment are then added to each MP3's tag ([`id3`]).
+//! Every run is supervised alike: it dies with the worker ([`crate::child`]), reports
+//! progress, and shares one time limit scaled to all the passes.
 
 mod chapters;
 mod cover;
+mod early;
 mod id3;
 mod loudness;
 pub mod plan;
@@ -38,6 +41,7 @@ use crate::config::ConvertConfig;
 use crate::job::{Bitrate, MAX_TRACKS};
 use plan::{Encode, Plan};
 
+pub use early::{Copied, CopyFailed, CopyProgress, Copying, copying, index_first};
 pub use probe::{MediaInfo, probe};
 
 /// Bytes of ffmpeg's stderr kept for the error message.
@@ -70,9 +74,6 @@ pub(crate) enum Input {
     Source,
     /// The converter's chapter list: `ffmetadata` only.
     Chapters,
-    /// The converter's cover: one JPEG, `jpeg_pipe` only (not `image2`, which reads sequences
-    /// of files named by a pattern).
-    Jpeg,
     /// A video page's image: one JPEG, PNG or WebP picture, probed among those three.
     Image,
 }
@@ -80,18 +81,48 @@ pub(crate) enum Input {
 /// The demuxers a video page's image may be read with.
 const IMAGE_FORMATS: &str = "jpeg_pipe,png_pipe,webp_pipe";
 
-/// `-i` and the options before it that confine ffmpeg or ffprobe to the file at `path`: the
-/// `file` protocol only (no `http:`, `data:`, `subfile:`... for anything the input names), the
-/// demuxers `kind` allows (forced, for the converter's own files), and the path spelled
-/// `file:<path>` so no other protocol is guessed from it.
-pub(crate) fn confined_input(path: &Path, kind: Input) -> Vec<OsString> {
-    let mut input = OsString::from("file:");
-    input.push(path);
+/// Where a run reads an input from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Read<'a> {
+    /// The file.
+    File(&'a Path),
+    /// Its stdin, fed the source while it is being copied (see [`early`]).
+    Stdin,
+}
+
+impl<'a> From<&'a Path> for Read<'a> {
+    fn from(path: &'a Path) -> Self {
+        Self::File(path)
+    }
+}
+
+impl<'a> Read<'a> {
+    /// The file, if it is read as one.
+    fn path(self) -> Option<&'a Path> {
+        match self {
+            Self::File(path) => Some(path),
+            Self::Stdin => None,
+        }
+    }
+}
+
+/// `-i` and the options before it that confine ffmpeg or ffprobe to the file at `path` (or
+/// its stdin): the `file` protocol only (`pipe` for stdin; no `http:`, `data:`, `subfile:`...
+/// for anything the input names), the demuxers `kind` allows (forced, for the converter's own
+/// files), and the path spelled `file:<path>` so no other protocol is guessed from it.
+pub(crate) fn confined_input<'a>(read: impl Into<Read<'a>>, kind: Input) -> Vec<OsString> {
+    let (protocol, input) = match read.into() {
+        Read::File(path) => {
+            let mut input = OsString::from("file:");
+            input.push(path);
+            ("file", input)
+        }
+        Read::Stdin => ("pipe", OsString::from("pipe:0")),
+    };
     let mut args: Vec<OsString> = Vec::with_capacity(9);
     let forced = match kind {
         Input::Source | Input::Image => None,
         Input::Chapters => Some("ffmetadata"),
-        Input::Jpeg => Some("jpeg_pipe"),
     };
     if let Some(format) = forced {
         args.extend(["-f".into(), format.into()]);
@@ -105,7 +136,7 @@ pub(crate) fn confined_input(path: &Path, kind: Input) -> Vec<OsString> {
     };
     args.extend([
         "-protocol_whitelist".into(),
-        "file".into(),
+        protocol.into(),
         "-format_whitelist".into(),
         allowed.into(),
         "-i".into(),
@@ -192,6 +223,13 @@ pub enum ConvertError {
     /// The conversion's own files (chapters, the comment's rewrite) could not be written.
     #[error("could not write the conversion's files: {0}")]
     Workspace(#[source] io::Error),
+    /// The source's copy out of storage failed.
+    #[error(transparent)]
+    Unread(#[from] CopyFailed),
+    /// An early start saw the source otherwise than the whole file does: it is redone on the
+    /// whole file ([`convert`] never returns this).
+    #[error("the source read early differs from the whole file")]
+    Stale,
 }
 
 impl ConvertError {
@@ -210,6 +248,8 @@ impl ConvertError {
             Self::DurationMismatch { .. } => "duration_mismatch",
             Self::Spawn { .. } => "converter_unavailable",
             Self::Workspace(_) => "temp_unavailable",
+            Self::Unread(_) => "storage_unavailable",
+            Self::Stale => "conversion_failed",
         }
     }
 
@@ -234,7 +274,11 @@ impl ConvertError {
             | Self::OverQuota { .. }
             | Self::DurationMismatch { .. } => true,
             Self::Failed { signalled, .. } => !signalled,
-            Self::Timeout(_) | Self::Spawn { .. } | Self::Workspace(_) => false,
+            Self::Timeout(_)
+            | Self::Spawn { .. }
+            | Self::Workspace(_)
+            | Self::Unread(_)
+            | Self::Stale => false,
         }
     }
 }
@@ -242,8 +286,11 @@ impl ConvertError {
 /// A conversion request.
 #[derive(Debug, Clone)]
 pub struct Request<'a> {
-    /// Seekable input file.
+    /// The source's file.
     pub input: &'a Path,
+    /// Its copy out of storage when it is still being made, for the conversion to start
+    /// early or wait for it.
+    pub copying: Option<&'a Copying>,
     /// A directory of the conversion's own, where the MP3s (and the cover and chapters) go.
     pub dir: &'a Path,
     /// Quality.
@@ -284,6 +331,20 @@ pub struct Converted {
     pub title: Option<String>,
     /// One MP3 per chapter, when split.
     pub tracks: Vec<TrackFile>,
+    /// Whether it started before the source's copy was over.
+    pub early: Early,
+}
+
+/// Whether a conversion started before its source's copy was over ([`early`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Early {
+    /// It waited for the whole file (or had it from the start).
+    #[default]
+    No,
+    /// It started early, and the whole file looked the same.
+    Kept,
+    /// It started early but was done again on the whole file.
+    Redone,
 }
 
 /// When the whole conversion must be over, and how long that was.
@@ -380,6 +441,51 @@ struct Run<'a> {
     seconds: f64,
     /// Files it names, kept out of messages.
     paths: &'a [&'a Path],
+    /// The source, into its stdin, when it reads it early.
+    feed: Option<Feed<'a>>,
+}
+
+/// The source written into a run's stdin as it is copied (see [`early`]).
+#[derive(Debug, Clone, Copy)]
+struct Feed<'a> {
+    path: &'a Path,
+    copying: &'a Copying,
+}
+
+/// Stdin for a run that is fed, nothing for the others.
+fn stdin_for(feed: Option<Feed<'_>>) -> Stdio {
+    if feed.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    }
+}
+
+/// Runs `work`, a child's supervision to its exit, while `feed` writes the source into the
+/// child's stdin; the feeding stops when the child is gone. A failed copy, or a copy that
+/// cannot be read, is the run's error whatever the child made of the truncated input.
+async fn while_fed<T>(
+    work: impl Future<Output = T>,
+    feed: Option<(Feed<'_>, tokio::process::ChildStdin)>,
+) -> Result<T, ConvertError> {
+    let Some((feed, stdin)) = feed else {
+        return Ok(work.await);
+    };
+    let feeding = early::feed(feed.path, feed.copying, stdin);
+    tokio::pin!(work, feeding);
+    let mut fed = None;
+    let out = loop {
+        tokio::select! {
+            out = &mut work => break out,
+            result = &mut feeding, if fed.is_none() => fed = Some(result),
+        }
+    };
+    match fed {
+        Some(Err(early::FeedError::Copy(failed))) => Err(failed.into()),
+        Some(Err(early::FeedError::Source(e))) => Err(ConvertError::Workspace(e)),
+        // Done, still going when the child left, or the child stopped reading: its exit says.
+        _ => Ok(out),
+    }
 }
 
 /// Runs ffmpeg under supervision: it dies with the worker (and when dropped), its `-progress`
@@ -394,7 +500,7 @@ async fn run(
     command
         .args(ONE_FILTER_THREAD)
         .args(&run.args)
-        .stdin(Stdio::null())
+        .stdin(stdin_for(run.feed))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -409,6 +515,9 @@ async fn run(
         })?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
+    let stdin = run
+        .feed
+        .map(|feed| (feed, child.stdin.take().expect("stdin is piped")));
     let log_task = tokio::spawn(read_log(stderr, run.log));
     let seconds = run.seconds;
     let supervised = async {
@@ -418,11 +527,18 @@ async fn run(
         }
         child.wait().await
     };
-    let status = match tokio::time::timeout_at(deadline.at, supervised).await {
-        Ok(status) => status.map_err(|source| ConvertError::Spawn { program, source })?,
+    let started = std::time::Instant::now();
+    let status = match tokio::time::timeout_at(deadline.at, while_fed(supervised, stdin)).await {
+        Ok(status) => status?.map_err(|source| ConvertError::Spawn { program, source })?,
         // Dropping the run drops the child, which kills it.
         Err(_) => return Err(ConvertError::Timeout(deadline.limit)),
     };
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        early = run.feed.is_some(),
+        seconds,
+        "ffmpeg pass"
+    );
     let log = log_task.await.unwrap_or_default();
     if !status.success() {
         let complaint = match run.log {
@@ -492,22 +608,95 @@ fn error_lines(log: &str) -> String {
 /// progress (0-100, across all passes) into `progress`, and checks each MP3's duration against
 /// what it was cut from.
 ///
-/// The input must be a seekable file: MP4s with their index at the end cannot be read from a
-/// pipe (ffmpeg then writes a near-empty MP3 and still exits 0).
+/// The file must be whole or, while [`Request::copying`] says it is being copied, become
+/// whole. A source that can be read front to back then starts early ([`early`]); any other
+/// waits for its copy: MP4s with their index at the end cannot be read from a pipe (ffmpeg
+/// then writes a near-empty MP3 and still exits 0).
 pub async fn convert(
     config: &ConvertConfig,
     request: Request<'_>,
     progress: &watch::Sender<u8>,
 ) -> Result<Converted, ConvertError> {
-    let input = request.input;
-    let source = probe(config, input).await?;
-    if source.audio.is_none() {
+    let mut early = Early::No;
+    if let Some(copying) = request.copying {
+        if copying.may_start_early(request.input).await? {
+            let source = Source {
+                path: request.input,
+                copying: Some(copying),
+            };
+            match attempt(config, &request, source, progress).await {
+                Ok(converted) => {
+                    return Ok(Converted {
+                        early: Early::Kept,
+                        ..converted
+                    });
+                }
+                Err(
+                    e @ (ConvertError::Unread(_)
+                    | ConvertError::Timeout(_)
+                    | ConvertError::Spawn { .. }),
+                ) => return Err(e),
+                Err(e) => {
+                    tracing::info!(
+                        error = %e,
+                        "the early start is redone on the whole file"
+                    );
+                    early = Early::Redone;
+                }
+            }
+        }
+        copying.whole().await?;
+    }
+    let source = Source {
+        path: request.input,
+        copying: None,
+    };
+    let converted = attempt(config, &request, source, progress).await?;
+    Ok(Converted { early, ..converted })
+}
+
+/// The source as an attempt at the conversion reads it.
+#[derive(Debug, Clone, Copy)]
+struct Source<'a> {
+    path: &'a Path,
+    /// Its copy, for an early start.
+    copying: Option<&'a Copying>,
+}
+
+impl<'a> Source<'a> {
+    /// How a pass starting now reads the source: through its stdin while the copy goes on,
+    /// then the file.
+    fn read(self) -> Result<(Read<'a>, Option<Feed<'a>>), ConvertError> {
+        match self.copying.map(Copying::now) {
+            Some(Copied::Partly(_)) => Ok((
+                Read::Stdin,
+                Some(Feed {
+                    path: self.path,
+                    copying: self.copying.expect("copying"),
+                }),
+            )),
+            Some(Copied::Failed) => Err(CopyFailed.into()),
+            Some(Copied::Whole(_)) | None => Ok((Read::File(self.path), None)),
+        }
+    }
+}
+
+/// One attempt at the conversion, reading `source` as it says.
+async fn attempt(
+    config: &ConvertConfig,
+    request: &Request<'_>,
+    source: Source<'_>,
+    progress: &watch::Sender<u8>,
+) -> Result<Converted, ConvertError> {
+    let (read, feed) = source.read()?;
+    let media = probe::probe_read(config, read, feed).await?;
+    if media.audio.is_none() {
         return Err(ConvertError::NoAudio);
     }
     // The longest length the file claims, the container's or its audio's (what is encoded):
     // one header alone may be edited to look short. (A file whose every header lies is
     // encoded only as long as the conversion's timeout, which its claimed length sets.)
-    let claimed = [source.duration, source.audio_seconds()]
+    let claimed = [media.duration, media.audio_seconds()]
         .into_iter()
         .flatten()
         .fold(None, |longest: Option<f64>, s| {
@@ -518,7 +707,7 @@ pub async fn convert(
     {
         return Err(ConvertError::OverQuota { seconds, max });
     }
-    let plan = Plan::new(&source, request.options, request.naming)?;
+    let plan = Plan::new(&media, request.options, request.naming)?;
     let slowdown = config.read_rate.map_or(1.0, |rate| (1.0 / rate).max(1.0));
     let limit = config.timeout_base
         + Duration::from_secs_f64(plan.work_seconds() * config.timeout_per_media_second * slowdown);
@@ -541,48 +730,107 @@ pub async fn convert(
             .map_err(ConvertError::Workspace)?;
         Some(path)
     };
-    let cover = match plan.cover {
-        Some(from) => {
-            // The page's image is a file of its own; every other cover is in the source.
-            let picture = match (from, request.naming.image) {
-                (cover::CoverFrom::Image, Some(image)) => image,
-                _ => input,
-            };
-            extract_cover(config, picture, from, request.dir, &mut progress, deadline).await?
+    // Probed early, the source is probed again once whole, beside the passes: they are only
+    // kept if it looks the same.
+    let checked = async {
+        if let Some(feed) = feed {
+            feed.copying.whole().await?;
+            let whole = probe(config, source.path).await?;
+            if whole != media {
+                tracing::info!(early = ?media, ?whole, "the source read early differs");
+                return Err(ConvertError::Stale);
+            }
         }
-        None => None,
+        Ok(())
     };
-    let loudness = match plan.loudness {
-        Some(target) => measure(config, input, &plan, target, &mut progress, deadline)
-            .await?
-            .and_then(|measured| loudness::apply_filter(target, &measured)),
-        None => None,
-    };
-    let filters = plan::filters(plan.layout, loudness);
-
     let audio = request.dir.join("audio.mp3");
-    let whole = Encode {
-        input,
-        read_rate: config.read_rate,
-        from: plan.clip.start,
-        to: plan.clip.to,
-        chapters: chapters.as_deref(),
-        cover: cover.as_deref(),
-        filters,
-        sample_rate: plan.sample_rate,
-        bitrate: request.bitrate,
-        metadata: plan.tags.metadata(),
-        output: &audio,
+    // The cover is taken beside the other passes, and added to each MP3's tag afterwards.
+    let mut no_progress = Progress {
+        sender: progress.sender,
+        total: 0.0,
+        done: 0.0,
     };
-    let duration = encode_checked(
-        config,
-        &whole,
-        &plan,
-        plan.clip.seconds(),
-        &mut progress,
-        deadline,
-    )
-    .await?;
+    let cover = async {
+        let Some(from) = plan.cover else {
+            return Ok(None);
+        };
+        // The page's image is a file of its own; every other cover is in the source.
+        let picture = match (from, request.naming.image) {
+            (cover::CoverFrom::Image, Some(image)) => (Read::File(image), None),
+            _ => source.read()?,
+        };
+        let Some(path) = extract_cover(
+            config,
+            picture,
+            from,
+            request.dir,
+            &mut no_progress,
+            deadline,
+        )
+        .await?
+        else {
+            return Ok(None);
+        };
+        let jpeg = tokio::fs::read(&path)
+            .await
+            .map_err(ConvertError::Workspace)?;
+        Ok(Some(id3::picture_frame(&jpeg)))
+    };
+    let whole = async {
+        let loudness = match plan.loudness {
+            Some(target) => measure(config, source, &plan, target, &mut progress, deadline)
+                .await?
+                .and_then(|measured| loudness::apply_filter(target, &measured)),
+            None => None,
+        };
+        let filters = plan::filters(plan.layout, loudness);
+        let (input, feed) = source.read()?;
+        let whole = Encode {
+            input,
+            read_rate: config.read_rate,
+            from: plan.clip.start,
+            to: plan.clip.to,
+            chapters: chapters.as_deref(),
+            filters: filters.clone(),
+            sample_rate: plan.sample_rate,
+            bitrate: request.bitrate,
+            metadata: plan.tags.metadata(),
+            output: &audio,
+        };
+        let duration = encode_checked(
+            config,
+            &whole,
+            feed,
+            plan.clip.seconds(),
+            &mut progress,
+            deadline,
+        )
+        .await?;
+        Ok::<_, ConvertError>((duration, filters))
+    };
+    let ((), cover, (duration, filters)) = tokio::try_join!(checked, cover, whole)?;
+    // The comment and the cover, which ffmpeg does not write (see `id3`).
+    let frames: Vec<u8> = plan
+        .tags
+        .comment
+        .as_deref()
+        .map(id3::comment_frame)
+        .into_iter()
+        .chain(cover)
+        .flatten()
+        .collect();
+    let tag = |path: PathBuf| {
+        let frames = frames.clone();
+        async move {
+            if frames.is_empty() {
+                return Ok(());
+            }
+            id3::add_frames(&path, frames)
+                .await
+                .map_err(ConvertError::Workspace)
+        }
+    };
+    tag(audio.clone()).await?;
 
     let mut tracks = Vec::with_capacity(plan.tracks.len());
     let count = plan.tracks.len();
@@ -601,17 +849,23 @@ pub async fn convert(
         };
         let mut metadata = tags.metadata();
         metadata.push(("track", format!("{number}/{count}")));
+        let (input, feed) = source.read()?;
         let run = Encode {
+            input,
+            read_rate: config.read_rate,
             from: plan.clip.start + span.start,
             to,
             // A track has no chapters of its own.
             chapters: None,
+            filters: filters.clone(),
+            sample_rate: plan.sample_rate,
+            bitrate: request.bitrate,
             metadata,
             output: &path,
-            ..whole.clone()
         };
         let duration =
-            encode_checked(config, &run, &plan, span.seconds(), &mut progress, deadline).await?;
+            encode_checked(config, &run, feed, span.seconds(), &mut progress, deadline).await?;
+        tag(path.clone()).await?;
         tracks.push(TrackFile {
             number,
             title: span.title.clone(),
@@ -627,6 +881,7 @@ pub async fn convert(
         duration,
         title: plan.tags.title.clone(),
         tracks,
+        early: Early::No,
     })
 }
 
@@ -634,7 +889,7 @@ pub async fn convert(
 /// before its audio) or ffmpeg cannot make one: the MP3 is worth more than its picture.
 async fn extract_cover(
     config: &ConvertConfig,
-    input: &Path,
+    (input, feed): (Read<'_>, Option<Feed<'_>>),
     from: cover::CoverFrom,
     dir: &Path,
     progress: &mut Progress<'_>,
@@ -647,7 +902,8 @@ async fn extract_cover(
             args: cover::args(input, from, &path),
             log: Log::Errors,
             seconds: 0.0,
-            paths: &[input, &path],
+            paths: &[input.path().unwrap_or(&path), &path],
+            feed,
         },
         progress,
         deadline,
@@ -659,6 +915,8 @@ async fn extract_cover(
             Ok((size > 0).then_some(path))
         }
         Err(e @ (ConvertError::Timeout(_) | ConvertError::Spawn { .. })) => Err(e),
+        // Read early, the whole file may still give one: the attempt is redone.
+        Err(e) if feed.is_some() => Err(e),
         Err(e) => {
             tracing::warn!(error = %e, ?from, "no cover: ffmpeg could not take the picture");
             Ok(None)
@@ -669,7 +927,7 @@ async fn extract_cover(
 /// The loudness measuring pass; `None` when loudnorm printed no figures.
 async fn measure(
     config: &ConvertConfig,
-    input: &Path,
+    source: Source<'_>,
     plan: &Plan,
     target: i8,
     progress: &mut Progress<'_>,
@@ -677,13 +935,15 @@ async fn measure(
 ) -> Result<Option<loudness::Measured>, ConvertError> {
     let filters = plan::filters(plan.layout, Some(loudness::measure_filter(target)))
         .expect("a loudnorm filter");
+    let (input, feed) = source.read()?;
     let log = run(
         config,
         Run {
             args: plan::measure_args(input, config.read_rate, &plan.clip, &filters),
             log: Log::Info,
             seconds: plan.clip.seconds(),
-            paths: &[input],
+            paths: &[source.path],
+            feed,
         },
         progress,
         deadline,
@@ -700,19 +960,18 @@ async fn measure(
     Ok(measured)
 }
 
-/// One encoding run of `expected` seconds, its MP3 checked and given its comment; returns the
-/// MP3's duration.
+/// One encoding run of `expected` seconds, its MP3 checked; returns the MP3's duration.
 async fn encode_checked(
     config: &ConvertConfig,
     encode: &Encode<'_>,
-    plan: &Plan,
+    feed: Option<Feed<'_>>,
     expected: f64,
     progress: &mut Progress<'_>,
     deadline: Deadline,
 ) -> Result<f64, ConvertError> {
-    let mut paths = vec![encode.input, encode.output];
+    let mut paths: Vec<&Path> = encode.input.path().into_iter().collect();
+    paths.push(encode.output);
     paths.extend(encode.chapters);
-    paths.extend(encode.cover);
     run(
         config,
         Run {
@@ -720,6 +979,7 @@ async fn encode_checked(
             log: Log::Errors,
             seconds: expected,
             paths: &paths,
+            feed,
         },
         progress,
         deadline,
@@ -729,11 +989,6 @@ async fn encode_checked(
     let got = mp3.audio_seconds().unwrap_or(0.0);
     if !durations_match(expected, got, mp3.sample_rate()) {
         return Err(ConvertError::DurationMismatch { expected, got });
-    }
-    if let Some(comment) = &plan.tags.comment {
-        id3::add_comment(encode.output, comment)
-            .await
-            .map_err(ConvertError::Workspace)?;
     }
     Ok(got)
 }
@@ -948,22 +1203,38 @@ mod tests {
                 "file:/w/http:x"
             ]
         );
-        // The converter's own files: one demuxer each, forced.
-        for (kind, format) in [(Input::Chapters, "ffmetadata"), (Input::Jpeg, "jpeg_pipe")] {
-            assert_eq!(
-                strings(kind),
-                [
-                    "-f",
-                    format,
-                    "-protocol_whitelist",
-                    "file",
-                    "-format_whitelist",
-                    format,
-                    "-i",
-                    "file:/w/http:x"
-                ]
-            );
-        }
+        // The converter's own file: one demuxer, forced.
+        assert_eq!(
+            strings(Input::Chapters),
+            [
+                "-f",
+                "ffmetadata",
+                "-protocol_whitelist",
+                "file",
+                "-format_whitelist",
+                "ffmetadata",
+                "-i",
+                "file:/w/http:x"
+            ]
+        );
+        // A source read early: its stdin, the `pipe` protocol only.
+        let piped: Vec<String> = confined_input(Read::Stdin, Input::Source)
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            piped,
+            [
+                "-max_pixels",
+                "35389440",
+                "-protocol_whitelist",
+                "pipe",
+                "-format_whitelist",
+                FORMATS,
+                "-i",
+                "pipe:0"
+            ]
+        );
         let formats: Vec<&str> = FORMATS.split(',').collect();
         for refused in [
             "hls",

@@ -11,7 +11,7 @@ use mp3conv_contract::options::{Channels, Cover, MIN_CLIP_MILLIS, Options, Posit
 use super::chapters::{self, MAX_ID3_CHAPTERS, Span};
 use super::cover::{self, CoverFrom};
 use super::probe::{MediaInfo, SourceTags};
-use super::{ConvertError, Input, confined_input, text};
+use super::{ConvertError, Input, Read, confined_input, text};
 use crate::job::{Bitrate, MAX_TRACKS};
 
 /// How far past the source's end an `end` may be and still mean "to the end": a source's
@@ -325,7 +325,12 @@ impl Plan {
 
 /// The source as an input: where the part read begins and ends (accurate seeking: `-ss` and
 /// `-to` before `-i`), confined to its file.
-fn source_input(input: &Path, read_rate: Option<f64>, from: u64, to: Option<u64>) -> Vec<OsString> {
+fn source_input(
+    input: Read<'_>,
+    read_rate: Option<f64>,
+    from: u64,
+    to: Option<u64>,
+) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
     if let Some(rate) = read_rate {
         args.extend(["-readrate".into(), rate.to_string().into()]);
@@ -343,8 +348,8 @@ fn source_input(input: &Path, read_rate: Option<f64>, from: u64, to: Option<u64>
 /// The loudness measuring pass: the clip through `filters` into nothing, at the info log
 /// level with each line's level marked (`[info]`, `[error]`), since loudnorm prints its
 /// figures at the info level.
-pub fn measure_args(
-    input: &Path,
+pub(crate) fn measure_args(
+    input: Read<'_>,
     read_rate: Option<f64>,
     clip: &Clip,
     filters: &str,
@@ -382,14 +387,12 @@ pub fn measure_args(
 /// One encoding run: the source's audio from `from` to `to` (ms of the source) into an MP3.
 #[derive(Debug, Clone)]
 pub struct Encode<'a> {
-    pub input: &'a Path,
+    pub(crate) input: Read<'a>,
     pub read_rate: Option<f64>,
     pub from: u64,
     pub to: Option<u64>,
     /// An `ffmetadata` file with the MP3's chapters.
     pub chapters: Option<&'a Path>,
-    /// The cover, a JPEG.
-    pub cover: Option<&'a Path>,
     pub filters: Option<String>,
     pub sample_rate: u32,
     pub bitrate: Bitrate,
@@ -401,40 +404,21 @@ pub struct Encode<'a> {
 ///
 /// Tags are written as ID3v2.3 (`-id3v2_version 3`), not 2.4: Windows' Explorer and Media
 /// Player and many car and portable players read 2.3 only, and 2.3 holds everything written
-/// here (text frames, CHAP/CTOC chapters, an APIC picture). No tag is copied from the inputs
-/// (`-map_metadata` from the chapters file, which has none, or `-1`), and `+bitexact` keeps
-/// ffmpeg from adding its own `encoder` tag.
+/// here (text frames, CHAP/CTOC chapters, and the APIC picture added afterwards, see `id3`).
+/// No tag is copied from the inputs (`-map_metadata` from the chapters file, which has none, or
+/// `-1`), and `+bitexact` keeps ffmpeg from adding its own `encoder` tag.
 pub fn encode_args(run: &Encode<'_>) -> Vec<OsString> {
     let mut args: Vec<OsString> = ["-hide_banner", "-nostdin", "-nostats", "-loglevel", "error"]
         .map(OsString::from)
         .to_vec();
     args.extend(source_input(run.input, run.read_rate, run.from, run.to));
-    let mut inputs = 1;
+    // The chapters are the second input.
     let chapters = run.chapters.map(|path| {
         args.extend(confined_input(path, Input::Chapters));
-        inputs += 1;
-        inputs - 1
-    });
-    let cover = run.cover.map(|path| {
-        args.extend(confined_input(path, Input::Jpeg));
-        inputs += 1;
-        inputs - 1
+        1
     });
     let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
     push(&["-map", "0:a:0"]);
-    if let Some(cover) = cover {
-        push(&[
-            "-map",
-            &format!("{cover}:v:0"),
-            "-c:v",
-            "copy",
-            "-disposition:v:0",
-            "attached_pic",
-            // The ID3 picture type: ffmpeg takes it from the stream's comment.
-            "-metadata:s:v:0",
-            "comment=Cover (front)",
-        ]);
-    }
     match chapters {
         Some(chapters) => push(&[
             "-map_metadata",
@@ -808,7 +792,12 @@ mod tests {
             .map(str::to_owned),
         );
         assert_eq!(
-            strings(&measure_args(Path::new("/w/v"), None, &clip, "loudnorm")),
+            strings(&measure_args(
+                Path::new("/w/v").into(),
+                None,
+                &clip,
+                "loudnorm"
+            )),
             expected
         );
     }
@@ -817,7 +806,6 @@ mod tests {
     fn encoding_arguments() {
         let source = strings(&confined_input(Path::new("/w/v"), Input::Source));
         let chapters = strings(&confined_input(Path::new("/w/c"), Input::Chapters));
-        let jpeg = strings(&confined_input(Path::new("/w/j"), Input::Jpeg));
         let head = ["-hide_banner", "-nostdin", "-nostats", "-loglevel", "error"];
         let tail = [
             "-fflags",
@@ -832,12 +820,11 @@ mod tests {
             "/w/out.mp3",
         ];
         let base = Encode {
-            input: Path::new("/w/v"),
+            input: Path::new("/w/v").into(),
             read_rate: None,
             from: 0,
             to: None,
             chapters: None,
-            cover: None,
             filters: None,
             sample_rate: 44_100,
             bitrate: Bitrate::Constant(192),
@@ -849,19 +836,6 @@ mod tests {
         let audio = owned(&["-map", "0:a:0"]);
         let untagged = owned(&["-map_metadata", "-1", "-map_chapters", "-1"]);
         let default_encoding = owned(&["-ar", "44100", "-c:a", "libmp3lame", "-b:a", "192k"]);
-        // The cover, input `input`'s picture, as the ID3 front cover.
-        let cover_from = |input: &str| {
-            owned(&[
-                "-map",
-                &format!("{input}:v:0"),
-                "-c:v",
-                "copy",
-                "-disposition:v:0",
-                "attached_pic",
-                "-metadata:s:v:0",
-                "comment=Cover (front)",
-            ])
-        };
         let table: Vec<(Encode, Vec<String>)> = vec![
             // The plainest run: the whole source, no tags, no chapters.
             (
@@ -875,14 +849,14 @@ mod tests {
                     &owned(&tail),
                 ]),
             ),
-            // Everything: a clip read slowly, chapters, a cover, filters, tags.
+            // Everything: a clip read slowly, chapters, filters, tags (the cover is added to
+            // the tag afterwards: see `id3`).
             (
                 Encode {
                     read_rate: Some(0.5),
                     from: 2000,
                     to: Some(4500),
                     chapters: Some(Path::new("/w/c")),
-                    cover: Some(Path::new("/w/j")),
                     filters: Some("aformat=channel_layouts=mono".into()),
                     sample_rate: 48_000,
                     bitrate: Bitrate::Variable(2),
@@ -901,9 +875,7 @@ mod tests {
                     ]),
                     &source,
                     &chapters,
-                    &jpeg,
                     &audio,
-                    &cover_from("2"),
                     &owned(&[
                         "-map_metadata",
                         "1",
@@ -922,23 +894,6 @@ mod tests {
                         "-metadata",
                         "track=2/3",
                     ]),
-                    &owned(&tail),
-                ]),
-            ),
-            // A cover without chapters is the second input.
-            (
-                Encode {
-                    cover: Some(Path::new("/w/j")),
-                    ..base.clone()
-                },
-                join(&[
-                    &owned(&head),
-                    &source,
-                    &jpeg,
-                    &audio,
-                    &cover_from("1"),
-                    &untagged,
-                    &default_encoding,
                     &owned(&tail),
                 ]),
             ),

@@ -10,8 +10,8 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
 use super::{
-    ConvertError, Input, REFUSED_MARK, STDERR_LIMIT, TOO_MANY_PIXELS_MARK, confined_input,
-    program_name, tidy,
+    ConvertError, Feed, Input, REFUSED_MARK, Read, STDERR_LIMIT, TOO_MANY_PIXELS_MARK,
+    confined_input, program_name, stdin_for, tidy, while_fed,
 };
 use crate::config::ConvertConfig;
 
@@ -247,7 +247,20 @@ fn parse(json: &[u8]) -> Result<Option<MediaInfo>, serde_json::Error> {
 /// Runs ffprobe on `path`, confined to it like every input (see the module doc of
 /// [`super`]).
 pub async fn probe(config: &ConvertConfig, path: &Path) -> Result<MediaInfo, ConvertError> {
+    probe_read(config, path.into(), None).await
+}
+
+/// Runs ffprobe on `read`, its stdin fed by `feed` when that is where it reads.
+pub(super) async fn probe_read(
+    config: &ConvertConfig,
+    read: Read<'_>,
+    feed: Option<Feed<'_>>,
+) -> Result<MediaInfo, ConvertError> {
     let program = program_name(&config.ffprobe);
+    let spawn_error = |source| ConvertError::Spawn {
+        program: program.clone(),
+        source,
+    };
     let mut command = Command::new(&config.ffprobe);
     command
         .args([
@@ -259,16 +272,17 @@ pub async fn probe(config: &ConvertConfig, path: &Path) -> Result<MediaInfo, Con
             "-show_streams",
             "-show_chapters",
         ])
-        .args(confined_input(path, Input::Source))
-        .stdin(Stdio::null())
+        .args(confined_input(read, Input::Source))
+        .stdin(stdin_for(feed))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     super::confine(config, &mut command);
     let run = async {
-        let mut child = crate::child::spawn(command).await?;
+        let mut child = crate::child::spawn(command).await.map_err(spawn_error)?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
+        let stdin = feed.map(|feed| (feed, child.stdin.take().expect("stdin is piped")));
         let read_stdout = async {
             let mut out = Vec::new();
             stdout.take(OUTPUT_LIMIT + 1).read_to_end(&mut out).await?;
@@ -279,21 +293,27 @@ pub async fn probe(config: &ConvertConfig, path: &Path) -> Result<MediaInfo, Con
             stderr.take(STDERR_LIMIT).read_to_end(&mut err).await?;
             Ok::<_, std::io::Error>(err)
         };
-        let (out, err) = tokio::try_join!(read_stdout, read_stderr)?;
-        if out.len() as u64 > OUTPUT_LIMIT {
-            // Dropping the child kills it.
-            return Ok((None, out, err));
-        }
-        let status = child.wait().await?;
-        Ok::<_, std::io::Error>((Some(status), out, err))
+        let output = async {
+            let (out, err) = tokio::try_join!(read_stdout, read_stderr)?;
+            if out.len() as u64 > OUTPUT_LIMIT {
+                // Dropping the child kills it.
+                return Ok((None, out, err));
+            }
+            let status = child.wait().await?;
+            Ok::<_, std::io::Error>((Some(status), out, err))
+        };
+        while_fed(output, stdin).await?.map_err(spawn_error)
     };
+    let started = std::time::Instant::now();
     let (status, stdout, stderr) = tokio::time::timeout(PROBE_TIMEOUT, run)
         .await
-        .map_err(|_| ConvertError::Timeout(PROBE_TIMEOUT))?
-        .map_err(|source| ConvertError::Spawn {
-            program: program.clone(),
-            source,
-        })?;
+        .map_err(|_| ConvertError::Timeout(PROBE_TIMEOUT))??;
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        early = feed.is_some(),
+        "ffprobe pass"
+    );
+    let paths: Vec<&Path> = read.path().into_iter().collect();
     let Some(status) = status else {
         return Err(ConvertError::NotMedia(
             "the file describes itself at too great a length (chapters, tags or streams)".into(),
@@ -307,11 +327,11 @@ pub async fn probe(config: &ConvertConfig, path: &Path) -> Result<MediaInfo, Con
         if stderr.contains(TOO_MANY_PIXELS_MARK) {
             return Err(ConvertError::FramesTooLarge);
         }
-        return Err(ConvertError::NotMedia(tidy(&stderr, &[path])));
+        return Err(ConvertError::NotMedia(tidy(&stderr, &paths)));
     }
     parse(&stdout)
         .map_err(|e| ConvertError::NotMedia(format!("unreadable ffprobe output: {e}")))?
-        .ok_or_else(|| ConvertError::NotMedia(tidy(&stderr, &[path])))
+        .ok_or_else(|| ConvertError::NotMedia(tidy(&stderr, &paths)))
 }
 
 #[cfg(test)]

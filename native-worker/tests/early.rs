@@ -1,0 +1,254 @@
+//! Conversions that start while their video is still being copied out of storage
+//! (`convert::early`), with the real ffmpeg on videos made for the purpose. The test is the
+//! copy: it writes the first half, waits until the encoding has written MP3 from it (so the
+//! early start is certain, not a matter of timing), then writes the rest. (ffmpeg's progress
+//! reports cannot tell: blocked on a read of its only input, it reports nothing.)
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use mp3conv_contract::job::Bitrate;
+use mp3conv_contract::options::Options;
+use native_worker::config::ConvertConfig;
+use native_worker::convert::{self, ConvertError, Converted, Early, Request};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
+
+/// Longer than any of these conversions takes: a conversion that waits for bytes that never
+/// come fails the test instead of hanging it.
+const HANG: Duration = Duration::from_secs(120);
+
+/// A 30-second H.264/AAC MP4 with two chapters, muxed with `movflags` (the index last
+/// without any).
+fn video(dir: &Path, name: &str, movflags: Option<&str>) -> PathBuf {
+    let chapters = dir.join("chapters.txt");
+    std::fs::write(
+        &chapters,
+        ";FFMETADATA1\n[CHAPTER]\nTIMEBASE=1/1000\nSTART=0\nEND=12000\ntitle=Opening\n\
+         [CHAPTER]\nTIMEBASE=1/1000\nSTART=12000\nEND=30000\ntitle=The rest\n",
+    )
+    .unwrap();
+    let path = dir.join(name);
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=320x240:rate=25:duration=30")
+        .args(["-f", "lavfi", "-i", "sine=frequency=300:duration=30", "-i"])
+        .arg(&chapters)
+        .args(["-map", "0", "-map", "1", "-map_chapters", "2"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args(["-c:a", "aac"])
+        .args(
+            movflags
+                .map(|flags| ["-movflags", flags])
+                .into_iter()
+                .flatten(),
+        )
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "ffmpeg could not make {name}");
+    path
+}
+
+/// What the test's copy does once it has written the first half of the source.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum AfterHalf {
+    /// Writes the rest once the encoding has written MP3 from the first half.
+    WaitThenRest,
+    /// Writes the rest straight away.
+    Rest,
+    /// Fails once the encoding has written MP3 from the first half.
+    WaitThenFail,
+}
+
+/// MP3 bytes that show the encoding under way: four seconds at 192 kbit/s, from a first half
+/// of fifteen.
+const UNDER_WAY: u64 = 4 * 24_000;
+
+struct Outcome {
+    converted: Result<Converted, ConvertError>,
+    /// MP3 bytes written before the second half came.
+    mp3_on_half: u64,
+}
+
+/// Size of the file at `path` (0 while there is none).
+fn size(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// Converts `source` into `dir` while the test copies it there, as `after_half` says.
+async fn convert_while_copied(source: &Path, dir: &Path, after_half: AfterHalf) -> Outcome {
+    let data = std::fs::read(source).unwrap();
+    let input = dir.join("video");
+    let (made, copying) = convert::copying();
+    let (progress, _) = watch::channel(0u8);
+    let mp3 = dir.join("audio.mp3");
+    let copied = async {
+        let mut file = tokio::fs::File::create(&input).await.unwrap();
+        let half = data.len() / 2;
+        file.write_all(&data[..half]).await.unwrap();
+        file.flush().await.unwrap();
+        made.wrote(half as u64);
+        if after_half != AfterHalf::Rest {
+            // A condition on the file ffmpeg writes, looked at every 20 ms; HANG bounds it.
+            let mut look = tokio::time::interval(Duration::from_millis(20));
+            while size(&mp3) < UNDER_WAY {
+                look.tick().await;
+            }
+        }
+        let mp3_on_half = size(&mp3);
+        if after_half == AfterHalf::WaitThenFail {
+            drop(made);
+            return mp3_on_half;
+        }
+        file.write_all(&data[half..]).await.unwrap();
+        file.flush().await.unwrap();
+        made.finished(data.len() as u64);
+        mp3_on_half
+    };
+    let options = Options::default();
+    let request = Request {
+        input: &input,
+        copying: Some(&copying),
+        dir,
+        bitrate: Bitrate::Constant(192),
+        options: &options,
+        max_duration_secs: None,
+        naming: "clip".into(),
+    };
+    let config = ConvertConfig::default();
+    let converting = convert::convert(&config, request, &progress);
+    let (mp3_on_half, converted) =
+        tokio::time::timeout(HANG, async { tokio::join!(copied, converting) })
+            .await
+            .expect("the conversion or the copy hung");
+    Outcome {
+        converted,
+        mp3_on_half,
+    }
+}
+
+/// The MP3 of the whole file at `source`, converted the ordinary way.
+async fn converted_whole(source: &Path, dir: &Path) -> Vec<u8> {
+    let options = Options::default();
+    let request = Request {
+        input: source,
+        copying: None,
+        dir,
+        bitrate: Bitrate::Constant(192),
+        options: &options,
+        max_duration_secs: None,
+        naming: "clip".into(),
+    };
+    let (progress, _) = watch::channel(0u8);
+    let converted = convert::convert(&ConvertConfig::default(), request, &progress)
+        .await
+        .unwrap();
+    assert_eq!(converted.early, Early::No);
+    std::fs::read(converted.audio).unwrap()
+}
+
+/// The chapter titles of an MP3, as ffprobe reads them.
+fn chapter_titles(mp3: &Path) -> Vec<String> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_chapters", "-of", "json"])
+        .arg(mp3)
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    json["chapters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["tags"]["title"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_first_mp4_converts_while_it_is_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = video(dir.path(), "faststart.mp4", Some("+faststart"));
+    let work = tempfile::tempdir().unwrap();
+    let outcome = convert_while_copied(&source, work.path(), AfterHalf::WaitThenRest).await;
+    let converted = outcome.converted.unwrap();
+    assert_eq!(converted.early, Early::Kept);
+    // Encoded from the first half only: a quarter of the whole MP3 at least, not all of it.
+    let whole_size = size(&converted.audio);
+    assert!(
+        outcome.mp3_on_half >= UNDER_WAY && outcome.mp3_on_half < whole_size,
+        "{} of {whole_size} bytes",
+        outcome.mp3_on_half
+    );
+    assert_eq!(
+        chapter_titles(&converted.audio),
+        ["Opening", "The rest"],
+        "the chapters came with the early probe"
+    );
+    // The very MP3 the whole file gives (the encoder is bit-exact).
+    let whole = tempfile::tempdir().unwrap();
+    let expected = converted_whole(&source, whole.path()).await;
+    assert_eq!(std::fs::read(&converted.audio).unwrap(), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_pipe_cannot_show_is_converted_again_from_the_whole_file() {
+    // QuickTime chapters only (no Nero `chpl` in the index): ffmpeg reads them by seeking
+    // into the media, which a pipe cannot do, so the early probe sees none.
+    let dir = tempfile::tempdir().unwrap();
+    let source = video(
+        dir.path(),
+        "qt-chapters.mp4",
+        Some("+faststart+disable_chpl"),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let outcome = convert_while_copied(&source, work.path(), AfterHalf::WaitThenRest).await;
+    let converted = outcome.converted.unwrap();
+    assert!(outcome.mp3_on_half >= UNDER_WAY, "it started early");
+    assert_eq!(converted.early, Early::Redone);
+    assert_eq!(
+        chapter_titles(&converted.audio),
+        ["Opening", "The rest"],
+        "the whole file's chapters"
+    );
+    let whole = tempfile::tempdir().unwrap();
+    let expected = converted_whole(&source, whole.path()).await;
+    assert_eq!(std::fs::read(&converted.audio).unwrap(), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_at_the_end_waits_for_the_whole_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = video(dir.path(), "index-last.mp4", None);
+    let head = std::fs::read(&source).unwrap();
+    assert!(!convert::index_first(&head), "ffmpeg put the index last");
+    let work = tempfile::tempdir().unwrap();
+    let outcome = convert_while_copied(&source, work.path(), AfterHalf::Rest).await;
+    let converted = outcome.converted.unwrap();
+    assert_eq!(converted.early, Early::No);
+    assert_eq!(outcome.mp3_on_half, 0);
+    let whole = tempfile::tempdir().unwrap();
+    let expected = converted_whole(&source, whole.path()).await;
+    assert_eq!(std::fs::read(&converted.audio).unwrap(), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_that_fails_half_way_fails_the_conversion_as_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = video(dir.path(), "faststart.mp4", Some("+faststart"));
+    let work = tempfile::tempdir().unwrap();
+    let outcome = convert_while_copied(&source, work.path(), AfterHalf::WaitThenFail).await;
+    assert!(outcome.mp3_on_half >= UNDER_WAY, "it started early");
+    let error = outcome.converted.unwrap_err();
+    assert!(matches!(error, ConvertError::Unread(_)), "{error:?}");
+    // Not the video's fault: retried, as storage trouble.
+    assert_eq!(error.code(), "storage_unavailable");
+    assert!(!error.is_permanent());
+}
