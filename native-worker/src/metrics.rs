@@ -93,7 +93,8 @@ pub struct Metrics {
     registry: Registry,
     /// Jobs that entered each state.
     pub jobs: Family<StatusLabel, Counter>,
-    /// Seconds ffmpeg took per conversion.
+    /// Seconds a conversion took: ffprobe and ffmpeg, from the start of the video's copy out of
+    /// storage (which an early start overlaps).
     pub conversion_seconds: Histogram,
     /// Seconds from a job's creation to its first attempt's start.
     pub queue_wait_seconds: Histogram,
@@ -198,7 +199,7 @@ impl Default for Metrics {
         registry.register("jobs", "Jobs that entered each state", jobs.clone());
         registry.register(
             "conversion_seconds",
-            "Seconds ffmpeg took per conversion",
+            "Seconds a conversion took: ffprobe and ffmpeg, from the start of the video's copy out of storage (which an early start overlaps)",
             conversion_seconds.clone(),
         );
         registry.register(

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use mp3conv_contract::job::Bitrate;
@@ -19,8 +20,8 @@ use tokio::sync::watch;
 /// come fails the test instead of hanging it.
 const HANG: Duration = Duration::from_secs(120);
 
-/// A 30-second H.264/AAC MP4 with two chapters, muxed with `movflags` (the index last
-/// without any).
+/// A 30-second H.264/AAC MP4 with two chapters and tags, muxed with `movflags` (the index
+/// last without any).
 fn video(dir: &Path, name: &str, movflags: Option<&str>) -> PathBuf {
     let chapters = dir.join("chapters.txt");
     std::fs::write(
@@ -36,6 +37,7 @@ fn video(dir: &Path, name: &str, movflags: Option<&str>) -> PathBuf {
         .args(["-f", "lavfi", "-i", "sine=frequency=300:duration=30", "-i"])
         .arg(&chapters)
         .args(["-map", "0", "-map", "1", "-map_chapters", "2"])
+        .args(["-metadata", "title=Early", "-metadata", "artist=The Copy"])
         .args([
             "-c:v",
             "libx264",
@@ -91,6 +93,8 @@ async fn convert_while_copied(source: &Path, dir: &Path, after_half: AfterHalf) 
     let (made, copying) = convert::copying();
     let (progress, _) = watch::channel(0u8);
     let mp3 = dir.join("audio.mp3");
+    // A conversion over before it wrote anything from the first half ends the wait.
+    let over = AtomicBool::new(false);
     let copied = async {
         let mut file = tokio::fs::File::create(&input).await.unwrap();
         let half = data.len() / 2;
@@ -100,7 +104,7 @@ async fn convert_while_copied(source: &Path, dir: &Path, after_half: AfterHalf) 
         if after_half != AfterHalf::Rest {
             // A condition on the file ffmpeg writes, looked at every 20 ms; HANG bounds it.
             let mut look = tokio::time::interval(Duration::from_millis(20));
-            while size(&mp3) < UNDER_WAY {
+            while size(&mp3) < UNDER_WAY && !over.load(Ordering::SeqCst) {
                 look.tick().await;
             }
         }
@@ -125,7 +129,11 @@ async fn convert_while_copied(source: &Path, dir: &Path, after_half: AfterHalf) 
         naming: "clip".into(),
     };
     let config = ConvertConfig::default();
-    let converting = convert::convert(&config, request, &progress);
+    let converting = async {
+        let converted = convert::convert(&config, request, &progress).await;
+        over.store(true, Ordering::SeqCst);
+        converted
+    };
     let (mp3_on_half, converted) =
         tokio::time::timeout(HANG, async { tokio::join!(copied, converting) })
             .await
@@ -156,15 +164,26 @@ async fn converted_whole(source: &Path, dir: &Path) -> Vec<u8> {
     std::fs::read(converted.audio).unwrap()
 }
 
-/// The chapter titles of an MP3, as ffprobe reads them.
-fn chapter_titles(mp3: &Path) -> Vec<String> {
+/// What ffprobe says of an MP3: its chapters and tags.
+fn probed(mp3: &Path) -> serde_json::Value {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-show_chapters", "-of", "json"])
+        .args([
+            "-v",
+            "error",
+            "-show_chapters",
+            "-show_format",
+            "-of",
+            "json",
+        ])
         .arg(mp3)
         .output()
         .unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    json["chapters"]
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The chapter titles of an MP3, as ffprobe reads them.
+fn chapter_titles(mp3: &Path) -> Vec<String> {
+    probed(mp3)["chapters"]
         .as_array()
         .unwrap()
         .iter()
@@ -192,6 +211,11 @@ async fn an_index_first_mp4_converts_while_it_is_copied() {
         ["Opening", "The rest"],
         "the chapters came with the early probe"
     );
+    let tags = &probed(&converted.audio)["format"]["tags"];
+    assert_eq!(
+        (&tags["title"], &tags["artist"]),
+        (&"Early".into(), &"The Copy".into())
+    );
     // The very MP3 the whole file gives (the encoder is bit-exact).
     let whole = tempfile::tempdir().unwrap();
     let expected = converted_whole(&source, whole.path()).await;
@@ -211,7 +235,6 @@ async fn what_a_pipe_cannot_show_is_converted_again_from_the_whole_file() {
     let work = tempfile::tempdir().unwrap();
     let outcome = convert_while_copied(&source, work.path(), AfterHalf::WaitThenRest).await;
     let converted = outcome.converted.unwrap();
-    assert!(outcome.mp3_on_half >= UNDER_WAY, "it started early");
     assert_eq!(converted.early, Early::Redone);
     assert_eq!(
         chapter_titles(&converted.audio),
@@ -251,4 +274,65 @@ async fn a_copy_that_fails_half_way_fails_the_conversion_as_unread() {
     // Not the video's fault: retried, as storage trouble.
     assert_eq!(error.code(), "storage_unavailable");
     assert!(!error.is_permanent());
+}
+
+/// A two-minute faststart MP4 of small frames, without chapters.
+fn long_video(dir: &Path) -> PathBuf {
+    let path = dir.join("long.mp4");
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=160x120:rate=10:duration=120")
+        .args(["-f", "lavfi", "-i", "sine=frequency=300:duration=120"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args(["-c:a", "aac", "-movflags", "+faststart"])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "ffmpeg could not make long.mp4");
+    path
+}
+
+/// Points an audio chunk near the end of a faststart MP4 without chapters back at its first
+/// one (the last `stco` of the index is the audio track's): the file reads it by seeking
+/// back, which a pipe cannot do.
+fn point_a_chunk_back(data: &mut [u8]) {
+    let word = |at: usize| u32::from_be_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+    let moov = word(0);
+    let moov_end = moov + word(moov);
+    let stco = data[..moov_end]
+        .windows(4)
+        .rposition(|w| w == b"stco")
+        .unwrap()
+        - 4;
+    let count = word(stco + 12);
+    let entry = |k: usize| stco + 16 + 4 * k;
+    // Half a percent of the chunks: less of the audio than the duration check's 1% slack.
+    let moved = entry(count - (count / 200).max(1));
+    let first = data[entry(0)..entry(0) + 4].to_vec();
+    data[moved..moved + 4].copy_from_slice(&first);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipe_that_cannot_seek_back_fails_the_early_start_which_is_redone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = std::fs::read(long_video(dir.path())).unwrap();
+    point_a_chunk_back(&mut data);
+    let source = dir.path().join("back.mp4");
+    std::fs::write(&source, &data).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let outcome = convert_while_copied(&source, work.path(), AfterHalf::WaitThenRest).await;
+    let converted = outcome.converted.unwrap();
+    // ffmpeg would end the pipe short and exit 0, an MP3 within the duration check's slack:
+    // `-xerror` makes the early encoding fail, and the file gives the whole audio.
+    assert_eq!(converted.early, Early::Redone);
+    let whole = tempfile::tempdir().unwrap();
+    let expected = converted_whole(&source, whole.path()).await;
+    assert_eq!(std::fs::read(&converted.audio).unwrap(), expected);
 }

@@ -10,10 +10,16 @@
 //!
 //! Read through a pipe, a file may look different from the whole file on disk: ffmpeg cannot
 //! seek back in a pipe, so it skips what lies behind (QuickTime chapter tracks are read by
-//! seeking). So an early start is a guess that is checked: once the copy is over, the whole
-//! file is probed again, beside the encoding, and unless both probes agree the conversion is
-//! done again on the whole file. Any other failure of an early start is redone the same way,
-//! so the result is always what the whole file gives.
+//! seeking), and a sample stored behind what it has read ends the input early, with an error
+//! but exit status 0. So an early start is a guess that is checked:
+//! - once the copy is over, the whole file is probed again, beside the encoding, and unless
+//!   both probes agree the conversion is done again on the whole file;
+//! - the passes fed early stop at their first error (`-xerror`), and a pass fed early that
+//!   fails, or an MP3 of theirs whose length is off, or a refusal from what the early probe
+//!   showed, is also redone on the whole file ([`super::ConvertError::Stale`]).
+//!
+//! Failures of passes that read the whole file, the copy's failure (storage trouble, retried)
+//! and a timeout stand. A redo costs at most one more conversion.
 
 use std::io;
 use std::path::Path;

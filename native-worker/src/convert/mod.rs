@@ -488,9 +488,43 @@ async fn while_fed<T>(
     }
 }
 
+/// A failure of a pass that read the source early says nothing sure of the whole file: the
+/// attempt is redone on it ([`ConvertError::Stale`]). The copy's failure, a timeout, a missing
+/// program and the conversion's own files stand.
+fn doubtful(e: ConvertError) -> ConvertError {
+    match e {
+        ConvertError::Unread(_)
+        | ConvertError::Timeout(_)
+        | ConvertError::Spawn { .. }
+        | ConvertError::Workspace(_) => e,
+        _ => ConvertError::Stale,
+    }
+}
+
+/// `result` of a pass, which read the source early if `fed`.
+fn judged<T>(result: Result<T, ConvertError>, fed: bool) -> Result<T, ConvertError> {
+    if fed {
+        result.map_err(doubtful)
+    } else {
+        result
+    }
+}
+
 /// Runs ffmpeg under supervision: it dies with the worker (and when dropped), its `-progress`
-/// output feeds `progress`, and it is stopped at `deadline`. Returns the log kept.
+/// output feeds `progress`, and it is stopped at `deadline`. Returns the log kept. A run fed
+/// the source early stops at the first error (`-xerror`): on a pipe, ffmpeg ends an input it
+/// cannot seek back in with an error but still exits 0, short of the file's end.
 async fn run(
+    config: &ConvertConfig,
+    run: Run<'_>,
+    progress: &mut Progress<'_>,
+    deadline: Deadline,
+) -> Result<String, ConvertError> {
+    let fed = run.feed.is_some();
+    judged(run_supervised(config, run, progress, deadline).await, fed)
+}
+
+async fn run_supervised(
     config: &ConvertConfig,
     run: Run<'_>,
     progress: &mut Progress<'_>,
@@ -499,6 +533,7 @@ async fn run(
     let mut command = Command::new(&config.ffmpeg);
     command
         .args(ONE_FILTER_THREAD)
+        .args(run.feed.map(|_| "-xerror"))
         .args(&run.args)
         .stdin(stdin_for(run.feed))
         .stdout(Stdio::piped())
@@ -631,18 +666,11 @@ pub async fn convert(
                         ..converted
                     });
                 }
-                Err(
-                    e @ (ConvertError::Unread(_)
-                    | ConvertError::Timeout(_)
-                    | ConvertError::Spawn { .. }),
-                ) => return Err(e),
-                Err(e) => {
-                    tracing::info!(
-                        error = %e,
-                        "the early start is redone on the whole file"
-                    );
+                Err(ConvertError::Stale) => {
+                    tracing::info!("the early start is redone on the whole file");
                     early = Early::Redone;
                 }
+                Err(e) => return Err(e),
             }
         }
         copying.whole().await?;
@@ -681,15 +709,30 @@ impl<'a> Source<'a> {
     }
 }
 
-/// One attempt at the conversion, reading `source` as it says.
-async fn attempt(
-    config: &ConvertConfig,
-    request: &Request<'_>,
-    source: Source<'_>,
-    progress: &watch::Sender<u8>,
-) -> Result<Converted, ConvertError> {
-    let (read, feed) = source.read()?;
-    let media = probe::probe_read(config, read, feed).await?;
+/// The most pixels of a frame a cover is taken from beside the other passes (Full HD); from
+/// larger frames, or of unknown size, it is taken before them, so that a conversion holds one
+/// decoder's frames at a time (an 8K cover pass takes 220-420 MB, beside the encoding's 140).
+const COVER_BESIDE_PIXELS: u64 = 1920 * 1080;
+
+/// Whether the cover `from` is taken beside the other passes.
+fn cover_beside(media: &MediaInfo, from: Option<cover::CoverFrom>) -> bool {
+    use cover::CoverFrom::{Frame, Picture, Thumbnail};
+    let stream = match from {
+        Some(Picture { stream } | Frame { stream, .. } | Thumbnail { stream, .. }) => stream,
+        // A video page's image is a file of unknown size.
+        Some(cover::CoverFrom::Image) | None => return false,
+    };
+    [media.video, media.picture]
+        .into_iter()
+        .flatten()
+        .find(|visual| visual.index == stream)
+        .and_then(|visual| visual.pixels())
+        .is_some_and(|pixels| pixels <= COVER_BESIDE_PIXELS)
+}
+
+/// The plan for `media` as the request asks: it must have audio, and be no longer than the
+/// owner's limit.
+fn plan_for(request: &Request<'_>, media: &MediaInfo) -> Result<Plan, ConvertError> {
     if media.audio.is_none() {
         return Err(ConvertError::NoAudio);
     }
@@ -707,7 +750,20 @@ async fn attempt(
     {
         return Err(ConvertError::OverQuota { seconds, max });
     }
-    let plan = Plan::new(&media, request.options, request.naming)?;
+    Plan::new(media, request.options, request.naming)
+}
+
+/// One attempt at the conversion, reading `source` as it says.
+async fn attempt(
+    config: &ConvertConfig,
+    request: &Request<'_>,
+    source: Source<'_>,
+    progress: &watch::Sender<u8>,
+) -> Result<Converted, ConvertError> {
+    let (read, feed) = source.read()?;
+    let media = probe::probe_read(config, read, feed).await?;
+    // What an early probe shows may not be the whole file's.
+    let plan = judged(plan_for(request, &media), feed.is_some())?;
     let slowdown = config.read_rate.map_or(1.0, |rate| (1.0 / rate).max(1.0));
     let limit = config.timeout_base
         + Duration::from_secs_f64(plan.work_seconds() * config.timeout_per_media_second * slowdown);
@@ -808,7 +864,15 @@ async fn attempt(
         .await?;
         Ok::<_, ConvertError>((duration, filters))
     };
-    let ((), cover, (duration, filters)) = tokio::try_join!(checked, cover, whole)?;
+    let passes = async {
+        if cover_beside(&media, plan.cover) {
+            tokio::try_join!(cover, whole)
+        } else {
+            let cover = cover.await?;
+            Ok((cover, whole.await?))
+        }
+    };
+    let ((), (cover, (duration, filters))) = tokio::try_join!(checked, passes)?;
     // The comment and the cover, which ffmpeg does not write (see `id3`).
     let frames: Vec<u8> = plan
         .tags
@@ -916,7 +980,7 @@ async fn extract_cover(
         }
         Err(e @ (ConvertError::Timeout(_) | ConvertError::Spawn { .. })) => Err(e),
         // Read early, the whole file may still give one: the attempt is redone.
-        Err(e) if feed.is_some() => Err(e),
+        Err(e) if feed.is_some() => Err(doubtful(e)),
         Err(e) => {
             tracing::warn!(error = %e, ?from, "no cover: ffmpeg could not take the picture");
             Ok(None)
@@ -951,17 +1015,33 @@ async fn measure(
     .await?;
     let measured = loudness::parse(&log);
     if measured.is_none() {
-        return Err(ConvertError::Failed {
+        let failed = ConvertError::Failed {
             status: "exit status: 0".into(),
             stderr: "the loudness measurement printed no figures".into(),
             signalled: false,
-        });
+        };
+        return judged(Err(failed), feed.is_some());
     }
     Ok(measured)
 }
 
 /// One encoding run of `expected` seconds, its MP3 checked; returns the MP3's duration.
 async fn encode_checked(
+    config: &ConvertConfig,
+    encode: &Encode<'_>,
+    feed: Option<Feed<'_>>,
+    expected: f64,
+    progress: &mut Progress<'_>,
+    deadline: Deadline,
+) -> Result<f64, ConvertError> {
+    let fed = feed.is_some();
+    judged(
+        encode_and_check(config, encode, feed, expected, progress, deadline).await,
+        fed,
+    )
+}
+
+async fn encode_and_check(
     config: &ConvertConfig,
     encode: &Encode<'_>,
     feed: Option<Feed<'_>>,
@@ -1249,6 +1329,32 @@ mod tests {
             assert!(!formats.contains(&refused), "{refused}");
         }
         assert!(formats.iter().all(|f| !f.is_empty() && !f.contains(' ')));
+    }
+
+    #[test]
+    fn only_covers_from_small_frames_are_taken_beside_the_encoding() {
+        use cover::CoverFrom::{Frame, Image, Picture, Thumbnail};
+        let visual = |index, size| probe::Visual { index, size };
+        let media = MediaInfo {
+            video: Some(visual(0, Some((1920, 1080)))),
+            picture: Some(visual(2, Some((3000, 3000)))),
+            ..MediaInfo::default()
+        };
+        let around = Thumbnail {
+            stream: 0,
+            around: 1.0,
+        };
+        assert!(cover_beside(&media, Some(around)));
+        assert!(cover_beside(&media, Some(Frame { stream: 0, at: 1.0 })));
+        // Larger than Full HD, of unknown size, a page's image, no cover.
+        assert!(!cover_beside(&media, Some(Picture { stream: 2 })));
+        let unknown = MediaInfo {
+            video: Some(visual(0, None)),
+            ..MediaInfo::default()
+        };
+        assert!(!cover_beside(&unknown, Some(around)));
+        assert!(!cover_beside(&media, Some(Image)));
+        assert!(!cover_beside(&media, None));
     }
 
     #[test]

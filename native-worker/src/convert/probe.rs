@@ -11,7 +11,7 @@ use tokio::process::Command;
 
 use super::{
     ConvertError, Feed, Input, REFUSED_MARK, Read, STDERR_LIMIT, TOO_MANY_PIXELS_MARK,
-    confined_input, program_name, stdin_for, tidy, while_fed,
+    confined_input, judged, program_name, stdin_for, tidy, while_fed,
 };
 use crate::config::ConvertConfig;
 
@@ -252,6 +252,14 @@ pub async fn probe(config: &ConvertConfig, path: &Path) -> Result<MediaInfo, Con
 
 /// Runs ffprobe on `read`, its stdin fed by `feed` when that is where it reads.
 pub(super) async fn probe_read(
+    config: &ConvertConfig,
+    read: Read<'_>,
+    feed: Option<Feed<'_>>,
+) -> Result<MediaInfo, ConvertError> {
+    judged(probe_run(config, read, feed).await, feed.is_some())
+}
+
+async fn probe_run(
     config: &ConvertConfig,
     read: Read<'_>,
     feed: Option<Feed<'_>>,
