@@ -20,24 +20,15 @@ use tokio::sync::watch;
 /// come fails the test instead of hanging it.
 const HANG: Duration = Duration::from_secs(120);
 
-/// A 30-second H.264/AAC MP4 with two chapters and tags, muxed with `movflags` (the index
-/// last without any).
-fn video(dir: &Path, name: &str, movflags: Option<&str>) -> PathBuf {
-    let chapters = dir.join("chapters.txt");
-    std::fs::write(
-        &chapters,
-        ";FFMETADATA1\n[CHAPTER]\nTIMEBASE=1/1000\nSTART=0\nEND=12000\ntitle=Opening\n\
-         [CHAPTER]\nTIMEBASE=1/1000\nSTART=12000\nEND=30000\ntitle=The rest\n",
-    )
-    .unwrap();
-    let path = dir.join(name);
+/// An H.264/AAC MP4 at `path`: `seconds` of a test picture of `size` and a tone, with
+/// `extra` arguments (inputs, maps, tags, muxer flags) before the output.
+fn ffmpeg_mp4(path: &Path, size: &str, seconds: u32, extra: &[&std::ffi::OsStr]) {
     let status = Command::new("ffmpeg")
         .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-        .arg("testsrc2=size=320x240:rate=25:duration=30")
-        .args(["-f", "lavfi", "-i", "sine=frequency=300:duration=30", "-i"])
-        .arg(&chapters)
-        .args(["-map", "0", "-map", "1", "-map_chapters", "2"])
-        .args(["-metadata", "title=Early", "-metadata", "artist=The Copy"])
+        .arg(format!("testsrc2=size={size}:rate=25:duration={seconds}"))
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("sine=frequency=300:duration={seconds}"))
+        .args(extra)
         .args([
             "-c:v",
             "libx264",
@@ -47,16 +38,43 @@ fn video(dir: &Path, name: &str, movflags: Option<&str>) -> PathBuf {
             "yuv420p",
         ])
         .args(["-c:a", "aac"])
-        .args(
-            movflags
-                .map(|flags| ["-movflags", flags])
-                .into_iter()
-                .flatten(),
-        )
-        .arg(&path)
+        .arg(path)
         .status()
         .unwrap();
-    assert!(status.success(), "ffmpeg could not make {name}");
+    assert!(status.success(), "ffmpeg could not make {}", path.display());
+}
+
+/// A 30-second MP4 with two chapters and tags, muxed with `movflags` (the index last without
+/// any).
+fn video(dir: &Path, name: &str, movflags: Option<&str>) -> PathBuf {
+    let chapters = dir.join("chapters.txt");
+    std::fs::write(
+        &chapters,
+        ";FFMETADATA1\n[CHAPTER]\nTIMEBASE=1/1000\nSTART=0\nEND=12000\ntitle=Opening\n\
+         [CHAPTER]\nTIMEBASE=1/1000\nSTART=12000\nEND=30000\ntitle=The rest\n",
+    )
+    .unwrap();
+    let path = dir.join(name);
+    let mut extra: Vec<&std::ffi::OsStr> = vec!["-i".as_ref(), chapters.as_os_str()];
+    extra.extend(
+        [
+            "-map",
+            "0",
+            "-map",
+            "1",
+            "-map_chapters",
+            "2",
+            "-metadata",
+            "title=Early",
+            "-metadata",
+            "artist=The Copy",
+        ]
+        .map(std::ffi::OsStr::new),
+    );
+    if let Some(flags) = movflags {
+        extra.extend(["-movflags", flags].map(std::ffi::OsStr::new));
+    }
+    ffmpeg_mp4(&path, "320x240", 30, &extra);
     path
 }
 
@@ -144,6 +162,17 @@ async fn convert_while_copied(source: &Path, dir: &Path, after_half: AfterHalf) 
     }
 }
 
+/// Asserts that `converted` is the very MP3 the whole file at `source` gives, converted the
+/// ordinary way (the encoder is bit-exact).
+async fn assert_same_as_whole(converted: &Converted, source: &Path) {
+    let whole = tempfile::tempdir().unwrap();
+    let expected = converted_whole(source, whole.path()).await;
+    assert!(
+        std::fs::read(&converted.audio).unwrap() == expected,
+        "not the MP3 of the whole file"
+    );
+}
+
 /// The MP3 of the whole file at `source`, converted the ordinary way.
 async fn converted_whole(source: &Path, dir: &Path) -> Vec<u8> {
     let options = Options::default();
@@ -216,10 +245,7 @@ async fn an_index_first_mp4_converts_while_it_is_copied() {
         (&tags["title"], &tags["artist"]),
         (&"Early".into(), &"The Copy".into())
     );
-    // The very MP3 the whole file gives (the encoder is bit-exact).
-    let whole = tempfile::tempdir().unwrap();
-    let expected = converted_whole(&source, whole.path()).await;
-    assert_eq!(std::fs::read(&converted.audio).unwrap(), expected);
+    assert_same_as_whole(&converted, &source).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,9 +267,7 @@ async fn what_a_pipe_cannot_show_is_converted_again_from_the_whole_file() {
         ["Opening", "The rest"],
         "the whole file's chapters"
     );
-    let whole = tempfile::tempdir().unwrap();
-    let expected = converted_whole(&source, whole.path()).await;
-    assert_eq!(std::fs::read(&converted.audio).unwrap(), expected);
+    assert_same_as_whole(&converted, &source).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,9 +281,7 @@ async fn an_index_at_the_end_waits_for_the_whole_copy() {
     let converted = outcome.converted.unwrap();
     assert_eq!(converted.early, Early::No);
     assert_eq!(outcome.mp3_on_half, 0);
-    let whole = tempfile::tempdir().unwrap();
-    let expected = converted_whole(&source, whole.path()).await;
-    assert_eq!(std::fs::read(&converted.audio).unwrap(), expected);
+    assert_same_as_whole(&converted, &source).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,23 +301,12 @@ async fn a_copy_that_fails_half_way_fails_the_conversion_as_unread() {
 /// A two-minute faststart MP4 of small frames, without chapters.
 fn long_video(dir: &Path) -> PathBuf {
     let path = dir.join("long.mp4");
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-        .arg("testsrc2=size=160x120:rate=10:duration=120")
-        .args(["-f", "lavfi", "-i", "sine=frequency=300:duration=120"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .args(["-c:a", "aac", "-movflags", "+faststart"])
-        .arg(&path)
-        .status()
-        .unwrap();
-    assert!(status.success(), "ffmpeg could not make long.mp4");
+    ffmpeg_mp4(
+        &path,
+        "160x120",
+        120,
+        &["-movflags", "+faststart"].map(std::ffi::OsStr::new),
+    );
     path
 }
 
@@ -332,7 +343,5 @@ async fn a_pipe_that_cannot_seek_back_fails_the_early_start_which_is_redone() {
     // ffmpeg would end the pipe short and exit 0, an MP3 within the duration check's slack:
     // `-xerror` makes the early encoding fail, and the file gives the whole audio.
     assert_eq!(converted.early, Early::Redone);
-    let whole = tempfile::tempdir().unwrap();
-    let expected = converted_whole(&source, whole.path()).await;
-    assert_eq!(std::fs::read(&converted.audio).unwrap(), expected);
+    assert_same_as_whole(&converted, &source).await;
 }

@@ -335,19 +335,28 @@ mod tests {
         progress.finished(written as u64);
     }
 
-    #[tokio::test]
-    async fn a_feed_follows_the_copy_to_its_end() {
+    /// Feeds a copy of `data` in 100 kB steps (failing after `fail_at` bytes) into memory:
+    /// what the feed returned, what it fed, and the copy's side.
+    async fn fed_while_copied(
+        data: &[u8],
+        fail_at: Option<usize>,
+    ) -> (Result<(), FeedError>, Vec<u8>, Copying, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("video");
-        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         let (progress, copying) = copying();
         tokio::fs::write(&path, b"").await.unwrap();
         let mut fed = Vec::new();
-        let (copied, result) = tokio::join!(
-            copy_in_steps(&path, &data, 100_000, None, progress),
+        let ((), result) = tokio::join!(
+            copy_in_steps(&path, data, 100_000, fail_at, progress),
             feed(&path, &copying, &mut fed)
         );
-        let () = copied;
+        (result, fed, copying, dir)
+    }
+
+    #[tokio::test]
+    async fn a_feed_follows_the_copy_to_its_end() {
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let (result, fed, copying, _dir) = fed_while_copied(&data, None).await;
         result.unwrap();
         assert_eq!(fed, data);
         assert_eq!(copying.now(), Copied::Whole(data.len() as u64));
@@ -356,16 +365,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_copy_stops_the_feed_and_the_waiters() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("video");
         let data = vec![7u8; 1_000_000];
-        let (progress, copying) = copying();
-        tokio::fs::write(&path, b"").await.unwrap();
-        let mut fed = Vec::new();
-        let ((), result) = tokio::join!(
-            copy_in_steps(&path, &data, 100_000, Some(500_000), progress),
-            feed(&path, &copying, &mut fed)
-        );
+        let (result, fed, copying, dir) = fed_while_copied(&data, Some(500_000)).await;
+        let path = dir.path().join("video");
         assert!(
             matches!(result, Err(FeedError::Copy(CopyFailed))),
             "{result:?}"
