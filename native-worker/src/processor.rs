@@ -906,12 +906,7 @@ async fn convert_job(
         }
         Failure::from(e)
     })?;
-    let outcome = match converted.early {
-        convert::Early::No => None,
-        convert::Early::Kept => Some("kept"),
-        convert::Early::Redone => Some("redone"),
-    };
-    if let Some(outcome) = outcome {
+    if let Some(outcome) = converted.early.outcome() {
         state
             .metrics
             .early_starts

@@ -347,6 +347,18 @@ pub enum Early {
     Redone,
 }
 
+impl Early {
+    /// The outcome of an early start, as the metrics name it; `None` when it did not start
+    /// early.
+    pub fn outcome(self) -> Option<&'static str> {
+        match self {
+            Self::No => None,
+            Self::Kept => Some("kept"),
+            Self::Redone => Some("redone"),
+        }
+    }
+}
+
 /// When the whole conversion must be over, and how long that was.
 #[derive(Debug, Clone, Copy)]
 struct Deadline {
@@ -695,16 +707,20 @@ impl<'a> Source<'a> {
     /// How a pass starting now reads the source: through its stdin while the copy goes on,
     /// then the file.
     fn read(self) -> Result<(Read<'a>, Option<Feed<'a>>), ConvertError> {
-        match self.copying.map(Copying::now) {
-            Some(Copied::Partly(_)) => Ok((
+        let file = Ok((Read::File(self.path), None));
+        let Some(copying) = self.copying else {
+            return file;
+        };
+        match copying.now() {
+            Copied::Partly(_) => Ok((
                 Read::Stdin,
                 Some(Feed {
                     path: self.path,
-                    copying: self.copying.expect("copying"),
+                    copying,
                 }),
             )),
-            Some(Copied::Failed) => Err(CopyFailed.into()),
-            Some(Copied::Whole(_)) | None => Ok((Read::File(self.path), None)),
+            Copied::Failed => Err(CopyFailed.into()),
+            Copied::Whole(_) => file,
         }
     }
 }
