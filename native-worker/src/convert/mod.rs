@@ -21,6 +21,7 @@ mod chapters;
 mod cover;
 mod early;
 mod id3;
+pub mod info;
 mod loudness;
 pub mod plan;
 pub mod probe;
@@ -1081,9 +1082,20 @@ async fn encode_and_check(
         deadline,
     )
     .await?;
-    let mp3 = probe(config, encode.output).await?;
-    let got = mp3.audio_seconds().unwrap_or(0.0);
-    if !durations_match(expected, got, mp3.sample_rate()) {
+    // The MP3's own header tells its length; ffprobe is asked where it has none (or the file
+    // cannot be read, which ffprobe then reports as before).
+    let header = info::read(encode.output).await.unwrap_or_else(|e| {
+        tracing::debug!(error = %e, "the MP3's header could not be read");
+        None
+    });
+    let (got, sample_rate) = match header {
+        Some(length) => (length.seconds(), Some(length.sample_rate)),
+        None => {
+            let mp3 = probe(config, encode.output).await?;
+            (mp3.audio_seconds().unwrap_or(0.0), mp3.sample_rate())
+        }
+    };
+    if !durations_match(expected, got, sample_rate) {
         return Err(ConvertError::DurationMismatch { expected, got });
     }
     Ok(got)
