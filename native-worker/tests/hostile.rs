@@ -531,6 +531,86 @@ async fn gridfs_ranges_start_at_their_chunk() {
     db.drop().await.unwrap();
 }
 
+/// A file is read a window of chunks at a time (8 MiB, one query each): whole files and
+/// ranges across windows read back the same, from the store's 1 MiB chunks and from another
+/// writer's 255 KiB ones, and a chunk missing in a later window is an error after the earlier
+/// windows' bytes, never a short read that looks whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gridfs_files_are_read_a_window_at_a_time() {
+    let (db, store) = video_store().await;
+    let all = |id: &'static str, range: std::ops::Range<u64>| {
+        let store = store.clone();
+        async move {
+            let mut out = Vec::new();
+            let mut stream = store.get(id, range).await.unwrap();
+            while let Some(part) = stream.next().await {
+                match part {
+                    Ok(part) => out.extend_from_slice(&part),
+                    Err(e) => return (out, Some(e.to_string())),
+                }
+            }
+            (out, None)
+        }
+    };
+    // Three windows, the last one part full.
+    let chunk = CHUNK_BYTES as u64;
+    let size = 20 * chunk + chunk / 2;
+    let data: Vec<u8> = (0..size).map(|i| (i % 249) as u8).collect();
+    store
+        .put("windows", "w.mp4", body_of(&data, 300_000), u64::MAX)
+        .await
+        .unwrap();
+    for range in [
+        0..size,
+        8 * chunk - 5..8 * chunk + 5,
+        7 * chunk..17 * chunk,
+        3..size - 3,
+        16 * chunk..size,
+    ] {
+        let (got, error) = all("windows", range.clone()).await;
+        assert_eq!(error, None, "{range:?}");
+        assert!(
+            got == data[range.start as usize..range.end as usize],
+            "{range:?}: {} bytes, not the same",
+            got.len()
+        );
+    }
+
+    // Written by the driver, in its default chunks of 255 KiB: 36 of them, two windows.
+    let bucket = db.gridfs_bucket(
+        mongodb::options::GridFsBucketOptions::builder()
+            .bucket_name("videos".to_owned())
+            .build(),
+    );
+    let small: Vec<u8> = (0..9 * chunk).map(|i| (i % 241) as u8).collect();
+    let mut upload = bucket
+        .open_upload_stream("driver.mp4")
+        .id(mongodb::bson::Bson::String("driver".into()))
+        .await
+        .unwrap();
+    futures::AsyncWriteExt::write_all(&mut upload, &small)
+        .await
+        .unwrap();
+    futures::AsyncWriteExt::close(&mut upload).await.unwrap();
+    let (got, error) = all("driver", 0..small.len() as u64).await;
+    assert_eq!(error, None);
+    assert!(got == small, "{} bytes, not the same", got.len());
+
+    // Chunk 17 is in the third window: the first two come, then the error.
+    db.collection::<Document>("videos.chunks")
+        .delete_one(doc! {"files_id": "windows", "n": 17})
+        .await
+        .unwrap();
+    let (got, error) = all("windows", 0..size).await;
+    assert_eq!(error.as_deref(), Some("GridFS chunk 17 is missing"));
+    assert!(
+        got == data[..17 * chunk as usize],
+        "{} bytes before the error",
+        got.len()
+    );
+    db.drop().await.unwrap();
+}
+
 /// Pieces of `data`, `size` bytes each, as an upload's body.
 fn body_of(data: &[u8], size: usize) -> native_worker::storage::ByteStream {
     let pieces: Vec<std::io::Result<Bytes>> = data
