@@ -310,7 +310,8 @@ pub struct Audio {
     pub id: String,
     /// Size in bytes.
     pub size: u64,
-    /// Duration in seconds, as ffprobe measured it.
+    /// Duration in seconds: the frames ffmpeg encoded, as its MP3 header counts them (what
+    /// ffprobe reports).
     pub duration: f64,
     /// Quality it was encoded at.
     pub bitrate: Bitrate,

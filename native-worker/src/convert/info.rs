@@ -5,7 +5,12 @@
 //! the number of audio frames there. ffprobe reports that number times the samples per frame
 //! as the MP3's length; reading it here gives the same figure without an ffprobe pass (70-120
 //! ms after each encoding of a 10-minute video). An MP3 without the header (ffmpeg writes none
-//! to an output it cannot seek) is left to ffprobe.
+//! to an output it cannot seek) is left to ffprobe, and so is a header that counts no frame
+//! (ffprobe finds no audio there).
+//!
+//! The header also counts the bytes of audio ffmpeg wrote. A file holding fewer (the disk
+//! filled, or a file size limit was hit: ffmpeg still exits 0, and ffprobe reports the
+//! header's length) is an error here, where ffprobe let it pass.
 
 use std::io;
 use std::path::Path;
@@ -19,6 +24,8 @@ pub struct Length {
     pub frames: u32,
     pub sample_rate: u32,
     pub samples_per_frame: u32,
+    /// Bytes from the header's frame to the end of the audio, when the header counts them.
+    pub bytes: Option<u32>,
 }
 
 impl Length {
@@ -29,10 +36,12 @@ impl Length {
 }
 
 /// The bytes read after the ID3v2 tag: a frame header, the longest side information (32
-/// bytes), the Xing tag and its flags and frame count.
-const HEAD: usize = 4 + 32 + 12;
+/// bytes), the Xing tag, its flags, frame count and byte count.
+const HEAD: usize = 4 + 32 + 16;
 
-/// Reads the length of the MP3 at `path` from its header; `None` when it has none.
+/// Reads the length of the MP3 at `path` from its header; `None` when it has none. Fails
+/// with [`io::ErrorKind::UnexpectedEof`] when the file holds other than the bytes its header
+/// counts.
 pub async fn read(path: &Path) -> io::Result<Option<Length>> {
     let mut file = tokio::fs::File::open(path).await?;
     let mut id3 = [0u8; 10];
@@ -41,7 +50,17 @@ pub async fn read(path: &Path) -> io::Result<Option<Length>> {
     file.seek(io::SeekFrom::Start(skip)).await?;
     let mut head = [0u8; HEAD];
     let got = read_up_to(&mut file, &mut head).await?;
-    Ok(parse(&head[..got]))
+    let Some(length) = parse(&head[..got]) else {
+        return Ok(None);
+    };
+    let held = file.metadata().await?.len().saturating_sub(skip);
+    match length.bytes {
+        Some(counted) if u64::from(counted) != held => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("the MP3 holds {held} bytes of audio where its header counts {counted}"),
+        )),
+        _ => Ok(Some(length)),
+    }
 }
 
 /// Fills `buf` as far as the file goes; returns how much it read.
@@ -73,7 +92,7 @@ fn tag_size(head: &[u8]) -> u64 {
 }
 
 /// The length an MPEG audio layer III frame at the start of `head` holds in its Xing/Info
-/// header; `None` when there is no such frame or header, or the header has no frame count.
+/// header; `None` when there is no such frame or header, or the header counts no frames.
 pub fn parse(head: &[u8]) -> Option<Length> {
     let [0xFF, b1, b2, b3, ..] = *head else {
         return None;
@@ -101,20 +120,31 @@ pub fn parse(head: &[u8]) -> Option<Length> {
         2 => (base / 2, 576, if mono { 9 } else { 17 }),
         _ => (base / 4, 576, if mono { 9 } else { 17 }),
     };
-    let xing = head.get(4 + side..4 + side + 12)?;
-    let (tag, rest) = xing.split_at(4);
+    let xing = head.get(4 + side..)?;
+    let field = |at: usize| {
+        xing.get(at..at + 4)
+            .map(|b| u32::from_be_bytes(b.try_into().expect("four bytes")))
+    };
+    let tag = xing.get(..4)?;
     if tag != b"Xing" && tag != b"Info" {
         return None;
     }
-    let flags = u32::from_be_bytes(rest[..4].try_into().ok()?);
+    let flags = field(4)?;
     if flags & 1 == 0 {
         return None;
     }
-    let frames = u32::from_be_bytes(rest[4..8].try_into().ok()?);
+    let frames = field(8).filter(|&frames| frames > 0)?;
+    // The byte count follows the frame count when its flag is set.
+    let bytes = if flags & 2 != 0 {
+        Some(field(12)?)
+    } else {
+        None
+    };
     Some(Length {
         frames,
         sample_rate,
         samples_per_frame,
+        bytes,
     })
 }
 
@@ -139,6 +169,7 @@ mod tests {
         bytes.extend_from_slice(tag);
         bytes.extend_from_slice(&flags.to_be_bytes());
         bytes.extend_from_slice(&frames.to_be_bytes());
+        bytes.extend_from_slice(&417_000u32.to_be_bytes());
         bytes
     }
 
@@ -159,19 +190,22 @@ mod tests {
                 Length {
                     frames: 1000,
                     sample_rate,
-                    samples_per_frame: per_frame
+                    samples_per_frame: per_frame,
+                    bytes: Some(417_000),
                 },
                 "version {version}, rate {rate}, mono {mono}"
             );
         }
         let vbr = parse(&frame(3, 0, false, b"Xing", 1, 26)).unwrap();
         assert!((vbr.seconds() - 26.0 * 1152.0 / 44_100.0).abs() < 1e-12);
+        assert_eq!(vbr.bytes, None, "no byte count without its flag");
     }
 
     #[test]
     fn what_is_not_a_counted_header_gives_nothing() {
-        // No frame count.
+        // No frame count, or a count of none (ffprobe sees no audio there).
         assert_eq!(parse(&frame(3, 0, false, b"Info", 0x0E, 1000)), None);
+        assert_eq!(parse(&frame(3, 0, false, b"Info", 0x0F, 0)), None);
         // Another tag where the Xing tag belongs (a VBRI header, or audio).
         assert_eq!(parse(&frame(3, 0, false, b"VBRI", 0x0F, 1000)), None);
         // The reserved version, a layer other than III, a reserved sample rate, a CRC.
@@ -187,7 +221,7 @@ mod tests {
         assert_eq!(parse(&crc), None);
         // No sync, or cut short.
         assert_eq!(parse(b"ID3\x03\0\0\0\0\0\0"), None);
-        let whole = frame(3, 0, false, b"Info", 1, 9);
+        let whole = frame(3, 0, false, b"Info", 3, 9);
         for cut in 0..whole.len() {
             assert_eq!(parse(&whole[..cut]), None, "cut at {cut}");
         }

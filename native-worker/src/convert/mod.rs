@@ -317,11 +317,11 @@ pub struct TrackFile {
     pub end: f64,
     /// The file.
     pub path: PathBuf,
-    /// Its duration as ffprobe measured it, seconds.
+    /// Its duration in seconds, from its MP3 header (ffprobe's where it has none).
     pub duration: f64,
 }
 
-/// The finished MP3 (and tracks) as ffprobe measured them.
+/// The finished MP3 (and tracks), their durations from their MP3 headers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Converted {
     /// The whole MP3.
@@ -1083,11 +1083,18 @@ async fn encode_and_check(
     )
     .await?;
     // The MP3's own header tells its length; ffprobe is asked where it has none (or the file
-    // cannot be read, which ffprobe then reports as before).
-    let header = info::read(encode.output).await.unwrap_or_else(|e| {
-        tracing::debug!(error = %e, "the MP3's header could not be read");
-        None
-    });
+    // cannot be opened, which ffprobe then reports as before). An MP3 cut short on disk is
+    // the workspace's failure.
+    let header = match info::read(encode.output).await {
+        Ok(header) => header,
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            return Err(ConvertError::Workspace(e));
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "the MP3's header could not be read");
+            None
+        }
+    };
     let (got, sample_rate) = match header {
         Some(length) => (length.seconds(), Some(length.sample_rate)),
         None => {
@@ -1109,7 +1116,8 @@ async fn encode_and_check(
 pub fn durations_match(expected: f64, got: f64, sample_rate: Option<u32>) -> bool {
     let rate = f64::from(sample_rate.unwrap_or(44_100));
     let frame = if rate >= 32_000.0 { 1152.0 } else { 576.0 } / rate;
-    (got - expected).abs() <= (expected * 0.01).max(5.0 * frame)
+    // An MP3 of no audio is never the clip, however short.
+    got > 0.0 && (got - expected).abs() <= (expected * 0.01).max(5.0 * frame)
 }
 
 /// The program's file name only: where it is installed is the server's business.
@@ -1391,6 +1399,8 @@ mod tests {
         assert!(durations_match(600.0, 605.9, cd));
         assert!(!durations_match(600.0, 606.1, cd));
         assert!(!durations_match(600.0, 0.026, cd));
+        // No audio is never a clip, not even one shorter than five frames.
+        assert!(!durations_match(0.1, 0.0, cd));
         assert!(durations_match(3.0, 3.056, cd));
         assert!(!durations_match(3.0, 3.2, cd));
         assert!(durations_match(3.0, 3.056, None));
