@@ -1,7 +1,7 @@
 //! Blobs in a MongoDB GridFS bucket.
 
 use std::io;
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -135,6 +135,26 @@ impl GridFsStore {
             ErrorKind::GridFs(GridFsErrorKind::FileNotFound { .. })
         )
     }
+
+    /// The cursor over the window of `plan`'s chunks that starts at chunk `from` (one batch),
+    /// and which chunks it holds.
+    async fn window(
+        &self,
+        id: &str,
+        plan: ChunkPlan,
+        from: i32,
+    ) -> Result<(mongodb::Cursor<Document>, RangeInclusive<i32>), Error> {
+        let chunks = plan.window(from);
+        let cursor = self
+            .chunks
+            .find(doc! {"files_id": id, "n": {"$gte": chunks.start(), "$lte": chunks.end()}})
+            .sort(doc! {"n": 1})
+            .projection(doc! {"_id": 0, "n": 1, "data": 1})
+            .batch_size(u32::try_from(plan.window_chunks()).unwrap_or(u32::MAX))
+            .await
+            .map_err(db_error)?;
+        Ok((cursor, chunks))
+    }
 }
 
 #[async_trait]
@@ -187,8 +207,7 @@ impl BlobStore for GridFsStore {
         let Some(plan) = ChunkPlan::new(file.length, file.chunk_size_bytes, range) else {
             return Ok(Box::pin(futures::stream::empty()));
         };
-        let window = plan.window();
-        let first = self.window(id, plan, plan.first, window).await?;
+        let first = self.window(id, plan, plan.first).await?;
         // The windows are read by a task of their own, up to PREFETCH_CHUNKS ahead of the
         // reader: the next is asked for while the reader is still writing the last out (to
         // ffmpeg's file, or a client), instead of after.
@@ -196,23 +215,21 @@ impl BlobStore for GridFsStore {
         let store = self.clone();
         let id = id.to_owned();
         tokio::spawn(async move {
-            let mut cursor = first;
-            let mut from = plan.first;
+            let (mut cursor, mut window) = first;
             loop {
-                let to = plan.last.min(from.saturating_add(window - 1));
-                let mut chunks = std::pin::pin!(checked_chunks(cursor, plan, from..=to));
+                let last = *window.end();
+                let mut chunks = std::pin::pin!(checked_chunks(cursor, plan, window));
                 while let Some(chunk) = chunks.next().await {
                     let failed = chunk.is_err();
                     if sender.send(chunk).await.is_err() || failed {
                         return;
                     }
                 }
-                if to >= plan.last {
+                if last >= plan.last {
                     return;
                 }
-                from = to + 1;
-                cursor = match store.window(&id, plan, from, window).await {
-                    Ok(cursor) => cursor,
+                (cursor, window) = match store.window(&id, plan, last + 1).await {
+                    Ok(next) => next,
                     Err(e) => {
                         let _ = sender.send(Err(io::Error::other(e))).await;
                         return;
@@ -245,7 +262,7 @@ impl BlobStore for GridFsStore {
 fn checked_chunks(
     cursor: mongodb::Cursor<Document>,
     plan: ChunkPlan,
-    window: std::ops::RangeInclusive<i32>,
+    window: RangeInclusive<i32>,
 ) -> impl futures::Stream<Item = io::Result<Bytes>> + Send {
     let last = *window.end();
     futures::stream::try_unfold(
@@ -276,27 +293,6 @@ fn checked_chunks(
             Ok(Some((part, (cursor, expected + 1))))
         },
     )
-}
-
-impl GridFsStore {
-    /// The cursor over the chunks `from` to `from + window - 1` of the file `id` (within
-    /// `plan`), in order, in one batch.
-    async fn window(
-        &self,
-        id: &str,
-        plan: ChunkPlan,
-        from: i32,
-        window: i32,
-    ) -> Result<mongodb::Cursor<Document>, Error> {
-        let to = plan.last.min(from.saturating_add(window - 1));
-        self.chunks
-            .find(doc! {"files_id": id, "n": {"$gte": from, "$lte": to}})
-            .sort(doc! {"n": 1})
-            .projection(doc! {"_id": 0, "n": 1, "data": 1})
-            .batch_size(u32::try_from(window).unwrap_or(u32::MAX))
-            .await
-            .map_err(db_error)
-    }
 }
 
 /// A batch's insert, running on its own.
@@ -454,8 +450,13 @@ impl ChunkPlan {
     }
 
     /// How many chunks one window holds: [`WINDOW_BYTES`] of them, at least one.
-    fn window(self) -> i32 {
+    fn window_chunks(self) -> i32 {
         i32::try_from((WINDOW_BYTES / self.chunk_size).max(1)).unwrap_or(i32::MAX)
+    }
+
+    /// The chunks of the window that starts at chunk `from`.
+    fn window(self, from: i32) -> RangeInclusive<i32> {
+        from..=self.last.min(from.saturating_add(self.window_chunks() - 1))
     }
 
     /// The part of chunk `n` (its whole `data`) inside the range; `None` if `data` is not
@@ -507,5 +508,24 @@ mod tests {
         assert_eq!((plan.first, plan.last, plan.end), (2, 2, 10));
         assert_eq!(ChunkPlan::new(10, 4, 10..12), None);
         assert_eq!(ChunkPlan::new(10, 4, 5..5), None);
+    }
+
+    #[test]
+    fn windows_hold_eight_mib_of_chunks_and_end_with_the_range() {
+        let mib = 1 << 20;
+        // 20.5 MiB in 1 MiB chunks, read from byte 3: windows 0-7, 8-15, 16-20.
+        let plan = ChunkPlan::new(20 * mib + mib / 2, mib as u32, 3..20 * mib + mib / 2).unwrap();
+        assert_eq!(plan.window(0), 0..=7);
+        assert_eq!(plan.window(8), 8..=15);
+        assert_eq!(plan.window(16), 16..=20);
+        // Another writer's 255 KiB chunks: 32 to a window; chunks over 8 MiB: one.
+        let plan = ChunkPlan::new(100 * mib, 255 * 1024, 0..100 * mib).unwrap();
+        assert_eq!(plan.window(0), 0..=31);
+        let plan = ChunkPlan::new(100 * mib, 16 << 20, 0..100 * mib).unwrap();
+        assert_eq!(plan.window(2), 2..=2);
+        // No window runs past the last chunk, even where `n` runs out of numbers.
+        let length = i32::MAX as u64 + 1;
+        let plan = ChunkPlan::new(length, 1, 0..length).unwrap();
+        assert_eq!(plan.window(i32::MAX - 2), i32::MAX - 2..=i32::MAX);
     }
 }
