@@ -87,6 +87,9 @@ enum AfterHalf {
     Rest,
     /// Fails once the encoding has written MP3 from the first half.
     WaitThenFail,
+    /// Writes the rest only after the conversion's time limit is over, once the encoding has
+    /// written MP3 from the first half: storage slower than the limit allows.
+    WaitPastTheLimitThenRest(Duration),
 }
 
 /// MP3 bytes that show the encoding under way: four seconds at 192 kbit/s, from a first half
@@ -106,6 +109,16 @@ fn size(path: &Path) -> u64 {
 
 /// Converts `source` into `dir` while the test copies it there, as `after_half` says.
 async fn convert_while_copied(source: &Path, dir: &Path, after_half: AfterHalf) -> Outcome {
+    convert_while_copied_with(&ConvertConfig::default(), source, dir, after_half).await
+}
+
+/// [`convert_while_copied`] with `config`.
+async fn convert_while_copied_with(
+    config: &ConvertConfig,
+    source: &Path,
+    dir: &Path,
+    after_half: AfterHalf,
+) -> Outcome {
     let data = std::fs::read(source).unwrap();
     let input = dir.join("video");
     let (made, copying) = convert::copying();
@@ -127,9 +140,15 @@ async fn convert_while_copied(source: &Path, dir: &Path, after_half: AfterHalf) 
             }
         }
         let mp3_on_half = size(&mp3);
-        if after_half == AfterHalf::WaitThenFail {
-            drop(made);
-            return mp3_on_half;
+        match after_half {
+            AfterHalf::WaitThenFail => {
+                drop(made);
+                return mp3_on_half;
+            }
+            // The limit counts from the early start, before the MP3 began: it is over once
+            // this much more time has passed.
+            AfterHalf::WaitPastTheLimitThenRest(limit) => tokio::time::sleep(limit).await,
+            AfterHalf::WaitThenRest | AfterHalf::Rest => {}
         }
         file.write_all(&data[half..]).await.unwrap();
         file.flush().await.unwrap();
@@ -146,9 +165,8 @@ async fn convert_while_copied(source: &Path, dir: &Path, after_half: AfterHalf) 
         max_duration_secs: None,
         naming: "clip".into(),
     };
-    let config = ConvertConfig::default();
     let converting = async {
-        let converted = convert::convert(&config, request, &progress).await;
+        let converted = convert::convert(config, request, &progress).await;
         over.store(true, Ordering::SeqCst);
         converted
     };
@@ -342,6 +360,34 @@ async fn a_pipe_that_cannot_seek_back_fails_the_early_start_which_is_redone() {
     let converted = outcome.converted.unwrap();
     // ffmpeg would end the pipe short and exit 0, an MP3 within the duration check's slack:
     // `-xerror` makes the early encoding fail, and the file gives the whole audio.
+    assert_eq!(converted.early, Early::Redone);
+    assert_same_as_whole(&converted, &source).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_slower_than_the_time_limit_redoes_the_early_start_on_the_whole_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = video(dir.path(), "faststart.mp4", Some("+faststart"));
+    let work = tempfile::tempdir().unwrap();
+    // 3 s + 0.1 s per second of the 30-second clip: 6 s for the whole conversion, which
+    // takes well under one here.
+    let config = ConvertConfig {
+        timeout_base: Duration::from_secs(3),
+        timeout_per_media_second: 0.1,
+        ..ConvertConfig::default()
+    };
+    let limit = Duration::from_secs(6);
+    let outcome = convert_while_copied_with(
+        &config,
+        &source,
+        work.path(),
+        AfterHalf::WaitPastTheLimitThenRest(limit + Duration::from_secs(1)),
+    )
+    .await;
+    assert!(outcome.mp3_on_half >= UNDER_WAY, "it started early");
+    // Not a conversion_timeout: the time went to the copy, and the whole file converts
+    // within its own limit.
+    let converted = outcome.converted.unwrap();
     assert_eq!(converted.early, Early::Redone);
     assert_same_as_whole(&converted, &source).await;
 }

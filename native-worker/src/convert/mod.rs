@@ -659,7 +659,9 @@ fn error_lines(log: &str) -> String {
 /// The file must be whole or, while [`Request::copying`] says it is being copied, become
 /// whole. A source that can be read front to back then starts early ([`early`]); any other
 /// waits for its copy: MP4s with their index at the end cannot be read from a pipe (ffmpeg
-/// then writes a near-empty MP3 and still exits 0).
+/// then writes a near-empty MP3 and still exits 0). An early start that runs out of time
+/// before the copy is over is redone on the whole file, in time of its own: the conversion's
+/// time limit is for converting, not for waiting on storage.
 pub async fn convert(
     config: &ConvertConfig,
     request: Request<'_>,
@@ -681,6 +683,16 @@ pub async fn convert(
                 }
                 Err(ConvertError::Stale) => {
                     tracing::info!("the early start is redone on the whole file");
+                    early = Early::Redone;
+                }
+                // Out of time while the copy is still under way: the time went to waiting for
+                // storage, which a conversion of the whole file does not count.
+                Err(ConvertError::Timeout(limit)) if !matches!(copying.now(), Copied::Whole(_)) => {
+                    tracing::info!(
+                        ?limit,
+                        "the early start ran out of time before the copy was over; it is redone \
+                         on the whole file"
+                    );
                     early = Early::Redone;
                 }
                 Err(e) => return Err(e),
