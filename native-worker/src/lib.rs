@@ -24,6 +24,7 @@ pub mod quota;
 pub mod retention;
 mod routes;
 pub mod storage;
+pub mod stored;
 pub mod sweep;
 pub mod zip;
 

@@ -45,6 +45,13 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
+/// Label of how a whole MP3 went into storage.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WayLabel {
+    /// `while_written` (as ffmpeg wrote it), or `after` (once finished).
+    pub way: &'static str,
+}
+
 /// Where a conversion's time goes, by stage (one family, `mp3conv_worker_stage_seconds`).
 #[derive(Debug, Clone)]
 pub struct Stages {
@@ -113,6 +120,8 @@ pub struct Metrics {
     pub ffmpeg_runs: Counter,
     /// Conversions started before their video was all copied out of storage, by outcome.
     pub early_starts: Family<OutcomeLabel, Counter>,
+    /// Whole MP3s stored, by way (see `stored`).
+    pub mp3_stores: Family<WayLabel, Counter>,
     /// Deliveries put off because another converter holds the job's lease.
     pub deferred: Counter,
     /// Deliveries of a job already finished and announced (acknowledged, nothing else).
@@ -170,6 +179,16 @@ impl Default for Metrics {
             "Conversions started while their video was still being copied out of storage, by \
              outcome (kept, or redone on the whole file)",
             early_starts.clone(),
+        );
+        let mp3_stores = Family::<WayLabel, Counter>::default();
+        for way in ["while_written", "after"] {
+            let _ = mp3_stores.get_or_create(&WayLabel { way });
+        }
+        registry.register(
+            "mp3_stores",
+            "Whole MP3s stored, by way: while ffmpeg wrote them, or after (when they could not \
+             be laid out in time, or what was stored meanwhile was not the finished file)",
+            mp3_stores.clone(),
         );
         let removed_family = Family::<KindLabel, Counter>::default();
         let removed = Removed::registered(&removed_family);
@@ -266,6 +285,7 @@ impl Default for Metrics {
             dead_lettered,
             ffmpeg_runs,
             early_starts,
+            mp3_stores,
             deferred,
             duplicates,
             gridfs_sweeps,

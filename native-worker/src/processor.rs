@@ -827,7 +827,11 @@ async fn convert_job(
     };
 
     let name = job.source.title();
+    let audio_id = job.id.to_string();
     let (progress, mut progress_rx) = watch::channel(0u8);
+    // The whole MP3 is stored while ffmpeg writes it, when it can be (see `stored`).
+    let (mp3_written, written_rx) = watch::channel(convert::Written::Nothing);
+    let storing = crate::stored::store_while_written(&*state.mp3s, &audio_id, &name, written_rx);
     let started = Instant::now();
     // One per conversion, however many times it runs ffmpeg (cover, loudness, tracks).
     state.metrics.ffmpeg_runs.inc();
@@ -835,6 +839,8 @@ async fn convert_job(
         let (job, input, work, name) = (&*job, &input, &work, &name);
         let copying = copying.as_ref();
         async move {
+            // Dropped once the conversion is over, which the storing hears.
+            let mp3_written = mp3_written;
             // A video page's image is the cover when the media has no picture of its own;
             // without it (none, refused, broken) the cover comes from the media as for any
             // source.
@@ -852,6 +858,7 @@ async fn convert_job(
                     artist: job.source.page().and_then(|p| p.uploader.as_deref()),
                     image: image.as_deref(),
                 },
+                written: Some(&mp3_written),
             };
             convert::convert(&state.config.convert, request, &progress).await
         }
@@ -896,16 +903,37 @@ async fn convert_job(
             }
         }
     };
-    let (copied, (converted, ())) =
-        tokio::join!(copied, async { tokio::join!(converting, reporting) });
-    // A failed copy is the attempt's failure, whatever the conversion made of it.
-    copied?;
-    let converted = converted.map_err(|e| {
-        if let ConvertError::OverQuota { .. } = e {
-            state.metrics.refused(Limit::MaxDurationSecs);
+    let (copied, (converted, (), stored)) = tokio::join!(copied, async {
+        tokio::join!(converting, reporting, storing)
+    });
+    let stored = match stored {
+        Ok(stored) => stored,
+        Err(e) => {
+            tracing::warn!(error = %error_chain(&e), "the MP3 could not be stored while written");
+            None
         }
-        Failure::from(e)
-    })?;
+    };
+    // A failed copy is the attempt's failure, whatever the conversion made of it.
+    let converted = copied.and_then(|()| {
+        converted.map_err(|e| {
+            if let ConvertError::OverQuota { .. } = e {
+                state.metrics.refused(Limit::MaxDurationSecs);
+            }
+            Stop::from(Failure::from(e))
+        })
+    });
+    let converted = match converted {
+        Ok(converted) => converted,
+        Err(e) => {
+            // An MP3 stored before a later pass failed (its tracks) is no job's.
+            if stored.is_some()
+                && let Err(e) = state.mp3s.delete(&audio_id).await
+            {
+                tracing::warn!(error = %error_chain(&e), "the MP3 of a failed conversion stays");
+            }
+            return Err(e);
+        }
+    };
     if let Some(outcome) = converted.early.outcome() {
         state
             .metrics
@@ -918,9 +946,28 @@ async fn convert_job(
     state.metrics.stages.convert.observe(converting);
     let converted_at = Instant::now();
 
-    let audio_id = job.id.to_string();
-    let title = converted.title.clone().unwrap_or(name);
-    let (size, _) = store(state, &audio_id, &format!("{title}.mp3"), &converted.audio).await?;
+    let size = match stored {
+        Some(size) => {
+            state.metrics.bytes_out.inc_by(size);
+            size
+        }
+        None => {
+            let filename = crate::stored::filename(converted.title.as_deref(), &name);
+            store(state, &audio_id, &filename, &converted.audio)
+                .await?
+                .0
+        }
+    };
+    let way = if stored.is_some() {
+        "while_written"
+    } else {
+        "after"
+    };
+    state
+        .metrics
+        .mp3_stores
+        .get_or_create(&crate::metrics::WayLabel { way })
+        .inc();
     job.audio = Some(Audio {
         id: audio_id,
         size,
@@ -967,6 +1014,7 @@ async fn convert_job(
         duration = converted.duration,
         tracks = job.tracks.len(),
         early = ?converted.early,
+        stored = way,
         convert_ms = (converted_at - started).as_millis() as u64,
         store_ms = converted_at.elapsed().as_millis() as u64,
         "converted"

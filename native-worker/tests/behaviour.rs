@@ -53,6 +53,18 @@ async fn every_input_format_becomes_an_announced_mp3(backend: Backend) {
         assert_eq!(message["video_fid"], job["video_id"]);
         assert_eq!(message["attempt"], 1);
     }
+    // Each MP3 was stored as ffmpeg wrote it (its cover added), and checked against the
+    // finished file: none had to be stored again.
+    let metrics = app.metrics().await;
+    let stored = format!(
+        "mp3conv_worker_mp3_stores_total{{way=\"while_written\"}} {}",
+        kinds.len()
+    );
+    assert!(metrics.contains(&stored), "{metrics}");
+    assert!(
+        metrics.contains("mp3conv_worker_mp3_stores_total{way=\"after\"} 0"),
+        "{metrics}"
+    );
     app.stop().await;
 }
 

@@ -164,6 +164,7 @@ async fn convert_while_copied_with(
         options: &options,
         max_duration_secs: None,
         naming: "clip".into(),
+        written: None,
     };
     let converting = async {
         let converted = convert::convert(config, request, &progress).await;
@@ -202,6 +203,7 @@ async fn converted_whole(source: &Path, dir: &Path) -> Vec<u8> {
         options: &options,
         max_duration_secs: None,
         naming: "clip".into(),
+        written: None,
     };
     let (progress, _) = watch::channel(0u8);
     let converted = convert::convert(&ConvertConfig::default(), request, &progress)

@@ -93,8 +93,58 @@ fn grown_header(head: &[u8], frame_len: usize) -> io::Result<Option<[u8; 10]>> {
     Ok(Some(header))
 }
 
+/// How an MP3 written by ffmpeg becomes the tagged one: the tag's header (grown, or a new tag's),
+/// then the added frames, then the file from `from` on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The tag's header and the added frames: the tagged MP3's first bytes.
+    pub head: Vec<u8>,
+    /// Where in ffmpeg's file the rest of the tagged MP3 begins (after its tag header, or 0
+    /// when it has no tag).
+    pub from: u64,
+    /// Where in ffmpeg's file its audio begins (after its whole tag).
+    pub audio: u64,
+}
+
+impl Layout {
+    /// The layout that adds `frames` to the file whose first ten bytes are `head` (fewer when
+    /// it is shorter: then it has no tag). No frames leave the file as it is.
+    pub fn new(head: &[u8], frames: &[u8]) -> io::Result<Self> {
+        let grown = grown_header(head, frames.len())?;
+        if frames.is_empty() {
+            return Ok(Self {
+                head: Vec::new(),
+                from: 0,
+                audio: grown.map_or(0, |_| 10 + unsynchsafe(&head[6..10]) as u64),
+            });
+        }
+        let (header, from, audio) = match grown {
+            Some(header) => (header, 10, 10 + unsynchsafe(&head[6..10]) as u64),
+            None => {
+                let mut header = *b"ID3\x03\x00\x00\x00\x00\x00\x00";
+                header[6..].copy_from_slice(&synchsafe(frames.len()));
+                (header, 0, 0)
+            }
+        };
+        let mut tagged = Vec::with_capacity(10 + frames.len());
+        tagged.extend_from_slice(&header);
+        tagged.extend_from_slice(frames);
+        Ok(Self {
+            head: tagged,
+            from,
+            audio,
+        })
+    }
+
+    /// Where ffmpeg's byte `at` (at or past `from`) is in the tagged MP3.
+    pub fn tagged(&self, at: u64) -> u64 {
+        self.head.len() as u64 + at.saturating_sub(self.from)
+    }
+}
+
 /// Adds `frames` (whole frames, one after the other) to the tag of the MP3 at `path`
-/// (rewriting the file: the audio is copied by the kernel).
+/// (rewriting the file into a new one renamed over it: a reader that has the old one open
+/// keeps reading ffmpeg's; the audio is copied by the kernel).
 pub async fn add_frames(path: &Path, frames: Vec<u8>) -> io::Result<()> {
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || add_frames_now(&path, &frames))
@@ -102,23 +152,20 @@ pub async fn add_frames(path: &Path, frames: Vec<u8>) -> io::Result<()> {
         .map_err(io::Error::other)?
 }
 
+/// The first ten bytes of `file` (fewer when it is shorter), where an ID3v2 tag's header is.
+pub fn head(file: &mut std::fs::File) -> io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(10);
+    file.take(10).read_to_end(&mut head)?;
+    Ok(head)
+}
+
 fn add_frames_now(path: &Path, frames: &[u8]) -> io::Result<()> {
     let mut source = std::fs::File::open(path)?;
-    let mut head = Vec::with_capacity(10);
-    (&mut source).take(10).read_to_end(&mut head)?;
-    let (header, rest_from) = match grown_header(&head, frames.len())? {
-        Some(header) => (header, 10),
-        None => {
-            let mut header = *b"ID3\x03\x00\x00\x00\x00\x00\x00";
-            header[6..].copy_from_slice(&synchsafe(frames.len()));
-            (header, 0)
-        }
-    };
-    source.seek(io::SeekFrom::Start(rest_from))?;
+    let layout = Layout::new(&head(&mut source)?, frames)?;
+    source.seek(io::SeekFrom::Start(layout.from))?;
     let rewritten = path.with_extension("id3.tmp");
     let mut target = std::fs::File::create(&rewritten)?;
-    target.write_all(&header)?;
-    target.write_all(frames)?;
+    target.write_all(&layout.head)?;
     io::copy(&mut source, &mut target)?;
     drop(target);
     std::fs::rename(&rewritten, path)
@@ -178,5 +225,23 @@ mod tests {
         expected.extend_from_slice(b"\xff\xfbaudio");
         assert_eq!(std::fs::read(&path).unwrap(), expected);
         assert!(!path.with_extension("id3.tmp").exists());
+    }
+
+    #[test]
+    fn a_layout_places_ffmpegs_bytes_after_the_added_frames() {
+        let frames = comment_frame("hi");
+        let tagged = Layout::new(b"ID3\x03\x00\x00\x00\x00\x00\x0c", &frames).unwrap();
+        assert_eq!(tagged.head.len(), 10 + frames.len());
+        assert_eq!((tagged.from, tagged.audio), (10, 22));
+        assert_eq!(tagged.tagged(22), 22 + frames.len() as u64);
+        // No tag of its own: a new one before the whole file.
+        let untagged = Layout::new(b"\xff\xfb\x90\x00", &frames).unwrap();
+        assert_eq!((untagged.from, untagged.audio), (0, 0));
+        assert_eq!(untagged.tagged(0), 10 + frames.len() as u64);
+        assert_eq!(&untagged.head[..3], b"ID3");
+        // Nothing to add: the file stays as ffmpeg wrote it.
+        let same = Layout::new(b"ID3\x03\x00\x00\x00\x00\x00\x0c", &[]).unwrap();
+        assert_eq!((same.head.len(), same.from, same.audio), (0, 0, 22));
+        assert_eq!(same.tagged(22), 22);
     }
 }

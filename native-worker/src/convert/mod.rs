@@ -26,17 +26,21 @@ mod loudness;
 pub mod plan;
 pub mod probe;
 mod text;
+mod written;
+
+pub use written::{Attempt, Written};
 
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use mp3conv_contract::options::Options;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::config::ConvertConfig;
 use crate::job::{Bitrate, MAX_TRACKS};
@@ -302,6 +306,8 @@ pub struct Request<'a> {
     pub max_duration_secs: Option<u64>,
     /// The tags' defaults: the file's or link's name, what its page said.
     pub naming: plan::Naming<'a>,
+    /// Told how the whole MP3 is written, for it to be stored meanwhile (see [`Written`]).
+    pub written: Option<&'a watch::Sender<Written>>,
 }
 
 /// One track's MP3, split by chapters.
@@ -789,6 +795,16 @@ async fn attempt(
     source: Source<'_>,
     progress: &watch::Sender<u8>,
 ) -> Result<Converted, ConvertError> {
+    let audio = request.dir.join("audio.mp3");
+    let attempt_id = Attempt::new();
+    // What an earlier attempt wrote is void, and its file must not be taken for this one's.
+    if let Some(written) = request.written {
+        written.send_replace(Written::Nothing);
+    }
+    match tokio::fs::remove_file(&audio).await {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(ConvertError::Workspace(e)),
+        _ => {}
+    }
     let (read, feed) = source.read()?;
     let media = probe::probe_read(config, read, feed).await?;
     // What an early probe shows may not be the whole file's.
@@ -828,7 +844,6 @@ async fn attempt(
         }
         Ok(())
     };
-    let audio = request.dir.join("audio.mp3");
     // The cover is taken beside the other passes, and added to each MP3's tag afterwards.
     let mut no_progress = Progress {
         sender: progress.sender,
@@ -837,7 +852,7 @@ async fn attempt(
     };
     let cover = async {
         let Some(from) = plan.cover else {
-            return Ok(None);
+            return Ok::<_, ConvertError>(None);
         };
         // The page's image is a file of its own; every other cover is in the source.
         let picture = match (from, request.naming.image) {
@@ -861,6 +876,22 @@ async fn attempt(
             .map_err(ConvertError::Workspace)?;
         Ok(Some(id3::picture_frame(&jpeg)))
     };
+    // The comment and the cover, which ffmpeg does not write (see `id3`); told to `announce`
+    // as soon as they are known.
+    let (frames_known, frames_told) = oneshot::channel();
+    let frames = async {
+        let frames: Vec<u8> = plan
+            .tags
+            .comment
+            .as_deref()
+            .map(id3::comment_frame)
+            .into_iter()
+            .chain(cover.await?)
+            .flatten()
+            .collect();
+        let _ = frames_known.send(frames.clone());
+        Ok::<_, ConvertError>(frames)
+    };
     let whole = async {
         let loudness = match plan.loudness {
             Some(target) => measure(config, source, &plan, target, &mut progress, deadline)
@@ -882,36 +913,44 @@ async fn attempt(
             metadata: plan.tags.metadata(),
             output: &audio,
         };
-        let duration = encode_checked(
+        let encoding = encode_checked(
             config,
             &whole,
             feed,
             plan.clip.seconds(),
             &mut progress,
             deadline,
-        )
-        .await?;
+        );
+        // Told while ffmpeg writes; or once it is done, when it was quicker.
+        let encoded = AtomicBool::new(false);
+        let announcing = async {
+            if let Some(written) = request.written {
+                let title = plan.tags.title.clone();
+                written::announce(written, attempt_id, &audio, frames_told, title, &encoded).await;
+            }
+        };
+        tokio::pin!(encoding, announcing);
+        let duration = tokio::select! {
+            biased;
+            duration = &mut encoding => {
+                let duration = duration?;
+                encoded.store(true, Ordering::Release);
+                (&mut announcing).await;
+                duration
+            }
+            () = &mut announcing => encoding.await?,
+        };
         Ok::<_, ConvertError>((duration, filters))
     };
     let passes = async {
         if cover_beside(&media, plan.cover) {
-            tokio::try_join!(cover, whole)
+            tokio::try_join!(frames, whole)
         } else {
-            let cover = cover.await?;
-            Ok((cover, whole.await?))
+            let frames = frames.await?;
+            Ok((frames, whole.await?))
         }
     };
-    let ((), (cover, (duration, filters))) = tokio::try_join!(checked, passes)?;
-    // The comment and the cover, which ffmpeg does not write (see `id3`).
-    let frames: Vec<u8> = plan
-        .tags
-        .comment
-        .as_deref()
-        .map(id3::comment_frame)
-        .into_iter()
-        .chain(cover)
-        .flatten()
-        .collect();
+    let ((), (frames, (duration, filters))) = tokio::try_join!(checked, passes)?;
     let tag = |path: PathBuf| {
         let frames = frames.clone();
         async move {
@@ -967,6 +1006,11 @@ async fn attempt(
             path,
             duration,
         });
+    }
+    // Only now: a pass that fails after the whole MP3 is finished fails the conversion, and
+    // what was stored of it must go with it.
+    if let Some(written) = request.written {
+        written.send_if_modified(|written| written.finish(attempt_id));
     }
     progress.raise(100);
     Ok(Converted {

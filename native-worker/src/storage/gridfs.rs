@@ -12,7 +12,7 @@ use mongodb::gridfs::GridFsBucket;
 use mongodb::options::{GridFsBucketOptions, IndexOptions};
 use mongodb::{Collection, Database, IndexModel};
 
-use super::{BlobStore, ByteStream, limited};
+use super::{BlobStore, ByteStream, Settling, limited};
 use crate::error::Error;
 
 /// Bytes of each chunk this store writes. The GridFS spec lets each file have its own chunk
@@ -88,16 +88,21 @@ impl GridFsStore {
 
     /// Stores `body` as the chunks of `id`, [`CHUNK_BYTES`] each, in batches of
     /// [`BATCH_BYTES`] with one batch in flight (held by `upload`) while the next fills;
-    /// returns the length. When it succeeds, no insert is running; when it fails, `upload`
-    /// holds the one that may be.
+    /// returns the length. The chunks that hold any of `settling`'s first bytes are written as
+    /// they come (the start-up sweep finds an unfinished upload by its chunk 0), and again
+    /// with those bytes once the body is over. When it succeeds, no insert is running; when it
+    /// fails, `upload` holds the one that may be.
     async fn write_chunks(
         &self,
         id: &str,
         mut body: impl futures::Stream<Item = Result<Bytes, Error>> + Unpin,
+        settling: Option<Settling>,
         upload: &mut Upload,
     ) -> Result<u64, Error> {
         let per_batch = BATCH_BYTES / CHUNK_BYTES;
+        let settles = settling.as_ref().map_or(0, |s| s.bytes);
         let mut pending = bytes::BytesMut::with_capacity(CHUNK_BYTES);
+        let mut settling_chunks = Vec::new();
         let mut batch: Vec<Document> = Vec::with_capacity(per_batch);
         let (mut n, mut length) = (0i32, 0u64);
         let mut ended = false;
@@ -111,9 +116,11 @@ impl GridFsStore {
             }
             while pending.len() >= CHUNK_BYTES || (ended && !pending.is_empty()) {
                 let data = pending.split_to(pending.len().min(CHUNK_BYTES));
-                let chunk = mongodb::bson::oid::ObjectId::new();
-                upload.ids.push(chunk);
-                batch.push(chunk_document(chunk, id, n, data.to_vec()));
+                let (chunk, document) = upload.chunk(id, n, data.to_vec());
+                if chunk_offset(n) < settles {
+                    settling_chunks.push((chunk, n, data));
+                }
+                batch.push(document);
                 n += 1;
             }
             if batch.len() >= per_batch || (ended && !batch.is_empty()) {
@@ -126,6 +133,51 @@ impl GridFsStore {
             }
         }
         upload.settle().await?;
+        if let Some(settling) = settling {
+            let settled = settling.settle(length).await?;
+            for (chunk, n, mut data) in settling_chunks {
+                let at = usize::try_from(chunk_offset(n)).map_err(Error::internal)?;
+                let upto = settled.len().min(at + data.len());
+                data[..upto - at].copy_from_slice(&settled[at..upto]);
+                self.chunks
+                    .update_one(
+                        doc! {"_id": chunk},
+                        doc! {"$set": {"data": binary(data.to_vec())}},
+                    )
+                    .await
+                    .map_err(db_error)?;
+            }
+        }
+        Ok(length)
+    }
+
+    async fn put_chunks(
+        &self,
+        id: &str,
+        filename: &str,
+        body: ByteStream,
+        limit: u64,
+        settling: Option<Settling>,
+    ) -> Result<u64, Error> {
+        self.delete(id).await?;
+        let mut upload = Upload::new(self.chunks.clone());
+        let body = std::pin::pin!(limited(body, limit));
+        let length = match self.write_chunks(id, body, settling, &mut upload).await {
+            Ok(length) => length,
+            Err(e) => {
+                upload.abandon().await;
+                return Err(e);
+            }
+        };
+        // The chunks are whole: from here they stay, whatever happens to the files document
+        // (a failed insert may still have been applied, and a document without its chunks
+        // would be a broken file). Chunks that no document ever names are an unfinished
+        // upload, which the start-up sweep removes.
+        upload.finished = true;
+        self.files
+            .insert_one(file_document(id, filename, length))
+            .await
+            .map_err(db_error)?;
         Ok(length)
     }
 
@@ -169,26 +221,20 @@ impl BlobStore for GridFsStore {
         body: ByteStream,
         limit: u64,
     ) -> Result<u64, Error> {
-        self.delete(id).await?;
-        let mut upload = Upload::new(self.chunks.clone());
-        let body = std::pin::pin!(limited(body, limit));
-        let length = match self.write_chunks(id, body, &mut upload).await {
-            Ok(length) => length,
-            Err(e) => {
-                upload.abandon().await;
-                return Err(e);
-            }
-        };
-        // The chunks are whole: from here they stay, whatever happens to the files document
-        // (a failed insert may still have been applied, and a document without its chunks
-        // would be a broken file). Chunks that no document ever names are an unfinished
-        // upload, which the start-up sweep removes.
-        upload.finished = true;
-        self.files
-            .insert_one(file_document(id, filename, length))
+        self.put_chunks(id, filename, body, limit, None).await
+    }
+
+    /// As [`GridFsStore::put`] does, holding back the chunks of the settling bytes.
+    async fn put_settling(
+        &self,
+        id: &str,
+        filename: &str,
+        body: ByteStream,
+        limit: u64,
+        settling: Settling,
+    ) -> Result<u64, Error> {
+        self.put_chunks(id, filename, body, limit, Some(settling))
             .await
-            .map_err(db_error)?;
-        Ok(length)
     }
 
     async fn size(&self, id: &str) -> Result<Option<u64>, Error> {
@@ -321,6 +367,18 @@ impl Upload {
         }
     }
 
+    /// Chunk `n` of `id`: its `_id`, given now (and kept for removal), and its document.
+    fn chunk(
+        &mut self,
+        id: &str,
+        n: i32,
+        data: Vec<u8>,
+    ) -> (mongodb::bson::oid::ObjectId, Document) {
+        let chunk = mongodb::bson::oid::ObjectId::new();
+        self.ids.push(chunk);
+        (chunk, chunk_document(chunk, id, n, data))
+    }
+
     /// Waits for the batch in flight to land.
     async fn settle(&mut self) -> Result<(), Error> {
         match self.in_flight.take() {
@@ -407,11 +465,20 @@ fn chunk_document(
         "_id": chunk,
         "files_id": id,
         "n": n,
-        "data": mongodb::bson::Binary {
-            subtype: mongodb::bson::spec::BinarySubtype::Generic,
-            bytes: data,
-        },
+        "data": binary(data),
     }
+}
+
+fn binary(bytes: Vec<u8>) -> mongodb::bson::Binary {
+    mongodb::bson::Binary {
+        subtype: mongodb::bson::spec::BinarySubtype::Generic,
+        bytes,
+    }
+}
+
+/// Where chunk `n` begins in its file.
+fn chunk_offset(n: i32) -> u64 {
+    u64::try_from(n).unwrap_or(0) * CHUNK_BYTES as u64
 }
 
 fn missing(n: i32) -> io::Error {

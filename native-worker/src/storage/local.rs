@@ -10,7 +10,7 @@ use tokio::fs;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
-use super::{BlobStore, ByteStream, limited};
+use super::{BlobStore, ByteStream, Settling, limited};
 use crate::error::Error;
 
 /// A directory of blobs: each blob is one file named by its id, written under a temporary name
@@ -21,12 +21,20 @@ pub struct LocalStore {
 }
 
 impl LocalStore {
-    /// Opens (creating) the directory.
+    /// Opens (creating) the directory, and removes what puts that a crash cut short left in
+    /// it (see [`PART_GRACE`]).
     pub async fn open(dir: impl Into<PathBuf>) -> Result<Self, Error> {
         let dir = dir.into();
         fs::create_dir_all(&dir)
             .await
             .map_err(|e| Error::unavailable("blob directory", e))?;
+        let parts = dir.clone();
+        match tokio::task::spawn_blocking(move || remove_stale_parts(&parts, PART_GRACE)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(removed)) => tracing::info!(removed, "unfinished blobs removed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "unfinished blobs not looked for"),
+            Err(e) => tracing::warn!(error = %e, "unfinished blobs not looked for"),
+        }
         Ok(Self { dir })
     }
 
@@ -41,6 +49,69 @@ impl LocalStore {
             return Err(Error::internal(format!("unsafe blob id {id:?}")));
         }
         Ok(self.dir.join(id))
+    }
+}
+
+impl LocalStore {
+    async fn put_file(
+        &self,
+        id: &str,
+        _filename: &str,
+        body: ByteStream,
+        limit: u64,
+        settling: Option<Settling>,
+    ) -> Result<u64, Error> {
+        let path = self.path(id)?;
+        let mut part = Part {
+            path: self
+                .dir
+                .join(format!(".{id}.{}.part", uuid::Uuid::new_v4())),
+            kept: false,
+        };
+        let size = write_all(&part.path, body, limit, settling).await?;
+        fs::rename(&part.path, &path).await.map_err(io_error)?;
+        part.kept = true;
+        Ok(size)
+    }
+}
+
+/// How long a blob's temporary file (`.<id>.<uuid>.part`) may go unwritten before it counts as
+/// a crashed put's: a put of an MP3 taken as ffmpeg writes it lasts the conversion, and may
+/// wait while its tracks are encoded.
+const PART_GRACE: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+
+/// Removes the temporary files in `dir` not written for `grace`; returns how many.
+fn remove_stale_parts(dir: &Path, grace: std::time::Duration) -> io::Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with('.') && name.ends_with(".part")) {
+            continue;
+        }
+        let meta = entry.metadata()?;
+        let idle = meta.modified()?.elapsed().unwrap_or_default();
+        if meta.is_file() && idle >= grace && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// A blob being written under its temporary name: removed unless it was renamed into place, by
+/// a put that failed or whose future was dropped (one that takes an MP3 as it is written lasts
+/// as long as the conversion, which a shutdown or a lost lease may end).
+struct Part {
+    path: PathBuf,
+    kept: bool,
+}
+
+impl Drop for Part {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -61,25 +132,24 @@ impl BlobStore for LocalStore {
     async fn put(
         &self,
         id: &str,
-        _filename: &str,
+        filename: &str,
         body: ByteStream,
         limit: u64,
     ) -> Result<u64, Error> {
-        let path = self.path(id)?;
-        let temp = self
-            .dir
-            .join(format!(".{id}.{}.part", uuid::Uuid::new_v4()));
-        let written = write_all(&temp, body, limit).await;
-        match written {
-            Ok(size) => {
-                fs::rename(&temp, &path).await.map_err(io_error)?;
-                Ok(size)
-            }
-            Err(e) => {
-                let _ = fs::remove_file(&temp).await;
-                Err(e)
-            }
-        }
+        self.put_file(id, filename, body, limit, None).await
+    }
+
+    /// Writes the body, then its settled first bytes over it.
+    async fn put_settling(
+        &self,
+        id: &str,
+        filename: &str,
+        body: ByteStream,
+        limit: u64,
+        settling: Settling,
+    ) -> Result<u64, Error> {
+        self.put_file(id, filename, body, limit, Some(settling))
+            .await
     }
 
     async fn size(&self, id: &str) -> Result<Option<u64>, Error> {
@@ -116,7 +186,12 @@ impl BlobStore for LocalStore {
     }
 }
 
-async fn write_all(path: &Path, body: ByteStream, limit: u64) -> Result<u64, Error> {
+async fn write_all(
+    path: &Path,
+    body: ByteStream,
+    limit: u64,
+    settling: Option<Settling>,
+) -> Result<u64, Error> {
     let mut file = fs::File::create(path).await.map_err(io_error)?;
     let mut body = std::pin::pin!(limited(body, limit));
     let mut size = 0u64;
@@ -124,6 +199,40 @@ async fn write_all(path: &Path, body: ByteStream, limit: u64) -> Result<u64, Err
         size += chunk.len() as u64;
         file.write_all(&chunk).await.map_err(io_error)?;
     }
+    if let Some(settling) = settling {
+        let settled = settling.settle(size).await?;
+        file.seek(io::SeekFrom::Start(0)).await.map_err(io_error)?;
+        file.write_all(&settled).await.map_err(io_error)?;
+    }
     file.sync_all().await.map_err(io_error)?;
     Ok(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_parts_left_unwritten_past_the_grace_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for name in [".a.1.part", ".b.2.part", "c", ".d.part.kept"] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        for old in [".a.1.part", "c", ".d.part.kept"] {
+            let file = std::fs::File::options()
+                .write(true)
+                .open(dir.path().join(old))
+                .unwrap();
+            file.set_modified(hour_ago).unwrap();
+        }
+        let grace = std::time::Duration::from_secs(600);
+        assert_eq!(remove_stale_parts(dir.path(), grace).unwrap(), 1);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".b.2.part", ".d.part.kept", "c"]);
+    }
 }

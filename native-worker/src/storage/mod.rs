@@ -28,6 +28,18 @@ pub trait BlobStore: Send + Sync + 'static {
         limit: u64,
     ) -> Result<u64, Error>;
 
+    /// As [`BlobStore::put`] does, for a body whose first `settling.bytes` may still change
+    /// until it has ended (an MP3 whose first frame ffmpeg rewrites last): the store keeps
+    /// them back, and writes what `settling.settled` gives once the body is over.
+    async fn put_settling(
+        &self,
+        id: &str,
+        filename: &str,
+        body: ByteStream,
+        limit: u64,
+        settling: Settling,
+    ) -> Result<u64, Error>;
+
     /// A file holding the blob that a reader may open in place (seekable, complete), when the
     /// store keeps blobs as files; `None` means: copy it out with [`BlobStore::get`].
     async fn local_file(&self, id: &str) -> Result<Option<std::path::PathBuf>, Error> {
@@ -46,6 +58,31 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Whether the store answers (for `/health/ready`).
     async fn check(&self) -> Result<(), Error>;
+}
+
+/// The first bytes of a body that are final only once it has ended, and where they come from
+/// then ([`BlobStore::put_settling`]).
+pub struct Settling {
+    /// How many bytes, from the start.
+    pub bytes: u64,
+    /// Their final value, asked for once the body has ended: `bytes` bytes, or the whole body
+    /// when it is shorter. Any other length fails the put.
+    pub settled: futures::future::BoxFuture<'static, Result<Bytes, Error>>,
+}
+
+impl Settling {
+    /// The settled bytes of a body of `length` bytes.
+    pub(crate) async fn settle(self, length: u64) -> Result<Bytes, Error> {
+        let settled = self.settled.await?;
+        if settled.len() as u64 != self.bytes.min(length) {
+            return Err(Error::internal(format!(
+                "{} settled bytes for the first {} of {length}",
+                settled.len(),
+                self.bytes
+            )));
+        }
+        Ok(settled)
+    }
 }
 
 /// How much of an oversized upload is read and thrown away before answering 413, and for how
