@@ -3,7 +3,7 @@
 //! What was stored is checked against the finished file; anything that differs is stored
 //! again the ordinary way.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::watch;
 
-use crate::convert::{Attempt, Written};
+use crate::convert::{Attempt, Growing, Written};
 use crate::error::Error;
 use crate::storage::{BlobStore, ByteStream, Settling};
 
@@ -62,17 +62,6 @@ enum Outcome {
     Void,
 }
 
-/// What ffmpeg is writing, as [`Written::Growing`] tells it.
-struct Growing {
-    attempt: Attempt,
-    file: Arc<std::fs::File>,
-    path: PathBuf,
-    head: Bytes,
-    from: u64,
-    settles: u64,
-    title: Option<String>,
-}
-
 /// The next MP3 being written, of another attempt than `tried`; `None` once the conversion is
 /// over.
 async fn next_growing(
@@ -80,27 +69,10 @@ async fn next_growing(
     tried: Option<Attempt>,
 ) -> Option<Growing> {
     loop {
-        if let Written::Growing {
-            attempt,
-            file,
-            path,
-            head,
-            from,
-            settles,
-            title,
-            ..
-        } = &*written.borrow_and_update()
-            && Some(*attempt) != tried
+        if let Written::Growing(growing) = &*written.borrow_and_update()
+            && Some(growing.attempt) != tried
         {
-            return Some(Growing {
-                attempt: *attempt,
-                file: Arc::clone(file),
-                path: path.clone(),
-                head: head.clone(),
-                from: *from,
-                settles: *settles,
-                title: title.clone(),
-            });
+            return Some(growing.clone());
         }
         written.changed().await.ok()?;
     }
@@ -251,11 +223,7 @@ fn tail(
                         return Ok(None);
                     }
                     let over = match &*written.borrow_and_update() {
-                        Written::Growing {
-                            attempt: growing,
-                            done,
-                            ..
-                        } if *growing == attempt => *done,
+                        Written::Growing(growing) if growing.attempt == attempt => growing.done,
                         // Anything but this MP3 done voids it.
                         _ => return Err(void()),
                     };

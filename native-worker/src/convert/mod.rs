@@ -28,7 +28,7 @@ pub mod probe;
 mod text;
 mod written;
 
-pub use written::{Attempt, Written};
+pub use written::{Attempt, Growing, Written};
 
 use std::ffi::OsString;
 use std::io;

@@ -39,26 +39,30 @@ pub enum Written {
     /// the one before.
     #[default]
     Nothing,
-    /// ffmpeg is writing `file`, or has written it (`done`). The MP3 is `head`, then the
-    /// file's bytes from `from` on; its first `settles` bytes are final only once it is done.
-    Growing {
-        /// Which attempt writes it.
-        attempt: Attempt,
-        /// ffmpeg's file, opened once it was there: whatever later takes its path (the tagged
-        /// MP3), this is what ffmpeg writes.
-        file: Arc<std::fs::File>,
-        /// Where it is, and where the finished MP3 will be.
-        path: PathBuf,
-        head: Bytes,
-        from: u64,
-        settles: u64,
-        /// Its title tag, if it has one.
-        title: Option<String>,
-        /// Whether the attempt is over, and its MP3 finished and checked: ffmpeg's file has
-        /// all its bytes, and the MP3 is at `path` (a new file when frames were added). Told
-        /// by the same value, so that a store that comes late still finds what it needs.
-        done: bool,
-    },
+    /// ffmpeg is writing the MP3, or has written it.
+    Growing(Growing),
+}
+
+/// An MP3 ffmpeg is writing into `file`, or has written (`done`). The MP3 is `head`, then the
+/// file's bytes from `from` on; its first `settles` bytes are final only once it is done.
+#[derive(Debug, Clone)]
+pub struct Growing {
+    /// Which attempt writes it.
+    pub attempt: Attempt,
+    /// ffmpeg's file, opened once it was there: whatever later takes its path (the tagged MP3),
+    /// this is what ffmpeg writes.
+    pub file: Arc<std::fs::File>,
+    /// Where it is, and where the finished MP3 will be.
+    pub path: PathBuf,
+    pub head: Bytes,
+    pub from: u64,
+    pub settles: u64,
+    /// Its title tag, if it has one.
+    pub title: Option<String>,
+    /// Whether the attempt is over, and its MP3 finished and checked: ffmpeg's file has all
+    /// its bytes, and the MP3 is at `path` (a new file when frames were added). Told by the
+    /// same value, so that a store that comes late still finds what it needs.
+    pub done: bool,
 }
 
 impl Written {
@@ -90,7 +94,7 @@ impl Written {
                 "{settles} bytes would settle last"
             )));
         }
-        Ok(Some(Self::Growing {
+        Ok(Some(Self::Growing(Growing {
             attempt,
             file,
             path: path.to_owned(),
@@ -99,18 +103,14 @@ impl Written {
             from: layout.from,
             title,
             done: false,
-        }))
+        })))
     }
 
     /// Marks the MP3 of `attempt` done; whether it was growing.
     pub fn finish(&mut self, attempt: Attempt) -> bool {
         match self {
-            Self::Growing {
-                attempt: growing,
-                done,
-                ..
-            } if *growing == attempt => {
-                *done = true;
+            Self::Growing(growing) if growing.attempt == attempt => {
+                growing.done = true;
                 true
             }
             _ => false,
@@ -197,12 +197,12 @@ mod tests {
         let mut mp3 = b"ID3\x03\x00\x00\x00\x00\x01\x00".to_vec();
         mp3.resize(10 + 128, 0);
         mp3.extend_from_slice(b"\xff\xfb\x90\x00");
-        let Some(Written::Growing {
+        let Some(Written::Growing(Growing {
             head,
             from,
             settles,
             ..
-        }) = written(dir.path(), &mp3, &frames)
+        })) = written(dir.path(), &mp3, &frames)
         else {
             panic!("not laid out");
         };
@@ -266,13 +266,13 @@ mod tests {
             std::fs::write(&path, b"ID3\x03\x00\x00\x00\x00\x00\x02\x00\x00\xff\xfb").unwrap();
         };
         tokio::join!(announcing, writing);
-        let Written::Growing {
+        let Written::Growing(Growing {
             attempt: told,
             head,
             from,
             title,
             ..
-        } = seen.borrow().clone()
+        }) = seen.borrow().clone()
         else {
             panic!("not told: {:?}", *seen.borrow());
         };
