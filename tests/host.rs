@@ -401,31 +401,158 @@ async fn counting_server(
     std::net::SocketAddr,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let hits = std::sync::Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |_request| {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    async move {
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                            http_body_util::Full::new(bytes::Bytes::from_static(body.as_bytes())),
-                        ))
+    let upstream = Upstream::start(body, Closing::Never).await;
+    (upstream.addr, upstream.requests)
+}
+
+/// When an [`Upstream`] closes its connections.
+#[derive(Clone, Copy)]
+enum Closing {
+    /// Kept alive for as long as the client likes.
+    Never,
+    /// After each response, saying so (`connection: close`).
+    AfterEachResponse,
+    /// Silently, once a connection has waited this long for its next request.
+    WhenIdleFor(std::time::Duration),
+}
+
+/// A plain HTTP server on loopback that answers `body` and counts requests and connections.
+struct Upstream {
+    addr: std::net::SocketAddr,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Upstream {
+    async fn start(body: &'static str, closing: Closing) -> Upstream {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = std::sync::Arc::new(AtomicUsize::new(0));
+        let connections = std::sync::Arc::new(AtomicUsize::new(0));
+        let (counter, accepted) = (requests.clone(), connections.clone());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_request| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        async move {
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from_static(
+                                    body.as_bytes(),
+                                )),
+                            ))
+                        }
+                    });
+                    let mut builder = hyper::server::conn::http1::Builder::new();
+                    match closing {
+                        Closing::Never => {}
+                        Closing::AfterEachResponse => {
+                            builder.keep_alive(false);
+                        }
+                        Closing::WhenIdleFor(idle) => {
+                            builder
+                                .timer(hyper_util::rt::TokioTimer::new())
+                                .header_read_timeout(idle);
+                        }
                     }
+                    let _ = builder
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
+            }
+        });
+        Upstream {
+            addr,
+            requests,
+            connections,
         }
-    });
-    (addr, hits)
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// `GET /probe/outbound?url=<target>` on `host`: the probe's status and what it reports.
+async fn outbound(host: &HostProcess, target: &str) -> (u16, Value) {
+    let response = client()
+        .get(host.url("/probe/outbound"))
+        .query(&[("url", target)])
+        .send()
+        .await
+        .unwrap();
+    (
+        response.status().as_u16(),
+        response.json::<Value>().await.unwrap(),
+    )
+}
+
+/// A host the manifest names (the worker, in mp3conv) is called over the connections of
+/// earlier requests, as Spin does, instead of a new connection each time.
+#[tokio::test]
+async fn outbound_connections_to_a_named_host_are_reused() {
+    let upstream = Upstream::start("pooled", Closing::Never).await;
+    let addr = upstream.addr;
+    let host = start_probe(&format!("allowed_outbound_hosts = [\"http://{addr}\"]"));
+    for round in 0..10 {
+        let (status, body) = outbound(&host, &format!("http://{addr}/r{round}")).await;
+        assert_eq!(
+            (status, body["body"].as_str()),
+            (200, Some("pooled")),
+            "{body}"
+        );
+    }
+    assert_eq!(upstream.requests(), 10);
+    // One connection carries them all; a second is allowed for a request that came before
+    // the first connection was back in the pool. Without reuse it would be 10.
+    assert!(
+        upstream.connections() <= 2,
+        "{} connections for 10 requests",
+        upstream.connections()
+    );
+}
+
+/// A connection its server closes, saying so or silently while it waits in the pool, is
+/// never used again: every request still gets its answer.
+#[tokio::test]
+async fn outbound_connections_closed_by_the_server_are_not_reused() {
+    let closing = Upstream::start("closing", Closing::AfterEachResponse).await;
+    let addr = closing.addr;
+    let host = start_probe(&format!("allowed_outbound_hosts = [\"http://{addr}\"]"));
+    for round in 0..5 {
+        let (status, body) = outbound(&host, &format!("http://{addr}/r{round}")).await;
+        assert_eq!(
+            (status, body["body"].as_str()),
+            (200, Some("closing")),
+            "{body}"
+        );
+    }
+    assert_eq!((closing.requests(), closing.connections()), (5, 5));
+
+    let idle = std::time::Duration::from_millis(100);
+    let impatient = Upstream::start("impatient", Closing::WhenIdleFor(idle)).await;
+    let addr = impatient.addr;
+    let host = start_probe(&format!("allowed_outbound_hosts = [\"http://{addr}\"]"));
+    for round in 0..3 {
+        let (status, body) = outbound(&host, &format!("http://{addr}/r{round}")).await;
+        assert_eq!(
+            (status, body["body"].as_str()),
+            (200, Some("impatient")),
+            "{body}"
+        );
+        // Past the server's patience: the pooled connection is closed by the time the next
+        // request comes.
+        tokio::time::sleep(idle * 4).await;
+    }
+    assert_eq!((impatient.requests(), impatient.connections()), (3, 3));
 }
 
 #[tokio::test]

@@ -1,17 +1,23 @@
 //! The host's outbound HTTP client for components: resolves the destination, refuses
 //! addresses a wildcard-admitted destination may not reach, connects (TLS from the one
 //! [`rustls::ClientConfig`] built at start-up for `https`), and speaks HTTP/1.1.
+//!
+//! Connections to destinations an operator named in `allowed_outbound_hosts` (the worker, an
+//! email API) are kept open for the next request, as Spin does; a destination only a wildcard
+//! admitted (a user's webhook) gets a connection of its own each time.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Frame;
 use http_body_util::BodyExt as _;
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -32,9 +38,17 @@ pub type Sent = (
     Box<dyn Future<Output = Result<(), Error>> + Send>,
 );
 
+/// How long a connection may wait in the pool for its next request: below the idle limits
+/// servers commonly set (hyper's 30 s for the next request's headers, where a server has a
+/// timer), and short enough that requests move to a new replica of the worker within seconds.
+const IDLE_FOR: Duration = Duration::from_secs(10);
+/// Idle connections kept per destination; more than this many at once are closed when done.
+const IDLE_PER_DESTINATION: usize = 32;
+
 /// Sends components' outbound requests; one per host, shared by every request.
 pub struct Connector {
     tls: tokio_rustls::TlsConnector,
+    pool: Arc<Pool>,
 }
 
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -44,6 +58,7 @@ impl Connector {
     pub fn new(tls: Arc<rustls::ClientConfig>) -> Connector {
         Connector {
             tls: tokio_rustls::TlsConnector::from(tls),
+            pool: Arc::default(),
         }
     }
 
@@ -79,6 +94,35 @@ impl Connector {
             .unwrap_or(READ_TIMEOUT)
             .max(Duration::from_millis(1));
 
+        // On the wire the request line carries only the path (Host is already a header).
+        *request.uri_mut() = uri.path_and_query().map_or_else(
+            || http::Uri::from_static("/"),
+            |pq| http::Uri::from(pq.clone()),
+        );
+        let key = (admission == Admission::Named).then(|| Destination {
+            https,
+            host: host.clone(),
+            port,
+        });
+
+        if let Some(key) = &key
+            && let Some(mut sender) = self.pool.take(key)
+        {
+            let sent = tokio::time::timeout(first_byte_timeout, sender.try_send_request(request))
+                .await
+                .map_err(|_| Error::ConnectionReadTimeout)?;
+            match sent {
+                Ok(response) => {
+                    return Ok(self.reuse(key.clone(), sender, response, between_bytes_timeout));
+                }
+                // The connection closed before the request went out on it: a new one takes it.
+                Err(mut err) => match err.take_message() {
+                    Some(unsent) => request = unsent,
+                    None => return Err(err.into_error().into()),
+                },
+            }
+        }
+
         let stream = tokio::time::timeout(connect_timeout, async {
             let tcp = connect(&host, port, admission).await?;
             let stream: Box<dyn Stream> = if https {
@@ -95,11 +139,20 @@ impl Connector {
 
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        // On the wire the request line carries only the path (Host is already a header).
-        *request.uri_mut() = uri.path_and_query().map_or_else(
-            || http::Uri::from_static("/"),
-            |pq| http::Uri::from(pq.clone()),
-        );
+
+        if let Some(key) = key {
+            // The connection outlives this exchange: its own task drives it until either
+            // side closes it.
+            tokio::spawn(async move {
+                if let Err(err) = connection.await {
+                    tracing::debug!("pooled outbound connection ended: {err}");
+                }
+            });
+            let response = tokio::time::timeout(first_byte_timeout, sender.send_request(request))
+                .await
+                .map_err(|_| Error::ConnectionReadTimeout)??;
+            return Ok(self.reuse(key, sender, response, between_bytes_timeout));
+        }
 
         let mut connection = Box::pin(connection);
         let mut connection_done = false;
@@ -119,21 +172,109 @@ impl Connector {
                 }
             }
         };
-        let response = response.map(|incoming| {
-            IdleLimited {
-                incoming,
-                limit: between_bytes_timeout,
-                timer: Box::pin(tokio::time::sleep(between_bytes_timeout)),
-            }
-            .boxed_unsync()
-        });
         let io = async move {
             if !connection_done {
                 connection.await?;
             }
             Ok(())
         };
-        Ok((response, Box::new(io)))
+        Ok((idle_limited(response, between_bytes_timeout), Box::new(io)))
+    }
+
+    /// The response of an exchange on a pooled connection; the connection goes back to the
+    /// pool once the guest has read the whole body (hyper then has it ready again), and is
+    /// closed instead if the body is dropped before its end.
+    fn reuse(
+        &self,
+        key: Destination,
+        mut sender: SendRequest<WasiBody>,
+        response: Response<hyper::body::Incoming>,
+        between_bytes_timeout: Duration,
+    ) -> Sent {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            if sender.ready().await.is_ok() {
+                pool.put(key, sender);
+            }
+        });
+        (
+            idle_limited(response, between_bytes_timeout),
+            Box::new(async { Ok(()) }),
+        )
+    }
+}
+
+fn idle_limited(response: Response<hyper::body::Incoming>, limit: Duration) -> Response<WasiBody> {
+    response.map(|incoming| {
+        IdleLimited {
+            incoming,
+            limit,
+            timer: Box::pin(tokio::time::sleep(limit)),
+        }
+        .boxed_unsync()
+    })
+}
+
+/// Where a pooled connection goes: connections are shared only by requests to the same
+/// scheme, host and port.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Destination {
+    https: bool,
+    host: String,
+    port: u16,
+}
+
+/// Idle HTTP/1.1 connections by destination, most recently used last.
+#[derive(Default)]
+struct Pool {
+    idle: Mutex<HashMap<Destination, Vec<Idle>>>,
+}
+
+struct Idle {
+    sender: SendRequest<WasiBody>,
+    since: Instant,
+}
+
+impl Idle {
+    fn usable(&self, now: Instant) -> bool {
+        now.duration_since(self.since) < IDLE_FOR && self.sender.is_ready()
+    }
+}
+
+impl Pool {
+    /// The most recently used connection to `key` still open, if any. Stale ones are
+    /// dropped, which closes them.
+    fn take(&self, key: &Destination) -> Option<SendRequest<WasiBody>> {
+        let now = Instant::now();
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let waiting = idle.get_mut(key)?;
+        while let Some(entry) = waiting.pop() {
+            if entry.usable(now) {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+
+    fn put(&self, key: Destination, sender: SendRequest<WasiBody>) {
+        let now = Instant::now();
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        // Every destination's stale connections go, not only this one's.
+        idle.retain(|_, waiting| {
+            waiting.retain(|entry| entry.usable(now));
+            !waiting.is_empty()
+        });
+        let waiting = idle.entry(key).or_default();
+        if waiting.len() >= IDLE_PER_DESTINATION {
+            waiting.remove(0);
+        }
+        waiting.push(Idle { sender, since: now });
     }
 }
 
