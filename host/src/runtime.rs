@@ -12,8 +12,7 @@ use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
-    UpdateDeadline,
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
 };
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
@@ -168,33 +167,7 @@ impl Drop for Runtime {
     }
 }
 
-/// Of each instance's linear memory, the pages it wrote that are zeroed in place (kept
-/// resident) when it ends, instead of being handed back to the kernel and faulted in again by
-/// the next instance in that slot. Only the written pages, found with Linux's `PAGEMAP_SCAN`
-/// (6.7 and later): a request touches tens of KiB, and a login's 19 MiB of argon2 memory beyond
-/// this is released as before. On this project's machine it took the hello component from
-/// 3,300-3,700 to 8,800-9,900 requests/s at 16 connections (`make bench`, BENCHMARKS.md).
-const KEEP_RESIDENT: usize = 1 << 20;
-
 fn engine(max_instances: usize, max_memory: usize) -> anyhow::Result<Engine> {
-    let with_scan = Engine::new(&engine_config(max_instances, max_memory, true));
-    match with_scan {
-        Ok(engine) => Ok(engine),
-        // An older kernel: each instance's pages go back to the kernel when it ends.
-        Err(err) => {
-            tracing::info!(
-                "no PAGEMAP_SCAN ({err:#}): instance memory is released after each request"
-            );
-            Ok(Engine::new(&engine_config(
-                max_instances,
-                max_memory,
-                false,
-            ))?)
-        }
-    }
-}
-
-fn engine_config(max_instances: usize, max_memory: usize, keep_written_pages: bool) -> Config {
     let instances = u32::try_from(max_instances).unwrap_or(u32::MAX).max(1);
     let mut pooling = PoolingAllocationConfig::new();
     pooling
@@ -204,19 +177,11 @@ fn engine_config(max_instances: usize, max_memory: usize, keep_written_pages: bo
         .total_tables(instances.saturating_mul(4))
         .total_stacks(instances)
         .max_memory_size(max_memory);
-    // Without the scan, keeping pages would mean zeroing the first KEEP_RESIDENT bytes of every
-    // memory whether written or not, dearer than the page faults it saves.
-    if keep_written_pages {
-        pooling
-            .pagemap_scan(Enabled::Yes)
-            .linear_memory_keep_resident(KEEP_RESIDENT)
-            .table_keep_resident(KEEP_RESIDENT);
-    }
     let mut config = Config::new();
     config
         .epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
-    config
+    Ok(Engine::new(&config)?)
 }
 
 /// A thread, not a task: a guest spinning on every executor thread must still see time pass.
