@@ -555,6 +555,100 @@ async fn outbound_connections_closed_by_the_server_are_not_reused() {
     assert_eq!((impatient.requests(), impatient.connections()), (3, 3));
 }
 
+/// A server on loopback that reads each request's whole body and records, by path, how many
+/// bytes came or why the body broke off; it answers once the body is over.
+async fn body_recorder() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, Result<usize, String>)>>>,
+) {
+    use http_body_util::BodyExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = bodies.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let recorded = recorded.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |request: hyper::Request<hyper::body::Incoming>| {
+                        let recorded = recorded.clone();
+                        async move {
+                            let path = request.uri().path().to_owned();
+                            let outcome = match request.into_body().collect().await {
+                                Ok(body) => Ok(body.to_bytes().len()),
+                                Err(err) => Err(err.to_string()),
+                            };
+                            recorded.lock().unwrap().push((path, outcome));
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from_static(b"recorded")),
+                            ))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, bodies)
+}
+
+/// A component stopped by its time limit in the middle of a streamed request body: the server
+/// it was sending to sees the body break off, never a complete request holding part of it
+/// (an upload to the worker that became a job of half a file). The stopped request goes out
+/// on a connection pooled by an earlier one, which outlives the component.
+#[tokio::test]
+async fn an_outbound_body_cut_short_by_the_time_limit_never_looks_complete() {
+    let (addr, bodies) = body_recorder().await;
+    let host = HostProcess::start(
+        HostOptions::new(probe_manifest(&format!(
+            "allowed_outbound_hosts = [\"http://{addr}\"]"
+        )))
+        .env("SPIN_VARIABLE_API_TOKEN", "x")
+        .arg("--component-limit")
+        .arg("probe:timeout=1s"),
+    );
+    let (status, body) = outbound(&host, &format!("http://{addr}/first")).await;
+    assert_eq!(
+        (status, body["body"].as_str()),
+        (200, Some("recorded")),
+        "{body}"
+    );
+
+    let response = client()
+        .post(host.url("/probe/upstream"))
+        .query(&[
+            ("url", format!("http://{addr}/upload")),
+            ("kb", "256".into()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 504);
+
+    // The server records the upload once its body is over, one way or the other.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let upload = loop {
+        let recorded = bodies.lock().unwrap().clone();
+        if let Some((_, outcome)) = recorded.iter().find(|(path, _)| path == "/upload") {
+            break outcome.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload's body never ended: {recorded:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(
+        upload.is_err(),
+        "a cut body arrived as complete: {upload:?}"
+    );
+    assert_eq!(bodies.lock().unwrap()[0], ("/first".to_owned(), Ok(0)));
+}
+
 #[tokio::test]
 async fn outbound_http_is_limited_to_allowed_hosts() {
     use std::sync::atomic::Ordering;

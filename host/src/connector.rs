@@ -39,9 +39,12 @@ pub type Sent = (
 );
 
 /// How long a connection may wait in the pool for its next request: below the idle limits
-/// servers commonly set (hyper's 30 s for the next request's headers, where a server has a
-/// timer), and short enough that requests move to a new replica of the worker within seconds.
-const IDLE_FOR: Duration = Duration::from_secs(10);
+/// servers commonly set (Node's 5 s, hyper's 30 s where a server has a timer), so a request
+/// rarely meets a connection its server is closing.
+const IDLE_FOR: Duration = Duration::from_secs(4);
+/// How long a connection is used at all: requests move to a new replica of the worker, or to
+/// new addresses of a name, within a minute even under steady load.
+const MAX_AGE: Duration = Duration::from_secs(60);
 /// Idle connections kept per destination; more than this many at once are closed when done.
 const IDLE_PER_DESTINATION: usize = 32;
 
@@ -101,19 +104,20 @@ impl Connector {
         );
         let key = (admission == Admission::Named).then(|| Destination {
             https,
-            host: host.clone(),
+            host: host.to_ascii_lowercase(),
             port,
         });
 
         if let Some(key) = &key
-            && let Some(mut sender) = self.pool.take(key)
+            && let Some(mut pooled) = self.pool.take(key)
         {
-            let sent = tokio::time::timeout(first_byte_timeout, sender.try_send_request(request))
-                .await
-                .map_err(|_| Error::ConnectionReadTimeout)?;
+            let sent =
+                tokio::time::timeout(first_byte_timeout, pooled.sender.try_send_request(request))
+                    .await
+                    .map_err(|_| Error::ConnectionReadTimeout)?;
             match sent {
                 Ok(response) => {
-                    return Ok(self.reuse(key.clone(), sender, response, between_bytes_timeout));
+                    return Ok(self.reuse(key.clone(), pooled, response, between_bytes_timeout));
                 }
                 // The connection closed before the request went out on it: a new one takes it.
                 Err(mut err) => match err.take_message() {
@@ -142,8 +146,8 @@ impl Connector {
 
         if let Some(key) = key {
             // The connection outlives this exchange: its own task drives it until either
-            // side closes it.
-            tokio::spawn(async move {
+            // side closes it (or the pool gives up on it).
+            let driving = tokio::spawn(async move {
                 if let Err(err) = connection.await {
                     tracing::debug!("pooled outbound connection ended: {err}");
                 }
@@ -151,7 +155,12 @@ impl Connector {
             let response = tokio::time::timeout(first_byte_timeout, sender.send_request(request))
                 .await
                 .map_err(|_| Error::ConnectionReadTimeout)??;
-            return Ok(self.reuse(key, sender, response, between_bytes_timeout));
+            let pooled = Pooled {
+                sender,
+                created: Instant::now(),
+                driving: driving.abort_handle(),
+            };
+            return Ok(self.reuse(key, pooled, response, between_bytes_timeout));
         }
 
         let mut connection = Box::pin(connection);
@@ -183,18 +192,19 @@ impl Connector {
 
     /// The response of an exchange on a pooled connection; the connection goes back to the
     /// pool once the guest has read the whole body (hyper then has it ready again), and is
-    /// closed instead if the body is dropped before its end.
+    /// closed instead if the body is dropped before its end. One still busy after
+    /// [`READ_TIMEOUT`] (a peer that stopped reading the request body) is closed too.
     fn reuse(
         &self,
         key: Destination,
-        mut sender: SendRequest<WasiBody>,
+        mut pooled: Pooled,
         response: Response<hyper::body::Incoming>,
         between_bytes_timeout: Duration,
     ) -> Sent {
         let pool = self.pool.clone();
         tokio::spawn(async move {
-            if sender.ready().await.is_ok() {
-                pool.put(key, sender);
+            if let Ok(Ok(())) = tokio::time::timeout(READ_TIMEOUT, pooled.sender.ready()).await {
+                pool.put(key, pooled);
             }
         });
         (
@@ -230,21 +240,37 @@ struct Pool {
     idle: Mutex<HashMap<Destination, Vec<Idle>>>,
 }
 
-struct Idle {
+/// A connection the pool owns: its sender, and the task driving it, stopped when the
+/// connection is given up on (closed, stale, over the cap, or stuck).
+struct Pooled {
     sender: SendRequest<WasiBody>,
+    created: Instant,
+    driving: tokio::task::AbortHandle,
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.driving.abort();
+    }
+}
+
+struct Idle {
+    connection: Pooled,
     since: Instant,
 }
 
 impl Idle {
     fn usable(&self, now: Instant) -> bool {
-        now.duration_since(self.since) < IDLE_FOR && self.sender.is_ready()
+        now.duration_since(self.since) < IDLE_FOR
+            && now.duration_since(self.connection.created) < MAX_AGE
+            && self.connection.sender.is_ready()
     }
 }
 
 impl Pool {
     /// The most recently used connection to `key` still open, if any. Stale ones are
     /// dropped, which closes them.
-    fn take(&self, key: &Destination) -> Option<SendRequest<WasiBody>> {
+    fn take(&self, key: &Destination) -> Option<Pooled> {
         let now = Instant::now();
         let mut idle = self
             .idle
@@ -253,13 +279,13 @@ impl Pool {
         let waiting = idle.get_mut(key)?;
         while let Some(entry) = waiting.pop() {
             if entry.usable(now) {
-                return Some(entry.sender);
+                return Some(entry.connection);
             }
         }
         None
     }
 
-    fn put(&self, key: Destination, sender: SendRequest<WasiBody>) {
+    fn put(&self, key: Destination, connection: Pooled) {
         let now = Instant::now();
         let mut idle = self
             .idle
@@ -274,7 +300,10 @@ impl Pool {
         if waiting.len() >= IDLE_PER_DESTINATION {
             waiting.remove(0);
         }
-        waiting.push(Idle { sender, since: now });
+        waiting.push(Idle {
+            connection,
+            since: now,
+        });
     }
 }
 

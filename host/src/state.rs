@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::BodyExt as _;
 use sqlx::SqlitePool;
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
@@ -68,12 +69,14 @@ impl HostState {
         let limits = wasmtime::StoreLimitsBuilder::new()
             .memory_size(component.memory_limit)
             .build();
+        let activity = Arc::new(crate::activity::Activity::new(component.timeout));
         HostState {
             hooks: OutboundHttp {
                 component: component.clone(),
                 services: services.clone(),
+                activity: activity.clone(),
             },
-            activity: Arc::new(crate::activity::Activity::new(component.timeout)),
+            activity,
             component,
             services,
             table: ResourceTable::new(),
@@ -108,6 +111,8 @@ impl WasiHttpView for HostState {
 struct OutboundHttp {
     component: Arc<ComponentContext>,
     services: Arc<Services>,
+    /// The sending request's: a body its guest was stopped in the middle of ends in an error.
+    activity: Arc<crate::activity::Activity>,
 }
 
 type SendResult = wasmtime_wasi_http::Result<(
@@ -122,6 +127,12 @@ impl WasiHttpHooks for OutboundHttp {
         options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
+        // wasmtime ends the body of a guest stopped mid-way (time limit, trap, stalled client)
+        // as if it were complete: without this the receiver would take part of an upload for
+        // all of it, now that pooled connections outlive the request that sent them.
+        let activity = self.activity.clone();
+        let request =
+            request.map(|body| crate::activity::Watched::new(body, activity, None).boxed_unsync());
         let uri = request.uri();
         let scheme = uri.scheme_str().unwrap_or("http").to_owned();
         let host = uri.host().unwrap_or_default().to_owned();

@@ -14,6 +14,8 @@
 //! | `POST /sqlite[?db=NAME]`  | runs `{"sql", "params"}`, returns columns and rows     |
 //! | `POST /mysql`             | `{"address", "sql", "params", "mode"}` on MySQL        |
 //! | `GET /outbound?url=URL`   | outbound GET; `{"status", "body"}` or 502              |
+//! | `POST /upstream?url=URL&kb=N` | streams N KiB to `http://` URL in a chunked body, then |
+//! |                           | burns CPU without finishing it (until the time limit)  |
 //! | `GET /spin?ms=N`          | burns CPU for N ms                                     |
 //! | `GET /wait?ms=N`          | sleeps N ms without burning CPU                        |
 //! | `GET /alloc?mb=N`         | allocates and touches N MiB                            |
@@ -106,6 +108,37 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
                 }
                 Err(e) => respond_json(out, 502, &json!({ "error": format!("{e} ({e:?})") })).await,
             }
+        }
+        (Method::Post, "/upstream") => {
+            let Some(url) = query_param(query, "url") else {
+                return respond_json(out, 400, &json!({ "error": "missing url" })).await;
+            };
+            let rest = url.strip_prefix("http://").unwrap_or(&url);
+            let (authority, path) = match rest.split_once('/') {
+                Some((authority, path)) => (authority.to_owned(), format!("/{path}")),
+                None => (rest.to_owned(), "/".to_owned()),
+            };
+            let request = spin_sdk::http::OutgoingRequest::new(Fields::new());
+            let _ = request.set_method(&Method::Post);
+            let _ = request.set_scheme(Some(&spin_sdk::http::Scheme::Http));
+            let _ = request.set_authority(Some(&authority));
+            let _ = request.set_path_with_query(Some(&path));
+            let mut body = request.take_body();
+            let response = spin_sdk::http::send::<_, spin_sdk::http::IncomingResponse>(request);
+            let kb = number_param(query, "kb");
+            let writing = async move {
+                for _ in 0..kb {
+                    if body.send(vec![b'x'; 1024]).await.is_err() {
+                        break;
+                    }
+                }
+                // The body is never finished: only the host's time limit ends this.
+                let mut x = 0u64;
+                loop {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            };
+            let _ = futures::join!(response, writing);
         }
         (Method::Get, "/spin") => {
             let limit = Duration::from_millis(number_param(query, "ms"));
