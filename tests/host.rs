@@ -495,6 +495,24 @@ async fn outbound(host: &HostProcess, target: &str) -> (u16, Value) {
     )
 }
 
+/// `rounds` outbound requests through `host` to `addr`, one after another, each answered with
+/// `expected` by the upstream.
+async fn outbound_rounds(
+    host: &HostProcess,
+    addr: std::net::SocketAddr,
+    rounds: usize,
+    expected: &str,
+) {
+    for round in 0..rounds {
+        let (status, body) = outbound(host, &format!("http://{addr}/r{round}")).await;
+        assert_eq!(
+            (status, body["body"].as_str()),
+            (200, Some(expected)),
+            "{body}"
+        );
+    }
+}
+
 /// A host the manifest names (the worker, in mp3conv) is called over the connections of
 /// earlier requests, as Spin does, instead of a new connection each time.
 #[tokio::test]
@@ -502,14 +520,7 @@ async fn outbound_connections_to_a_named_host_are_reused() {
     let upstream = Upstream::start("pooled", Closing::Never).await;
     let addr = upstream.addr;
     let host = start_probe(&format!("allowed_outbound_hosts = [\"http://{addr}\"]"));
-    for round in 0..10 {
-        let (status, body) = outbound(&host, &format!("http://{addr}/r{round}")).await;
-        assert_eq!(
-            (status, body["body"].as_str()),
-            (200, Some("pooled")),
-            "{body}"
-        );
-    }
+    outbound_rounds(&host, addr, 10, "pooled").await;
     assert_eq!(upstream.requests(), 10);
     // One connection carries them all; a second is allowed for a request that came before
     // the first connection was back in the pool. Without reuse it would be 10.
@@ -527,27 +538,15 @@ async fn outbound_connections_closed_by_the_server_are_not_reused() {
     let closing = Upstream::start("closing", Closing::AfterEachResponse).await;
     let addr = closing.addr;
     let host = start_probe(&format!("allowed_outbound_hosts = [\"http://{addr}\"]"));
-    for round in 0..5 {
-        let (status, body) = outbound(&host, &format!("http://{addr}/r{round}")).await;
-        assert_eq!(
-            (status, body["body"].as_str()),
-            (200, Some("closing")),
-            "{body}"
-        );
-    }
+    outbound_rounds(&host, addr, 5, "closing").await;
     assert_eq!((closing.requests(), closing.connections()), (5, 5));
 
     let idle = std::time::Duration::from_millis(100);
     let impatient = Upstream::start("impatient", Closing::WhenIdleFor(idle)).await;
     let addr = impatient.addr;
     let host = start_probe(&format!("allowed_outbound_hosts = [\"http://{addr}\"]"));
-    for round in 0..3 {
-        let (status, body) = outbound(&host, &format!("http://{addr}/r{round}")).await;
-        assert_eq!(
-            (status, body["body"].as_str()),
-            (200, Some("impatient")),
-            "{body}"
-        );
+    for _ in 0..3 {
+        outbound_rounds(&host, addr, 1, "impatient").await;
         // Past the server's patience: the pooled connection is closed by the time the next
         // request comes.
         tokio::time::sleep(idle * 4).await;
