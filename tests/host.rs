@@ -655,28 +655,13 @@ async fn outbound_http_is_limited_to_allowed_hosts() {
     let (denied, denied_hits) = counting_server("from denied").await;
     let host = start_probe(&format!("allowed_outbound_hosts = [\"http://{allowed}\"]"));
 
-    let outbound = |target: String| {
-        let url = host.url("/probe/outbound");
-        async move {
-            let response = client()
-                .get(url)
-                .query(&[("url", target)])
-                .send()
-                .await
-                .unwrap();
-            (
-                response.status().as_u16(),
-                response.json::<Value>().await.unwrap(),
-            )
-        }
-    };
-    let (status, body) = outbound(format!("http://{allowed}/x")).await;
+    let (status, body) = outbound(&host, &format!("http://{allowed}/x")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], 200);
     assert_eq!(body["body"], "from allowed");
     assert_eq!(allowed_hits.load(Ordering::SeqCst), 1);
 
-    let (status, body) = outbound(format!("http://{denied}/x")).await;
+    let (status, body) = outbound(&host, &format!("http://{denied}/x")).await;
     assert_eq!(status, 502, "{body}");
     assert!(
         body["error"].to_string().contains("HttpRequestDenied"),
