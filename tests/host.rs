@@ -595,24 +595,15 @@ async fn body_recorder() -> (
     (addr, bodies)
 }
 
-/// A component stopped by its time limit in the middle of a streamed request body: the server
-/// it was sending to sees the body break off, never a complete request holding part of it
-/// (an upload to the worker that became a job of half a file). The stopped request goes out
-/// on a connection pooled by an earlier one, which outlives the component.
-#[tokio::test]
-async fn an_outbound_body_cut_short_by_the_time_limit_never_looks_complete() {
+/// A component stopped in the middle of a streamed request body: the server it was sending
+/// to sees the body break off, never a complete request holding part of it (an upload to the
+/// worker that became a job of half a file). The stopped request goes out on a connection
+/// pooled by an earlier one, which outlives the component.
+async fn assert_a_cut_body_breaks_off(host: &HostProcess, then: &str, status: u16) {
     let (addr, bodies) = body_recorder().await;
-    let host = HostProcess::start(
-        HostOptions::new(probe_manifest(&format!(
-            "allowed_outbound_hosts = [\"http://{addr}\"]"
-        )))
-        .env("SPIN_VARIABLE_API_TOKEN", "x")
-        .arg("--component-limit")
-        .arg("probe:timeout=1s"),
-    );
-    let (status, body) = outbound(&host, &format!("http://{addr}/first")).await;
+    let (first, body) = outbound(host, &format!("http://{addr}/first")).await;
     assert_eq!(
-        (status, body["body"].as_str()),
+        (first, body["body"].as_str()),
         (200, Some("recorded")),
         "{body}"
     );
@@ -622,11 +613,12 @@ async fn an_outbound_body_cut_short_by_the_time_limit_never_looks_complete() {
         .query(&[
             ("url", format!("http://{addr}/upload")),
             ("kb", "256".into()),
+            ("then", then.into()),
         ])
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 504);
+    assert_eq!(response.status(), status);
 
     // The server records the upload once its body is over, one way or the other.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -646,6 +638,27 @@ async fn an_outbound_body_cut_short_by_the_time_limit_never_looks_complete() {
         "a cut body arrived as complete: {upload:?}"
     );
     assert_eq!(bodies.lock().unwrap()[0], ("/first".to_owned(), Ok(0)));
+}
+
+/// Stopped by its time limit (short here: reaching it is what is tested).
+#[tokio::test]
+async fn an_outbound_body_cut_short_by_the_time_limit_never_looks_complete() {
+    let host = HostProcess::start(
+        HostOptions::new(probe_manifest(
+            "allowed_outbound_hosts = [\"http://127.0.0.1:*\"]",
+        ))
+        .env("SPIN_VARIABLE_API_TOKEN", "x")
+        .arg("--component-limit")
+        .arg("probe:timeout=1s"),
+    );
+    assert_a_cut_body_breaks_off(&host, "spin", 504).await;
+}
+
+/// Stopped by a trap, on the host's default limits.
+#[tokio::test]
+async fn an_outbound_body_cut_short_by_a_trap_never_looks_complete() {
+    let host = start_probe("allowed_outbound_hosts = [\"http://127.0.0.1:*\"]");
+    assert_a_cut_body_breaks_off(&host, "trap", 500).await;
 }
 
 #[tokio::test]

@@ -15,7 +15,8 @@
 //! | `POST /mysql`             | `{"address", "sql", "params", "mode"}` on MySQL        |
 //! | `GET /outbound?url=URL`   | outbound GET; `{"status", "body"}` or 502              |
 //! | `POST /upstream?url=URL&kb=N` | streams N KiB to `http://` URL in a chunked body, then |
-//! |                           | burns CPU without finishing it (until the time limit)  |
+//! |                           | burns CPU without finishing it (until the time limit), |
+//! |                           | or traps there with `then=trap`                        |
 //! | `GET /spin?ms=N`          | burns CPU for N ms                                     |
 //! | `GET /wait?ms=N`          | sleeps N ms without burning CPU                        |
 //! | `GET /alloc?mb=N`         | allocates and touches N MiB                            |
@@ -126,13 +127,18 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
             let mut body = request.take_body();
             let response = spin_sdk::http::send::<_, spin_sdk::http::IncomingResponse>(request);
             let kb = number_param(query, "kb");
+            let trap = query_param(query, "then").as_deref() == Some("trap");
             let writing = async move {
                 for _ in 0..kb {
                     if body.send(vec![b'x'; 1024]).await.is_err() {
                         break;
                     }
                 }
-                // The body is never finished: only the host's time limit ends this.
+                // The body is never finished: a trap (`then=trap`) or the host's time limit
+                // ends this.
+                if trap {
+                    panic!("stopping in the middle of the request body");
+                }
                 let mut x = 0u64;
                 loop {
                     x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
