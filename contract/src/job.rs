@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::http::{file_name, file_stem};
 use crate::options::{BadJson, Options, json_object};
 
 /// Default page size of job listings.
@@ -215,6 +216,28 @@ impl Source {
             _ => name,
         };
         stem.chars().filter(|c| !c.is_control()).take(200).collect()
+    }
+}
+
+/// What of a done job is downloaded: its MP3, one chapter's, or all chapters' in a ZIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Download {
+    /// The job's MP3.
+    Audio,
+    /// Chapter `n`'s MP3 (1-based) of a job split by chapters.
+    Track(u32),
+    /// Every chapter's MP3 in one ZIP.
+    Tracks,
+}
+
+impl Download {
+    /// The worker's path of this download of job `id`.
+    pub fn worker_path(self, id: JobId) -> String {
+        match self {
+            Download::Audio => format!("/internal/jobs/{id}/audio"),
+            Download::Track(n) => format!("/internal/jobs/{id}/tracks/{n}"),
+            Download::Tracks => format!("/internal/jobs/{id}/tracks.zip"),
+        }
     }
 }
 
@@ -457,6 +480,27 @@ impl Job {
         }
     }
 
+    /// The name `what` of this job is saved under (made safe, [`file_name`]): the MP3's title
+    /// (the `title` option, else the source's name) with `.mp3` or `.zip`; a track as its ZIP
+    /// entry is named, `NN - <chapter>.mp3`.
+    pub fn download_name(&self, what: Download) -> String {
+        let title = match self.title() {
+            title if title.trim().is_empty() => self.source.title(),
+            title => title,
+        };
+        match what {
+            Download::Audio => file_name(&title, "mp3", "download"),
+            Download::Tracks => file_name(&title, "zip", "download"),
+            Download::Track(n) => match self.tracks.iter().find(|t| t.number == n) {
+                Some(track) => match file_stem(&track.title) {
+                    chapter if chapter.is_empty() => format!("{n:02}.mp3"),
+                    chapter => file_name(&format!("{n:02} - {chapter}"), "mp3", "download"),
+                },
+                None => file_name(&format!("{title} - {n:02}"), "mp3", "download"),
+            },
+        }
+    }
+
     /// Marks the job failed with a reason.
     pub fn fail(&mut self, code: &str, message: impl Into<String>) {
         self.status = Status::Failed;
@@ -673,6 +717,68 @@ mod tests {
         for bad in ["", "64", "v", "v10", "v-1", "192k", "vv", "1e3", "v+1"] {
             assert!(bad.parse::<Bitrate>().is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn download_names() {
+        use crate::http::attachment;
+        let job = |source| Job::new("u1".into(), source, Default::default());
+        let upload = job(Source::Upload {
+            filename: "Café \"live\".mp4".into(),
+            content_type: None,
+        });
+        assert_eq!(
+            attachment(&upload.download_name(Download::Audio)),
+            "attachment; filename=\"Caf_ _live_.mp3\"; filename*=UTF-8''Caf%C3%A9%20_live_.mp3"
+        );
+        let mut link = job(Source::link("https://x.test/a/talk.webm?x=1"));
+        assert!(
+            attachment(&link.download_name(Download::Audio))
+                .starts_with("attachment; filename=\"talk.mp3\"")
+        );
+        // The title option names the file; one asked to be left out does not.
+        link.options.title = Some("Keynote/2026".into());
+        assert_eq!(
+            link.download_name(Download::Tracks),
+            "Keynote_2026.zip",
+            "no path in a file name"
+        );
+        // However long the title, the name keeps its extension.
+        link.options.title = Some("long ".repeat(100));
+        let long = link.download_name(Download::Audio);
+        assert!(long.ends_with("long.mp3") && long.len() <= 204, "{long}");
+        link.options.title = Some(" ..\u{0} ".into());
+        assert_eq!(link.download_name(Download::Audio), "download.mp3");
+        link.options.title = Some(String::new());
+        assert_eq!(link.download_name(Download::Audio), "talk.mp3");
+        link.tracks.push(Track {
+            number: 2,
+            title: "Questions".into(),
+            start: 0.0,
+            end: 1.0,
+            audio: Audio {
+                id: "a".into(),
+                size: 1,
+                duration: 1.0,
+                bitrate: Default::default(),
+            },
+            crc32: 0,
+        });
+        assert_eq!(link.download_name(Download::Track(2)), "02 - Questions.mp3");
+        // As the ZIP names its entry: the chapter's title made safe on its own.
+        link.tracks[0].title = "..\\..\\secret".into();
+        assert_eq!(
+            link.download_name(Download::Track(2)),
+            "02 - _.._secret.mp3"
+        );
+        link.tracks[0].title = " . ".into();
+        assert_eq!(link.download_name(Download::Track(2)), "02.mp3");
+        assert_eq!(link.download_name(Download::Track(7)), "talk - 07.mp3");
+        let id = link.id;
+        assert_eq!(
+            Download::Track(3).worker_path(id),
+            format!("/internal/jobs/{id}/tracks/3")
+        );
     }
 
     #[test]

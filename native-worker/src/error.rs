@@ -38,7 +38,8 @@ pub enum Error {
     /// 404 `not_found`: no such job, or it belongs to another owner.
     #[error("job not found")]
     NotFound,
-    /// 404 `not_found`: the job has no track with that number.
+    /// 404 `no_such_track`: the job has no track with that number (the gateway tells it
+    /// from a missing job by this code).
     #[error("the job has no track {0}")]
     NoSuchTrack(String),
     /// 404 `no_tracks`: the job was not split by chapters.
@@ -143,7 +144,8 @@ impl Error {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             Self::Option(e) => (StatusCode::BAD_REQUEST, e.code),
-            Self::NotFound | Self::NoSuchTrack(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            Self::NoSuchTrack(_) => (StatusCode::NOT_FOUND, "no_such_track"),
             Self::NoTracks => (StatusCode::NOT_FOUND, "no_tracks"),
             Self::NotReady(_) => (StatusCode::CONFLICT, "not_ready"),
             Self::NotHeld => (StatusCode::CONFLICT, "not_held"),

@@ -312,6 +312,9 @@ async fn audio_supports_range_and_etag(backend: Backend) {
     let whole = app.audio("heidi", &id).await.send().await.unwrap();
     let etag = whole.headers()["etag"].to_str().unwrap().to_owned();
     assert_eq!(whole.headers()["accept-ranges"], "bytes");
+    // Saved under the job's name: the gateway passes it on without asking for the job.
+    let saved_as = "attachment; filename=\"song.mp3\"; filename*=UTF-8''song.mp3";
+    assert_eq!(whole.headers()["content-disposition"], saved_as);
     let whole = body(whole).await;
 
     let cases = [
@@ -329,6 +332,7 @@ async fn audio_supports_range_and_etag(backend: Backend) {
             .await
             .unwrap();
         assert_eq!(response.status(), 206, "{range}");
+        assert_eq!(response.headers()["content-disposition"], saved_as);
         assert_eq!(
             response.headers()["content-range"],
             format!("bytes {}-{}/{size}", expected.start, expected.end - 1).as_str()
@@ -363,6 +367,7 @@ async fn audio_supports_range_and_etag(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(cached.status(), 304);
+    assert_eq!(cached.headers()["content-disposition"], saved_as);
     let stale = app
         .audio("heidi", &id)
         .await

@@ -595,7 +595,14 @@ async fn tracks_are_served_one_by_one_and_as_a_zip(backend: Backend) {
     let id = job.id.to_string();
     let path = |rest: &str| format!("/internal/jobs/{id}/{rest}");
 
-    for (number, (_, expected)) in (1..).zip(&tracks) {
+    // Each track is saved as its ZIP entry is named.
+    let saved_as = [
+        "attachment; filename=\"01 - Intro.mp3\"; filename*=UTF-8''01%20-%20Intro.mp3",
+        "attachment; filename=\"02 - Caf_ _ _ encore.mp3\"; \
+         filename*=UTF-8''02%20-%20Caf%C3%A9%20%E2%98%95%20_%20encore.mp3",
+        "attachment; filename=\"03 - _.._secret.mp3\"; filename*=UTF-8''03%20-%20_.._secret.mp3",
+    ];
+    for (number, (_, expected)) in (1usize..).zip(&tracks) {
         let response = app
             .request(Method::GET, &path(&format!("tracks/{number}")), "tia")
             .send()
@@ -604,6 +611,11 @@ async fn tracks_are_served_one_by_one_and_as_a_zip(backend: Backend) {
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["content-type"], "audio/mpeg");
         assert_eq!(response.headers()["accept-ranges"], "bytes");
+        assert_eq!(
+            response.headers()["content-disposition"],
+            saved_as[number - 1],
+            "track {number}"
+        );
         let etag = response.headers()["etag"].to_str().unwrap().to_owned();
         assert_eq!(&common::body(response).await, expected, "track {number}");
         let cached = app
@@ -641,7 +653,7 @@ async fn tracks_are_served_one_by_one_and_as_a_zip(backend: Backend) {
             .unwrap();
         assert_eq!(
             refusal(response).await,
-            (404, "not_found".into(), None),
+            (404, "no_such_track".into(), None),
             "{missing}"
         );
     }

@@ -1,10 +1,12 @@
 //! `GET /v1/jobs/{id}/audio` and `GET /download?fid=`: the MP3; `GET /v1/jobs/{id}/tracks/{n}`
 //! and `GET /v1/jobs/{id}/tracks.zip`: a chapter's MP3 and all of them in one ZIP (a job split
-//! by chapters). Each is streamed from the worker as it arrives, with `Range` and
-//! `If-None-Match` passed on and a download name.
+//! by chapters). Each is one call to the worker, which checks the job is the caller's and
+//! names the download ([`Job::download_name`]); its answer is streamed as it arrives, with
+//! `Range` and `If-None-Match` passed on.
+//!
+//! [`Job::download_name`]: mp3conv_contract::job::Job::download_name
 
-use mp3conv_contract::http::{attachment, file_name};
-use mp3conv_contract::job::{Job, JobId};
+use mp3conv_contract::job::JobId;
 
 use crate::error::ApiError;
 use crate::routes::{job_id, param, query_params};
@@ -13,16 +15,17 @@ use crate::upstream::{Download, Streamed, Worker};
 /// Request headers passed on to the worker.
 const FORWARDED: [&str; 2] = ["range", "if-none-match"];
 /// Worker response headers passed on to the client.
-const PASSED_BACK: [&str; 5] = [
+const PASSED_BACK: [&str; 6] = [
     "content-type",
     "content-length",
     "content-range",
     "accept-ranges",
     "etag",
+    "content-disposition",
 ];
 
 /// Opens what of job `id` is asked for: the worker's status, the headers the client may see
-/// (with a `Content-Disposition`), and the body to stream.
+/// and the body to stream.
 pub async fn open<W: Worker>(
     worker: &W,
     owner: &str,
@@ -30,28 +33,17 @@ pub async fn open<W: Worker>(
     what: Download,
     header: impl Fn(&str) -> Option<String>,
 ) -> Result<Streamed<W::Audio>, ApiError> {
-    let job = worker.job(owner, id).await?;
     let forwarded: Vec<(String, String)> = FORWARDED
         .into_iter()
         .filter_map(|name| header(name).map(|value| (name.to_owned(), value)))
         .collect();
-    let audio = match worker.download(owner, id, what, &forwarded).await {
-        // The job was there a moment ago: what the worker does not find is the track.
-        Err(ApiError::JobNotFound) if matches!(what, Download::Track(_)) => {
-            return Err(ApiError::TrackNotFound);
-        }
-        other => other?,
-    };
-    let mut headers: Vec<(String, String)> = audio
+    let audio = worker.download(owner, id, what, &forwarded).await?;
+    let headers = audio
         .headers
         .into_iter()
         .filter(|(name, _)| PASSED_BACK.iter().any(|n| n.eq_ignore_ascii_case(name)))
         .map(|(name, value)| (name.to_ascii_lowercase(), value))
         .collect();
-    headers.push((
-        "content-disposition".into(),
-        attachment(&download_name(&job, what)),
-    ));
     Ok(Streamed {
         status: audio.status,
         headers,
@@ -78,84 +70,11 @@ pub fn track_number(text: &str) -> Result<u32, ApiError> {
         .ok_or(ApiError::TrackNotFound)
 }
 
-/// The name a download is saved under (made safe, [`file_name`]): the MP3's title (the `title`
-/// option, else the source's name) with `.mp3` or `.zip`; a track as its ZIP entry is named,
-/// `NN - <chapter>.mp3`.
-pub fn download_name(job: &Job, what: Download) -> String {
-    let title = match job.title() {
-        title if title.trim().is_empty() => job.source.title(),
-        title => title,
-    };
-    match what {
-        Download::Audio => file_name(&title, "mp3", "download"),
-        Download::Tracks => file_name(&title, "zip", "download"),
-        Download::Track(n) => match job.tracks.iter().find(|t| t.number == n) {
-            Some(track) => file_name(&format!("{n:02} - {}", track.title), "mp3", "download"),
-            None => file_name(&format!("{title} - {n:02}"), "mp3", "download"),
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::FakeWorker;
     use futures::executor::block_on;
-    use mp3conv_contract::job::{Audio, Source, Track};
-
-    fn job(source: Source) -> Job {
-        Job::new("u1".into(), source, Default::default())
-    }
-
-    #[test]
-    fn dispositions() {
-        let upload = job(Source::Upload {
-            filename: "Café \"live\".mp4".into(),
-            content_type: None,
-        });
-        assert_eq!(
-            attachment(&download_name(&upload, Download::Audio)),
-            "attachment; filename=\"Caf_ _live_.mp3\"; filename*=UTF-8''Caf%C3%A9%20_live_.mp3"
-        );
-        let mut link = job(Source::link("https://x.test/a/talk.webm?x=1"));
-        assert!(
-            attachment(&download_name(&link, Download::Audio))
-                .starts_with("attachment; filename=\"talk.mp3\"")
-        );
-        // The title option names the file; one asked to be left out does not.
-        link.options.title = Some("Keynote/2026".into());
-        assert_eq!(
-            download_name(&link, Download::Tracks),
-            "Keynote_2026.zip",
-            "no path in a file name"
-        );
-        // However long the title, the name keeps its extension.
-        link.options.title = Some("long ".repeat(100));
-        let long = download_name(&link, Download::Audio);
-        assert!(long.ends_with("long.mp3") && long.len() <= 204, "{long}");
-        link.options.title = Some(" ..\u{0} ".into());
-        assert_eq!(download_name(&link, Download::Audio), "download.mp3");
-        link.options.title = Some(String::new());
-        assert_eq!(download_name(&link, Download::Audio), "talk.mp3");
-        link.tracks.push(Track {
-            number: 2,
-            title: "Questions".into(),
-            start: 0.0,
-            end: 1.0,
-            audio: Audio {
-                id: "a".into(),
-                size: 1,
-                duration: 1.0,
-                bitrate: Default::default(),
-            },
-            crc32: 0,
-        });
-        assert_eq!(
-            download_name(&link, Download::Track(2)),
-            "02 - Questions.mp3"
-        );
-        assert_eq!(download_name(&link, Download::Track(7)), "talk - 07.mp3");
-    }
 
     #[test]
     fn track_numbers() {
@@ -204,12 +123,23 @@ mod tests {
                 "content-disposition"
             ]
         );
+        assert_eq!(
+            audio.headers[3].1, "attachment; filename=\"talk.mp3\"; filename*=UTF-8''talk.mp3",
+            "the worker's name for it"
+        );
         assert_eq!(audio.body, b"ID3");
+        // One call to the worker: it checks the owner and names the file.
         let calls = worker.calls();
-        assert_eq!(calls[1], format!("audio {} range=bytes=0-1", job.id));
-        // Someone else's job is no job, and its audio is never asked for.
+        assert_eq!(calls, [format!("audio {} range=bytes=0-1", job.id)]);
         let theirs = block_on(open(&worker, "u2", job.id, Download::Audio, |_: &str| None));
         assert_eq!(theirs.unwrap_err(), ApiError::JobNotFound);
-        assert_eq!(worker.calls().len(), 3);
+        let missing = block_on(open(
+            &worker,
+            "u1",
+            job.id,
+            Download::Track(2),
+            |_: &str| None,
+        ));
+        assert_eq!(missing.unwrap_err(), ApiError::TrackNotFound);
     }
 }

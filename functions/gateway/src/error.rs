@@ -211,14 +211,15 @@ impl From<HttpError> for ApiError {
 /// and `Content-Range`/`Retry-After`, and so does the worker's 503 `too_many_streams` (it is at
 /// its limit of event streams: a client should wait, as `Retry-After` says); the worker
 /// refusing our service token is our misconfiguration; the rest means the service is
-/// unavailable. A 404 is "no such job" unless the worker names another reason (`no_tracks`:
-/// the job was not split).
+/// unavailable. A 404 is "no such job" unless the worker names another reason: `no_such_track`
+/// is the public "no such track", `no_tracks` (the job was not split) is passed on.
 pub fn upstream_error(status: u16, headers: &[(String, Vec<u8>)], body: Vec<u8>) -> ApiError {
     let error = serde_json::from_slice::<ErrorBody>(&body).ok();
     let is_json_error = error.is_some();
     let code = error.map(|e| e.error.code).unwrap_or_default();
     let too_many_streams = code == "too_many_streams";
     let other_absence = is_json_error && code != "not_found";
+    let no_such_track = code == "no_such_track";
     match status {
         503 if too_many_streams => ApiError::Upstream {
             status,
@@ -229,6 +230,7 @@ pub fn upstream_error(status: u16, headers: &[(String, Vec<u8>)], body: Vec<u8>)
             "the upstream refused our credentials ({status}): check worker_token"
         )),
         404 if !other_absence => ApiError::JobNotFound,
+        404 if no_such_track => ApiError::TrackNotFound,
         400..=499 if is_json_error => ApiError::Upstream {
             status,
             body,
@@ -299,6 +301,8 @@ mod tests {
         assert_eq!(upstream_error(404, &[], vec![]), ApiError::JobNotFound);
         let missing = br#"{"error":{"code":"not_found","message":"no such job"}}"#.to_vec();
         assert_eq!(upstream_error(404, &[], missing), ApiError::JobNotFound);
+        let track = br#"{"error":{"code":"no_such_track","message":"m"}}"#.to_vec();
+        assert_eq!(upstream_error(404, &[], track), ApiError::TrackNotFound);
         let unsplit = br#"{"error":{"code":"no_tracks","message":"m"}}"#.to_vec();
         assert_eq!(
             upstream_error(404, &[], unsplit.clone()),

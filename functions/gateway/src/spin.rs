@@ -181,7 +181,7 @@ impl Worker for SpinWorker<'_> {
         forwarded: &[(String, String)],
     ) -> Result<Streamed<Response>, ApiError> {
         let request = self
-            .request(Method::Get, owner, &what.path(id))
+            .request(Method::Get, owner, &what.worker_path(id))
             .headers(forwarded.to_vec());
         Ok(streamed(self.call(request)?))
     }

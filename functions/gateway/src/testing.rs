@@ -377,11 +377,11 @@ impl Worker for FakeWorker {
         };
         self.call(format!("{kind} {id} {}", shown.join(" ")))?;
         let job = self.owned(owner, id)?;
-        // Like the worker: 404 `not_found` for a track the job does not have.
+        // Like the worker: 404 `no_such_track` for a track the job does not have.
         if let Download::Track(n) = what
             && !job.tracks.iter().any(|t| t.number == n)
         {
-            return Err(ApiError::JobNotFound);
+            return Err(ApiError::TrackNotFound);
         }
         let ranged = forwarded.iter().any(|(n, _)| n == "range");
         let header = |n: &str, v: &str| (n.to_owned(), v.to_owned());
@@ -395,6 +395,10 @@ impl Worker for FakeWorker {
                 header("Content-Type", content_type),
                 header("content-length", &body.len().to_string()),
                 header("etag", "\"e\""),
+                header(
+                    "Content-Disposition",
+                    &mp3conv_contract::http::attachment(&job.download_name(what)),
+                ),
                 header("x-mp3conv-owner", owner),
             ],
             body: body.to_vec(),

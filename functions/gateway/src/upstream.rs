@@ -5,6 +5,7 @@
 
 use bytes::Bytes;
 use futures::Stream;
+pub use mp3conv_contract::job::Download;
 use mp3conv_contract::job::{Job, JobId, JobPage, LinkRequest};
 use mp3conv_contract::options::Options;
 use mp3conv_contract::quota::{Limits, Quota};
@@ -59,28 +60,6 @@ impl Upload {
             query.append_pair(HOLD, "true");
         }
         query.finish()
-    }
-}
-
-/// What of a done job is downloaded: its MP3, one chapter's, or all chapters' in a ZIP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Download {
-    /// `GET /internal/jobs/{id}/audio`.
-    Audio,
-    /// `GET /internal/jobs/{id}/tracks/{n}` (1-based).
-    Track(u32),
-    /// `GET /internal/jobs/{id}/tracks.zip`.
-    Tracks,
-}
-
-impl Download {
-    /// The worker's path for job `id`.
-    pub fn path(self, id: JobId) -> String {
-        match self {
-            Download::Audio => format!("/internal/jobs/{id}/audio"),
-            Download::Track(n) => format!("/internal/jobs/{id}/tracks/{n}"),
-            Download::Tracks => format!("/internal/jobs/{id}/tracks.zip"),
-        }
     }
 }
 
@@ -297,11 +276,7 @@ mod tests {
         upload.hold = false;
         assert_eq!(upload.to_query(), "filename=a+b%26c.mp4");
         assert_eq!(
-            Download::Track(3).path(id),
-            format!("/internal/jobs/{id}/tracks/3")
-        );
-        assert_eq!(
-            Download::Tracks.path(id),
+            Download::Tracks.worker_path(id),
             format!("/internal/jobs/{id}/tracks.zip")
         );
     }

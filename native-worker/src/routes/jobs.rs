@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 use mp3conv_contract::event::{Envelope, Event};
 use mp3conv_contract::job::upload_query::{self, HOLD};
-use mp3conv_contract::job::{DEFAULT_PAGE, MAX_PAGE};
+use mp3conv_contract::job::{DEFAULT_PAGE, Download, MAX_PAGE};
 use mp3conv_contract::options::{OptionError, Options, json_object};
 use serde::Deserialize;
 
@@ -626,9 +626,10 @@ pub(super) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /internal/jobs/{id}/audio`: the MP3, streamed. Supports a single `Range` (206, or 416
-/// `range_not_satisfiable`), `ETag` and `If-None-Match` (304). 409 `not_ready` before done,
-/// 410 `audio_expired` once expired.
+/// `GET /internal/jobs/{id}/audio`: the MP3, streamed, saved as the job's download name
+/// (`Content-Disposition`). Supports a single `Range` (206, or 416 `range_not_satisfiable`),
+/// `ETag` and `If-None-Match` (304). 409 `not_ready` before done, 410 `audio_expired` once
+/// expired.
 pub(super) async fn audio(
     AxumState(state): AxumState<Arc<State>>,
     Owner(owner): Owner,
@@ -641,19 +642,21 @@ pub(super) async fn audio(
         (Status::Expired, _) => return Err(Error::Expired),
         (status, _) => return Err(Error::NotReady(status.as_str())),
     };
-    serve_mp3(&state, audio, &headers).await
+    serve_mp3(&state, audio, &job.download_name(Download::Audio), &headers).await
 }
 
-/// An MP3 from the MP3 store, streamed: a single `Range` (206, or 416
-/// `range_not_satisfiable`), `ETag` (the blob id and size: blobs never change in place) and
-/// `If-None-Match` (304). The one rule for a job's MP3 and its tracks.
+/// An MP3 from the MP3 store, streamed as an attachment saved as `name`: a single `Range`
+/// (206, or 416 `range_not_satisfiable`), `ETag` (the blob id and size: blobs never change in
+/// place) and `If-None-Match` (304). The one rule for a job's MP3 and its tracks.
 pub(super) async fn serve_mp3(
     state: &State,
     audio: &Audio,
+    name: &str,
     headers: &HeaderMap,
 ) -> Result<Response, Error> {
     let etag = format!("\"{}-{}\"", audio.id, audio.size);
     let etag_value = HeaderValue::from_str(&etag).map_err(Error::internal)?;
+    let disposition = attachment_header(name)?;
     let if_none_match: Vec<&str> = headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
@@ -661,7 +664,14 @@ pub(super) async fn serve_mp3(
         .collect();
     let if_none_match = (!if_none_match.is_empty()).then(|| if_none_match.join(","));
     if mp3conv_contract::http::none_match(if_none_match.as_deref(), &etag) {
-        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response());
+        return Ok((
+            StatusCode::NOT_MODIFIED,
+            [
+                (header::ETAG, etag_value),
+                (header::CONTENT_DISPOSITION, disposition),
+            ],
+        )
+            .into_response());
     }
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         Some(value) => parse_range(value, audio.size)?,
@@ -678,6 +688,7 @@ pub(super) async fn serve_mp3(
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/mpeg"));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::ETAG, etag_value);
+    h.insert(header::CONTENT_DISPOSITION, disposition);
     h.insert(
         header::CONTENT_LENGTH,
         HeaderValue::from(span.end - span.start),
@@ -690,6 +701,11 @@ pub(super) async fn serve_mp3(
         );
     }
     Ok(response)
+}
+
+/// `Content-Disposition` of a download saved as `name`.
+pub(super) fn attachment_header(name: &str) -> Result<HeaderValue, Error> {
+    HeaderValue::from_str(&mp3conv_contract::http::attachment(name)).map_err(Error::internal)
 }
 
 /// Parses a `Range` header against a file of `size` bytes. `Ok(None)` means "send it all":

@@ -10,10 +10,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream};
-use mp3conv_contract::http::{attachment, file_name};
+use mp3conv_contract::job::Download;
 
 use super::Owner;
-use super::jobs::{owned_job, serve_mp3};
+use super::jobs::{attachment_header, owned_job, serve_mp3};
 use crate::State;
 use crate::error::Error;
 use crate::job::{Job, Status};
@@ -35,9 +35,10 @@ fn split_job(job: &Job) -> Result<(), Error> {
     Ok(())
 }
 
-/// `GET /internal/jobs/{id}/tracks/{n}`: track `n` (1-based) as its MP3, with the rules of
-/// `/audio` (Range, ETag, If-None-Match). 409 `not_ready` before done, 404 `no_tracks` when
-/// the job was not split, 404 `not_found` for no such track.
+/// `GET /internal/jobs/{id}/tracks/{n}`: track `n` (1-based) as its MP3, saved as
+/// `NN - <chapter>.mp3`, with the rules of `/audio` (Range, ETag, If-None-Match). 409
+/// `not_ready` before done, 404 `no_tracks` when the job was not split, 404 `no_such_track`
+/// for no such track.
 pub(super) async fn track(
     AxumState(state): AxumState<Arc<State>>,
     Owner(owner): Owner,
@@ -51,12 +52,13 @@ pub(super) async fn track(
         .ok()
         .and_then(|n| job.tracks.iter().find(|t| t.number == n))
         .ok_or_else(|| Error::NoSuchTrack(number.chars().take(16).collect()))?;
-    serve_mp3(&state, &track.audio, &headers).await
+    let name = job.download_name(Download::Track(track.number));
+    serve_mp3(&state, &track.audio, &name, &headers).await
 }
 
 /// `GET /internal/jobs/{id}/tracks.zip`: every track, in order, in one ZIP of stored entries
 /// named `NN - <title>.mp3`, streamed from the store with an exact `Content-Length`, as
-/// `attachment; filename="<job title>.zip"`. 409 `not_ready` before done, 404 `no_tracks`
+/// `attachment; filename="<job title>.zip"` (the job's download name). 409 `not_ready` before done, 404 `no_tracks`
 /// when the job was not split, 409 `too_large_for_zip` past 4 GiB (no ZIP64).
 pub(super) async fn zip(
     AxumState(state): AxumState<Arc<State>>,
@@ -117,8 +119,7 @@ pub(super) async fn zip(
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
     h.insert(
         header::CONTENT_DISPOSITION,
-        HeaderValue::from_str(&attachment(&file_name(&job.title(), "zip", "tracks")))
-            .map_err(Error::internal)?,
+        attachment_header(&job.download_name(Download::Tracks))?,
     );
     Ok(response)
 }
