@@ -1035,7 +1035,8 @@ async fn store(
         .map_err(|e| Failure::transient("temp_unavailable", &Error::internal(e)))?;
     let crc = Arc::new(std::sync::Mutex::new(crc32fast::Hasher::new()));
     let hashing = Arc::clone(&crc);
-    let body = ReaderStream::new(file).inspect_ok(move |chunk| {
+    // Large reads: each is a trip to the blocking pool (the default is 4 KiB).
+    let body = ReaderStream::with_capacity(file, 256 * 1024).inspect_ok(move |chunk| {
         hashing.lock().expect("never poisoned").update(chunk);
     });
     let size = state
