@@ -481,8 +481,9 @@ impl Job {
     }
 
     /// The name `what` of this job is saved under (made safe, [`file_name`]): the MP3's title
-    /// (the `title` option, else the source's name) with `.mp3` or `.zip`; a track as its ZIP
-    /// entry is named, `NN - <chapter>.mp3`.
+    /// (the `title` option, else the source's name) with `.mp3` or `.zip`; a track like its ZIP
+    /// entry, `NN - <chapter>.mp3` (the ZIP widens the number past 99 tracks and numbers
+    /// repeated names).
     pub fn download_name(&self, what: Download) -> String {
         let title = match self.title() {
             title if title.trim().is_empty() => self.source.title(),

@@ -2,10 +2,12 @@
 //! and `GET /v1/jobs/{id}/tracks.zip`: a chapter's MP3 and all of them in one ZIP (a job split
 //! by chapters). Each is one call to the worker, which checks the job is the caller's and
 //! names the download ([`Job::download_name`]); its answer is streamed as it arrives, with
-//! `Range` and `If-None-Match` passed on.
+//! `Range` and `If-None-Match` passed on. A worker from before it named downloads (a rolling
+//! update that reaches the gateway first) is asked for the job, and the gateway names it.
 //!
 //! [`Job::download_name`]: mp3conv_contract::job::Job::download_name
 
+use mp3conv_contract::http::attachment;
 use mp3conv_contract::job::JobId;
 
 use crate::error::ApiError;
@@ -38,12 +40,20 @@ pub async fn open<W: Worker>(
         .filter_map(|name| header(name).map(|value| (name.to_owned(), value)))
         .collect();
     let audio = worker.download(owner, id, what, &forwarded).await?;
-    let headers = audio
+    let mut headers: Vec<(String, String)> = audio
         .headers
         .into_iter()
         .filter(|(name, _)| PASSED_BACK.iter().any(|n| n.eq_ignore_ascii_case(name)))
         .map(|(name, value)| (name.to_ascii_lowercase(), value))
         .collect();
+    if !headers
+        .iter()
+        .any(|(name, _)| name == "content-disposition")
+        && let Ok(job) = worker.job(owner, id).await
+    {
+        let name = job.download_name(what);
+        headers.push(("content-disposition".into(), attachment(&name)));
+    }
     Ok(Streamed {
         status: audio.status,
         headers,
@@ -141,5 +151,25 @@ mod tests {
             |_: &str| None,
         ));
         assert_eq!(missing.unwrap_err(), ApiError::TrackNotFound);
+    }
+
+    #[test]
+    fn an_older_workers_download_is_named_from_its_job() {
+        let worker = FakeWorker::default();
+        worker.unnamed_downloads.set(true);
+        let job = worker.add_job("u1", "talk.mp4");
+        let audio = block_on(open(&worker, "u1", job.id, Download::Audio, |_: &str| None)).unwrap();
+        let disposition = audio
+            .headers
+            .iter()
+            .find(|(n, _)| n == "content-disposition");
+        assert_eq!(
+            disposition.map(|(_, v)| v.as_str()),
+            Some("attachment; filename=\"talk.mp3\"; filename*=UTF-8''talk.mp3")
+        );
+        assert_eq!(
+            worker.calls(),
+            [format!("audio {} ", job.id), format!("job {}", job.id)]
+        );
     }
 }

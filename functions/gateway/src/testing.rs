@@ -203,6 +203,8 @@ pub struct FakeWorker {
     pub usage: Cell<Usage>,
     /// Whether the worker answers job creations as repeats.
     pub replaying: Cell<bool>,
+    /// A worker from before downloads were named by it: no `Content-Disposition`.
+    pub unnamed_downloads: Cell<bool>,
 }
 
 impl FakeWorker {
@@ -389,18 +391,22 @@ impl Worker for FakeWorker {
             Download::Tracks => ("application/zip", b"PK\x03\x04"),
             _ => ("audio/mpeg", b"ID3"),
         };
+        let mut headers = vec![
+            header("Content-Type", content_type),
+            header("content-length", &body.len().to_string()),
+            header("etag", "\"e\""),
+            header(
+                "Content-Disposition",
+                &mp3conv_contract::http::attachment(&job.download_name(what)),
+            ),
+            header("x-mp3conv-owner", owner),
+        ];
+        if self.unnamed_downloads.get() {
+            headers.retain(|(name, _)| name != "Content-Disposition");
+        }
         Ok(Streamed {
             status: if ranged { 206 } else { 200 },
-            headers: vec![
-                header("Content-Type", content_type),
-                header("content-length", &body.len().to_string()),
-                header("etag", "\"e\""),
-                header(
-                    "Content-Disposition",
-                    &mp3conv_contract::http::attachment(&job.download_name(what)),
-                ),
-                header("x-mp3conv-owner", owner),
-            ],
+            headers,
             body: body.to_vec(),
         })
     }
