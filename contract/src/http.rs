@@ -55,9 +55,22 @@ pub fn file_name(stem: &str, extension: &str, fallback: &str) -> String {
 }
 
 /// Whether `c` is an invisible character that reorders or hides text (bidirectional marks,
-/// overrides and isolates, zero-width characters, line and paragraph separators, the BOM).
+/// overrides and isolates, zero-width characters, line and paragraph separators, the BOM), or
+/// one a name could hide text with: the soft hyphen, the Mongolian vowel separator, the
+/// interlinear annotation marks and the tag characters.
 pub fn is_hidden(c: char) -> bool {
-    matches!(c, '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{E0000}'..='\u{E007F}'
+    )
 }
 
 /// `Content-Disposition` of a download saved as `name` (from [`file_name`]): a plain ASCII
@@ -127,6 +140,11 @@ mod tests {
             ("a\u{061C}b\u{2028}c\u{2066}d", "abcd"),
             ("a\nb\u{7}", "ab"),
             ("right\u{202E}4pm.exe", "right4pm.exe"),
+            (
+                "in\u{00AD}voice\u{180E}.pdf\u{FFF9}x\u{FFFB}",
+                "invoice.pdfx",
+            ),
+            ("flag\u{E0067}\u{E0062}\u{E007F}", "flag"),
             ("AC/DC <live> | \"x\"", "AC_DC _live_ _ _x_"),
             (" \u{0} ", ""),
         ] {
