@@ -54,6 +54,16 @@ pub fn file_name(stem: &str, extension: &str, fallback: &str) -> String {
     }
 }
 
+/// The stem of track `number`'s file name, the number zero-padded to `width`: `NN - <title>`
+/// with the title made safe ([`file_stem`]), or `NN` when nothing of it is left. The one rule
+/// for a track downloaded alone and for its entry in the ZIP of all tracks.
+pub fn track_stem(number: u32, width: usize, title: &str) -> String {
+    match file_stem(title) {
+        title if title.is_empty() => format!("{number:0width$}"),
+        title => format!("{number:0width$} - {title}"),
+    }
+}
+
 /// Whether `c` is an invisible character that reorders or hides text (bidirectional marks,
 /// overrides and isolates, zero-width characters, line and paragraph separators, the BOM), or
 /// one a name could hide text with: the soft hyphen, the Mongolian vowel separator, the

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::http::{file_name, file_stem};
+use crate::http::{file_name, track_stem};
 use crate::options::{BadJson, Options, json_object};
 
 /// Default page size of job listings.
@@ -493,10 +493,7 @@ impl Job {
             Download::Audio => file_name(&title, "mp3", "download"),
             Download::Tracks => file_name(&title, "zip", "download"),
             Download::Track(n) => match self.tracks.iter().find(|t| t.number == n) {
-                Some(track) => match file_stem(&track.title) {
-                    chapter if chapter.is_empty() => format!("{n:02}.mp3"),
-                    chapter => file_name(&format!("{n:02} - {chapter}"), "mp3", "download"),
-                },
+                Some(track) => file_name(&track_stem(n, 2, &track.title), "mp3", "download"),
                 None => file_name(&format!("{title} - {n:02}"), "mp3", "download"),
             },
         }

@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 
-use mp3conv_contract::http::file_stem;
+use mp3conv_contract::http::track_stem;
 use time::OffsetDateTime;
 
 /// Largest archive written: past it an offset or size needs ZIP64 (0xFFFFFFFF marks one).
@@ -213,7 +213,7 @@ fn dos_time_and_date(at: OffsetDateTime) -> (u16, u16) {
 
 /// Entry names for tracks (number, title): `NN - title.mp3`, the number zero-padded to at
 /// least two digits (three from track 100, so names sort in order). The title loses what a
-/// file name must not hold or could be used to mislead with ([`file_stem`]). An empty title
+/// file name must not hold or could be used to mislead with ([`track_stem`]). An empty title
 /// leaves `NN.mp3`. Names are unique, ignoring case (` (2)` and so on added).
 pub fn entry_names<'a>(tracks: impl IntoIterator<Item = (u32, &'a str)>) -> Vec<String> {
     let tracks: Vec<(u32, &str)> = tracks.into_iter().collect();
@@ -227,12 +227,7 @@ pub fn entry_names<'a>(tracks: impl IntoIterator<Item = (u32, &'a str)>) -> Vec<
     tracks
         .iter()
         .map(|(number, title)| {
-            let title = file_stem(title);
-            let stem = if title.is_empty() {
-                format!("{number:0width$}")
-            } else {
-                format!("{number:0width$} - {title}")
-            };
+            let stem = track_stem(*number, width, title);
             let mut name = format!("{stem}.mp3");
             let mut again = 2;
             while !taken.insert(name.to_lowercase()) {
