@@ -428,6 +428,86 @@ async fn parallel_throttle_scenario(backend: Backend) {
     backend.drop_database().await;
 }
 
+/// Stored password hashes are a contract with every account, whatever build of the component
+/// reads them: what the component (WebAssembly, SIMD) writes must verify with argon2id computed
+/// natively, and hashes made natively with other costs, lanes, tag lengths or another variant
+/// must verify in the component, through a real login.
+#[tokio::test]
+async fn component_hashes_agree_with_the_argon2_crate() {
+    use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _};
+    use argon2::{Algorithm, Argon2, Params, Version};
+    use sqlx::Connection as _;
+
+    let key_dir = tempfile::tempdir().unwrap();
+    let keys = generate_keys(&key_dir.path().join("current"));
+    let host = Backend::Sqlite.start(&keys, &[]);
+    let db = host.data_dir().join("sqlite_db.db");
+    let mut users = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+
+    let (status, body) = post(
+        &host,
+        "/auth/register",
+        json!({ "email": "made@example.com", "password": "made in the component" }),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let stored: String =
+        sqlx::query_scalar("SELECT password_hash FROM users WHERE email = 'made@example.com'")
+            .fetch_one(&mut users)
+            .await
+            .unwrap();
+    assert!(
+        stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{stored}"
+    );
+    let parsed = PasswordHash::new(&stored).unwrap();
+    assert!(
+        Argon2::default()
+            .verify_password(b"made in the component", &parsed)
+            .is_ok()
+    );
+    assert!(
+        Argon2::default()
+            .verify_password(b"made in the component!", &parsed)
+            .is_err()
+    );
+
+    let (status, _) = post(
+        &host,
+        "/auth/register",
+        json!({ "email": "crate@example.com", "password": "replaced below" }),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let cases = [
+        // OWASP's costs, as the component makes them.
+        (Algorithm::Argon2id, 19 * 1024, 2, 1, 32),
+        // Four lanes, memory that is no whole number of segments, a longer tag.
+        (Algorithm::Argon2id, 77, 3, 4, 48),
+        // Another variant, which an older deployment could have stored.
+        (Algorithm::Argon2i, 64, 2, 1, 32),
+    ];
+    for (algorithm, m, t, p, length) in cases {
+        let password = format!("crate {algorithm} m={m} t={t} p={p}");
+        let params = Params::new(m, t, p, Some(length)).unwrap();
+        let hash = Argon2::new(algorithm, Version::V0x13, params)
+            .hash_password(password.as_bytes())
+            .unwrap()
+            .to_string();
+        sqlx::query("UPDATE users SET password_hash = ? WHERE email = 'crate@example.com'")
+            .bind(&hash)
+            .execute(&mut users)
+            .await
+            .unwrap();
+        let (status, body) = login(&host, "crate@example.com", &password).await;
+        assert_eq!(status, 200, "{hash}: {body}");
+        let (status, _) = login(&host, "crate@example.com", &format!("{password}.")).await;
+        assert_eq!(status, 401, "{hash}");
+    }
+}
+
 #[tokio::test]
 async fn parallel_wrong_passwords_are_throttled_on_sqlite() {
     parallel_throttle_scenario(Backend::Sqlite).await;
