@@ -12,10 +12,9 @@ use crate::keys::{Jwks, PublicJwk, signing_key_from_pem};
 /// Where users live (prints without the MySQL URL).
 pub use mp3conv_kit::config::Database;
 
-/// The signing key, as PEM, and the key id derived from its public half.
-#[derive(Debug, Clone)]
+/// The signing key, read from its PEM, and the key id derived from its public half.
 pub struct SigningKey {
-    pub pem: Secret,
+    pub key: ed25519_dalek::SigningKey,
     pub kid: String,
 }
 
@@ -23,7 +22,10 @@ pub struct SigningKey {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database: Database,
-    pub signing_key: SigningKey,
+    /// The signing key as PEM, read and checked only when a token is issued
+    /// ([`Config::signing_key`]): reading it costs more than the rest of a token check, and
+    /// requests that only verify tokens do not need it.
+    pub signing_key_pem: Secret,
     /// Every key tokens may be signed with (the current one and any still being rotated out).
     pub public_keys: Jwks,
     pub issuer: String,
@@ -72,10 +74,10 @@ impl Config {
     /// Builds the settings from a variable lookup (Spin's `variables::get` in the component).
     pub fn load(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let vars: Variables = config::load(get)?;
-        let signing = signing_key_from_pem(vars.jwt_signing_key.expose())
-            .map_err(|e| ConfigError::new("jwt_signing_key", e))?;
-        let own = PublicJwk::from_public_key(&signing.verifying_key().to_bytes());
         let Json(public_keys) = vars.jwt_public_keys;
+        if public_keys.keys.is_empty() {
+            return Err(ConfigError::new("jwt_public_keys", "lists no keys"));
+        }
         for key in &public_keys.keys {
             if key.kty != "OKP" || key.crv != "Ed25519" {
                 return Err(ConfigError::new(
@@ -84,7 +86,27 @@ impl Config {
                 ));
             }
         }
-        if !public_keys.keys.iter().any(|key| key.x == own.x) {
+        Ok(Config {
+            database: vars.database,
+            signing_key_pem: vars.jwt_signing_key,
+            public_keys,
+            issuer: vars.jwt_issuer,
+            audience: vars.jwt_audience,
+            token_ttl: positive("token_ttl_seconds", vars.token_ttl_seconds.0)?,
+            login_max_failures: positive("login_max_failures", vars.login_max_failures)?,
+            login_window: positive("login_window_seconds", vars.login_window_seconds.0)?,
+        })
+    }
+}
+
+impl Config {
+    /// The signing key, once it is known to be an Ed25519 key whose public half is among the
+    /// public keys (or tokens it signs would verify nowhere).
+    pub fn signing_key(&self) -> Result<SigningKey, ConfigError> {
+        let key = signing_key_from_pem(self.signing_key_pem.expose())
+            .map_err(|e| ConfigError::new("jwt_signing_key", e))?;
+        let own = PublicJwk::from_public_key(&key.verifying_key().to_bytes());
+        if !self.public_keys.keys.iter().any(|listed| listed.x == own.x) {
             return Err(ConfigError::new(
                 "jwt_public_keys",
                 format!(
@@ -93,19 +115,7 @@ impl Config {
                 ),
             ));
         }
-        Ok(Config {
-            database: vars.database,
-            signing_key: SigningKey {
-                pem: vars.jwt_signing_key,
-                kid: own.kid,
-            },
-            public_keys,
-            issuer: vars.jwt_issuer,
-            audience: vars.jwt_audience,
-            token_ttl: positive("token_ttl_seconds", vars.token_ttl_seconds.0)?,
-            login_max_failures: positive("login_max_failures", vars.login_max_failures)?,
-            login_window: positive("login_window_seconds", vars.login_window_seconds.0)?,
-        })
+        Ok(SigningKey { key, kid: own.kid })
     }
 }
 
@@ -174,11 +184,10 @@ pub(crate) mod tests {
 
     #[test]
     fn bad_settings_are_refused() {
-        let cases: [(&str, &str, &str); 10] = [
+        let cases: [(&str, &str, &str); 9] = [
             ("database", "postgres", "one of sqlite, mysql"),
             ("database", "mysql", "variable `mysql_url` is not set"),
-            ("jwt_signing_key", "nope", "PKCS#8"),
-            ("jwt_public_keys", r#"{"keys":[]}"#, "does not contain"),
+            ("jwt_public_keys", r#"{"keys":[]}"#, "lists no keys"),
             ("jwt_public_keys", "not json", "not valid JSON"),
             ("token_ttl_seconds", "-5", "whole number"),
             ("token_ttl_seconds", "0", "positive"),
@@ -196,5 +205,34 @@ pub(crate) mod tests {
             let variable = if value == "mysql" { "mysql_url" } else { name };
             assert!(err.starts_with(&format!("variable `{variable}`")), "{err}");
         }
+    }
+
+    /// The signing key is read when a token is issued, and refused then if it is not a key or
+    /// not among the public keys.
+    #[test]
+    fn a_bad_signing_key_is_refused_when_used() {
+        let other = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let other_jwks = serde_json::json!({
+            "keys": [PublicJwk::from_public_key(&other.verifying_key().to_bytes())]
+        });
+        for (name, value, expected) in [
+            ("jwt_signing_key", "nope".to_owned(), "PKCS#8"),
+            (
+                "jwt_public_keys",
+                other_jwks.to_string(),
+                "does not contain",
+            ),
+        ] {
+            let mut vars = variables();
+            vars.insert(name, value);
+            let config = Config::load(|n| vars.get(n).cloned()).unwrap();
+            let err = config.signing_key().err().unwrap().to_string();
+            assert!(err.contains(expected), "{name}: {err}");
+            assert!(err.starts_with(&format!("variable `{name}`")), "{err}");
+        }
+        assert_eq!(
+            test_config().signing_key().unwrap().kid,
+            test_config().public_keys.keys[0].kid
+        );
     }
 }

@@ -4,6 +4,8 @@
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mp3conv_tokens::Verifier;
 
+use std::cell::OnceCell;
+
 use crate::config::Config;
 use crate::keys::Jwks;
 
@@ -11,29 +13,44 @@ pub use mp3conv_tokens::{Claims, TokenError};
 
 /// Issues and verifies tokens with the configured keys.
 pub struct Tokens {
+    config: Config,
+    verifier: Verifier,
+    /// The signing key, read on the first token issued: most requests only verify.
+    signer: OnceCell<Result<Signer, String>>,
+}
+
+struct Signer {
     encoding: EncodingKey,
     kid: String,
-    verifier: Verifier,
-    issuer: String,
-    audience: String,
-    ttl_secs: u64,
-    jwks: Jwks,
 }
 
 impl Tokens {
     pub fn new(config: &Config) -> Result<Tokens, String> {
-        let encoding = EncodingKey::from_ed_pem(config.signing_key.pem.expose().as_bytes())
-            .map_err(|err| format!("signing key: {err}"))?;
         let verifier = Verifier::new(&config.public_keys, &config.issuer, &config.audience)?;
         Ok(Tokens {
-            encoding,
-            kid: config.signing_key.kid.clone(),
+            config: config.clone(),
             verifier,
-            issuer: config.issuer.clone(),
-            audience: config.audience.clone(),
-            ttl_secs: config.token_ttl.as_secs(),
-            jwks: config.public_keys.clone(),
+            signer: OnceCell::new(),
         })
+    }
+
+    fn signer(&self) -> Result<&Signer, String> {
+        self.signer
+            .get_or_init(|| {
+                let key = self
+                    .config
+                    .signing_key()
+                    .map_err(|err| format!("configuration: {err}"))?;
+                let encoding =
+                    EncodingKey::from_ed_pem(self.config.signing_key_pem.expose().as_bytes())
+                        .map_err(|err| format!("signing key: {err}"))?;
+                Ok(Signer {
+                    encoding,
+                    kid: key.kid,
+                })
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// A new token for a user, and its lifetime in seconds.
@@ -43,20 +60,22 @@ impl Tokens {
         email: &str,
         now_secs: u64,
     ) -> Result<(String, u64), String> {
+        let signer = self.signer()?;
+        let ttl_secs = self.config.token_ttl.as_secs();
         let claims = Claims {
             sub: user_id.to_owned(),
             email: email.to_owned(),
             iat: now_secs,
-            exp: now_secs + self.ttl_secs,
-            iss: self.issuer.clone(),
-            aud: self.audience.clone(),
+            exp: now_secs + ttl_secs,
+            iss: self.config.issuer.clone(),
+            aud: self.config.audience.clone(),
             jti: uuid::Uuid::new_v4().to_string(),
         };
         let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &self.encoding)
+        header.kid = Some(signer.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &signer.encoding)
             .map_err(|err| format!("signing failed: {err}"))?;
-        Ok((token, self.ttl_secs))
+        Ok((token, ttl_secs))
     }
 
     /// The claims of a valid token (see [`Verifier::verify`]).
@@ -66,7 +85,7 @@ impl Tokens {
 
     /// The public keys, for `/auth/jwks.json`.
     pub fn jwks(&self) -> &Jwks {
-        &self.jwks
+        &self.config.public_keys
     }
 }
 
@@ -98,7 +117,25 @@ mod tests {
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(
             header.kid.as_deref(),
-            Some(test_config().signing_key.kid.as_str())
+            Some(test_config().signing_key().unwrap().kid.as_str())
+        );
+    }
+
+    /// Verifying never reads the signing key, so a bad one only stops tokens being issued.
+    #[test]
+    fn verifying_needs_no_signing_key() {
+        let (token, _) = Tokens::new(&test_config())
+            .unwrap()
+            .issue("u1", "a@b.c", now())
+            .unwrap();
+        let mut config = test_config();
+        config.signing_key_pem = mp3conv_kit::config::Secret::new("not a key".to_owned());
+        let tokens = Tokens::new(&config).unwrap();
+        assert_eq!(tokens.verify(&token).unwrap().sub, "u1");
+        let err = tokens.issue("u1", "a@b.c", now()).unwrap_err();
+        assert!(
+            err.starts_with("configuration: variable `jwt_signing_key`"),
+            "{err}"
         );
     }
 
@@ -113,10 +150,7 @@ mod tests {
             .to_string();
         let new_jwk = crate::keys::PublicJwk::from_public_key(&new_key.verifying_key().to_bytes());
         let mut rotated = old.clone();
-        rotated.signing_key = crate::config::SigningKey {
-            pem: mp3conv_kit::config::Secret::new(new_pem),
-            kid: new_jwk.kid.clone(),
-        };
+        rotated.signing_key_pem = mp3conv_kit::config::Secret::new(new_pem);
         rotated.public_keys.keys.push(new_jwk);
 
         let (old_token, _) = Tokens::new(&old)
@@ -177,7 +211,7 @@ mod tests {
         // HS256 signed with the public key bytes: the classic algorithm-confusion attack.
         let x = &config.public_keys.keys[0].x;
         let mut header = Header::new(Algorithm::HS256);
-        header.kid = Some(config.signing_key.kid.clone());
+        header.kid = Some(config.signing_key().unwrap().kid);
         let claims: Claims =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
         let hs256 = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(x.as_bytes()))
