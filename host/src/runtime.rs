@@ -154,8 +154,8 @@ impl Runtime {
         self.epoch_stop.store(true, Ordering::Relaxed);
         self.services.mysql.close().await;
         for component in self.components.values() {
-            for pool in component.context.sqlite.values() {
-                pool.close().await;
+            for db in component.context.sqlite.values() {
+                db.close();
             }
         }
     }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::BodyExt as _;
-use sqlx::SqlitePool;
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -42,7 +41,7 @@ pub struct ComponentContext {
     pub variables: BTreeMap<String, String>,
     pub environment: Vec<(String, String)>,
     pub allowed_outbound_hosts: AllowedHosts,
-    pub sqlite: BTreeMap<String, SqlitePool>,
+    pub sqlite: BTreeMap<String, Arc<crate::spin::sqlite::SqliteDb>>,
     pub memory_limit: usize,
     pub timeout: Duration,
 }
