@@ -434,7 +434,8 @@ async fn parallel_throttle_scenario(backend: Backend) {
 /// must verify in the component, through a real login.
 #[tokio::test]
 async fn component_hashes_agree_with_the_argon2_crate() {
-    use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _};
+    use argon2::password_hash::phc::PasswordHash;
+    use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
     use argon2::{Algorithm, Argon2, Params, Version};
     use sqlx::Connection as _;
 
