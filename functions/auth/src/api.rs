@@ -303,6 +303,7 @@ fn login_key(email: &str) -> String {
 
 fn login(request: &Request<'_>, context: &Context<'_>) -> Result<Reply, ApiError> {
     let (credentials, basic) = login_credentials(request)?;
+    context.tokens.can_issue().map_err(ApiError::Internal)?;
     // Unknown or malformed emails are throttled and timed like real ones.
     let email_key = login_key(&credentials.email);
     let config = context.config;
@@ -436,6 +437,37 @@ mod tests {
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// A signing key that cannot be used stops logins before they are counted or checked,
+    /// and nothing else: tokens already issued still verify.
+    #[test]
+    fn a_bad_signing_key_stops_only_logins() {
+        let mut h = Harness::new();
+        let credentials = r#"{"email":"ann@example.com","password":"hunter2hunter2"}"#;
+        assert_eq!(
+            h.call("POST", "/auth/register", None, credentials).status,
+            201
+        );
+        let login = h.call("POST", "/auth/login", None, credentials);
+        let token = format!("Bearer {}", body(&login)["access_token"].as_str().unwrap());
+
+        let good = h.config.clone();
+        h.config.signing_key_pem = mp3conv_kit::config::Secret::new("not a key".to_owned());
+        h.tokens = Tokens::new(&h.config).unwrap();
+        assert_eq!(
+            h.call("POST", "/auth/validate", Some(&token), "").status,
+            200
+        );
+        // Refused before the password is checked or the attempt counted: six wrong passwords
+        // counted would have throttled the account.
+        let wrong = r#"{"email":"ann@example.com","password":"not the password"}"#;
+        for _ in 0..6 {
+            assert_eq!(h.call("POST", "/auth/login", None, wrong).status, 500);
+        }
+        h.tokens = Tokens::new(&good).unwrap();
+        h.config = good;
+        assert_eq!(h.call("POST", "/auth/login", None, credentials).status, 200);
     }
 
     #[test]

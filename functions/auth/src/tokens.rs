@@ -34,6 +34,13 @@ impl Tokens {
         })
     }
 
+    /// Whether tokens can be issued: the signing key reads and is among the public keys.
+    /// Login asks first, so that a misconfigured deployment answers 500 before it counts the
+    /// attempt or spends a password check.
+    pub fn can_issue(&self) -> Result<(), String> {
+        self.signer().map(|_| ())
+    }
+
     fn signer(&self) -> Result<&Signer, String> {
         self.signer
             .get_or_init(|| {
