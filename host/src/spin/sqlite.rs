@@ -28,6 +28,8 @@ use crate::state::HostState;
 
 /// Connections per database file.
 const MAX_CONNECTIONS: usize = 8;
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 100;
 /// How long a statement on the blocking pool waits for another writer's lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// SQLite virtual-machine steps (checked every [`STEP_CHECK`]) a statement may take on the
@@ -90,6 +92,9 @@ impl SqliteDb {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         connection.busy_timeout(BUSY_TIMEOUT)?;
+        // The functions send a few dozen distinct statements; keep them all prepared, as sqlx did
+        // (100; rusqlite keeps 16 by default).
+        connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         connection.pragma_update(None, "journal_mode", "wal")?;
         connection.pragma_update(None, "foreign_keys", true)?;
         Ok(connection)
