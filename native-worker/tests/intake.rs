@@ -755,21 +755,27 @@ async fn zip_refusals(app: &TestApp, stores: &Stores) {
     );
 
     // A track whose stored MP3 is shorter than its record: the ZIP is cut off, never a
-    // well-formed archive with wrong contents.
+    // well-formed archive with wrong contents. Where the cut lands depends on whether the
+    // server had flushed its head before the store ran short: before it, the connection
+    // closes with no response at all; after it, a 200 whose body ends early.
     let mut short = split_job(stores, "tia", &[("a", bytes(1000, 7))]).await;
     short.tracks[0].audio.size = 2000;
     assert!(stores.jobs.save(&short).await.unwrap());
-    let response = app
+    let sent = app
         .request(
             Method::GET,
             &format!("/internal/jobs/{}/tracks.zip", short.id),
             "tia",
         )
         .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    assert!(response.bytes().await.is_err(), "a short body must fail");
+        .await;
+    match sent {
+        Err(e) => assert!(!e.is_timeout() && !e.is_connect(), "{e:?}"),
+        Ok(response) => {
+            assert_eq!(response.status(), 200);
+            assert!(response.bytes().await.is_err(), "a short body must fail");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
