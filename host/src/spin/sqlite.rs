@@ -4,7 +4,7 @@
 //! A read runs on the thread that asked for it, the guest's own: the functions' reads are
 //! point lookups of tens of microseconds, and handing each to another thread and back (as sqlx,
 //! with a thread per connection, did) cost more than the query. That attempt may not wait: it
-//! gives up at once on a locked database and after [`INLINE_STEPS`] steps of SQLite's virtual
+//! gives up at once on a locked database and after [`mp3conv_sqlite_quick::STEPS`] steps of SQLite's virtual
 //! machine, and the read runs again on the blocking pool. Only reads: a write's commit fsyncs,
 //! may checkpoint, and SQLite can report a write interrupted after it committed, so running it
 //! again could apply it twice. Writes, and opening connections, go to the blocking pool, where a
@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::types::{Value as SqlValue, ValueRef};
-use rusqlite::{Connection, ErrorCode, OpenFlags};
+use rusqlite::{Connection, OpenFlags};
 use tokio::sync::Semaphore;
 use wasmtime::component::Resource;
 
@@ -32,10 +32,6 @@ const MAX_CONNECTIONS: usize = 8;
 const STATEMENT_CACHE: usize = 100;
 /// How long a statement on the blocking pool waits for another writer's lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// SQLite virtual-machine steps (checked every [`STEP_CHECK`]) a statement may take on the
-/// guest's thread before it is handed to the blocking pool: about a millisecond.
-const INLINE_STEPS: u32 = 100_000;
-const STEP_CHECK: i32 = 1_000;
 
 /// A database file and its idle connections.
 pub struct SqliteDb {
@@ -155,39 +151,18 @@ fn read_inline(
     statement: &str,
     parameters: &[SqlValue],
 ) -> Option<rusqlite::Result<QueryResult>> {
-    if let Err(err) = connection.busy_timeout(Duration::ZERO) {
-        return Some(Err(err));
+    let tried = mp3conv_sqlite_quick::without_waiting(connection, |connection| {
+        let readonly = connection.prepare_cached(statement)?.readonly();
+        if !readonly || !connection.is_autocommit() {
+            return Ok(None);
+        }
+        run(connection, statement, parameters).map(Some)
+    });
+    match tried? {
+        Ok(None) => None,
+        Ok(Some(result)) => Some(Ok(result)),
+        Err(err) => Some(Err(err)),
     }
-    let readonly = match connection.prepare_cached(statement) {
-        Ok(prepared) => prepared.readonly(),
-        Err(err) if gave_up(&err) => return None,
-        Err(err) => return Some(Err(err)),
-    };
-    if !readonly || !connection.is_autocommit() {
-        return None;
-    }
-    let mut steps = 0;
-    connection.progress_handler(
-        STEP_CHECK,
-        Some(move || {
-            steps += STEP_CHECK as u32;
-            steps > INLINE_STEPS
-        }),
-    );
-    let result = run(connection, statement, parameters);
-    connection.progress_handler(STEP_CHECK, None::<fn() -> bool>);
-    match result {
-        Err(err) if gave_up(&err) => None,
-        result => Some(result),
-    }
-}
-
-/// Whether the first attempt stopped short: locked, or too long for the guest's thread.
-fn gave_up(err: &rusqlite::Error) -> bool {
-    matches!(
-        err.sqlite_error_code(),
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::OperationInterrupted)
-    )
 }
 
 fn sql_value(value: Value) -> SqlValue {

@@ -1,10 +1,13 @@
 //! Jobs in a SQLite file (the embedded default).
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use rusqlite::OptionalExtension;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use time::OffsetDateTime;
@@ -21,6 +24,50 @@ use crate::jobs::{from_unix_ms, rfc3339_seconds, unix_ms};
 #[derive(Debug, Clone)]
 pub struct SqliteJobs {
     pool: SqlitePool,
+    /// Lookups (a download's job, a page of the list) are tried on the caller's thread first.
+    readers: Arc<Readers>,
+}
+
+/// Read-only connections to the same file, for reads tried on the caller's thread (see
+/// [`mp3conv_sqlite_quick`]): a download's lookup of its job no longer makes two trips to
+/// sqlx's connection thread. In WAL mode a read sees every write committed before it began.
+#[derive(Debug)]
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<rusqlite::Connection>>,
+}
+
+/// Idle read connections kept; more, opened under a burst, are closed when done.
+const IDLE_READERS: usize = 8;
+/// How long a read handed to the blocking pool waits for a lock (sqlx's default).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Readers {
+    fn open(&self) -> rusqlite::Result<rusqlite::Connection> {
+        let connection = rusqlite::Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        // Read-write opened, so that WAL's shared-memory file is made if it is missing; no
+        // statement on it may write.
+        connection.pragma_update(None, "query_only", true)?;
+        Ok(connection)
+    }
+
+    fn take(&self) -> Option<rusqlite::Connection> {
+        self.idle.lock().expect("sqlite readers lock").pop()
+    }
+
+    fn give_back(&self, connection: rusqlite::Connection) {
+        let mut idle = self.idle.lock().expect("sqlite readers lock");
+        if idle.len() < IDLE_READERS {
+            idle.push(connection);
+        }
+    }
+}
+
+fn read_error(e: rusqlite::Error) -> Error {
+    Error::unavailable("sqlite", e)
 }
 
 fn db_error(e: sqlx::Error) -> Error {
@@ -174,7 +221,39 @@ impl SqliteJobs {
             ],
         )
         .await?;
-        Ok(Self { pool })
+        let readers = Arc::new(Readers {
+            path: path.to_owned(),
+            idle: Mutex::new(Vec::new()),
+        });
+        Ok(Self { pool, readers })
+    }
+
+    /// Runs `read` on this thread if it can finish without waiting, else on the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl Fn(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, Error> {
+        let idle = self.readers.take();
+        if let Some(connection) = idle.as_ref()
+            && let Some(result) = mp3conv_sqlite_quick::without_waiting(connection, &read)
+        {
+            self.readers.give_back(idle.expect("checked above"));
+            return result.map_err(read_error);
+        }
+        let readers = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || {
+            let connection = match idle {
+                Some(connection) => connection,
+                None => readers.open()?,
+            };
+            connection.busy_timeout(BUSY_TIMEOUT)?;
+            let result = read(&connection);
+            readers.give_back(connection);
+            result
+        })
+        .await
+        .map_err(Error::internal)?
+        .map_err(read_error)
     }
 }
 
@@ -242,11 +321,15 @@ impl JobStore for SqliteJobs {
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, Error> {
-        let body: Option<String> = sqlx::query_scalar("SELECT body FROM jobs WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)?;
+        let id = id.to_string();
+        let body = self
+            .read(move |connection| {
+                connection
+                    .prepare_cached("SELECT body FROM jobs WHERE id = ?")?
+                    .query_row([&id], |row| row.get::<_, String>(0))
+                    .optional()
+            })
+            .await?;
         body.as_deref().map(decode).transpose()
     }
 
@@ -256,18 +339,20 @@ impl JobStore for SqliteJobs {
         before: Option<JobId>,
         limit: u32,
     ) -> Result<Vec<Job>, Error> {
-        let bodies: Vec<String> = sqlx::query_scalar(
-            "SELECT body FROM jobs
-             WHERE owner = ? AND (? IS NULL OR id < ?) AND held_since IS NULL
-             ORDER BY id DESC LIMIT ?",
-        )
-        .bind(owner)
-        .bind(before.map(|id| id.to_string()))
-        .bind(before.map(|id| id.to_string()))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?;
+        let owner = owner.to_owned();
+        let before = before.map(|id| id.to_string());
+        let bodies: Vec<String> = self
+            .read(move |connection| {
+                connection
+                    .prepare_cached(
+                        "SELECT body FROM jobs
+                         WHERE owner = ?1 AND (?2 IS NULL OR id < ?2) AND held_since IS NULL
+                         ORDER BY id DESC LIMIT ?3",
+                    )?
+                    .query_map(rusqlite::params![owner, before, limit], |row| row.get(0))?
+                    .collect()
+            })
+            .await?;
         bodies.iter().map(|b| decode(b)).collect()
     }
 
