@@ -287,6 +287,7 @@ impl HostArgs {
             component_limits,
             shutdown_grace: self.shutdown_grace,
             variables: BTreeMap::new(),
+            in_process: Vec::new(),
         })
     }
 }
@@ -481,6 +482,22 @@ async fn up(mut args: UpArgs) -> anyhow::Result<()> {
         .variables
         .insert("worker_url".into(), format!("http://{worker_addr}"));
     config.variables.insert("worker_token".into(), token);
+    // The functions' calls to the worker stay in this process: no loopback socket, no HTTP
+    // encoding. The listener still serves anything else that calls the worker's address.
+    let api = worker.in_process::<mp3conv_host::connector::LocalBody>();
+    config.in_process.push(mp3conv_host::connector::InProcess {
+        host: worker_addr.ip().to_string(),
+        port: worker_addr.port(),
+        service: std::sync::Arc::new(move |request| {
+            let answered = api(request);
+            Box::pin(async move {
+                use http_body_util::BodyExt as _;
+                answered
+                    .await
+                    .map(|body| body.map_err(Into::into).boxed_unsync())
+            })
+        }),
+    });
     let events_token = supply_events_token(&mut config)?;
 
     let variables = mp3conv_host::app_variables(&config)?;

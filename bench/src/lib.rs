@@ -228,6 +228,28 @@ pub async fn register_and_login(
         .to_owned())
 }
 
+/// The CPU time a process has used so far (user and system, all threads) from
+/// `/proc/<pid>/stat`: what a load cost the system under test, whatever else ran beside it.
+pub fn cpu_time(pid: u32) -> anyhow::Result<std::time::Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat
+        .rsplit_once(')')
+        .with_context(|| format!("no command name in /proc/{pid}/stat"))?
+        .1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks = |index: usize| -> anyhow::Result<u64> {
+        Ok(fields
+            .get(index)
+            .with_context(|| format!("/proc/{pid}/stat is short"))?
+            .parse()?)
+    };
+    let total = ticks(11)? + ticks(12)?;
+    // The kernel reports them in USER_HZ, 100 on Linux for every architecture it runs on.
+    Ok(std::time::Duration::from_millis(total * 10))
+}
+
 /// A memory figure of a process from `/proc/<pid>/status` (`VmRSS` now, `VmHWM` peak), in bytes.
 pub fn memory(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;

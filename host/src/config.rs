@@ -69,6 +69,9 @@ pub struct HostConfig {
     /// Variable values supplied by the program (e.g. generated development keys), by variable
     /// name. `SPIN_VARIABLE_*` in the environment still wins over these.
     pub variables: BTreeMap<String, String>,
+    /// Destinations served in this process (the worker `up` embeds): their requests skip the
+    /// network.
+    pub in_process: Vec<crate::connector::InProcess>,
 }
 
 impl std::fmt::Debug for HostConfig {
@@ -89,6 +92,7 @@ impl std::fmt::Debug for HostConfig {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("extra_root_certificates", &self.extra_root_certificates)
             .field("variables", &self.variables.keys().collect::<Vec<_>>())
+            .field("in_process", &self.in_process)
             .finish()
     }
 }
@@ -112,6 +116,7 @@ impl HostConfig {
             shutdown_grace: Duration::from_secs(30),
             extra_root_certificates: None,
             variables: BTreeMap::new(),
+            in_process: Vec::new(),
         }
     }
 

@@ -5,6 +5,9 @@
 //! Connections to destinations an operator named in `allowed_outbound_hosts` (the worker, an
 //! email API) are kept open for the next request, as Spin does; a destination only a wildcard
 //! admitted (a user's webhook) gets a connection of its own each time.
+//!
+//! A destination served in this same process (`mp3conv up`'s worker, see [`InProcess`]) gets
+//! its requests handed over as they are, with no socket and no HTTP encoding between.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -17,6 +20,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Frame;
 use http_body_util::BodyExt as _;
+use http_body_util::combinators::UnsyncBoxBody;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -52,16 +56,56 @@ const IDLE_PER_DESTINATION: usize = 32;
 pub struct Connector {
     tls: tokio_rustls::TlsConnector,
     pool: Arc<Pool>,
+    in_process: HashMap<Destination, LocalService>,
+}
+
+/// A body handed to or from a destination served in this process.
+pub type LocalBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// A service in this process that answers requests as a server would, response head first.
+pub type LocalService = Arc<
+    dyn Fn(Request<LocalBody>) -> Pin<Box<dyn Future<Output = Response<LocalBody>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// `http://<host>:<port>` served by `service` in this process: requests to that exact
+/// destination, when an `allowed_outbound_hosts` entry names it, go to `service` instead of
+/// the network. `up` uses it for the worker it embeds; the worker still listens on the same
+/// address for anything else.
+#[derive(Clone)]
+pub struct InProcess {
+    pub host: String,
+    pub port: u16,
+    pub service: LocalService,
+}
+
+impl std::fmt::Debug for InProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "http://{}:{} (in process)", self.host, self.port)
+    }
 }
 
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
 impl Connector {
-    pub fn new(tls: Arc<rustls::ClientConfig>) -> Connector {
+    pub fn new(tls: Arc<rustls::ClientConfig>, in_process: &[InProcess]) -> Connector {
+        let in_process = in_process
+            .iter()
+            .map(|local| {
+                let destination = Destination {
+                    https: false,
+                    host: local.host.to_ascii_lowercase(),
+                    port: local.port,
+                };
+                (destination, local.service.clone())
+            })
+            .collect();
         Connector {
             tls: tokio_rustls::TlsConnector::from(tls),
             pool: Arc::default(),
+            in_process,
         }
     }
 
@@ -107,6 +151,20 @@ impl Connector {
             host: host.to_ascii_lowercase(),
             port,
         });
+        if let Some(service) = key.as_ref().and_then(|key| self.in_process.get(key)) {
+            let request = request.map(|body| body.map_err(Into::into).boxed_unsync());
+            let response = tokio::time::timeout(first_byte_timeout, service(request))
+                .await
+                .map_err(|_| Error::ConnectionReadTimeout)?;
+            let response = response.map(|body| {
+                body.map_err(|err| Error::InternalError(Some(format!("{err:#}"))))
+                    .boxed_unsync()
+            });
+            return Ok((
+                idle_limited(response, between_bytes_timeout),
+                Box::new(async { Ok(()) }),
+            ));
+        }
 
         if let Some(key) = &key
             && let Some(mut pooled) = self.pool.take(key)
@@ -214,7 +272,11 @@ impl Connector {
     }
 }
 
-fn idle_limited(response: Response<hyper::body::Incoming>, limit: Duration) -> Response<WasiBody> {
+fn idle_limited<B>(response: Response<B>, limit: Duration) -> Response<WasiBody>
+where
+    B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<Error>,
+{
     response.map(|incoming| {
         IdleLimited {
             incoming,
@@ -371,13 +433,17 @@ fn tls_error(err: std::io::Error) -> Error {
 }
 
 /// A response body that fails when no frame arrives for `limit`.
-struct IdleLimited {
-    incoming: hyper::body::Incoming,
+struct IdleLimited<B> {
+    incoming: B,
     limit: Duration,
     timer: Pin<Box<tokio::time::Sleep>>,
 }
 
-impl http_body::Body for IdleLimited {
+impl<B> http_body::Body for IdleLimited<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<Error>,
+{
     type Data = Bytes;
     type Error = Error;
 

@@ -116,7 +116,7 @@ impl Runtime {
 
         let tls = crate::tls::client_config(config.extra_root_certificates.as_deref())
             .context("SSL_CERT_FILE")?;
-        let connector = crate::connector::Connector::new(tls);
+        let connector = crate::connector::Connector::new(tls, &config.in_process);
 
         let epoch_stop = Arc::new(AtomicBool::new(false));
         start_epoch_ticker(engine.clone(), epoch_stop.clone());

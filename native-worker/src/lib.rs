@@ -66,6 +66,9 @@ pub(crate) struct State {
     events: events::Events,
     /// Cancelled when the worker starts shutting down (open event streams end then).
     shutdown: CancellationToken,
+    /// Calls from a host in this process ([`Worker::in_process`]) still being answered:
+    /// shutdown waits for them as it waits for its listener's connections.
+    in_process: tokio_util::task::TaskTracker,
 }
 
 /// The worker: the internal HTTP API plus the converter.
@@ -214,6 +217,7 @@ impl Worker {
                 quota_gate: quota::Gate::default(),
                 events,
                 shutdown: CancellationToken::new(),
+                in_process: tokio_util::task::TaskTracker::new(),
             }),
             memory_queue,
             gridfs_sweep,
@@ -224,6 +228,47 @@ impl Worker {
     /// The in-process queue, when the worker uses one (to read its announcements).
     pub fn memory_queue(&self) -> Option<&MemoryQueue> {
         self.memory_queue.as_ref()
+    }
+
+    /// The API as a function for a host that embeds the worker in its process (`mp3conv up`):
+    /// the same routes, token check and limits as on the listener, without a socket between.
+    /// Shutdown waits for the calls being answered, as it waits for its listener's
+    /// connections; once it has begun, new calls get 503 `unavailable`, as a closed listener
+    /// refuses them. As hyper's server does, a 1xx, 204 or 304 carries no `Content-Length`.
+    pub fn in_process<B>(
+        &self,
+    ) -> impl Fn(
+        http::Request<B>,
+    ) -> futures::future::BoxFuture<'static, http::Response<axum::body::Body>>
+    + Send
+    + Sync
+    + 'static
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        use axum::response::IntoResponse as _;
+        use tower::ServiceExt as _;
+        let state = Arc::clone(&self.state);
+        let router = routes::router(Arc::clone(&self.state));
+        move |request| {
+            if state.shutdown.is_cancelled() {
+                let refused = Error::unavailable("worker", "the worker is shutting down");
+                return Box::pin(std::future::ready(refused.into_response()));
+            }
+            let answered = router.clone().oneshot(request.map(axum::body::Body::new));
+            Box::pin(state.in_process.track_future(async move {
+                let Ok(mut response) = answered.await;
+                let status = response.status();
+                if status.is_informational()
+                    || status == http::StatusCode::NO_CONTENT
+                    || status == http::StatusCode::NOT_MODIFIED
+                {
+                    response.headers_mut().remove(http::header::CONTENT_LENGTH);
+                }
+                response
+            }))
+        }
     }
 
     /// Serves the API on `listener` and converts jobs until `shutdown` completes; then stops
@@ -300,6 +345,8 @@ impl Worker {
             .with_graceful_shutdown(token.clone().cancelled_owned())
             .await;
         token.cancel();
+        self.state.in_process.close();
+        self.state.in_process.wait().await;
         if let Some(converter) = converter {
             converter.await.map_err(Error::internal)?;
         }

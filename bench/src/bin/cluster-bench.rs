@@ -187,9 +187,9 @@ async fn downloads(mp3conv: &Path, worker: &Path, root: &Path, dir: &Path) -> an
     // 8 s at 192 kbit/s: a 200 KB MP3.
     let clip = mp3conv_bench::system::clip(dir, 8)?;
     println!(
-        "| figure | p50 / p99, 1 conn | p99 / p50 | req/s, 16 conn | baseline req/s (same run) | ratio |"
+        "| figure | p50 / p99, 1 conn | p99 / p50 | req/s, 16 conn | host CPU per request, 16 conn | baseline req/s (same run) | ratio |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for shape in ["up", "cluster"] {
         let system = match shape {
             "up" => System::up(mp3conv, root, &dir.join("up-downloads"))?,
@@ -206,7 +206,12 @@ async fn downloads(mp3conv: &Path, worker: &Path, root: &Path, dir: &Path) -> an
             .headers
             .push(("authorization", format!("Bearer {token}")));
         let one = load_spec(system.process.addr, gateway.clone(), 1, ONE_CONNECTION).await?;
+        let cpu_before = mp3conv_bench::cpu_time(system.process.pid())?;
         let many = load_spec(system.process.addr, gateway, SIXTEEN, SIXTEEN_REQUESTS).await?;
+        // The host's (in `up` also the worker's) CPU per download: steadier than req/s on a
+        // machine shared with other work.
+        let cpu = mp3conv_bench::cpu_time(system.process.pid())? - cpu_before;
+        let cpu_per_request = cpu.as_secs_f64() * 1e6 / SIXTEEN_REQUESTS as f64;
         let baseline = match &system.worker {
             Some(worker) => {
                 let me: serde_json::Value = handle
@@ -229,12 +234,13 @@ async fn downloads(mp3conv: &Path, worker: &Path, root: &Path, dir: &Path) -> an
             None => None,
         };
         println!(
-            "| `{shape}`: {} KB MP3 through the gateway | {:.1} / {:.1} ms | {:.1} | {:.0} | {} | {} |",
+            "| `{shape}`: {} KB MP3 through the gateway | {:.1} / {:.1} ms | {:.1} | {:.0} | {:.0} us | {} | {} |",
             size / 1000,
             ms(one.p50),
             ms(one.p99),
             one.p99.as_secs_f64() / one.p50.as_secs_f64(),
             many.rps,
+            cpu_per_request,
             baseline
                 .as_ref()
                 .map_or("".into(), |b| format!("{:.0} (worker directly)", b.rps)),
