@@ -174,6 +174,62 @@ async fn v1_flow_on_services() {
     v1_flow(&System::services()).await;
 }
 
+/// An MP3 whose stored file turns out shorter than its record (a disk fault, a file cut by
+/// hand) reaches the client as a broken download, never as a short body that looks complete:
+/// the gateway streams the worker's answer on and does not finish a body the worker did not.
+#[tokio::test]
+async fn a_download_cut_short_fails_for_the_client_embedded() {
+    let system = System::embedded(&[]);
+    let token = system.user("cut").await;
+    let job = system.upload_clip(&token, None).await;
+    let id = job["id"].as_str().unwrap();
+    let done = system.settled(&token, id).await;
+    assert_eq!(done["status"], "done", "{done}");
+    let size = done["audio"]["size"].as_u64().unwrap();
+
+    let mp3s = system.host.data_dir().join("blobs").join("mp3s");
+    let stored: Vec<_> = std::fs::read_dir(&mp3s)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| std::fs::metadata(path).unwrap().len() == size)
+        .collect();
+    assert_eq!(
+        stored.len(),
+        1,
+        "one stored MP3 of {size} bytes in {mp3s:?}"
+    );
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&stored[0])
+        .unwrap()
+        .set_len(size / 2)
+        .unwrap();
+
+    let sent = system
+        .authed(&token, Method::GET, &format!("/v1/jobs/{id}/audio"))
+        .send()
+        .await;
+    match sent {
+        // Cut before the host flushed the head: the connection closes with no answer.
+        Err(err) => assert!(!err.is_timeout() && !err.is_connect(), "{err:?}"),
+        Ok(response) => {
+            assert_eq!(response.status(), 200);
+            let body = response.bytes().await;
+            assert!(
+                body.is_err(),
+                "a body of {} bytes for {size} ended as if complete",
+                body.map(|b| b.len()).unwrap_or_default()
+            );
+        }
+    }
+    // The system is still well: the job answers.
+    expect(
+        system.authed(&token, Method::GET, &format!("/v1/jobs/{id}")),
+        200,
+    )
+    .await;
+}
+
 /// Retention through the gateway, with a short expiry: a done job says when its MP3 goes;
 /// after that its audio, its `/download?fid=` and its job stream answer as expired (410
 /// `audio_expired`, the documented shapes), then the job is gone.

@@ -63,6 +63,6 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     };
     match gateway.serve(route, request).await {
         Answer::Reply(answer) => reply::send(out, answer).await,
-        Answer::Stream(audio) => reply::stream_back(out, audio.body, audio.headers).await,
+        Answer::Stream(audio) => reply::stream_back(out, audio.body, audio.headers),
     }
 }

@@ -1,7 +1,7 @@
 //! The WASI half of replies and bodies: thin calls on Spin's request and response types.
 
-use futures::{SinkExt as _, StreamExt as _};
-use spin_sdk::http::{Fields, IncomingRequest, OutgoingResponse, ResponseOutparam};
+use spin_sdk::http::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasi::io::streams::StreamError;
 
 use super::{BodyError, Reply, drain_stream, read_stream};
 use crate::http::Response;
@@ -13,22 +13,46 @@ pub async fn send(out: ResponseOutparam, reply: Reply) {
     let _ = out.set_with_body(response, reply.body).await;
 }
 
+/// The most bytes one splice moves; the host moves fewer when fewer have arrived or the
+/// client has less room.
+const SPLICE_CHUNK: u64 = 1024 * 1024;
+
 /// Sends `response`'s status with `headers` (the caller picks which of the peer's to pass
-/// on), then its body chunk by chunk as it arrives: nothing is held.
-pub async fn stream_back(
-    out: ResponseOutparam,
-    response: Response,
-    headers: Vec<(String, String)>,
-) {
+/// on), then its body as it arrives: the host splices it from the peer's stream into the
+/// client's, so the bytes never pass through this component's memory and nothing is held.
+/// A body the peer breaks off is left unfinished, so the client sees a broken body rather
+/// than a short one that looks complete.
+pub fn stream_back(out: ResponseOutparam, response: Response, headers: Vec<(String, String)>) {
     let outgoing = head(response.status(), headers);
-    let mut sink = outgoing.take_body();
+    let Ok(body) = outgoing.body() else {
+        return;
+    };
     out.set(outgoing);
-    let incoming = response.into_incoming();
-    let mut chunks = incoming.take_body_stream();
-    while let Some(Ok(chunk)) = chunks.next().await {
-        if sink.send(chunk).await.is_err() {
-            break; // the client went away
+    let Ok(sink) = body.write() else {
+        return;
+    };
+    let Ok(incoming) = response.into_incoming().consume() else {
+        return;
+    };
+    let Ok(source) = incoming.stream() else {
+        return;
+    };
+    let ended = loop {
+        match sink.blocking_splice(&source, SPLICE_CHUNK) {
+            Ok(_) => {}
+            // The peer's body ended, or the client went away; finishing tells which.
+            Err(StreamError::Closed) => break true,
+            Err(StreamError::LastOperationFailed(_)) => break false,
         }
+    };
+    // Streams before their bodies.
+    drop(source);
+    drop(incoming);
+    let flushed = ended && sink.blocking_flush().is_ok();
+    drop(sink);
+    if flushed {
+        // The client may be gone, or the body shorter than its length: nothing more to do.
+        let _ = OutgoingBody::finish(body, None);
     }
 }
 
