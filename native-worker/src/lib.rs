@@ -235,6 +235,7 @@ impl Worker {
     /// Shutdown waits for the calls being answered, as it waits for its listener's
     /// connections; once it has begun, new calls get 503 `unavailable`, as a closed listener
     /// refuses them. As hyper's server does, a 1xx, 204 or 304 carries no `Content-Length`.
+    /// A handler that panics is answered 500 `internal`.
     pub fn in_process<B>(
         &self,
     ) -> impl Fn(
@@ -248,6 +249,7 @@ impl Worker {
         B::Error: Into<axum::BoxError>,
     {
         use axum::response::IntoResponse as _;
+        use futures::FutureExt as _;
         use tower::ServiceExt as _;
         let state = Arc::clone(&self.state);
         let router = routes::router(Arc::clone(&self.state));
@@ -258,7 +260,13 @@ impl Worker {
             }
             let answered = router.clone().oneshot(request.map(axum::body::Body::new));
             Box::pin(state.in_process.track_future(async move {
-                let Ok(mut response) = answered.await;
+                // A handler that panics ends its call as it would end its connection on the
+                // listener, not the caller's task with it.
+                let mut response = match std::panic::AssertUnwindSafe(answered).catch_unwind().await
+                {
+                    Ok(Ok(response)) => response,
+                    Err(_) => Error::internal("a request handler panicked").into_response(),
+                };
                 let status = response.status();
                 if status.is_informational()
                     || status == http::StatusCode::NO_CONTENT
