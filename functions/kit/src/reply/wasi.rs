@@ -13,9 +13,11 @@ pub async fn send(out: ResponseOutparam, reply: Reply) {
     let _ = out.set_with_body(response, reply.body).await;
 }
 
-/// The most bytes one splice moves; the host moves fewer when fewer have arrived or the
-/// client has less room.
-const SPLICE_CHUNK: u64 = 1024 * 1024;
+/// The most bytes one splice moves, and so the largest piece the host's server takes at once.
+/// The host counts each piece taken as progress against its request time limit, so pieces stay
+/// small enough for slow clients to keep taking them (spin-sdk's stream moved 16 KiB at a
+/// time), and the host holds a few of them per download, not a few of the peer's frames.
+const SPLICE_CHUNK: u64 = 32 * 1024;
 
 /// Sends `response`'s status with `headers` (the caller picks which of the peer's to pass
 /// on), then its body as it arrives: the host splices it from the peer's stream into the
@@ -40,7 +42,7 @@ pub fn stream_back(out: ResponseOutparam, response: Response, headers: Vec<(Stri
     let ended = loop {
         match sink.blocking_splice(&source, SPLICE_CHUNK) {
             Ok(_) => {}
-            // The peer's body ended, or the client went away; finishing tells which.
+            // The peer's body ended, or the client went away: the flush below fails if it did.
             Err(StreamError::Closed) => break true,
             Err(StreamError::LastOperationFailed(_)) => break false,
         }
