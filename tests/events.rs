@@ -392,6 +392,33 @@ async fn a_reconnect_gets_exactly_the_missed_events_on_services() {
     a_reconnect_gets_exactly_the_missed_events(&system).await;
 }
 
+/// A stream whose worker dies under it reaches the client broken, not ended: an end is what
+/// a stream does when its time is up, a break is what tells a client to resume at once, and
+/// the gateway passing the worker's answer on must not turn the one into the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_whose_worker_dies_breaks_for_the_client_on_services() {
+    let mut system = System::services();
+    let alice = system.user("alice").await;
+    let mut stream = Stream::open(&system, "/v1/events", &Auth::Bearer(&alice), None).await;
+    drop(system.worker.take());
+    let ending = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match stream.response.chunk().await {
+                Ok(Some(bytes)) => stream.raw.push_str(&String::from_utf8_lossy(&bytes)),
+                Ok(None) => break Ok(()),
+                Err(err) => break Err(err),
+            }
+        }
+    })
+    .await
+    .expect("the stream ends or breaks once its worker is gone");
+    assert!(
+        ending.is_err(),
+        "the stream ended as if its time were up; received:\n{}",
+        stream.raw
+    );
+}
+
 /// Who may open a stream, and for how long: a token or a single-use, short-lived ticket; the
 /// stream ends by itself within its time and a client carries on where it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

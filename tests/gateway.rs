@@ -176,7 +176,8 @@ async fn v1_flow_on_services() {
 
 /// An MP3 whose stored file turns out shorter than its record (a disk fault, a file cut by
 /// hand) reaches the client as a broken download, never as a short body that looks complete:
-/// the gateway streams the worker's answer on and does not finish a body the worker did not.
+/// the worker's length travels with the answer the gateway streams on, and a body that falls
+/// short of it is not finished. (A stream without a length that breaks: `tests/events.rs`.)
 #[tokio::test]
 async fn a_download_cut_short_fails_for_the_client_embedded() {
     let system = System::embedded(&[]);
