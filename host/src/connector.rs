@@ -432,7 +432,10 @@ fn tls_error(err: std::io::Error) -> Error {
     }
 }
 
-/// A response body that fails when no frame arrives for `limit`.
+/// Empty pieces of a body passed over in one poll before it yields.
+const EMPTY_PIECES_PER_POLL: usize = 64;
+
+/// A response body that fails when no frame with data (or trailers) arrives for `limit`.
 struct IdleLimited<B> {
     incoming: B,
     limit: Duration,
@@ -451,18 +454,34 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
-        match Pin::new(&mut self.incoming).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                let next = tokio::time::Instant::now() + self.limit;
-                self.timer.as_mut().reset(next);
-                Poll::Ready(Some(Ok(frame)))
+        // An empty piece is no progress; and a guest's blocking read handed several in a row
+        // takes the stream for one that will never give anything (wasmtime traps). hyper never
+        // makes them; an in-process peer might. A run of them yields to other tasks.
+        let mut waiting = false;
+        for _ in 0..EMPTY_PIECES_PER_POLL {
+            match Pin::new(&mut self.incoming).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) if frame.data_ref().is_some_and(Bytes::is_empty) => {}
+                Poll::Ready(Some(Ok(frame))) => {
+                    let next = tokio::time::Instant::now() + self.limit;
+                    self.timer.as_mut().reset(next);
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Poll::Ready(Some(Err(err))) => return Poll::Ready(Some(Err(err.into()))),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => {
+                    waiting = true;
+                    break;
+                }
             }
-            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(err.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => match self.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Error::ConnectionReadTimeout))),
-                Poll::Pending => Poll::Pending,
-            },
+        }
+        match self.timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Error::ConnectionReadTimeout))),
+            Poll::Pending => {
+                if !waiting {
+                    cx.waker().wake_by_ref();
+                }
+                Poll::Pending
+            }
         }
     }
 
@@ -472,5 +491,35 @@ where
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.incoming.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::StreamBody;
+
+    #[tokio::test]
+    async fn empty_pieces_are_passed_over_and_are_no_progress() {
+        let pieces = ["", "ab", "", "", "", "c", ""]
+            .map(|piece| Ok::<_, Error>(Frame::data(Bytes::from_static(piece.as_bytes()))));
+        let response = Response::new(StreamBody::new(futures::stream::iter(pieces)));
+        let mut body = idle_limited(response, Duration::from_secs(5)).into_body();
+        let mut seen = Vec::new();
+        while let Some(frame) = body.frame().await {
+            seen.push(frame.unwrap().into_data().unwrap());
+        }
+        assert_eq!(seen, ["ab", "c"]);
+
+        // A peer that sends only empty pieces is idle: the limit ends it.
+        let empties = futures::stream::iter(std::iter::repeat_with(|| {
+            Ok::<_, Error>(Frame::data(Bytes::new()))
+        }));
+        let response = Response::new(StreamBody::new(empties));
+        let mut body = idle_limited(response, Duration::from_millis(50)).into_body();
+        match body.frame().await {
+            Some(Err(Error::ConnectionReadTimeout)) => {}
+            other => panic!("expected the idle limit, got {other:?}"),
+        }
     }
 }
