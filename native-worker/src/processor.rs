@@ -393,6 +393,10 @@ async fn process(
     let attempted = attempt_conversion(state, &mut job, attempt, holder, deadline, written).await;
     let failure = match attempted {
         Ok(()) => {
+            // Its `job.done`, routed to the streams before the announcement on `mp3`, so the
+            // notification another process makes of it comes after it. Out of the delivery's
+            // deadline: the job is done and saved.
+            state.events.announce_job(&job).await;
             return finish(state, &mut job, attempt, traceparent, holder, Outcome::Ack).await;
         }
         Err(Stop::Deleted) => {
@@ -426,7 +430,8 @@ async fn process(
     if attempt < max_attempts {
         job.set_status(Status::Queued);
         match state.jobs.save_held(&job, holder).await {
-            Ok(Saved::Saved) => state.events.job(&job),
+            // Routed before the retry is queued, which another converter may take.
+            Ok(Saved::Saved) => state.events.announce_job(&job).await,
             Ok(Saved::Gone) => {
                 return cleanup_deleted(state, &job.video_id, job.id, written).await;
             }
@@ -536,7 +541,9 @@ async fn save_and_finish(
     match state.jobs.save_held(&job, holder).await {
         Ok(Saved::Saved) => {
             state.metrics.job(job.status);
-            state.events.job(&job);
+            // Routed to the streams before the announcement on `mp3`, so the notification
+            // another process makes of it comes after it.
+            state.events.announce_job(&job).await;
             finish(state, &mut job, attempt, traceparent, holder, then).await
         }
         Ok(Saved::Gone) => cleanup_deleted(state, &job.video_id, job.id, written).await,
@@ -1008,7 +1015,6 @@ async fn convert_job(
     source_goes(state, job);
     save(state, job, holder).await?;
     state.metrics.job(Status::Done);
-    state.events.job(job);
     tracing::info!(
         size,
         duration = converted.duration,

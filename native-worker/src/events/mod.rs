@@ -6,20 +6,31 @@
 //! from its own queue bound to it (see [`rabbitmq`]) — a process that serves the API and
 //! converts gets its own events back that way too, so there is one path.
 //!
-//! Publishing never blocks nor fails the caller: events wait in a bounded buffer for the
-//! broker, and when it is full (the broker is away) they are dropped with a warning. A client
-//! that missed events is told to resync (see [`hub`]). So that such a loss is noticed by the
-//! processes consuming the events, each event is numbered as it is made (see [`origins`]).
+//! Publishing never fails the caller: events wait in a bounded buffer for the broker, and
+//! when it is full (the broker is away) they are dropped with a warning. A client that missed
+//! events is told to resync (see [`hub`]). So that such a loss is noticed by the processes
+//! consuming the events, each event is numbered as it is made (see [`origins`]).
+//!
+//! One process's events keep their order, but two processes' need not: a converter's first
+//! progress could overtake the intake's `job.queued`. So where a job passes from one process
+//! to another, its event is [`Events::announce`]d: published, and waited for (briefly) until
+//! the broker has routed it to every stream's queue, before the job is handed on; whatever is
+//! published about the job afterwards, by any process, lands behind it in those queues. The
+//! intake announces `job.queued` before queueing the job, a converter a retry's `job.queued`
+//! before queueing the retry, and a job's end (`job.done`, `job.failed`) before announcing it
+//! on `mp3`, from which the notifier's `notification.created` comes.
 
 pub(crate) mod hub;
 pub(crate) mod origins;
 pub(crate) mod rabbitmq;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use mp3conv_contract::event::{Envelope, Event};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::EventsConfig;
 use crate::error::Error;
@@ -29,6 +40,10 @@ pub(crate) use hub::Hub;
 
 /// Events waiting for the broker at most; more are dropped.
 const OUTBOX: usize = 4096;
+/// Longest [`Events::announce`] waits for the broker to route its event; past it the caller
+/// goes on, the order then left to chance as for any event, and later announcements do not
+/// wait until the broker confirms one again.
+const ANNOUNCE_WAIT: Duration = Duration::from_secs(1);
 
 /// The events side of the worker's state.
 pub(crate) struct Events {
@@ -45,6 +60,9 @@ enum Outlet {
     Exchange {
         outbox: mpsc::Sender<Numbered>,
         last: Mutex<u64>,
+        /// Set when an announcement was not routed in time, cleared when one is: meanwhile
+        /// announcing does not wait.
+        unrouted: Arc<AtomicBool>,
     },
 }
 
@@ -56,6 +74,9 @@ pub(crate) struct Numbered {
     pub(crate) seq: u64,
     /// The event.
     pub(crate) envelope: Envelope,
+    /// Told once the broker has routed the event (see [`Events::announce`]); dropped untold
+    /// when it cannot be sent.
+    pub(crate) routed: Option<oneshot::Sender<()>>,
 }
 
 impl Events {
@@ -76,6 +97,7 @@ impl Events {
             outlet: Outlet::Exchange {
                 outbox: sender,
                 last: Mutex::new(0),
+                unrouted: Arc::default(),
             },
             limits: StreamLimits::new(config),
         };
@@ -84,9 +106,57 @@ impl Events {
 
     /// Publishes `envelope`; never waits, never fails (a lost event is logged).
     pub(crate) fn publish(&self, envelope: Envelope) {
+        self.send(envelope, None);
+    }
+
+    /// Publishes `envelope` and waits until the broker has routed it to the streams' queues
+    /// (at most [`ANNOUNCE_WAIT`]), so that what any process publishes afterwards reaches
+    /// every stream after it. Never fails: whether it was routed is the answer, and the
+    /// caller goes on either way. While the broker is slow to confirm (the last announcement
+    /// was not routed in time) it does not wait, until an announcement is routed again.
+    pub(crate) async fn announce(&self, envelope: Envelope) -> bool {
+        let (routed, told) = oneshot::channel();
+        let kind = envelope.event.kind();
+        self.send(envelope, Some(routed));
+        let Outlet::Exchange { unrouted, .. } = &self.outlet else {
+            return told.await.is_ok();
+        };
+        if unrouted.load(Ordering::Relaxed) {
+            let unrouted = Arc::clone(unrouted);
+            tokio::spawn(async move {
+                if told.await.is_ok() {
+                    tracing::info!("events are routed in time again");
+                    unrouted.store(false, Ordering::Relaxed);
+                }
+            });
+            return false;
+        }
+        match tokio::time::timeout(ANNOUNCE_WAIT, told).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => {
+                tracing::debug!(kind, "event not routed; going on");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(
+                    kind,
+                    "event not routed in time; not waiting for the next ones"
+                );
+                unrouted.store(true, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    fn send(&self, envelope: Envelope, routed: Option<oneshot::Sender<()>>) {
         match &self.outlet {
-            Outlet::Hub => self.hub.publish(envelope),
-            Outlet::Exchange { outbox, last } => {
+            Outlet::Hub => {
+                self.hub.publish(envelope);
+                if let Some(routed) = routed {
+                    let _ = routed.send(());
+                }
+            }
+            Outlet::Exchange { outbox, last, .. } => {
                 // Numbered and queued under one lock, so the numbers reach the outbox in order
                 // whichever task makes the event.
                 let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
@@ -94,6 +164,7 @@ impl Events {
                 let numbered = Numbered {
                     seq: *last,
                     envelope,
+                    routed,
                 };
                 if let Err(e) = outbox.try_send(numbered) {
                     tracing::warn!(error = %e, "event dropped: the broker is not keeping up");
@@ -104,14 +175,23 @@ impl Events {
 
     /// Publishes the event for `job` in its current state (queued, progress, done, failed).
     pub(crate) fn job(&self, job: &Job) {
-        let owner = job.owner.clone();
-        self.publish(Envelope::new(owner, Event::for_job(job.clone().into())));
+        self.publish(job_event(job));
+    }
+
+    /// [`Events::announce`]s the event for `job` in its current state.
+    pub(crate) async fn announce_job(&self, job: &Job) {
+        self.announce(job_event(job)).await;
     }
 
     /// A stream slot for `owner`, or 429/503 `too_many_streams`.
     pub(crate) fn stream_slot(&self, owner: &str) -> Result<StreamSlot, Error> {
         self.limits.acquire(owner)
     }
+}
+
+/// The event for `job` in its current state.
+fn job_event(job: &Job) -> Envelope {
+    Envelope::new(job.owner.clone(), Event::for_job(job.clone().into()))
 }
 
 fn hub_for(config: &EventsConfig) -> Hub {

@@ -1,7 +1,10 @@
 //! Events between processes over RabbitMQ: a durable fanout exchange `<prefix>events` that
-//! every process publishes to (non-persistent messages, no confirms: an event is worth little
-//! once stale), and one exclusive, auto-delete, server-named queue per API-serving process,
-//! bound to it and consumed into that process's [`Hub`].
+//! every process publishes to (non-persistent messages: an event is worth little once stale),
+//! and one exclusive, auto-delete, server-named queue per API-serving process, bound to it and
+//! consumed into that process's [`Hub`]. The publishing channel is in confirm mode so that an
+//! announced event's caller (see [`super::Events::announce`]) can be told when it is routed;
+//! the publisher collects the confirms as they come rather than waiting for each, so the events
+//! behind one do not wait for it.
 //!
 //! The queue holds at most [`QUEUE_LENGTH`] events (the oldest dropped first), so a stuck
 //! process cannot grow the broker. After the broker link is lost the consumer reconnects,
@@ -17,15 +20,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer,
+    ExchangeKind, PublisherConfirm,
+};
 use mp3conv_contract::event::Envelope;
 use secrecy::ExposeSecret;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::origins::{MAX_ORIGINS, ORIGIN_TTL, Order, Origins};
@@ -41,6 +48,9 @@ const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the publisher keeps sending what is left once the worker stops.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
+/// Events sent and not yet confirmed at most; past it the publisher waits for confirms before
+/// sending more (the outbox holds the rest meanwhile).
+const MAX_UNCONFIRMED: usize = 1024;
 
 /// AMQP header naming the process that published an event (unique per run).
 pub const ORIGIN_HEADER: &str = "x-mp3conv-origin";
@@ -285,6 +295,10 @@ impl Publisher {
             declare_exchange(&channel, &self.config)
                 .await
                 .map_err(amqp_error)?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .map_err(amqp_error)?;
             Ok::<_, Error>((connection, channel))
         }
         .await;
@@ -301,7 +315,8 @@ impl Publisher {
         }
     }
 
-    async fn publish(&mut self, numbered: &Numbered) {
+    /// Sends one event; what is left to do for it is to [`settle`] the broker's confirm.
+    async fn publish(&mut self, numbered: Numbered) -> Option<Unconfirmed> {
         let envelope = &numbered.envelope;
         let mut headers = FieldTable::default();
         headers.insert(
@@ -316,7 +331,7 @@ impl Publisher {
             Ok(body) => body,
             Err(e) => {
                 tracing::warn!(error = %e, "event not serializable; dropped");
-                return;
+                return None;
             }
         };
         let sent = async {
@@ -336,14 +351,20 @@ impl Publisher {
                     properties,
                 )
                 .await
-                .map(drop)
                 .map_err(amqp_error)
         }
         .await;
-        if let Err(e) = sent {
-            tracing::warn!(error = %error_chain(&e), kind = envelope.event.kind(), "event dropped");
-            if let Some((connection, _)) = self.link.take() {
-                let _ = connection.close(200, "reconnecting".into()).await;
+        match sent {
+            Ok(confirm) => Some(Unconfirmed {
+                confirm,
+                routed: numbered.routed,
+            }),
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), kind = envelope.event.kind(), "event dropped");
+                if let Some((connection, _)) = self.link.take() {
+                    let _ = connection.close(200, "reconnecting".into()).await;
+                }
+                None
             }
         }
     }
@@ -352,6 +373,22 @@ impl Publisher {
         if let Some((connection, _)) = self.link.take() {
             let _ = connection.close(200, "closing".into()).await;
         }
+    }
+}
+
+/// An event sent, its confirm still to come.
+struct Unconfirmed {
+    confirm: PublisherConfirm,
+    /// Its announcer, if any, to tell once the broker acknowledged it.
+    routed: Option<oneshot::Sender<()>>,
+}
+
+/// Waits for `sent`'s confirm and tells its announcer when the broker acknowledged it. A confirm
+/// left unawaited would be kept by lapin until the channel closes.
+async fn settle(sent: Unconfirmed) {
+    let confirmed = sent.confirm.await;
+    if let (Ok(Confirmation::Ack(_)), Some(routed)) = (confirmed, sent.routed) {
+        let _ = routed.send(());
     }
 }
 
@@ -373,25 +410,34 @@ pub(crate) async fn publish(
     if let Err(e) = publisher.channel().await {
         tracing::warn!(error = %error_chain(&e), "cannot reach the events exchange yet");
     }
+    let mut unconfirmed = FuturesUnordered::new();
     loop {
         let envelope = tokio::select! {
-            envelope = outbox.recv() => envelope,
+            envelope = outbox.recv(), if unconfirmed.len() < MAX_UNCONFIRMED => envelope,
+            Some(()) = unconfirmed.next() => continue,
             () = stop.cancelled() => break,
         };
         match envelope {
-            Some(envelope) => publisher.publish(&envelope).await,
+            Some(envelope) => unconfirmed.extend(publisher.publish(envelope).await.map(settle)),
             None => break,
         }
     }
     let flush = async {
         while let Ok(envelope) = outbox.try_recv() {
-            publisher.publish(&envelope).await;
+            unconfirmed.extend(publisher.publish(envelope).await.map(settle));
         }
+        while unconfirmed.next().await.is_some() {}
     };
     if tokio::time::timeout(FLUSH_TIMEOUT, flush).await.is_err() {
         tracing::warn!("events left unpublished at shutdown");
     }
-    publisher.close().await;
+    // A link gone half-open would hold the close up until TCP gives up.
+    if tokio::time::timeout(FLUSH_TIMEOUT, publisher.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the events link did not close in time; leaving it");
+    }
 }
 
 #[cfg(test)]
@@ -417,6 +463,173 @@ mod tests {
         let properties = BasicProperties::default().with_headers(headers);
         let id = envelope.id.clone();
         (properties, serde_json::to_vec(&envelope).unwrap(), id)
+    }
+
+    fn broker(prefix: &str) -> QueueConfig {
+        QueueConfig {
+            kind: crate::config::QueueKind::Rabbitmq,
+            url: std::env::var("MP3CONV_TEST_AMQP_URL")
+                .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+                .into(),
+            prefix: prefix.to_owned(),
+            expires: Some(Duration::from_secs(60)),
+            ..QueueConfig::default()
+        }
+    }
+
+    /// What the intake relies on to order a job's events across processes: once `announce`
+    /// returns, the event is in every bound queue, so whatever is published next (by a
+    /// converter, on its own connection) lands behind it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_announced_event_is_in_the_streams_queue_when_announce_returns() {
+        let prefix = format!("announce-{}-", JobId::new());
+        let config = broker(&prefix);
+        let connection = connect(&config, "announce-test").await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        declare_exchange(&channel, &config).await.unwrap();
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                exchange(&prefix).as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let (events, outbox) = super::super::Events::through_exchange(&Default::default());
+        let stop = CancellationToken::new();
+        let publisher = tokio::spawn(publish(config, "announcer".into(), outbox, stop.clone()));
+
+        for announced in 1..=20 {
+            // Unannounced events ahead of it are routed first, in order.
+            events.publish(Envelope::new(
+                "ann",
+                Event::JobDeleted {
+                    job_id: JobId::new(),
+                },
+            ));
+            let routed = events
+                .announce(Envelope::new(
+                    "ann",
+                    Event::JobDeleted {
+                        job_id: JobId::new(),
+                    },
+                ))
+                .await;
+            assert!(routed, "the broker confirmed announcement {announced}");
+            let now = channel
+                .queue_declare(
+                    queue.name().clone(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(now.message_count(), 2 * announced);
+        }
+        stop.cancel();
+        publisher.await.unwrap();
+        let _ = connection.close(200, "done".into()).await;
+    }
+
+    /// An event that cannot reach the broker holds its announcer up no longer than it takes
+    /// to find that out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn announcing_without_a_broker_goes_on_at_once() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed = listener.local_addr().unwrap();
+        drop(listener);
+        let config = QueueConfig {
+            url: format!("amqp://guest:guest@{closed}/%2f").into(),
+            ..broker("nowhere-")
+        };
+        let (events, outbox) = super::super::Events::through_exchange(&Default::default());
+        let stop = CancellationToken::new();
+        let publisher = tokio::spawn(publish(config, "announcer".into(), outbox, stop.clone()));
+        let started = tokio::time::Instant::now();
+        let routed = events
+            .announce(Envelope::new(
+                "ann",
+                Event::JobDeleted {
+                    job_id: JobId::new(),
+                },
+            ))
+            .await;
+        assert!(!routed);
+        assert!(
+            started.elapsed() < super::super::ANNOUNCE_WAIT / 2,
+            "waited {:?} for a broker that refuses connections",
+            started.elapsed()
+        );
+        stop.cancel();
+        publisher.await.unwrap();
+    }
+
+    /// A broker that takes the connection and never answers holds the first announcement up
+    /// for the announcement wait, and the next ones not at all.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silent_broker_holds_one_announcement_up_not_every_one() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let config = QueueConfig {
+            url: format!("amqp://guest:guest@{}/%2f", silent.local_addr().unwrap()).into(),
+            ..broker("silent-")
+        };
+        let accepting = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((connection, _)) = silent.accept().await {
+                held.push(connection);
+            }
+        });
+        let (events, outbox) = super::super::Events::through_exchange(&Default::default());
+        let publisher = tokio::spawn(publish(
+            config,
+            "announcer".into(),
+            outbox,
+            CancellationToken::new(),
+        ));
+        let wait = super::super::ANNOUNCE_WAIT;
+        let deleted = || {
+            Envelope::new(
+                "ann",
+                Event::JobDeleted {
+                    job_id: JobId::new(),
+                },
+            )
+        };
+
+        let started = tokio::time::Instant::now();
+        assert!(!events.announce(deleted()).await);
+        assert!(
+            started.elapsed() >= wait,
+            "gave up after {:?}",
+            started.elapsed()
+        );
+        let started = tokio::time::Instant::now();
+        for _ in 0..5 {
+            assert!(!events.announce(deleted()).await);
+        }
+        assert!(
+            started.elapsed() < wait / 2,
+            "later announcements waited {:?}",
+            started.elapsed()
+        );
+        publisher.abort();
+        accepting.abort();
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ use mp3conv_contract::job::upload_query::{self, HOLD};
 use mp3conv_contract::job::{DEFAULT_PAGE, Download, MAX_PAGE};
 use mp3conv_contract::options::{OptionError, Options, json_object};
 use serde::Deserialize;
+use tracing::Instrument as _;
 
 use super::Owner;
 use crate::State;
@@ -346,20 +347,29 @@ fn refused(state: &State, e: Error) -> Error {
 }
 
 /// Queues a stored job; if that fails, lets go of the key it claimed, so a retry can make it.
+/// This runs to its end on a task of its own: a request dropped on the way (its client gone)
+/// would otherwise leave a job stored and never queued.
 async fn queue_keyed(
-    state: &State,
+    state: &Arc<State>,
     job: Job,
     headers: &HeaderMap,
     key: Option<&str>,
 ) -> Result<Response, Error> {
-    let key_holder = job.clone();
-    match queue(state, job, headers).await {
-        Ok(queued) => Ok(queued.into_response()),
-        Err(e) => {
-            release(state, &key_holder, key).await;
-            Err(e)
+    let state = Arc::clone(state);
+    let traceparent = traceparent(headers);
+    let key = key.map(str::to_owned);
+    let queueing = async move {
+        let key_holder = job.clone();
+        let queued = queue(&state, job, traceparent).await;
+        if queued.is_err() {
+            release(&state, &key_holder, key.as_deref()).await;
         }
-    }
+        queued
+    };
+    tokio::spawn(queueing.in_current_span())
+        .await
+        .map_err(Error::internal)?
+        .map(IntoResponse::into_response)
 }
 
 /// The answer to a claim that did not make the key this request's: the first job (queued
@@ -402,12 +412,12 @@ async fn release(state: &State, job: &Job, key: Option<&str>) {
 async fn queue(
     state: &State,
     job: Job,
-    headers: &HeaderMap,
+    traceparent: Option<String>,
 ) -> Result<(StatusCode, Json<Job>), Error> {
-    // Announced before a converter can take it, so that its `job.queued` comes before the
-    // converter's events.
-    state.events.job(&job);
-    let message = JobMessage::for_job(&job, 1).outgoing(Route::Video, traceparent(headers));
+    // Announced, and routed to every stream, before a converter can take it: its `job.queued`
+    // comes before the converter's events, which another process may publish.
+    state.events.announce_job(&job).await;
+    let message = JobMessage::for_job(&job, 1).outgoing(Route::Video, traceparent);
     if let Err(e) = state.queue.publish(Route::Video, message).await {
         // Not queued means not accepted: leave nothing behind (nor count it as made) and let
         // the caller retry.
