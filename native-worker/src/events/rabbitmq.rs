@@ -465,6 +465,28 @@ mod tests {
         (properties, serde_json::to_vec(&envelope).unwrap(), id)
     }
 
+    fn deleted() -> Envelope {
+        Envelope::new(
+            "ann",
+            Event::JobDeleted {
+                job_id: JobId::new(),
+            },
+        )
+    }
+
+    /// Messages ready on `queue`.
+    async fn depth(channel: &Channel, queue: &str) -> u32 {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        channel
+            .queue_declare(queue.into(), passive, FieldTable::default())
+            .await
+            .unwrap()
+            .message_count()
+    }
+
     fn broker(prefix: &str) -> QueueConfig {
         QueueConfig {
             kind: crate::config::QueueKind::Rabbitmq,
@@ -514,33 +536,10 @@ mod tests {
 
         for announced in 1..=20 {
             // Unannounced events ahead of it are routed first, in order.
-            events.publish(Envelope::new(
-                "ann",
-                Event::JobDeleted {
-                    job_id: JobId::new(),
-                },
-            ));
-            let routed = events
-                .announce(Envelope::new(
-                    "ann",
-                    Event::JobDeleted {
-                        job_id: JobId::new(),
-                    },
-                ))
-                .await;
+            events.publish(deleted());
+            let routed = events.announce(deleted()).await;
             assert!(routed, "the broker confirmed announcement {announced}");
-            let now = channel
-                .queue_declare(
-                    queue.name().clone(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .unwrap();
-            assert_eq!(now.message_count(), 2 * announced);
+            assert_eq!(depth(&channel, queue.name().as_str()).await, 2 * announced);
         }
         stop.cancel();
         publisher.await.unwrap();
@@ -562,15 +561,7 @@ mod tests {
         let stop = CancellationToken::new();
         let publisher = tokio::spawn(publish(config, "announcer".into(), outbox, stop.clone()));
         let started = tokio::time::Instant::now();
-        let routed = events
-            .announce(Envelope::new(
-                "ann",
-                Event::JobDeleted {
-                    job_id: JobId::new(),
-                },
-            ))
-            .await;
-        assert!(!routed);
+        assert!(!events.announce(deleted()).await);
         assert!(
             started.elapsed() < super::super::ANNOUNCE_WAIT / 2,
             "waited {:?} for a broker that refuses connections",
@@ -603,14 +594,6 @@ mod tests {
             CancellationToken::new(),
         ));
         let wait = super::super::ANNOUNCE_WAIT;
-        let deleted = || {
-            Envelope::new(
-                "ann",
-                Event::JobDeleted {
-                    job_id: JobId::new(),
-                },
-            )
-        };
 
         let started = tokio::time::Instant::now();
         assert!(!events.announce(deleted()).await);
